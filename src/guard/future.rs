@@ -1,0 +1,84 @@
+use super::Allowed;
+use crate::body::GuardBody;
+use crate::rejection::Rejection;
+use http::{Request, Response};
+use pin_project_lite::pin_project;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+use tower_service::Service;
+
+/// The check of one request: read it, look its site up, decide.
+pub(super) type Check<B> = Pin<Box<dyn Future<Output = Result<Allowed<B>, Rejection>> + Send>>;
+
+pin_project! {
+    /// Response future of [`UpgradeGuard`](super::UpgradeGuard).
+    ///
+    /// First the check (which does I/O and is boxed), then, only when allowed, the inner
+    /// service's own future, polled in place.
+    pub struct ResponseFuture<S, B>
+    where
+        S: Service<Request<GuardBody<B>>>,
+    {
+        #[pin]
+        state: State<S, B>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<S, B>
+    where
+        S: Service<Request<GuardBody<B>>>,
+    {
+        Checking {
+            check: Check<B>,
+            inner: Option<S>,
+        },
+        Forwarding {
+            #[pin]
+            future: S::Future,
+        },
+    }
+}
+
+impl<S, B> ResponseFuture<S, B>
+where
+    S: Service<Request<GuardBody<B>>>,
+{
+    pub(super) fn new(check: Check<B>, inner: S) -> Self {
+        Self {
+            state: State::Checking {
+                check,
+                inner: Some(inner),
+            },
+        }
+    }
+}
+
+impl<S, B, ResBody> Future for ResponseFuture<S, B>
+where
+    S: Service<Request<GuardBody<B>>, Response = Response<ResBody>>,
+{
+    type Output = Result<Response<GuardBody<ResBody>>, S::Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            match this.state.as_mut().project() {
+                StateProj::Checking { check, inner } => match ready!(check.as_mut().poll(cx)) {
+                    Ok(allowed) => {
+                        let mut inner = inner.take().expect("polled after the inner service was called");
+                        let future = inner.call(allowed.request);
+                        this.state.set(State::Forwarding { future });
+                    }
+                    Err(rejection) => return Poll::Ready(Ok(rejection.into_response())),
+                },
+                StateProj::Forwarding { future } => {
+                    let response = ready!(future.poll(cx))?;
+                    return Poll::Ready(Ok(response.map(GuardBody::original)));
+                }
+            }
+        }
+    }
+}

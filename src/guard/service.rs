@@ -1,0 +1,72 @@
+use super::{Config, ResponseFuture, UpgradeGuardLayer};
+use crate::UpgradePathsClient;
+use crate::body::GuardBody;
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::Body;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use tower_service::Service;
+
+/// Forwards a provision request to the inner service only when the product is an upgrade for
+/// the site; answers every other request itself. Built by [`UpgradeGuardLayer`].
+///
+/// The inner service receives the request with its body as a [`GuardBody`]: the original body
+/// when the route reads nothing from it, otherwise the same bytes, buffered. Responses and errors
+/// of the inner service pass through untouched; the guard's own answers are JSON (see
+/// [`Rejection`](crate::Rejection)).
+#[derive(Clone, Debug)]
+pub struct UpgradeGuard<S> {
+    inner: S,
+    config: Arc<Config>,
+}
+
+impl<S> UpgradeGuard<S> {
+    pub(super) fn from_config(inner: S, config: Arc<Config>) -> Self {
+        Self { inner, config }
+    }
+
+    /// A layer that wraps services in guards asking `client`; the same as
+    /// [`UpgradeGuardLayer::new`].
+    pub fn layer(client: UpgradePathsClient) -> UpgradeGuardLayer {
+        UpgradeGuardLayer::new(client)
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for UpgradeGuard<S>
+where
+    S: Service<Request<GuardBody<ReqBody>>, Response = Response<ResBody>> + Clone,
+    ReqBody: Body<Data = Bytes> + Send + 'static,
+    ReqBody::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Response = Response<GuardBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S, ReqBody>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        // The ready service is the one to call; the clone stays behind for the next request.
+        let clone = self.inner.clone();
+        let ready = std::mem::replace(&mut self.inner, clone);
+        let config = self.config.clone();
+        ResponseFuture::new(Box::pin(async move { config.check(request).await }), ready)
+    }
+}

@@ -1,0 +1,215 @@
+//! The guard's own responses: every reason a request is not forwarded.
+//!
+//! Each is JSON, `Content-Type: application/json`, shaped `{"error":"<code>","message":"<text>"}`
+//! in compact form, as WordPress.com answers: partner tooling detects failures by matching the
+//! literal text `"error":"`.
+
+use crate::body::GuardBody;
+use crate::site::InvalidSite;
+use crate::upstream::{LookupError, UpgradePaths};
+use crate::Site;
+use http::{HeaderValue, Response, StatusCode, header};
+use serde::Serialize;
+use std::time::Duration;
+
+/// How long a client is asked to wait when the upstream could not answer and said nothing.
+pub const DEFAULT_UNAVAILABLE_RETRY_AFTER: Duration = Duration::from_secs(5);
+/// How long a client is asked to wait when another provision of the site is in progress.
+pub const SITE_BUSY_RETRY_AFTER: Duration = Duration::from_secs(1);
+/// The longest `Retry-After` passed on from the upstream.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
+
+/// Why the guard answered a request itself instead of forwarding it.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Rejection {
+    /// 409 `upgrade_not_allowed`: the product is not in the site's upgrade paths.
+    #[error("{product} is not an upgrade for site {site}: it is not in the site's upgrade paths")]
+    NotAnUpgrade {
+        /// The site.
+        site: Site,
+        /// The product the request asked for.
+        product: String,
+        /// What WordPress.com says may be provisioned instead.
+        upgrade_paths: UpgradePaths,
+    },
+    /// 400 `missing_site`: the request names no site.
+    #[error("the request names no site")]
+    MissingSite,
+    /// 400 `missing_product`: the request names no product.
+    #[error("the request names no product")]
+    MissingProduct,
+    /// 400 `invalid_site`: the site identifier is malformed or ambiguous.
+    #[error("the site identifier is not valid: {0}")]
+    InvalidSite(#[from] InvalidSite),
+    /// 400 `invalid_body`: the form, multipart or JSON data could not be read, or names a field
+    /// the guard reads more than once.
+    #[error("{0}")]
+    InvalidBody(String),
+    /// 415 `unsupported_media_type`: the route reads a body field but the body is not a form or
+    /// JSON.
+    #[error(
+        "the body must be application/x-www-form-urlencoded, multipart/form-data or application/json"
+    )]
+    UnsupportedMediaType,
+    /// 413 `body_too_large`: the body is longer than the route's limit.
+    #[error("the body is larger than the limit of {limit} bytes")]
+    BodyTooLarge {
+        /// The limit, in bytes.
+        limit: usize,
+    },
+    /// 404 `unknown_site`, 502 `upstream_unauthorized` or 503 `upgrade_paths_unavailable`: the
+    /// upgrade-paths lookup gave no answer.
+    #[error("{}", upstream_message(.0))]
+    Upstream(#[source] LookupError),
+    /// 503 `site_busy`: another provision of the site held it for too long.
+    #[error("another provision of this site is in progress; try again shortly")]
+    SiteBusy,
+}
+
+fn upstream_message(error: &LookupError) -> String {
+    match error {
+        LookupError::UnknownSite => "WordPress.com does not know this site".into(),
+        LookupError::Unauthorized { .. } => {
+            "WordPress.com refused the partner's credentials for the upgrade-paths lookup".into()
+        }
+        other => format!("the site's upgrade paths could not be checked ({other}); try again"),
+    }
+}
+
+impl Rejection {
+    /// The HTTP status of the response.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::NotAnUpgrade { .. } => StatusCode::CONFLICT,
+            Self::MissingSite | Self::MissingProduct | Self::InvalidSite(_) | Self::InvalidBody(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Upstream(LookupError::UnknownSite) => StatusCode::NOT_FOUND,
+            Self::Upstream(LookupError::Unauthorized { .. }) => StatusCode::BAD_GATEWAY,
+            Self::Upstream(_) | Self::SiteBusy => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// The `error` code of the response body.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::NotAnUpgrade { .. } => "upgrade_not_allowed",
+            Self::MissingSite => "missing_site",
+            Self::MissingProduct => "missing_product",
+            Self::InvalidSite(_) => "invalid_site",
+            Self::InvalidBody(_) => "invalid_body",
+            Self::UnsupportedMediaType => "unsupported_media_type",
+            Self::BodyTooLarge { .. } => "body_too_large",
+            Self::Upstream(LookupError::UnknownSite) => "unknown_site",
+            Self::Upstream(LookupError::Unauthorized { .. }) => "upstream_unauthorized",
+            Self::Upstream(_) => "upgrade_paths_unavailable",
+            Self::SiteBusy => "site_busy",
+        }
+    }
+
+    /// The `Retry-After` the response carries, for the 503 answers.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::Upstream(LookupError::UnknownSite | LookupError::Unauthorized { .. }) => None,
+            Self::Upstream(error) => Some(
+                error
+                    .retry_after()
+                    .unwrap_or(DEFAULT_UNAVAILABLE_RETRY_AFTER)
+                    .clamp(Duration::from_secs(1), MAX_RETRY_AFTER),
+            ),
+            Self::SiteBusy => Some(SITE_BUSY_RETRY_AFTER),
+            _ => None,
+        }
+    }
+
+    /// The compact JSON body of the response.
+    pub fn to_json(&self) -> Vec<u8> {
+        #[derive(Serialize)]
+        struct Body<'a> {
+            error: &'static str,
+            message: String,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            site: Option<&'a Site>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            product: Option<&'a str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            upgrade_paths: Option<&'a UpgradePaths>,
+        }
+        let (site, product, upgrade_paths) = match self {
+            Self::NotAnUpgrade {
+                site,
+                product,
+                upgrade_paths,
+            } => (Some(site), Some(product.as_str()), Some(upgrade_paths)),
+            _ => (None, None, None),
+        };
+        let body = Body {
+            error: self.code(),
+            message: self.to_string(),
+            site,
+            product,
+            upgrade_paths,
+        };
+        serde_json::to_vec(&body).expect("a map of strings always serializes")
+    }
+
+    /// The response the guard sends.
+    pub fn into_response<B>(self) -> Response<GuardBody<B>> {
+        let mut response = Response::new(GuardBody::buffered(self.to_json()));
+        *response.status_mut() = self.status();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        if let Some(wait) = self.retry_after() {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(wait.as_secs()));
+        }
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    async fn body(response: Response<GuardBody<http_body_util::Empty<bytes::Bytes>>>) -> String {
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        String::from_utf8(bytes.to_vec()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn not_an_upgrade_carries_site_product_and_paths() {
+        let rejection = Rejection::NotAnUpgrade {
+            site: Site::parse("example.com").unwrap(),
+            product: "jetpack-backup-realtime".into(),
+            upgrade_paths: [("jetpack-scan", ["jetpack-scan"])].into_iter().collect(),
+        };
+        let response = rejection.into_response();
+        assert_eq!(response.status(), StatusCode::CONFLICT);
+        assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
+        let text = body(response).await;
+        assert!(text.starts_with(r#"{"error":"upgrade_not_allowed","message":""#), "{text}");
+        assert!(text.contains(r#""site":"example.com","product":"jetpack-backup-realtime","upgrade_paths":{"jetpack-scan":["jetpack-scan"]}"#), "{text}");
+    }
+
+    #[tokio::test]
+    async fn unavailable_upstream_asks_to_retry() {
+        let response = Rejection::Upstream(LookupError::Timeout).into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "5");
+        let throttled = Rejection::Upstream(LookupError::Status {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            retry_after: Some(Duration::from_secs(3600)),
+        });
+        assert_eq!(throttled.retry_after(), Some(MAX_RETRY_AFTER));
+        let text = body(response).await;
+        assert!(text.starts_with(r#"{"error":"upgrade_paths_unavailable","message":""#));
+        assert_eq!(Rejection::SiteBusy.retry_after(), Some(SITE_BUSY_RETRY_AFTER));
+        assert_eq!(Rejection::MissingSite.retry_after(), None);
+    }
+}

@@ -1,0 +1,283 @@
+//! Named fields of a buffered body: urlencoded form, multipart form or JSON object.
+//!
+//! The provision endpoint behind the guard (PHP) keeps the *last* of two fields with one name, while
+//! a reader that takes the first would check another value than the one provisioned. So a field the
+//! guard reads must appear once; [`Fields::get`] reports a repeated one instead of picking.
+
+use bytes::Bytes;
+use http::{HeaderMap, header::CONTENT_TYPE};
+use serde::de::{Deserializer, MapAccess, Visitor};
+use std::fmt;
+
+/// How a body is encoded, from its `Content-Type`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum BodyFormat {
+    UrlEncoded,
+    Multipart { boundary: String },
+    Json,
+}
+
+/// The `Content-Type` names no format the guard reads.
+#[derive(Debug)]
+pub(crate) struct UnsupportedFormat;
+
+impl BodyFormat {
+    /// The format named by `Content-Type`, `Ok(None)` when there is no such header.
+    pub(crate) fn from_headers(headers: &HeaderMap) -> Result<Option<Self>, UnsupportedFormat> {
+        let Some(value) = headers.get(CONTENT_TYPE) else {
+            return Ok(None);
+        };
+        let value = value.to_str().map_err(|_| UnsupportedFormat)?;
+        let mut params = value.split(';');
+        let essence = params.next().unwrap_or_default().trim();
+        if essence.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
+            Ok(Some(Self::UrlEncoded))
+        } else if essence.eq_ignore_ascii_case("multipart/form-data") {
+            // curl turns a hand-set `multipart/form-data;` into `multipart/form-data;; boundary=…`:
+            // empty parameters are skipped rather than refused.
+            let boundary = params
+                .filter_map(|param| param.split_once('='))
+                .find(|(name, _)| name.trim().eq_ignore_ascii_case("boundary"))
+                .map(|(_, value)| value.trim().trim_matches('"'))
+                .filter(|boundary| !boundary.is_empty())
+                .ok_or(UnsupportedFormat)?;
+            Ok(Some(Self::Multipart {
+                boundary: boundary.to_owned(),
+            }))
+        } else if is_json(essence) {
+            Ok(Some(Self::Json))
+        } else {
+            Err(UnsupportedFormat)
+        }
+    }
+}
+
+fn is_json(essence: &str) -> bool {
+    let Some((kind, subtype)) = essence.split_once('/') else {
+        return false;
+    };
+    kind.eq_ignore_ascii_case("application")
+        && (subtype.eq_ignore_ascii_case("json")
+            || subtype.len() > 5 && subtype[subtype.len() - 5..].eq_ignore_ascii_case("+json"))
+}
+
+/// One field's value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum FieldValue {
+    /// Text, or a JSON number written as text.
+    Text(String),
+    /// A JSON value that is neither a string nor a number, or a multipart part that is not UTF-8.
+    NotText,
+}
+
+/// Why a field could not be read.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum FieldError {
+    #[error("field `{0}` appears more than once")]
+    Repeated(String),
+    #[error("field `{0}` is not text")]
+    NotText(String),
+}
+
+/// The fields of a body, in the order they came.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Fields {
+    pairs: Vec<(String, FieldValue)>,
+}
+
+impl Fields {
+    /// Parses `body` as `format`. The error is a message for the client.
+    pub(crate) async fn parse(format: &BodyFormat, body: Bytes) -> Result<Self, String> {
+        match format {
+            BodyFormat::UrlEncoded => serde_urlencoded::from_bytes::<Vec<(String, String)>>(&body)
+                .map(Self::from_text_pairs)
+                .map_err(|e| format!("the urlencoded form could not be read: {e}")),
+            BodyFormat::Multipart { boundary } => parse_multipart(boundary, body)
+                .await
+                .map_err(|e| format!("the multipart form could not be read: {e}")),
+            BodyFormat::Json => {
+                let mut de = serde_json::Deserializer::from_slice(&body);
+                let fields = de
+                    .deserialize_map(JsonObjectVisitor)
+                    .and_then(|fields| de.end().map(|()| fields))
+                    .map_err(|e| format!("the JSON body is not an object: {e}"))?;
+                Ok(fields)
+            }
+        }
+    }
+
+    /// Parses a query string (or any urlencoded text).
+    pub(crate) fn parse_query(query: &str) -> Result<Self, String> {
+        serde_urlencoded::from_str::<Vec<(String, String)>>(query)
+            .map(Self::from_text_pairs)
+            .map_err(|e| format!("the query string could not be read: {e}"))
+    }
+
+    fn from_text_pairs(pairs: Vec<(String, String)>) -> Self {
+        Self {
+            pairs: pairs
+                .into_iter()
+                .map(|(name, value)| (name, FieldValue::Text(value)))
+                .collect(),
+        }
+    }
+
+    /// The text of the field called `name`, `Ok(None)` when absent.
+    pub(crate) fn get(&self, name: &str) -> Result<Option<&str>, FieldError> {
+        let mut found = self.pairs.iter().filter(|(n, _)| n == name);
+        let Some((_, value)) = found.next() else {
+            return Ok(None);
+        };
+        if found.next().is_some() {
+            return Err(FieldError::Repeated(name.to_owned()));
+        }
+        match value {
+            FieldValue::Text(text) => Ok(Some(text)),
+            FieldValue::NotText => Err(FieldError::NotText(name.to_owned())),
+        }
+    }
+
+    /// Every field, in order (the fake upstream reads them all).
+    #[cfg_attr(not(feature = "test-util"), allow(dead_code))]
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&str, &FieldValue)> {
+        self.pairs.iter().map(|(n, v)| (n.as_str(), v))
+    }
+}
+
+async fn parse_multipart(boundary: &str, body: Bytes) -> Result<Fields, multer::Error> {
+    let stream = futures_util::stream::once(async move { Ok::<_, std::convert::Infallible>(body) });
+    let mut multipart = multer::Multipart::new(stream, boundary);
+    let mut pairs = Vec::new();
+    while let Some(field) = multipart.next_field().await? {
+        let name = field.name().unwrap_or_default().to_owned();
+        let value = match String::from_utf8(field.bytes().await?.into()) {
+            Ok(text) => FieldValue::Text(text),
+            Err(_) => FieldValue::NotText,
+        };
+        pairs.push((name, value));
+    }
+    Ok(Fields { pairs })
+}
+
+/// Reads a JSON object keeping repeated keys, which `serde_json::Map` would collapse.
+struct JsonObjectVisitor;
+
+impl<'de> Visitor<'de> for JsonObjectVisitor {
+    type Value = Fields;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Fields, A::Error> {
+        let mut pairs = Vec::new();
+        while let Some((name, value)) = map.next_entry::<String, serde_json::Value>()? {
+            let value = match value {
+                serde_json::Value::String(text) => FieldValue::Text(text),
+                serde_json::Value::Number(number) => FieldValue::Text(number.to_string()),
+                _ => FieldValue::NotText,
+            };
+            pairs.push((name, value));
+        }
+        Ok(Fields { pairs })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn format(content_type: &str) -> Result<Option<BodyFormat>, UnsupportedFormat> {
+        let mut headers = HeaderMap::new();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_str(content_type).unwrap());
+        BodyFormat::from_headers(&headers)
+    }
+
+    #[test]
+    fn content_types() {
+        assert_eq!(
+            format("application/x-www-form-urlencoded; charset=utf-8").unwrap(),
+            Some(BodyFormat::UrlEncoded)
+        );
+        assert_eq!(format("Application/JSON").unwrap(), Some(BodyFormat::Json));
+        assert_eq!(
+            format("application/vnd.api+json").unwrap(),
+            Some(BodyFormat::Json)
+        );
+        let multipart = Some(BodyFormat::Multipart {
+            boundary: "xyz".into(),
+        });
+        assert_eq!(format("multipart/form-data; boundary=xyz").unwrap(), multipart);
+        assert_eq!(format("multipart/form-data;; boundary=xyz").unwrap(), multipart);
+        assert_eq!(format("multipart/form-data;boundary=\"xyz\"").unwrap(), multipart);
+        assert!(format("multipart/form-data;").is_err());
+        assert!(format("text/plain").is_err());
+        assert!(format("application/jsonx").is_err());
+        assert_eq!(BodyFormat::from_headers(&HeaderMap::new()).unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn repeated_fields_are_reported_not_picked() {
+        let fields = Fields::parse(&BodyFormat::UrlEncoded, "plan=a&plan=b&site=x".into())
+            .await
+            .unwrap();
+        assert_eq!(fields.get("site"), Ok(Some("x")));
+        assert_eq!(fields.get("plan"), Err(FieldError::Repeated("plan".into())));
+        assert_eq!(fields.get("other"), Ok(None));
+
+        let json = Fields::parse(&BodyFormat::Json, r#"{"plan":"a","plan":"b"}"#.into())
+            .await
+            .unwrap();
+        assert_eq!(json.get("plan"), Err(FieldError::Repeated("plan".into())));
+    }
+
+    #[tokio::test]
+    async fn json_values() {
+        let fields = Fields::parse(
+            &BodyFormat::Json,
+            r#"{"site": 12345, "plan": "personal", "x": [1]}"#.into(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(fields.get("site"), Ok(Some("12345")));
+        assert_eq!(fields.get("plan"), Ok(Some("personal")));
+        assert_eq!(fields.get("x"), Err(FieldError::NotText("x".into())));
+        for bad in ["[1]", "\"x\"", "{", "{} {}", ""] {
+            assert!(
+                Fields::parse(&BodyFormat::Json, bad.into()).await.is_err(),
+                "{bad}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn multipart_text_and_binary_parts() {
+        let body = "--b\r\nContent-Disposition: form-data; name=\"plan\"\r\n\r\npersonal\r\n\
+                    --b\r\nContent-Disposition: form-data; name=\"key\"; filename=\"k.bin\"\r\n\
+                    Content-Type: application/octet-stream\r\n\r\n\u{0}\u{1}\r\n--b--\r\n";
+        let mut bytes = body.as_bytes().to_vec();
+        // Make the file part invalid UTF-8.
+        let at = bytes.iter().position(|&b| b == 0).unwrap();
+        bytes[at] = 0xff;
+        let fields = Fields::parse(
+            &BodyFormat::Multipart {
+                boundary: "b".into(),
+            },
+            bytes.into(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(fields.get("plan"), Ok(Some("personal")));
+        assert_eq!(fields.get("key"), Err(FieldError::NotText("key".into())));
+
+        let truncated = Fields::parse(
+            &BodyFormat::Multipart {
+                boundary: "b".into(),
+            },
+            "--b\r\nContent-Disposition: form-data; name=\"plan\"\r\n\r\nperso".into(),
+        )
+        .await;
+        assert!(truncated.is_err());
+    }
+}

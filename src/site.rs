@@ -1,0 +1,306 @@
+//! Site identifiers: what a request names, validated before anything goes upstream.
+//!
+//! WordPress.com names a site in the upgrade-paths URL either by its numeric blog ID or by its
+//! domain and path with `/` written as `::` (`https://example.com/demo/wp/` becomes
+//! `example.com::demo::wp`). [`Site::parse`] accepts what partners send (a blog ID, a URL with or
+//! without a scheme, a bare domain, or the `::` form itself) and yields that identifier, or refuses
+//! it. A `Site` can never steer the upstream URL: it holds only ASCII letters, digits, `-`, `.`,
+//! `_`, `~` and the `::` separators, never `/`, `..`, `?`, `#`, `%`, `@` or `:` alone.
+//!
+//! ```
+//! use upgrade_guard::Site;
+//!
+//! assert_eq!(Site::parse("12345").unwrap().as_str(), "12345");
+//! assert_eq!(Site::parse("https://Example.com/demo/wp/").unwrap().as_str(), "example.com::demo::wp");
+//! assert_eq!(Site::parse("example.com::blog").unwrap().as_str(), "example.com::blog");
+//! assert!(Site::parse("example.com/../admin").is_err());
+//! assert!(Site::parse("example.com:8080").is_err());
+//! ```
+//!
+//! A blog ID and the URL of the same site are different identifiers: the guard cannot tell they
+//! are one site without asking WordPress.com.
+
+use std::fmt;
+
+/// Longest host name DNS allows.
+const MAX_HOST_LEN: usize = 253;
+/// Longest DNS label.
+const MAX_LABEL_LEN: usize = 63;
+/// Longest identifier accepted at all; real site URLs are far shorter.
+const MAX_SITE_LEN: usize = 512;
+
+/// A validated site identifier, as WordPress.com's upgrade-paths URL takes it.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Site {
+    id: Box<str>,
+    kind: SiteKind,
+}
+
+/// Which of the two identifier forms a [`Site`] is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum SiteKind {
+    /// A numeric WordPress.com blog ID.
+    BlogId,
+    /// A domain with optional path segments, `host[::segment]*`.
+    Url,
+}
+
+/// Why a site identifier was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum InvalidSite {
+    /// Nothing left after trimming white space.
+    #[error("the site identifier is empty")]
+    Empty,
+    /// Longer than any real site identifier.
+    #[error("the site identifier is longer than {MAX_SITE_LEN} bytes")]
+    TooLong,
+    /// A scheme other than `http` or `https`.
+    #[error("only http and https site URLs are accepted")]
+    Scheme,
+    /// User name or password before the host.
+    #[error("a site URL must not carry user information")]
+    UserInfo,
+    /// An explicit port.
+    #[error("a site URL must not carry a port")]
+    Port,
+    /// An IPv4 or IPv6 address instead of a host name.
+    #[error("a site is named by its domain, not by an IP address")]
+    IpLiteral,
+    /// A host that is not a valid DNS name.
+    #[error("the host name is not a valid domain name")]
+    Host,
+    /// A query string or a fragment.
+    #[error("a site URL must not carry a query or a fragment")]
+    QueryOrFragment,
+    /// A path segment with characters outside the unreserved set, or `.`/`..`.
+    #[error("the site path may only hold plain segments (letters, digits, '-', '.', '_', '~')")]
+    PathSegment,
+}
+
+impl Site {
+    /// Parses and normalises a site identifier.
+    ///
+    /// Accepted: a blog ID (ASCII digits, no leading zero), or `[http[s]://]host[/segment]*[/]`,
+    /// or `host[::segment]*`. The host is lower-cased; path segments keep their case. Surrounding
+    /// white space is ignored. Everything else is an [`InvalidSite`].
+    pub fn parse(input: &str) -> Result<Self, InvalidSite> {
+        let input = input.trim();
+        if input.is_empty() {
+            return Err(InvalidSite::Empty);
+        }
+        if input.len() > MAX_SITE_LEN {
+            return Err(InvalidSite::TooLong);
+        }
+        if input.bytes().all(|b| b.is_ascii_digit()) {
+            return parse_blog_id(input);
+        }
+        if input.contains("::") && !input.contains('/') {
+            let mut parts = input.split("::");
+            let host = parse_host(parts.next().unwrap_or_default())?;
+            return Self::url(host, parts);
+        }
+        parse_url(input)
+    }
+
+    /// The identifier as it goes into the upgrade-paths URL.
+    pub fn as_str(&self) -> &str {
+        &self.id
+    }
+
+    /// Whether this is a blog ID or a domain.
+    pub fn kind(&self) -> SiteKind {
+        self.kind
+    }
+
+    fn url<'a>(host: String, segments: impl Iterator<Item = &'a str>) -> Result<Self, InvalidSite> {
+        let mut id = host;
+        for segment in segments.filter(|s| !s.is_empty()) {
+            if !is_plain_segment(segment) {
+                return Err(InvalidSite::PathSegment);
+            }
+            id.push_str("::");
+            id.push_str(segment);
+        }
+        Ok(Self {
+            id: id.into_boxed_str(),
+            kind: SiteKind::Url,
+        })
+    }
+}
+
+fn parse_blog_id(digits: &str) -> Result<Site, InvalidSite> {
+    // A leading zero would make two spellings of one blog; u64 bounds the length.
+    if digits.starts_with('0') || digits.parse::<u64>().is_err() {
+        return Err(InvalidSite::Host);
+    }
+    Ok(Site {
+        id: digits.into(),
+        kind: SiteKind::BlogId,
+    })
+}
+
+fn parse_url(input: &str) -> Result<Site, InvalidSite> {
+    let rest = match input.find("://") {
+        Some(at) => {
+            let scheme = &input[..at];
+            if !scheme.eq_ignore_ascii_case("http") && !scheme.eq_ignore_ascii_case("https") {
+                return Err(InvalidSite::Scheme);
+            }
+            &input[at + 3..]
+        }
+        None => input,
+    };
+    if rest.contains(['?', '#']) {
+        return Err(InvalidSite::QueryOrFragment);
+    }
+    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+    if authority.contains('@') {
+        return Err(InvalidSite::UserInfo);
+    }
+    if authority.starts_with('[') {
+        return Err(InvalidSite::IpLiteral);
+    }
+    if authority.contains(':') {
+        return Err(InvalidSite::Port);
+    }
+    let host = parse_host(authority)?;
+    Site::url(host, path.split('/'))
+}
+
+fn parse_host(host: &str) -> Result<String, InvalidSite> {
+    let host = host.strip_suffix('.').unwrap_or(host);
+    if host.is_empty() || host.len() > MAX_HOST_LEN {
+        return Err(InvalidSite::Host);
+    }
+    if host.contains(':') || host.starts_with('[') {
+        return Err(InvalidSite::IpLiteral);
+    }
+    let labels_ok = host.split('.').all(|label| {
+        !label.is_empty()
+            && label.len() <= MAX_LABEL_LEN
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+            && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    });
+    if !labels_ok {
+        return Err(InvalidSite::Host);
+    }
+    // A top-level label of digits only is an IPv4 address (or a shorthand of one).
+    let tld = host.rsplit('.').next().unwrap_or_default();
+    if tld.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(InvalidSite::IpLiteral);
+    }
+    Ok(host.to_ascii_lowercase())
+}
+
+/// A path segment made of RFC 3986 unreserved characters, and not `.` or `..`.
+fn is_plain_segment(segment: &str) -> bool {
+    segment != "."
+        && segment != ".."
+        && segment
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
+}
+
+impl fmt::Display for Site {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.id)
+    }
+}
+
+impl fmt::Debug for Site {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Site").field(&self.id).finish()
+    }
+}
+
+impl std::str::FromStr for Site {
+    type Err = InvalidSite;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::parse(s)
+    }
+}
+
+impl AsRef<str> for Site {
+    fn as_ref(&self) -> &str {
+        &self.id
+    }
+}
+
+/// Serialized as its identifier string.
+impl serde::Serialize for Site {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(input: &str) -> String {
+        Site::parse(input)
+            .unwrap_or_else(|e| panic!("{input:?}: {e}"))
+            .to_string()
+    }
+
+    fn err(input: &str) -> InvalidSite {
+        Site::parse(input).expect_err(input)
+    }
+
+    #[test]
+    fn blog_ids() {
+        assert_eq!(ok("12345"), "12345");
+        assert_eq!(ok(" 42\n"), "42");
+        assert_eq!(Site::parse("42").unwrap().kind(), SiteKind::BlogId);
+        assert_eq!(err("0123"), InvalidSite::Host);
+        assert_eq!(err("99999999999999999999999"), InvalidSite::Host);
+    }
+
+    #[test]
+    fn urls_follow_the_doc() {
+        assert_eq!(ok("https://example.com/demo/wp/"), "example.com::demo::wp");
+        assert_eq!(ok("http://EXAMPLE.com"), "example.com");
+        assert_eq!(ok("example.com/blog"), "example.com::blog");
+        assert_eq!(ok("example.com//blog//"), "example.com::blog");
+        assert_eq!(ok("HTTPS://www.example.co.uk/Blog"), "www.example.co.uk::Blog");
+        assert_eq!(ok("example.com."), "example.com");
+        assert_eq!(ok("localhost"), "localhost");
+        assert_eq!(Site::parse("example.com").unwrap().kind(), SiteKind::Url);
+    }
+
+    #[test]
+    fn the_double_colon_form_is_accepted_as_is() {
+        assert_eq!(ok("example.com::blog"), "example.com::blog");
+        assert_eq!(ok("Example.com::a::b"), "example.com::a::b");
+        assert_eq!(err("example.com::.."), InvalidSite::PathSegment);
+        assert_eq!(err("::blog"), InvalidSite::Host);
+    }
+
+    #[test]
+    fn nothing_can_steer_the_upstream_url() {
+        assert_eq!(err(""), InvalidSite::Empty);
+        assert_eq!(err("   "), InvalidSite::Empty);
+        assert_eq!(err("example.com/../admin"), InvalidSite::PathSegment);
+        assert_eq!(err("example.com/./x"), InvalidSite::PathSegment);
+        assert_eq!(err("example.com%2F..%2Fadmin"), InvalidSite::Host);
+        assert_eq!(err("example.com/a%2Fb"), InvalidSite::PathSegment);
+        assert_eq!(err("example.com?x=1"), InvalidSite::QueryOrFragment);
+        assert_eq!(err("example.com/#frag"), InvalidSite::QueryOrFragment);
+        assert_eq!(err("example.com:8080"), InvalidSite::Port);
+        assert_eq!(err("https://user:pw@example.com"), InvalidSite::UserInfo);
+        assert_eq!(err("127.0.0.1"), InvalidSite::IpLiteral);
+        assert_eq!(err("http://[::1]/"), InvalidSite::IpLiteral);
+        assert_eq!(err("ftp://example.com"), InvalidSite::Scheme);
+        assert_eq!(err("javascript:alert(1)"), InvalidSite::Port);
+        assert_eq!(err("exa mple.com"), InvalidSite::Host);
+        assert_eq!(err("-bad.example.com"), InvalidSite::Host);
+        assert_eq!(err("exämple.com"), InvalidSite::Host);
+        assert_eq!(err("example.com/a b"), InvalidSite::PathSegment);
+        assert_eq!(err("example.com\\..\\x"), InvalidSite::Host);
+        assert_eq!(err(&"a".repeat(600)), InvalidSite::TooLong);
+    }
+}
