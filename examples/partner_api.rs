@@ -1,1 +1,303 @@
-fn main(){}
+//! A small partner API on axum with the upgrade guard on its provision routes.
+//!
+//! ```text
+//! cargo run --example partner_api                       # embedded fake WordPress.com
+//! cargo run --example partner_api -- --upstream https://public-api.wordpress.com --token TOKEN
+//! ```
+//!
+//! Flags (environment variables stand in for any of them):
+//!
+//! | flag | variable | default |
+//! |---|---|---|
+//! | `--listen ADDR` | `PARTNER_API_LISTEN` | `127.0.0.1:3000` |
+//! | `--upstream URL` | `WPCOM_API_URL` | start the embedded fake, seeded with demo sites |
+//! | `--token TOKEN` | `WPCOM_TOKEN` | the fake's token |
+//! | `--client-id ID` | `WPCOM_CLIENT_ID` | |
+//! | `--client-secret SECRET` | `WPCOM_CLIENT_SECRET` | |
+//!
+//! Routes:
+//! - `POST /rest/v1.3/jpphp/provision`: WordPress.com's own provision form (`siteurl`, `plan`,
+//!   `local_user`, …; urlencoded or multipart), so existing partner tooling can point at it.
+//! - `POST /sites/{site}/plans`: `{"plan": "…"}` (JSON or a form); the site, a blog ID or a
+//!   domain, from the path.
+//!
+//! Each handler relays the provision to the upstream with the partner's token and answers with
+//! the upstream's status and JSON. The guard stops downgrades before they get there.
+
+use axum::{
+    Router,
+    body::Bytes,
+    extract::{Path, State},
+    http::{HeaderMap, StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::post,
+};
+use std::{collections::HashMap, env, net::SocketAddr, process::ExitCode};
+use upgrade_guard::{
+    Source, UpgradeGuardLayer, UpgradePathsClient,
+    fake::{FakeUpstream, SiteSnapshot},
+};
+
+/// The example's settings, from flags and environment variables.
+struct Settings {
+    listen: SocketAddr,
+    upstream: Option<String>,
+    token: Option<String>,
+    client_credentials: Option<(String, String)>,
+}
+
+/// What the handlers need to relay a provision.
+#[derive(Clone)]
+struct Relay {
+    http: reqwest::Client,
+    provision_url: String,
+    authorization: String,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    match run().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("partner_api: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    let settings = Settings::from_args()?;
+
+    // No upstream named: run against the embedded fake, seeded with demo sites.
+    let fake = match settings.upstream {
+        Some(_) => None,
+        None => Some(FakeUpstream::builder().demo_sites().start().await?),
+    };
+    let upstream = match (&settings.upstream, &fake) {
+        (Some(url), _) => url.trim_end_matches('/').to_owned(),
+        (None, Some(fake)) => fake.url(),
+        (None, None) => unreachable!("the fake runs when no upstream is named"),
+    };
+    let http = reqwest::Client::new();
+    let token = match (settings.token, settings.client_credentials, &fake) {
+        (Some(token), _, _) => token,
+        (None, Some((id, secret)), _) => fetch_token(&http, &upstream, &id, &secret).await?,
+        (None, None, Some(fake)) => fake.token().to_owned(),
+        (None, None, None) => {
+            return Err("--upstream needs --token or --client-id and --client-secret".into());
+        }
+    };
+
+    let client = UpgradePathsClient::builder()
+        .base_url(&upstream)
+        .bearer_token(&token)
+        .http_client(http.clone())
+        .build()?;
+    let guard = UpgradeGuardLayer::new(client);
+    let relay = Relay {
+        http,
+        provision_url: format!("{upstream}/rest/v1.3/jpphp/provision"),
+        authorization: format!("Bearer {token}"),
+    };
+
+    let app = Router::new()
+        // WordPress.com's form: the guard's defaults (site from `siteurl`, product from `plan`).
+        .route(
+            "/rest/v1.3/jpphp/provision",
+            post(provision).route_layer(guard.clone()),
+        )
+        // The site from the path, the product from the body's `plan`.
+        .route(
+            "/sites/{site}/plans",
+            post(add_plan).route_layer(guard.site(Source::path("/sites/{site}/plans", "site"))),
+        )
+        .with_state(relay);
+
+    let listener = tokio::net::TcpListener::bind(settings.listen).await?;
+    let listen = listener.local_addr()?;
+    println!("partner API listening on http://{listen}, upstream {upstream}");
+    if let Some(fake) = &fake {
+        print_demo(listen, &fake.sites());
+    }
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
+    Ok(())
+}
+
+/// `POST /rest/v1.3/jpphp/provision`: relays the form as it arrived, byte for byte.
+async fn provision(State(relay): State<Relay>, headers: HeaderMap, body: Bytes) -> Response {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/x-www-form-urlencoded")
+        .to_owned();
+    relay.send(content_type, body).await
+}
+
+/// `POST /sites/{site}/plans`: turns `{"plan": …}` into the provision form for that site.
+async fn add_plan(
+    State(relay): State<Relay>,
+    Path(site): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    // The guard has already checked that the body holds a `plan`.
+    let fields: HashMap<String, String> = if is_json {
+        serde_json::from_slice(&body).unwrap_or_default()
+    } else {
+        serde_urlencoded::from_bytes(&body).unwrap_or_default()
+    };
+    let form = [
+        ("siteurl", site.as_str()),
+        ("plan", fields.get("plan").map_or("", String::as_str)),
+        (
+            "local_user",
+            fields.get("local_user").map_or("admin", String::as_str),
+        ),
+    ];
+    let form = serde_urlencoded::to_string(form).expect("strings always encode");
+    relay
+        .send("application/x-www-form-urlencoded".into(), form.into())
+        .await
+}
+
+impl Relay {
+    async fn send(&self, content_type: String, body: Bytes) -> Response {
+        let sent = self
+            .http
+            .post(&self.provision_url)
+            .header(header::AUTHORIZATION, &self.authorization)
+            .header(header::CONTENT_TYPE, content_type)
+            .body(body)
+            .send()
+            .await;
+        let upstream = match sent {
+            Ok(upstream) => upstream,
+            Err(error) => return bad_gateway(&error.without_url().to_string()),
+        };
+        let status =
+            StatusCode::from_u16(upstream.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+        match upstream.bytes().await {
+            Ok(body) => {
+                (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+            }
+            Err(error) => bad_gateway(&error.without_url().to_string()),
+        }
+    }
+}
+
+fn bad_gateway(reason: &str) -> Response {
+    let body = serde_json::json!({"error": "provision_failed", "message": reason});
+    (StatusCode::BAD_GATEWAY, axum::Json(body)).into_response()
+}
+
+/// Exchanges client credentials for a token at `POST /oauth2/token`.
+async fn fetch_token(
+    http: &reqwest::Client,
+    upstream: &str,
+    client_id: &str,
+    client_secret: &str,
+) -> Result<String, Box<dyn std::error::Error>> {
+    let form = serde_urlencoded::to_string([
+        ("grant_type", "client_credentials"),
+        ("client_id", client_id),
+        ("client_secret", client_secret),
+        ("scope", "jetpack-partner"),
+    ])?;
+    let response = http
+        .post(format!("{upstream}/oauth2/token"))
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(form)
+        .send()
+        .await?;
+    let status = response.status();
+    let body: serde_json::Value = serde_json::from_slice(&response.bytes().await?)?;
+    match body.get("access_token").and_then(|t| t.as_str()) {
+        Some(token) if status.is_success() => Ok(token.to_owned()),
+        _ => {
+            Err(format!("the token endpoint refused the client credentials (HTTP {status})").into())
+        }
+    }
+}
+
+fn print_demo(listen: SocketAddr, sites: &[SiteSnapshot]) {
+    println!("\nEmbedded fake WordPress.com, seeded with these sites:");
+    for site in sites {
+        let held = if site.held.is_empty() {
+            "nothing (free)".to_owned()
+        } else {
+            site.held.join(", ")
+        };
+        println!("  blog {:<6} {:<28} holds {held}", site.blog_id, site.url);
+    }
+    let base = format!("http://{listen}");
+    println!(
+        "\nAn upgrade, forwarded (the site has Realtime Backups, Professional adds to it):\n  \
+         curl -s -X POST {base}/rest/v1.3/jpphp/provision \\\n    \
+         -d siteurl=https://realtime.example.com/ -d plan=professional -d local_user=admin\n\
+         \nA downgrade, refused with 409 (the site has Professional, Realtime Backups adds nothing):\n  \
+         curl -s -X POST {base}/rest/v1.3/jpphp/provision \\\n    \
+         -d siteurl=https://professional.example.com/ -d plan=jetpack-backup-realtime -d local_user=admin\n\
+         \nThe same with partner tooling's multipart form:\n  \
+         curl -s -X POST {base}/rest/v1.3/jpphp/provision -H 'Content-Type: multipart/form-data;' \\\n    \
+         -F siteurl=https://professional.example.com/ -F plan=jetpack-backup-realtime -F local_user=admin\n\
+         \nThe site from the path, the plan as JSON (blog 1001 is free: anything is an upgrade):\n  \
+         curl -s -X POST {base}/sites/1001/plans -H 'Content-Type: application/json' -d '{{\"plan\":\"jetpack-scan\"}}'\n"
+    );
+}
+
+impl Settings {
+    fn from_args() -> Result<Self, String> {
+        let mut settings = Settings {
+            listen: env_var("PARTNER_API_LISTEN")
+                .unwrap_or_else(|| "127.0.0.1:3000".into())
+                .parse()
+                .map_err(|e| format!("PARTNER_API_LISTEN: {e}"))?,
+            upstream: env_var("WPCOM_API_URL"),
+            token: env_var("WPCOM_TOKEN"),
+            client_credentials: None,
+        };
+        let mut client_id = env_var("WPCOM_CLIENT_ID");
+        let mut client_secret = env_var("WPCOM_CLIENT_SECRET");
+        let mut args = env::args().skip(1);
+        while let Some(flag) = args.next() {
+            if flag == "-h" || flag == "--help" {
+                println!(
+                    "usage: partner_api [--listen ADDR] [--upstream URL] \
+                     [--token TOKEN | --client-id ID --client-secret SECRET]"
+                );
+                std::process::exit(0);
+            }
+            let value = args
+                .next()
+                .ok_or_else(|| format!("{flag} needs a value (see --help)"))?;
+            match flag.as_str() {
+                "--listen" => {
+                    settings.listen = value.parse().map_err(|e| format!("--listen: {e}"))?;
+                }
+                "--upstream" => settings.upstream = Some(value),
+                "--token" => settings.token = Some(value),
+                "--client-id" => client_id = Some(value),
+                "--client-secret" => client_secret = Some(value),
+                other => return Err(format!("unknown flag {other} (see --help)")),
+            }
+        }
+        settings.client_credentials = match (client_id, client_secret) {
+            (Some(id), Some(secret)) => Some((id, secret)),
+            (None, None) => None,
+            _ => return Err("--client-id and --client-secret go together".into()),
+        };
+        Ok(settings)
+    }
+}
+
+fn env_var(name: &str) -> Option<String> {
+    env::var(name).ok().filter(|v| !v.is_empty())
+}

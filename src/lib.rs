@@ -22,11 +22,11 @@
 //!
 //! let app: Router = Router::new()
 //!     // The provision API's own form: site from `siteurl`, product from `plan`.
-//!     .route("/rest/v1.3/jpphp/provision", post(provision).layer(guard.clone()))
+//!     .route("/rest/v1.3/jpphp/provision", post(provision).route_layer(guard.clone()))
 //!     // The site from the path, the product from a JSON or form field.
 //!     .route(
 //!         "/sites/{site}/plans",
-//!         post(add_plan).layer(guard.site(Source::path("/sites/{site}/plans", "site"))),
+//!         post(add_plan).route_layer(guard.site(Source::path("/sites/{site}/plans", "site"))),
 //!     );
 //! # Ok(()) }
 //! ```
@@ -75,3 +75,8 @@ pub use upstream::{LookupError, UpgradePaths, UpgradePathsClient};
 #[cfg(feature = "test-util")]
 #[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
 pub mod fake;
+
+/// The README's Rust examples, compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -4,10 +4,10 @@
 //! in compact form, as WordPress.com answers: partner tooling detects failures by matching the
 //! literal text `"error":"`.
 
+use crate::Site;
 use crate::body::GuardBody;
 use crate::site::InvalidSite;
 use crate::upstream::{LookupError, UpgradePaths};
-use crate::Site;
 use http::{HeaderValue, Response, StatusCode, header};
 use serde::Serialize;
 use std::time::Duration;
@@ -82,9 +82,10 @@ impl Rejection {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::NotAnUpgrade { .. } => StatusCode::CONFLICT,
-            Self::MissingSite | Self::MissingProduct | Self::InvalidSite(_) | Self::InvalidBody(_) => {
-                StatusCode::BAD_REQUEST
-            }
+            Self::MissingSite
+            | Self::MissingProduct
+            | Self::InvalidSite(_)
+            | Self::InvalidBody(_) => StatusCode::BAD_REQUEST,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Upstream(LookupError::UnknownSite) => StatusCode::NOT_FOUND,
@@ -193,7 +194,10 @@ mod tests {
         assert_eq!(response.status(), StatusCode::CONFLICT);
         assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
         let text = body(response).await;
-        assert!(text.starts_with(r#"{"error":"upgrade_not_allowed","message":""#), "{text}");
+        assert!(
+            text.starts_with(r#"{"error":"upgrade_not_allowed","message":""#),
+            "{text}"
+        );
         assert!(text.contains(r#""site":"example.com","product":"jetpack-backup-realtime","upgrade_paths":{"jetpack-scan":["jetpack-scan"]}"#), "{text}");
     }
 
@@ -209,7 +213,10 @@ mod tests {
         assert_eq!(throttled.retry_after(), Some(MAX_RETRY_AFTER));
         let text = body(response).await;
         assert!(text.starts_with(r#"{"error":"upgrade_paths_unavailable","message":""#));
-        assert_eq!(Rejection::SiteBusy.retry_after(), Some(SITE_BUSY_RETRY_AFTER));
+        assert_eq!(
+            Rejection::SiteBusy.retry_after(),
+            Some(SITE_BUSY_RETRY_AFTER)
+        );
         assert_eq!(Rejection::MissingSite.retry_after(), None);
     }
 }

@@ -182,7 +182,9 @@ fn parse_host(host: &str) -> Result<String, InvalidSite> {
             && label.len() <= MAX_LABEL_LEN
             && !label.starts_with('-')
             && !label.ends_with('-')
-            && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
     });
     if !labels_ok {
         return Err(InvalidSite::Host);
@@ -266,7 +268,10 @@ mod tests {
         assert_eq!(ok("http://EXAMPLE.com"), "example.com");
         assert_eq!(ok("example.com/blog"), "example.com::blog");
         assert_eq!(ok("example.com//blog//"), "example.com::blog");
-        assert_eq!(ok("HTTPS://www.example.co.uk/Blog"), "www.example.co.uk::Blog");
+        assert_eq!(
+            ok("HTTPS://www.example.co.uk/Blog"),
+            "www.example.co.uk::Blog"
+        );
         assert_eq!(ok("example.com."), "example.com");
         assert_eq!(ok("localhost"), "localhost");
         assert_eq!(Site::parse("example.com").unwrap().kind(), SiteKind::Url);

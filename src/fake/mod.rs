@@ -1,1 +1,83 @@
-//! fake upstream
+//! A fake WordPress.com partner API for integration tests (feature `test-util`).
+//!
+//! Use it where a test would otherwise need `https://public-api.wordpress.com`: point the guard's
+//! upstream client (or your own provision relay) at [`FakeUpstream::url`] with
+//! [`FakeUpstream::token`], seed the sites the test is about, and assert on what the sites hold
+//! and on the [counters](FakeStats) afterwards. It listens on `127.0.0.1` only, on a free port, and
+//! stops when its handle is dropped.
+//!
+//! It serves, with WordPress.com's compact JSON and `{"error":"<code>","message":"<text>"}` errors:
+//!
+//! | endpoint | answers |
+//! |---|---|
+//! | `GET /rest/v1.3/jpphp/{site}/upgrade-paths` | family -> offered product slugs, by the [`catalogue`] rule; 403 `invalid_blog` for an unknown site |
+//! | `POST /rest/v1.3/jpphp/provision` | `siteurl`, `plan`, `local_user` as a urlencoded, multipart or JSON form; 400 `plan_downgrade_disallowed` for a product not offered (counted as a [leak](FakeStats::leaks)) |
+//! | `POST /oauth2/token` | the token for `grant_type=client_credentials` with the right client credentials and `scope=jetpack-partner` |
+//!
+//! The partner endpoints answer 401 `invalid_token` without the right bearer token, bodies over
+//! 1 MiB are answered 413, and other paths 404 `not_found`. A site is named by its blog ID or by its
+//! URL in any form [`Site::parse`](crate::Site::parse) accepts. A successful provision adds the
+//! product to the site and drops the products it supersedes, so the site's upgrade paths change
+//! as they do on WordPress.com.
+//!
+//! To test failure handling, [inject](FakeUpstream::inject) a [`Fault`]: a status (with any body
+//! and headers), a delay, or a dropped connection.
+//!
+//! # Example
+//!
+//! ```
+//! use upgrade_guard::fake::{Endpoint, FakeSite, FakeUpstream, Fault};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let fake = FakeUpstream::builder()
+//!     .site(FakeSite::new(1002).url("https://example.com/blog/").holding(["jetpack-backup-realtime"]))
+//!     .start()
+//!     .await?;
+//!
+//! let client = reqwest::Client::new();
+//! let paths = client
+//!     .get(format!("{}/rest/v1.3/jpphp/example.com::blog/upgrade-paths", fake.url()))
+//!     .bearer_auth(fake.token())
+//!     .send()
+//!     .await?
+//!     .text()
+//!     .await?;
+//! assert_eq!(
+//!     paths,
+//!     r#"{"jetpack-anti-spam":["jetpack-anti-spam"],"jetpack-plans":["professional"],"jetpack-scan":["jetpack-scan"]}"#
+//! );
+//!
+//! let provisioned = client
+//!     .post(format!("{}/rest/v1.3/jpphp/provision", fake.url()))
+//!     .bearer_auth(fake.token())
+//!     .header("content-type", "application/x-www-form-urlencoded")
+//!     .body("siteurl=1002&plan=professional&local_user=admin")
+//!     .send()
+//!     .await?;
+//! assert_eq!(provisioned.status(), 200);
+//! assert_eq!(fake.held_products("example.com/blog").unwrap(), ["professional"]);
+//!
+//! fake.inject(Endpoint::UpgradePaths, Fault::status(503)).once();
+//! let unavailable = client
+//!     .get(format!("{}/rest/v1.3/jpphp/1002/upgrade-paths", fake.url()))
+//!     .bearer_auth(fake.token())
+//!     .send()
+//!     .await?;
+//! assert_eq!(unavailable.status(), 503);
+//! assert_eq!(fake.stats().lookups, 2);
+//! # Ok(())
+//! # }
+//! ```
+
+pub mod catalogue;
+mod endpoints;
+mod faults;
+mod server;
+mod stats;
+mod store;
+
+pub use faults::{Endpoint, Fault, Injection};
+pub use server::{FakeUpstream, FakeUpstreamBuilder};
+pub use stats::FakeStats;
+pub use store::{FakeSite, SiteSnapshot};

@@ -68,7 +68,9 @@ where
             match this.state.as_mut().project() {
                 StateProj::Checking { check, inner } => match ready!(check.as_mut().poll(cx)) {
                     Ok(allowed) => {
-                        let mut inner = inner.take().expect("polled after the inner service was called");
+                        let mut inner = inner
+                            .take()
+                            .expect("polled after the inner service was called");
                         let future = inner.call(allowed.request);
                         this.state.set(State::Forwarding { future });
                     }

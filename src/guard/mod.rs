@@ -12,11 +12,11 @@ pub use future::ResponseFuture;
 pub use layer::UpgradeGuardLayer;
 pub use service::UpgradeGuard;
 
+use crate::UpgradePathsClient;
 use crate::body::GuardBody;
 use crate::decision::Decision;
 use crate::rejection::Rejection;
 use crate::request::RequestReader;
-use crate::UpgradePathsClient;
 use bytes::Bytes;
 use http::Request;
 use http_body::Body;

@@ -208,9 +208,18 @@ mod tests {
         let multipart = Some(BodyFormat::Multipart {
             boundary: "xyz".into(),
         });
-        assert_eq!(format("multipart/form-data; boundary=xyz").unwrap(), multipart);
-        assert_eq!(format("multipart/form-data;; boundary=xyz").unwrap(), multipart);
-        assert_eq!(format("multipart/form-data;boundary=\"xyz\"").unwrap(), multipart);
+        assert_eq!(
+            format("multipart/form-data; boundary=xyz").unwrap(),
+            multipart
+        );
+        assert_eq!(
+            format("multipart/form-data;; boundary=xyz").unwrap(),
+            multipart
+        );
+        assert_eq!(
+            format("multipart/form-data;boundary=\"xyz\"").unwrap(),
+            multipart
+        );
         assert!(format("multipart/form-data;").is_err());
         assert!(format("text/plain").is_err());
         assert!(format("application/jsonx").is_err());

@@ -5,9 +5,9 @@ mod source;
 
 pub use source::Source;
 
+use crate::Site;
 use crate::body::GuardBody;
 use crate::rejection::Rejection;
-use crate::Site;
 use bytes::Bytes;
 use fields::{BodyFormat, Fields};
 use http::{Request, header::CONTENT_LENGTH, request::Parts};

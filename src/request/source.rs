@@ -82,10 +82,12 @@ impl Source {
         let template: Arc<[Segment]> = template
             .split('/')
             .filter(|s| !s.is_empty())
-            .map(|segment| match segment.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
-                Some(name) => Segment::Param(name.into()),
-                None => Segment::Literal(segment.into()),
-            })
+            .map(
+                |segment| match segment.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+                    Some(name) => Segment::Param(name.into()),
+                    None => Segment::Literal(segment.into()),
+                },
+            )
             .collect();
         let param = template
             .iter()
@@ -213,8 +215,14 @@ mod tests {
     fn path_templates() {
         let site = Source::path("/sites/{site}/plans/{plan}", "site");
         let plan = Source::path("/sites/{site}/plans/{plan}", "plan");
-        assert_eq!(find(&site, "/sites/42/plans/personal").as_deref(), Some("42"));
-        assert_eq!(find(&plan, "/sites/42/plans/personal").as_deref(), Some("personal"));
+        assert_eq!(
+            find(&site, "/sites/42/plans/personal").as_deref(),
+            Some("42")
+        );
+        assert_eq!(
+            find(&plan, "/sites/42/plans/personal").as_deref(),
+            Some("personal")
+        );
         assert_eq!(find(&site, "/sites/42/plans/personal/x"), None);
         assert_eq!(find(&site, "/other/42/plans/personal"), None);
         assert_eq!(find(&site, "/sites/42"), None);
@@ -233,7 +241,10 @@ mod tests {
     #[test]
     fn query_and_fallbacks() {
         let source = Source::query("site").or(Source::query("blog_id"));
-        assert_eq!(find(&source, "/p?site=example.com").as_deref(), Some("example.com"));
+        assert_eq!(
+            find(&source, "/p?site=example.com").as_deref(),
+            Some("example.com")
+        );
         assert_eq!(find(&source, "/p?site=&blog_id=42").as_deref(), Some("42"));
         assert_eq!(find(&source, "/p"), None);
         assert!(matches!(
@@ -246,7 +257,8 @@ mod tests {
 
     #[test]
     fn closures() {
-        let source = Source::from_fn(|parts| parts.uri.path().strip_prefix("/s/").map(str::to_owned));
+        let source =
+            Source::from_fn(|parts| parts.uri.path().strip_prefix("/s/").map(str::to_owned));
         assert_eq!(find(&source, "/s/42").as_deref(), Some("42"));
         assert_eq!(format!("{source:?}"), "Fn(..)");
     }

@@ -105,7 +105,10 @@ impl Inner {
 
     async fn read_capped(&self, mut response: reqwest::Response) -> Result<Bytes, LookupError> {
         let limit = self.max_answer_bytes;
-        if response.content_length().is_some_and(|len| len > limit as u64) {
+        if response
+            .content_length()
+            .is_some_and(|len| len > limit as u64)
+        {
             return Err(LookupError::AnswerTooLarge { limit });
         }
         let mut body = BytesMut::new();
@@ -150,7 +153,9 @@ fn classify(
         return Err(LookupError::UnknownSite);
     }
     match status {
-        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Err(LookupError::Unauthorized { status }),
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+            Err(LookupError::Unauthorized { status })
+        }
         _ => Err(LookupError::Status {
             status,
             retry_after,
@@ -288,14 +293,23 @@ mod tests {
 
     #[test]
     fn answers_are_classified_as_the_contract_says() {
-        let ok = classify(StatusCode::OK, br#"{"jetpack-scan":["jetpack-scan"]}"#, None).unwrap();
+        let ok = classify(
+            StatusCode::OK,
+            br#"{"jetpack-scan":["jetpack-scan"]}"#,
+            None,
+        )
+        .unwrap();
         assert!(ok.allows("jetpack-scan"));
         assert!(matches!(
             classify(StatusCode::OK, b"[]", None),
             Err(LookupError::InvalidAnswer(_))
         ));
         assert!(matches!(
-            classify(StatusCode::FORBIDDEN, br#"{"error":"invalid_blog","message":"x"}"#, None),
+            classify(
+                StatusCode::FORBIDDEN,
+                br#"{"error":"invalid_blog","message":"x"}"#,
+                None
+            ),
             Err(LookupError::UnknownSite)
         ));
         assert!(matches!(

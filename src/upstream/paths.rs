@@ -68,7 +68,10 @@ where
             families: iter
                 .into_iter()
                 .map(|(family, products)| {
-                    (family.into(), products.into_iter().map(Into::into).collect())
+                    (
+                        family.into(),
+                        products.into_iter().map(Into::into).collect(),
+                    )
                 })
                 .collect(),
         }

@@ -1,0 +1,350 @@
+//! Routing and the answers of the three endpoints, shaped like WordPress.com's.
+
+use super::catalogue::{self, Product};
+use super::faults::{Endpoint, Fault, Faults};
+use super::stats::Counters;
+use super::store::{ProvisionError, Store};
+use crate::request::fields::{BodyFormat, FieldValue, Fields};
+use crate::site::Site;
+use bytes::{Bytes, BytesMut};
+use http::header::{ALLOW, AUTHORIZATION, CONTENT_TYPE};
+use http::{HeaderValue, Method, Request, StatusCode};
+use http_body::Body as _;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use serde::Serialize;
+use std::sync::Arc;
+
+/// Bodies past this are answered 413; no partner form comes near it.
+const MAX_BODY: u64 = 1024 * 1024;
+/// How much of a too-large body is read and thrown away before answering 413.
+const DRAIN_LIMIT: u64 = 16 * MAX_BODY;
+const PARTNER_SCOPE: &str = "jetpack-partner";
+
+pub(crate) type Response = http::Response<Full<Bytes>>;
+
+/// What every connection's service shares.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) store: Store,
+    pub(crate) faults: Arc<Faults>,
+    pub(crate) counters: Counters,
+    pub(crate) token: String,
+    pub(crate) client_id: String,
+    pub(crate) client_secret: String,
+}
+
+/// Returned to hyper so that it closes the connection without answering.
+#[derive(Debug, thiserror::Error)]
+#[error("connection dropped by an injected fault")]
+pub(crate) struct DroppedConnection;
+
+enum Route<'a> {
+    UpgradePaths(&'a str),
+    Provision,
+    Token,
+    NotFound,
+}
+
+impl<'a> Route<'a> {
+    fn of(path: &'a str) -> Self {
+        match path {
+            "/rest/v1.3/jpphp/provision" => Route::Provision,
+            "/oauth2/token" => Route::Token,
+            _ => path
+                .strip_prefix("/rest/v1.3/jpphp/")
+                .and_then(|rest| rest.strip_suffix("/upgrade-paths"))
+                .filter(|site| !site.contains('/'))
+                .map_or(Route::NotFound, Route::UpgradePaths),
+        }
+    }
+
+    fn endpoint(&self) -> Option<Endpoint> {
+        match self {
+            Route::UpgradePaths(_) => Some(Endpoint::UpgradePaths),
+            Route::Provision => Some(Endpoint::Provision),
+            Route::Token => Some(Endpoint::Token),
+            Route::NotFound => None,
+        }
+    }
+}
+
+pub(crate) async fn handle(
+    shared: Arc<Shared>,
+    req: Request<Incoming>,
+) -> Result<Response, DroppedConnection> {
+    let counters = &shared.counters;
+    Counters::bump(&counters.requests);
+    let path = req.uri().path().to_owned();
+    let route = Route::of(&path);
+    match route {
+        Route::UpgradePaths(_) => Counters::bump(&counters.lookups),
+        Route::Provision => Counters::bump(&counters.provisions),
+        Route::Token => Counters::bump(&counters.token_requests),
+        Route::NotFound => {}
+    }
+    if let Some(fault) = shared.faults.take(route.endpoint()) {
+        Counters::bump(&counters.faults);
+        match fault {
+            Fault::Status {
+                status,
+                headers,
+                body,
+            } => {
+                let mut response = match body {
+                    Some(body) => with_status(status, Full::new(body)),
+                    None => error(status, &fault_code(status), "fault injected by the fake"),
+                };
+                // Replaces what the answer had under those names (a Content-Type, say).
+                response.headers_mut().extend(headers);
+                return Ok(response);
+            }
+            Fault::Delay(duration) => tokio::time::sleep(duration).await,
+            Fault::DropConnection => return Err(DroppedConnection),
+        }
+    }
+    Ok(match route {
+        Route::UpgradePaths(site) => upgrade_paths(&shared, &req, site),
+        Route::Provision => provision(&shared, req).await,
+        Route::Token => token(&shared, req).await,
+        Route::NotFound => error(StatusCode::NOT_FOUND, "not_found", "no such endpoint"),
+    })
+}
+
+fn upgrade_paths(shared: &Shared, req: &Request<Incoming>, site: &str) -> Response {
+    if req.method() != Method::GET {
+        return method_not_allowed("GET");
+    }
+    if let Err(refused) = authorize(shared, req) {
+        return refused;
+    }
+    match Site::parse(site)
+        .ok()
+        .and_then(|site| shared.store.held(&site))
+    {
+        Some(held) => json(StatusCode::OK, &catalogue::offered(held)),
+        None => error(StatusCode::FORBIDDEN, "invalid_blog", "unknown blog"),
+    }
+}
+
+#[derive(Serialize)]
+struct Provisioned {
+    success: bool,
+    auth_required: bool,
+    next_url: String,
+}
+
+async fn provision(shared: &Shared, req: Request<Incoming>) -> Response {
+    if req.method() != Method::POST {
+        return method_not_allowed("POST");
+    }
+    if let Err(refused) = authorize(shared, &req) {
+        return refused;
+    }
+    let fields = match read_fields(req).await {
+        Ok(fields) => fields,
+        Err(refused) => return refused,
+    };
+    let bad_request = |code, message| error(StatusCode::BAD_REQUEST, code, message);
+    let Some(site) = last_text(&fields, "siteurl").and_then(|s| Site::parse(s).ok()) else {
+        return bad_request("invalid_siteurl", "siteurl must be a site URL or a blog ID");
+    };
+    let Some(product) = last_text(&fields, "plan").and_then(Product::find) else {
+        return bad_request("invalid_plan", "plan is not a known product");
+    };
+    if last_text(&fields, "local_user").is_none() {
+        return bad_request("missing_local_user", "local_user is required");
+    }
+    match shared.store.provision(&site, product) {
+        Ok(()) => {
+            Counters::bump(&shared.counters.provisioned);
+            let answer = Provisioned {
+                success: true,
+                auth_required: false,
+                next_url: format!("https://wordpress.com/home/{site}"),
+            };
+            json(StatusCode::OK, &answer)
+        }
+        Err(ProvisionError::UnknownSite) => bad_request("invalid_siteurl", "unknown site"),
+        Err(ProvisionError::NotOffered) => {
+            Counters::bump(&shared.counters.leaks);
+            bad_request(
+                "plan_downgrade_disallowed",
+                "the site already has everything this plan gives",
+            )
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Token<'a> {
+    access_token: &'a str,
+    token_type: &'a str,
+    scope: &'a str,
+}
+
+async fn token(shared: &Shared, req: Request<Incoming>) -> Response {
+    if req.method() != Method::POST {
+        return method_not_allowed("POST");
+    }
+    let fields = match read_fields(req).await {
+        Ok(fields) => fields,
+        Err(refused) => return refused,
+    };
+    let bad_request = |code, message| error(StatusCode::BAD_REQUEST, code, message);
+    if last_text(&fields, "grant_type") != Some("client_credentials") {
+        return bad_request(
+            "unsupported_grant_type",
+            "grant_type must be client_credentials",
+        );
+    }
+    if last_text(&fields, "client_id") != Some(&shared.client_id)
+        || last_text(&fields, "client_secret") != Some(&shared.client_secret)
+    {
+        return bad_request("invalid_client", "unknown client or wrong secret");
+    }
+    if last_text(&fields, "scope") != Some(PARTNER_SCOPE) {
+        return bad_request("invalid_scope", "scope must be jetpack-partner");
+    }
+    let answer = Token {
+        access_token: &shared.token,
+        token_type: "bearer",
+        scope: PARTNER_SCOPE,
+    };
+    json(StatusCode::OK, &answer)
+}
+
+fn authorize(shared: &Shared, req: &Request<Incoming>) -> Result<(), Response> {
+    let presented = req
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim());
+    if presented == Some(shared.token.as_str()) {
+        Ok(())
+    } else {
+        Err(error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_token",
+            "the bearer token is missing or not accepted",
+        ))
+    }
+}
+
+async fn read_fields(req: Request<Incoming>) -> Result<Fields, Response> {
+    // Without a Content-Type PHP would see no fields; reading it as a form is kinder to tests.
+    let format = match BodyFormat::from_headers(req.headers()) {
+        Ok(format) => format.unwrap_or(BodyFormat::UrlEncoded),
+        Err(_) => {
+            return Err(error(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "send a urlencoded form, a multipart form or JSON",
+            ));
+        }
+    };
+    let body = match read_body(req.into_body()).await {
+        Ok(body) => body,
+        Err(refused) => return Err(refused),
+    };
+    Fields::parse(&format, body)
+        .await
+        .map_err(|message| error(StatusCode::BAD_REQUEST, "invalid_body", &message))
+}
+
+/// The body, if it is at most [`MAX_BODY`] long.
+async fn read_body(mut body: Incoming) -> Result<Bytes, Response> {
+    // A larger body is still read (up to DRAIN_LIMIT) before the 413 is sent: answering while the
+    // client is still sending makes the kernel reset the connection, and the 413 may be lost.
+    let too_large = || {
+        let message = "the body is over 1 MiB";
+        error(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", message)
+    };
+    if body.size_hint().lower() > DRAIN_LIMIT {
+        return Err(too_large());
+    }
+    let mut buffer = BytesMut::new();
+    let mut seen = 0u64;
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else {
+            let message = "the body could not be read";
+            return Err(error(StatusCode::BAD_REQUEST, "invalid_body", message));
+        };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        seen += data.len() as u64;
+        if seen > DRAIN_LIMIT {
+            return Err(too_large());
+        }
+        if seen <= MAX_BODY {
+            buffer.extend_from_slice(&data);
+        }
+    }
+    if seen > MAX_BODY {
+        return Err(too_large());
+    }
+    Ok(buffer.freeze())
+}
+
+/// The last non-empty text value of `name`: PHP keeps the last of repeated fields, and the fake
+/// must provision what WordPress.com would, not what a guard checked.
+fn last_text<'a>(fields: &'a Fields, name: &str) -> Option<&'a str> {
+    match fields.iter().filter(|(n, _)| *n == name).last()?.1 {
+        FieldValue::Text(text) if !text.is_empty() => Some(text),
+        _ => None,
+    }
+}
+
+/// `503` -> `service_unavailable`.
+fn fault_code(status: StatusCode) -> String {
+    status.canonical_reason().map_or_else(
+        || "injected_fault".to_owned(),
+        |reason| reason.to_ascii_lowercase().replace([' ', '-'], "_"),
+    )
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: &'a str,
+    message: &'a str,
+}
+
+fn error(status: StatusCode, code: &str, message: &str) -> Response {
+    json(
+        status,
+        &ErrorBody {
+            error: code,
+            message,
+        },
+    )
+}
+
+fn method_not_allowed(allow: &'static str) -> Response {
+    let mut response = error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this endpoint does not take that method",
+    );
+    response
+        .headers_mut()
+        .insert(ALLOW, HeaderValue::from_static(allow));
+    response
+}
+
+fn json(status: StatusCode, value: &impl Serialize) -> Response {
+    // Our answers are maps and structs of strings, which always serialise.
+    let body = serde_json::to_vec(value).unwrap_or_default();
+    with_status(status, Full::new(body.into()))
+}
+
+fn with_status(status: StatusCode, body: Full<Bytes>) -> Response {
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}

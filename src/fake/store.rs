@@ -1,0 +1,252 @@
+//! The sites the fake knows and the products each holds.
+
+use super::catalogue::{PRODUCTS, Product};
+use crate::site::{Site, SiteKind};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+/// A site to seed the fake with, known by its blog ID, its URL, or both.
+///
+/// ```
+/// use upgrade_guard::fake::FakeSite;
+///
+/// let site = FakeSite::new(1002)
+///     .url("https://example.com/blog/")
+///     .holding(["jetpack-backup-realtime"]);
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FakeSite {
+    blog_id: Option<u64>,
+    url: Option<(String, Site)>,
+    held: Vec<&'static str>,
+}
+
+impl FakeSite {
+    /// A site known by its blog ID, holding nothing (a free site).
+    pub fn new(blog_id: u64) -> Self {
+        Self {
+            blog_id: None,
+            url: None,
+            held: Vec::new(),
+        }
+        .blog_id(blog_id)
+    }
+
+    /// A site known only by its URL (no blog ID), holding nothing.
+    ///
+    /// # Panics
+    ///
+    /// As [`url`](Self::url).
+    pub fn from_url(url: &str) -> Self {
+        Self {
+            blog_id: None,
+            url: None,
+            held: Vec::new(),
+        }
+        .url(url)
+    }
+
+    /// Sets the blog ID.
+    #[must_use]
+    pub fn blog_id(mut self, blog_id: u64) -> Self {
+        self.blog_id = Some(blog_id);
+        self
+    }
+
+    /// Sets the URL, in any form [`Site::parse`] accepts (`https://example.com/blog/`,
+    /// `example.com/blog`, `example.com::blog`); requests naming the site by any of these match.
+    ///
+    /// # Panics
+    ///
+    /// If `url` is not a valid site URL (a blog ID is not a URL either).
+    #[must_use]
+    pub fn url(mut self, url: &str) -> Self {
+        let site = Site::parse(url)
+            .ok()
+            .filter(|site| site.kind() == SiteKind::Url)
+            .unwrap_or_else(|| panic!("FakeSite::url: {url:?} is not a site URL"));
+        self.url = Some((url.to_owned(), site));
+        self
+    }
+
+    /// Adds products the site already holds.
+    ///
+    /// # Panics
+    ///
+    /// If a slug is not in the [catalogue](super::catalogue::PRODUCTS): a typo would silently
+    /// change what the site is offered.
+    #[must_use]
+    pub fn holding<I, S>(mut self, products: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        for slug in products {
+            let slug = slug.as_ref();
+            let product = Product::find(slug)
+                .unwrap_or_else(|| panic!("FakeSite::holding: no product {slug:?}"));
+            hold(&mut self.held, product);
+        }
+        self
+    }
+
+    fn is(&self, site: &Site) -> bool {
+        match site.kind() {
+            SiteKind::BlogId => self
+                .blog_id
+                .is_some_and(|id| id.to_string() == site.as_str()),
+            SiteKind::Url => self.url.as_ref().is_some_and(|(_, url)| url == site),
+        }
+    }
+
+    fn shares_a_name_with(&self, other: &FakeSite) -> bool {
+        (self.blog_id.is_some() && self.blog_id == other.blog_id)
+            || matches!((&self.url, &other.url), (Some((_, a)), Some((_, b))) if a == b)
+    }
+
+    fn snapshot(&self) -> SiteSnapshot {
+        SiteSnapshot {
+            blog_id: self.blog_id,
+            url: self.url.as_ref().map(|(given, _)| given.clone()),
+            site_id: self.url.as_ref().map(|(_, site)| site.clone()),
+            held: self.held.iter().map(|&s| s.to_owned()).collect(),
+        }
+    }
+}
+
+/// Adds `product` to `held`, keeping catalogue order and no duplicates.
+fn hold(held: &mut Vec<&'static str>, product: &'static Product) {
+    if !held.contains(&product.slug) {
+        held.push(product.slug);
+        held.sort_by_key(|slug| PRODUCTS.iter().position(|p| p.slug == *slug));
+    }
+}
+
+/// A site as the fake holds it now, from [`FakeUpstream::sites`](super::FakeUpstream::sites).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SiteSnapshot {
+    /// The blog ID, if the site has one.
+    pub blog_id: Option<u64>,
+    /// The URL as it was given to [`FakeSite::url`].
+    pub url: Option<String>,
+    /// The URL as upgrade-paths names it (`example.com::blog`).
+    pub site_id: Option<Site>,
+    /// The products held, in catalogue order.
+    pub held: Vec<String>,
+}
+
+/// Why a provision was refused by the store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ProvisionError {
+    UnknownSite,
+    NotOffered,
+}
+
+/// The fake's sites, behind one lock so that check-then-provision is atomic.
+#[derive(Debug, Default)]
+pub(crate) struct Store {
+    sites: Mutex<Vec<FakeSite>>,
+}
+
+impl Store {
+    /// Adds `site`, replacing any site known by the same blog ID or URL.
+    pub(crate) fn add(&self, site: FakeSite) {
+        let mut sites = self.lock();
+        sites.retain(|s| !s.shares_a_name_with(&site));
+        sites.push(site);
+    }
+
+    pub(crate) fn held(&self, site: &Site) -> Option<Vec<&'static str>> {
+        self.lock()
+            .iter()
+            .find(|s| s.is(site))
+            .map(|s| s.held.clone())
+    }
+
+    pub(crate) fn snapshots(&self) -> Vec<SiteSnapshot> {
+        self.lock().iter().map(FakeSite::snapshot).collect()
+    }
+
+    /// Provisions `product` on `site` if it is offered; the products it supersedes are dropped.
+    pub(crate) fn provision(
+        &self,
+        site: &Site,
+        product: &'static Product,
+    ) -> Result<(), ProvisionError> {
+        let mut sites = self.lock();
+        let site = sites
+            .iter_mut()
+            .find(|s| s.is(site))
+            .ok_or(ProvisionError::UnknownSite)?;
+        if !product.is_offered(&site.held) {
+            return Err(ProvisionError::NotOffered);
+        }
+        site.held
+            .retain(|slug| Product::find(slug).is_none_or(|held| !product.supersedes(held)));
+        hold(&mut site.held, product);
+        Ok(())
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Vec<FakeSite>> {
+        // Every update leaves the list valid, so a panic elsewhere does not poison it.
+        self.sites.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn site(s: &str) -> Site {
+        Site::parse(s).unwrap()
+    }
+
+    #[test]
+    fn sites_are_found_by_blog_id_or_url() {
+        let store = Store::default();
+        store.add(
+            FakeSite::new(7)
+                .url("https://Example.com/blog/")
+                .holding(["jetpack-scan"]),
+        );
+        store.add(FakeSite::from_url("other.example"));
+        assert_eq!(store.held(&site("7")), Some(vec!["jetpack-scan"]));
+        assert_eq!(
+            store.held(&site("example.com::blog")),
+            Some(vec!["jetpack-scan"])
+        );
+        assert_eq!(store.held(&site("example.com")), None);
+        assert_eq!(store.held(&site("other.example")), Some(vec![]));
+        assert_eq!(store.held(&site("8")), None);
+
+        store.add(FakeSite::new(7));
+        assert_eq!(store.held(&site("7")), Some(vec![]));
+        assert_eq!(store.held(&site("example.com/blog")), None);
+        assert_eq!(store.snapshots().len(), 2);
+    }
+
+    #[test]
+    fn provisioning_supersedes_smaller_products() {
+        let store = Store::default();
+        store.add(FakeSite::new(1).holding(["jetpack-scan", "jetpack-backup-realtime"]));
+        let product = |slug| Product::find(slug).unwrap();
+        assert_eq!(
+            store.provision(&site("1"), product("premium")),
+            Err(ProvisionError::NotOffered)
+        );
+        assert_eq!(
+            store.provision(&site("2"), product("premium")),
+            Err(ProvisionError::UnknownSite)
+        );
+        store
+            .provision(&site("1"), product("professional"))
+            .unwrap();
+        assert_eq!(store.held(&site("1")), Some(vec!["professional"]));
+    }
+
+    #[test]
+    #[should_panic(expected = "no product")]
+    fn holding_an_unknown_product_is_a_test_bug() {
+        let _ = FakeSite::new(1).holding(["jetpack-backup-realtim"]);
+    }
+}

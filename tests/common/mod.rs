@@ -1,0 +1,192 @@
+//! Shared test fixtures: a seeded fake upstream, a client for it, and an inner service that
+//! records what reached it.
+#![allow(dead_code)] // each test binary uses its own part of this module
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body::Body;
+use http_body_util::{BodyExt, Full};
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tower::{Layer, ServiceExt, service_fn};
+use upgrade_guard::fake::{FakeSite, FakeUpstream};
+use upgrade_guard::{GuardBody, UpgradeGuardLayer, UpgradePathsClient};
+
+pub const FREE: u64 = 1001;
+pub const REALTIME: u64 = 1002;
+pub const PROFESSIONAL: u64 = 1003;
+
+/// The fake with the sites the tests use.
+pub async fn fake() -> FakeUpstream {
+    FakeUpstream::builder()
+        .site(FakeSite::new(FREE).url("https://free.example.com/"))
+        .site(
+            FakeSite::new(REALTIME)
+                .url("https://realtime.example.com/")
+                .holding(["jetpack-backup-realtime"]),
+        )
+        .site(
+            FakeSite::new(PROFESSIONAL)
+                .url("https://professional.example.com/")
+                .holding(["professional"]),
+        )
+        .site(
+            FakeSite::new(1004)
+                .url("https://example.com/blog/")
+                .holding(["professional"]),
+        )
+        .start()
+        .await
+        .expect("the fake upstream starts on loopback")
+}
+
+/// A client for `fake`, with a short deadline so failure tests end quickly.
+pub fn client(fake: &FakeUpstream) -> UpgradePathsClient {
+    UpgradePathsClient::builder()
+        .base_url(fake.url())
+        .bearer_token(fake.token())
+        .lookup_timeout(Duration::from_secs(2))
+        .build()
+        .expect("the client builds")
+}
+
+/// What the inner service saw of one request.
+#[derive(Clone, Debug)]
+pub struct Seen {
+    pub uri: http::Uri,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+/// An inner "provision handler" that records every request and answers 200.
+#[derive(Clone, Default)]
+pub struct Recorder {
+    seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+impl Recorder {
+    pub fn calls(&self) -> usize {
+        self.seen.lock().unwrap().len()
+    }
+
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    /// The inner service, generic over the request body.
+    pub fn service<B>(
+        &self,
+    ) -> impl tower::Service<
+        Request<GuardBody<B>>,
+        Response = Response<Full<Bytes>>,
+        Error = Infallible,
+        Future = impl Send,
+    > + Clone
+    + Send
+    + 'static
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: std::fmt::Debug,
+    {
+        let seen = self.seen.clone();
+        service_fn(move |request: Request<GuardBody<B>>| {
+            let seen = seen.clone();
+            async move {
+                let (parts, body) = request.into_parts();
+                let body = body.collect().await.expect("the body reads").to_bytes();
+                seen.lock().unwrap().push(Seen {
+                    uri: parts.uri,
+                    headers: parts.headers,
+                    body,
+                });
+                Ok::<_, Infallible>(Response::new(Full::from(r#"{"success":true}"#)))
+            }
+        })
+    }
+}
+
+/// The guard's answer, read whole.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Answer {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    /// The guard's `error` code, asserting the shape of its own answers on the way.
+    pub fn error(&self) -> String {
+        assert_eq!(self.headers["content-type"], "application/json");
+        let text = std::str::from_utf8(&self.body).unwrap();
+        assert!(text.contains(r#""error":""#), "compact error key: {text}");
+        let json = self.json();
+        assert!(
+            json["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{json}"
+        );
+        json["error"].as_str().expect("an error code").to_owned()
+    }
+}
+
+/// Sends `request` through `layer` around `recorder`.
+pub async fn send<B>(layer: &UpgradeGuardLayer, recorder: &Recorder, request: Request<B>) -> Answer
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>> + std::fmt::Debug,
+{
+    let response = layer
+        .layer(recorder.service::<B>())
+        .oneshot(request)
+        .await
+        .unwrap_or_else(|never| match never {});
+    let (parts, body) = response.into_parts();
+    Answer {
+        status: parts.status,
+        headers: parts.headers,
+        body: body.collect().await.expect("the body reads").to_bytes(),
+    }
+}
+
+/// `POST /provision` with an urlencoded form.
+pub fn form(body: &str) -> Request<Full<Bytes>> {
+    Request::post("/provision")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(Full::from(body.to_owned()))
+        .unwrap()
+}
+
+/// `POST /provision` with a JSON body.
+pub fn json(body: &str) -> Request<Full<Bytes>> {
+    Request::post("/provision")
+        .header("content-type", "application/json")
+        .body(Full::from(body.to_owned()))
+        .unwrap()
+}
+
+/// A multipart body as curl sends it, with the given content type spelling.
+pub fn multipart(
+    content_type: &str,
+    boundary: &str,
+    parts: &[(&str, &[u8])],
+) -> Request<Full<Bytes>> {
+    let mut body = Vec::new();
+    for (name, value) in parts {
+        body.extend_from_slice(
+            format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n")
+                .as_bytes(),
+        );
+        body.extend_from_slice(value);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    Request::post("/provision")
+        .header("content-type", content_type)
+        .body(Full::from(body))
+        .unwrap()
+}
