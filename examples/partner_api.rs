@@ -75,7 +75,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     };
     let upstream = match (&settings.upstream, &fake) {
         (Some(url), _) => url.trim_end_matches('/').to_owned(),
-        (None, Some(fake)) => fake.url(),
+        (None, Some(fake)) => fake.url().to_owned(),
         (None, None) => unreachable!("the fake runs when no upstream is named"),
     };
     let http = reqwest::Client::new();
@@ -235,11 +235,14 @@ fn print_demo(listen: SocketAddr, sites: &[SiteSnapshot]) {
         } else {
             site.held.join(", ")
         };
-        println!("  blog {:<6} {:<28} holds {held}", site.blog_id, site.url);
+        let blog_id = site.blog_id.map(|id| id.to_string()).unwrap_or_default();
+        let url = site.url.as_deref().unwrap_or_default();
+        println!("  blog {blog_id:<6} {url:<30} holds {held}");
     }
     let base = format!("http://{listen}");
     println!(
-        "\nAn upgrade, forwarded (the site has Realtime Backups, Professional adds to it):\n  \
+        "\nAn upgrade, forwarded (the site has Realtime Backups, Professional adds to it; sent again,\n\
+         it is 409, because the site has Professional now):\n  \
          curl -s -X POST {base}/rest/v1.3/jpphp/provision \\\n    \
          -d siteurl=https://realtime.example.com/ -d plan=professional -d local_user=admin\n\
          \nA downgrade, refused with 409 (the site has Professional, Realtime Backups adds nothing):\n  \

@@ -57,19 +57,24 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod body;
+pub mod cache;
 pub mod decision;
 pub mod guard;
+pub mod lock;
 pub mod rejection;
 pub mod request;
 pub mod site;
+pub mod stats;
 pub mod upstream;
 
 pub use body::GuardBody;
 pub use decision::Decision;
-pub use guard::{ResponseFuture, UpgradeGuard, UpgradeGuardLayer};
+pub use guard::{ResponseFuture, UpgradeGuard, UpgradeGuardBuilder, UpgradeGuardLayer};
+pub use lock::{LocalLocks, SiteLocks, SitePermit};
 pub use rejection::Rejection;
 pub use request::Source;
 pub use site::Site;
+pub use stats::{GuardStats, StatsSnapshot};
 pub use upstream::{LookupError, UpgradePaths, UpgradePathsClient};
 
 #[cfg(feature = "test-util")]

@@ -6,6 +6,7 @@
 
 use crate::Site;
 use crate::body::GuardBody;
+use crate::lock::LockError;
 use crate::site::InvalidSite;
 use crate::upstream::{LookupError, UpgradePaths};
 use http::{HeaderValue, Response, StatusCode, header};
@@ -62,9 +63,10 @@ pub enum Rejection {
     /// upgrade-paths lookup gave no answer.
     #[error("{}", upstream_message(.0))]
     Upstream(#[source] LookupError),
-    /// 503 `site_busy`: another provision of the site held it for too long.
-    #[error("another provision of this site is in progress; try again shortly")]
-    SiteBusy,
+    /// 503 `site_busy`: another provision of the site held it for too long, or the site's lock
+    /// could not be taken.
+    #[error("another provision of this site is in progress; try again shortly ({0})")]
+    SiteBusy(#[source] LockError),
 }
 
 fn upstream_message(error: &LookupError) -> String {
@@ -90,7 +92,7 @@ impl Rejection {
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Upstream(LookupError::UnknownSite) => StatusCode::NOT_FOUND,
             Self::Upstream(LookupError::Unauthorized { .. }) => StatusCode::BAD_GATEWAY,
-            Self::Upstream(_) | Self::SiteBusy => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Upstream(_) | Self::SiteBusy(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -107,7 +109,7 @@ impl Rejection {
             Self::Upstream(LookupError::UnknownSite) => "unknown_site",
             Self::Upstream(LookupError::Unauthorized { .. }) => "upstream_unauthorized",
             Self::Upstream(_) => "upgrade_paths_unavailable",
-            Self::SiteBusy => "site_busy",
+            Self::SiteBusy(_) => "site_busy",
         }
     }
 
@@ -121,7 +123,7 @@ impl Rejection {
                     .unwrap_or(DEFAULT_UNAVAILABLE_RETRY_AFTER)
                     .clamp(Duration::from_secs(1), MAX_RETRY_AFTER),
             ),
-            Self::SiteBusy => Some(SITE_BUSY_RETRY_AFTER),
+            Self::SiteBusy(_) => Some(SITE_BUSY_RETRY_AFTER),
             _ => None,
         }
     }
@@ -214,7 +216,7 @@ mod tests {
         let text = body(response).await;
         assert!(text.starts_with(r#"{"error":"upgrade_paths_unavailable","message":""#));
         assert_eq!(
-            Rejection::SiteBusy.retry_after(),
+            Rejection::SiteBusy(LockError::Busy).retry_after(),
             Some(SITE_BUSY_RETRY_AFTER)
         );
         assert_eq!(Rejection::MissingSite.retry_after(), None);

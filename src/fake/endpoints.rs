@@ -13,6 +13,7 @@ use http_body::Body as _;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use serde::Serialize;
+use std::borrow::Cow;
 use std::sync::Arc;
 
 /// Bodies past this are answered 413; no partner form comes near it.
@@ -103,28 +104,31 @@ pub(crate) async fn handle(
             Fault::DropConnection => return Err(DroppedConnection),
         }
     }
-    Ok(match route {
+    let answer = match route {
         Route::UpgradePaths(site) => upgrade_paths(&shared, &req, site),
         Route::Provision => provision(&shared, req).await,
         Route::Token => token(&shared, req).await,
-        Route::NotFound => error(StatusCode::NOT_FOUND, "not_found", "no such endpoint"),
-    })
+        Route::NotFound => Err(Refusal::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no such endpoint",
+        )),
+    };
+    Ok(answer.unwrap_or_else(Refusal::into_response))
 }
 
-fn upgrade_paths(shared: &Shared, req: &Request<Incoming>, site: &str) -> Response {
-    if req.method() != Method::GET {
-        return method_not_allowed("GET");
-    }
-    if let Err(refused) = authorize(shared, req) {
-        return refused;
-    }
-    match Site::parse(site)
+fn upgrade_paths(
+    shared: &Shared,
+    req: &Request<Incoming>,
+    site: &str,
+) -> Result<Response, Refusal> {
+    expect_method(req, Method::GET)?;
+    authorize(shared, req)?;
+    let held = Site::parse(site)
         .ok()
         .and_then(|site| shared.store.held(&site))
-    {
-        Some(held) => json(StatusCode::OK, &catalogue::offered(held)),
-        None => error(StatusCode::FORBIDDEN, "invalid_blog", "unknown blog"),
-    }
+        .ok_or_else(|| Refusal::new(StatusCode::FORBIDDEN, "invalid_blog", "unknown blog"))?;
+    Ok(json(StatusCode::OK, &catalogue::offered(held)))
 }
 
 #[derive(Serialize)]
@@ -134,26 +138,23 @@ struct Provisioned {
     next_url: String,
 }
 
-async fn provision(shared: &Shared, req: Request<Incoming>) -> Response {
-    if req.method() != Method::POST {
-        return method_not_allowed("POST");
-    }
-    if let Err(refused) = authorize(shared, &req) {
-        return refused;
-    }
-    let fields = match read_fields(req).await {
-        Ok(fields) => fields,
-        Err(refused) => return refused,
-    };
-    let bad_request = |code, message| error(StatusCode::BAD_REQUEST, code, message);
-    let Some(site) = last_text(&fields, "siteurl").and_then(|s| Site::parse(s).ok()) else {
-        return bad_request("invalid_siteurl", "siteurl must be a site URL or a blog ID");
-    };
-    let Some(product) = last_text(&fields, "plan").and_then(Product::find) else {
-        return bad_request("invalid_plan", "plan is not a known product");
-    };
+async fn provision(shared: &Shared, req: Request<Incoming>) -> Result<Response, Refusal> {
+    expect_method(&req, Method::POST)?;
+    authorize(shared, &req)?;
+    let fields = read_fields(req).await?;
+    let site = last_text(&fields, "siteurl")
+        .and_then(|s| Site::parse(s).ok())
+        .ok_or_else(|| {
+            Refusal::bad_request("invalid_siteurl", "siteurl must be a site URL or a blog ID")
+        })?;
+    let product = last_text(&fields, "plan")
+        .and_then(Product::find)
+        .ok_or_else(|| Refusal::bad_request("invalid_plan", "plan is not a known product"))?;
     if last_text(&fields, "local_user").is_none() {
-        return bad_request("missing_local_user", "local_user is required");
+        return Err(Refusal::bad_request(
+            "missing_local_user",
+            "local_user is required",
+        ));
     }
     match shared.store.provision(&site, product) {
         Ok(()) => {
@@ -163,15 +164,15 @@ async fn provision(shared: &Shared, req: Request<Incoming>) -> Response {
                 auth_required: false,
                 next_url: format!("https://wordpress.com/home/{site}"),
             };
-            json(StatusCode::OK, &answer)
+            Ok(json(StatusCode::OK, &answer))
         }
-        Err(ProvisionError::UnknownSite) => bad_request("invalid_siteurl", "unknown site"),
+        Err(ProvisionError::UnknownSite) => {
+            Err(Refusal::bad_request("invalid_siteurl", "unknown site"))
+        }
         Err(ProvisionError::NotOffered) => {
             Counters::bump(&shared.counters.leaks);
-            bad_request(
-                "plan_downgrade_disallowed",
-                "the site already has everything this plan gives",
-            )
+            let message = "the site already has everything this plan gives";
+            Err(Refusal::bad_request("plan_downgrade_disallowed", message))
         }
     }
 }
@@ -183,38 +184,49 @@ struct Token<'a> {
     scope: &'a str,
 }
 
-async fn token(shared: &Shared, req: Request<Incoming>) -> Response {
-    if req.method() != Method::POST {
-        return method_not_allowed("POST");
-    }
-    let fields = match read_fields(req).await {
-        Ok(fields) => fields,
-        Err(refused) => return refused,
-    };
-    let bad_request = |code, message| error(StatusCode::BAD_REQUEST, code, message);
+async fn token(shared: &Shared, req: Request<Incoming>) -> Result<Response, Refusal> {
+    expect_method(&req, Method::POST)?;
+    let fields = read_fields(req).await?;
     if last_text(&fields, "grant_type") != Some("client_credentials") {
-        return bad_request(
-            "unsupported_grant_type",
-            "grant_type must be client_credentials",
-        );
+        let message = "grant_type must be client_credentials";
+        return Err(Refusal::bad_request("unsupported_grant_type", message));
     }
     if last_text(&fields, "client_id") != Some(&shared.client_id)
         || last_text(&fields, "client_secret") != Some(&shared.client_secret)
     {
-        return bad_request("invalid_client", "unknown client or wrong secret");
+        let message = "unknown client or wrong secret";
+        return Err(Refusal::bad_request("invalid_client", message));
     }
     if last_text(&fields, "scope") != Some(PARTNER_SCOPE) {
-        return bad_request("invalid_scope", "scope must be jetpack-partner");
+        return Err(Refusal::bad_request(
+            "invalid_scope",
+            "scope must be jetpack-partner",
+        ));
     }
     let answer = Token {
         access_token: &shared.token,
         token_type: "bearer",
         scope: PARTNER_SCOPE,
     };
-    json(StatusCode::OK, &answer)
+    Ok(json(StatusCode::OK, &answer))
 }
 
-fn authorize(shared: &Shared, req: &Request<Incoming>) -> Result<(), Response> {
+fn expect_method(req: &Request<Incoming>, method: Method) -> Result<(), Refusal> {
+    if *req.method() == method {
+        return Ok(());
+    }
+    let message = "this endpoint does not take that method";
+    Err(Refusal {
+        allow: Some(method),
+        ..Refusal::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            message,
+        )
+    })
+}
+
+fn authorize(shared: &Shared, req: &Request<Incoming>) -> Result<(), Refusal> {
     let presented = req
         .headers()
         .get(AUTHORIZATION)
@@ -223,44 +235,41 @@ fn authorize(shared: &Shared, req: &Request<Incoming>) -> Result<(), Response> {
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map(|(_, token)| token.trim());
     if presented == Some(shared.token.as_str()) {
-        Ok(())
-    } else {
-        Err(error(
-            StatusCode::UNAUTHORIZED,
-            "invalid_token",
-            "the bearer token is missing or not accepted",
-        ))
+        return Ok(());
     }
+    let message = "the bearer token is missing or not accepted";
+    Err(Refusal::new(
+        StatusCode::UNAUTHORIZED,
+        "invalid_token",
+        message,
+    ))
 }
 
-async fn read_fields(req: Request<Incoming>) -> Result<Fields, Response> {
+async fn read_fields(req: Request<Incoming>) -> Result<Fields, Refusal> {
     // Without a Content-Type PHP would see no fields; reading it as a form is kinder to tests.
-    let format = match BodyFormat::from_headers(req.headers()) {
-        Ok(format) => format.unwrap_or(BodyFormat::UrlEncoded),
-        Err(_) => {
-            return Err(error(
+    let format = BodyFormat::from_headers(req.headers())
+        .map_err(|_| {
+            let message = "send a urlencoded form, a multipart form or JSON";
+            Refusal::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported_media_type",
-                "send a urlencoded form, a multipart form or JSON",
-            ));
-        }
-    };
-    let body = match read_body(req.into_body()).await {
-        Ok(body) => body,
-        Err(refused) => return Err(refused),
-    };
+                message,
+            )
+        })?
+        .unwrap_or(BodyFormat::UrlEncoded);
+    let body = read_body(req.into_body()).await?;
     Fields::parse(&format, body)
         .await
-        .map_err(|message| error(StatusCode::BAD_REQUEST, "invalid_body", &message))
+        .map_err(|message| Refusal::bad_request("invalid_body", message))
 }
 
 /// The body, if it is at most [`MAX_BODY`] long.
-async fn read_body(mut body: Incoming) -> Result<Bytes, Response> {
+async fn read_body(mut body: Incoming) -> Result<Bytes, Refusal> {
     // A larger body is still read (up to DRAIN_LIMIT) before the 413 is sent: answering while the
     // client is still sending makes the kernel reset the connection, and the 413 may be lost.
     let too_large = || {
         let message = "the body is over 1 MiB";
-        error(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", message)
+        Refusal::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", message)
     };
     if body.size_hint().lower() > DRAIN_LIMIT {
         return Err(too_large());
@@ -268,10 +277,8 @@ async fn read_body(mut body: Incoming) -> Result<Bytes, Response> {
     let mut buffer = BytesMut::new();
     let mut seen = 0u64;
     while let Some(frame) = body.frame().await {
-        let Ok(frame) = frame else {
-            let message = "the body could not be read";
-            return Err(error(StatusCode::BAD_REQUEST, "invalid_body", message));
-        };
+        let frame = frame
+            .map_err(|_| Refusal::bad_request("invalid_body", "the body could not be read"))?;
         let Ok(data) = frame.into_data() else {
             continue;
         };
@@ -306,6 +313,41 @@ fn fault_code(status: StatusCode) -> String {
     )
 }
 
+/// An error answer, `{"error":"<code>","message":"<text>"}`.
+struct Refusal {
+    status: StatusCode,
+    code: &'static str,
+    message: Cow<'static, str>,
+    /// For a 405, the method the endpoint takes.
+    allow: Option<Method>,
+}
+
+impl Refusal {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<Cow<'static, str>>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            allow: None,
+        }
+    }
+
+    fn bad_request(code: &'static str, message: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    fn into_response(self) -> Response {
+        let mut response = error(self.status, self.code, &self.message);
+        if let Some(method) = self
+            .allow
+            .and_then(|m| HeaderValue::from_str(m.as_str()).ok())
+        {
+            response.headers_mut().insert(ALLOW, method);
+        }
+        response
+    }
+}
+
 #[derive(Serialize)]
 struct ErrorBody<'a> {
     error: &'a str,
@@ -322,18 +364,6 @@ fn error(status: StatusCode, code: &str, message: &str) -> Response {
     )
 }
 
-fn method_not_allowed(allow: &'static str) -> Response {
-    let mut response = error(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
-        "this endpoint does not take that method",
-    );
-    response
-        .headers_mut()
-        .insert(ALLOW, HeaderValue::from_static(allow));
-    response
-}
-
 fn json(status: StatusCode, value: &impl Serialize) -> Response {
     // Our answers are maps and structs of strings, which always serialise.
     let body = serde_json::to_vec(value).unwrap_or_default();
@@ -347,4 +377,46 @@ fn with_status(status: StatusCode, body: Full<Bytes>) -> Response {
         .headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes() {
+        let site = |path| match Route::of(path) {
+            Route::UpgradePaths(site) => Some(site),
+            _ => None,
+        };
+        assert_eq!(
+            site("/rest/v1.3/jpphp/example.com::blog/upgrade-paths"),
+            Some("example.com::blog")
+        );
+        assert_eq!(site("/rest/v1.3/jpphp//upgrade-paths"), Some(""));
+        assert_eq!(site("/rest/v1.3/jpphp/a/b/upgrade-paths"), None);
+        assert_eq!(site("/rest/v1.3/jpphp/upgrade-paths"), None);
+        assert!(matches!(
+            Route::of("/rest/v1.3/jpphp/provision"),
+            Route::Provision
+        ));
+        assert!(matches!(Route::of("/oauth2/token"), Route::Token));
+        assert!(matches!(Route::of("/oauth2/token/"), Route::NotFound));
+    }
+
+    #[test]
+    fn fault_codes_are_named_after_the_status() {
+        assert_eq!(
+            fault_code(StatusCode::SERVICE_UNAVAILABLE),
+            "service_unavailable"
+        );
+        assert_eq!(
+            fault_code(StatusCode::NON_AUTHORITATIVE_INFORMATION),
+            "non_authoritative_information"
+        );
+        assert_eq!(
+            fault_code(StatusCode::from_u16(599).unwrap()),
+            "injected_fault"
+        );
+    }
 }

@@ -70,7 +70,7 @@ impl FakeUpstreamBuilder {
     /// |---|---|---|
     /// | 1001 | `https://free.example.com/` | nothing |
     /// | 1002 | `https://realtime.example.com/` | `jetpack-backup-realtime` |
-    /// | 1003 | `https://pro.example.com/` | `professional` |
+    /// | 1003 | `https://professional.example.com/` | `professional` |
     /// | 1004 | `https://example.com/blog/` | `jetpack-backup-daily` |
     #[must_use]
     pub fn demo_sites(self) -> Self {
@@ -82,7 +82,7 @@ impl FakeUpstreamBuilder {
             )
             .site(
                 FakeSite::new(1003)
-                    .url("https://pro.example.com/")
+                    .url("https://professional.example.com/")
                     .holding(["professional"]),
             )
             .site(

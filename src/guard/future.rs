@@ -1,5 +1,6 @@
 use super::Allowed;
 use crate::body::GuardBody;
+use crate::lock::SitePermit;
 use crate::rejection::Rejection;
 use http::{Request, Response};
 use pin_project_lite::pin_project;
@@ -15,7 +16,8 @@ pin_project! {
     /// Response future of [`UpgradeGuard`](super::UpgradeGuard).
     ///
     /// First the check (which does I/O and is boxed), then, only when allowed, the inner
-    /// service's own future, polled in place.
+    /// service's own future, polled in place while the site's lock is held. Dropping the future
+    /// at any point releases whatever it held.
     pub struct ResponseFuture<S, B>
     where
         S: Service<Request<GuardBody<B>>>,
@@ -38,7 +40,9 @@ pin_project! {
         Forwarding {
             #[pin]
             future: S::Future,
+            permit: Option<SitePermit>,
         },
+        Done,
     }
 }
 
@@ -72,14 +76,20 @@ where
                             .take()
                             .expect("polled after the inner service was called");
                         let future = inner.call(allowed.request);
-                        this.state.set(State::Forwarding { future });
+                        this.state.set(State::Forwarding {
+                            future,
+                            permit: Some(allowed.permit),
+                        });
                     }
                     Err(rejection) => return Poll::Ready(Ok(rejection.into_response())),
                 },
-                StateProj::Forwarding { future } => {
-                    let response = ready!(future.poll(cx))?;
-                    return Poll::Ready(Ok(response.map(GuardBody::original)));
+                StateProj::Forwarding { future, .. } => {
+                    let output = ready!(future.poll(cx));
+                    // The inner service has answered: the next provision of the site may start.
+                    this.state.set(State::Done);
+                    return Poll::Ready(output.map(|response| response.map(GuardBody::original)));
                 }
+                StateProj::Done => panic!("ResponseFuture polled after completion"),
             }
         }
     }

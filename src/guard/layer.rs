@@ -1,12 +1,16 @@
-use super::{Config, UpgradeGuard};
+use super::{Config, UpgradeGuard, UpgradeGuardBuilder};
+use crate::stats::GuardStats;
 use crate::{Source, UpgradePathsClient};
 use std::sync::Arc;
+use std::time::Duration;
 use tower_layer::Layer;
 
 /// Wraps a provision handler in an [`UpgradeGuard`]. Configured per route.
 ///
-/// Build one client, then one layer per route, each saying where that route names the site and
-/// the product. Layers are cheap to clone; clones share the client and its connection pool.
+/// Build **one** layer per process, then a clone of it per route, each saying where that route
+/// names the site and the product. Clones share the client, the lookup cache and the per-site
+/// locks, so a provision through one route is serialized with, and invalidates the cache of,
+/// provisions of the same site through any other. Two layers built separately share nothing.
 ///
 /// Defaults follow WordPress.com's provision API: the site from the body field `siteurl` (a URL,
 /// a domain or a blog ID), the product from the body field `plan`, a body limit of
@@ -32,11 +36,32 @@ pub struct UpgradeGuardLayer {
 }
 
 impl UpgradeGuardLayer {
-    /// A layer asking `client` about sites, with the provision API's defaults.
+    /// A layer asking `client` about sites, with every default: the provision API's sources, an
+    /// in-process lock per site, a cache of upgrade paths. See [`builder`](Self::builder) to
+    /// change the shared settings.
     pub fn new(client: UpgradePathsClient) -> Self {
+        Self::builder(client).build()
+    }
+
+    /// A builder for the settings shared by every route: cache and site locks.
+    pub fn builder(client: UpgradePathsClient) -> UpgradeGuardBuilder {
+        UpgradeGuardBuilder::new(client)
+    }
+
+    pub(super) fn from_config(config: Config) -> Self {
         Self {
-            config: Arc::new(Config::new(client)),
+            config: Arc::new(config),
         }
+    }
+
+    /// The counters of this layer and all its clones.
+    pub fn stats(&self) -> GuardStats {
+        self.config.shared.stats.clone()
+    }
+
+    /// The client the layer asks.
+    pub fn client(&self) -> &UpgradePathsClient {
+        self.config.shared.lookups.client()
     }
 
     /// Where this route names the site.
@@ -54,6 +79,13 @@ impl UpgradeGuardLayer {
     /// The largest body buffered when a source reads the body; larger ones are 413.
     pub fn body_limit(mut self, bytes: usize) -> Self {
         Arc::make_mut(&mut self.config).reader.body_limit = bytes;
+        self
+    }
+
+    /// How long a request waits while another provision of its site is in progress; past it
+    /// the answer is 503 `site_busy`. Default [`DEFAULT_LOCK_WAIT`](crate::lock::DEFAULT_LOCK_WAIT).
+    pub fn lock_wait(mut self, wait: Duration) -> Self {
+        Arc::make_mut(&mut self.config).lock_wait = wait;
         self
     }
 }

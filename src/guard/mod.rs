@@ -1,64 +1,95 @@
 //! The middleware: [`UpgradeGuardLayer`], [`UpgradeGuard`] and its [`ResponseFuture`].
 //!
-//! For each request the guard reads the site and the product, asks WordPress.com for the site's
-//! upgrade paths, and forwards the request only when the product is listed. Everything else is
-//! answered by the guard itself, as [`Rejection`](crate::Rejection) describes.
+//! For each request the guard reads the site and the product, takes the site's lock, asks for the
+//! site's upgrade paths (cached, coalesced), and forwards the request only when the product is
+//! listed, holding the lock until the inner service has answered. Everything else is answered by
+//! the guard itself, as [`Rejection`] describes.
 
+mod builder;
 mod future;
 mod layer;
 mod service;
 
+pub use builder::UpgradeGuardBuilder;
 pub use future::ResponseFuture;
 pub use layer::UpgradeGuardLayer;
 pub use service::UpgradeGuard;
 
-use crate::UpgradePathsClient;
+use crate::Site;
 use crate::body::GuardBody;
+use crate::cache::Lookups;
 use crate::decision::Decision;
+use crate::lock::{SiteLocks, SitePermit};
 use crate::rejection::Rejection;
 use crate::request::RequestReader;
+use crate::stats::GuardStats;
 use bytes::Bytes;
+use futures_util::FutureExt;
 use http::Request;
 use http_body::Body;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-/// What a layer knows: shared by every service it builds.
-#[derive(Clone, Debug)]
-struct Config {
-    client: UpgradePathsClient,
-    reader: RequestReader,
+/// What every route of one guard shares: the lookups and their cache, the site locks, the stats.
+#[derive(Debug)]
+struct Shared {
+    lookups: Lookups,
+    locks: Arc<dyn SiteLocks>,
+    stats: GuardStats,
 }
 
-/// A request that may be forwarded.
+/// One route's configuration, around the shared state.
+#[derive(Clone, Debug)]
+struct Config {
+    shared: Arc<Shared>,
+    reader: RequestReader,
+    lock_wait: Duration,
+}
+
+/// A request that may be forwarded, with its site held until the inner service has answered.
 pub(crate) struct Allowed<B> {
     request: Request<GuardBody<B>>,
+    permit: SitePermit,
 }
 
 impl Config {
-    fn new(client: UpgradePathsClient) -> Self {
-        Self {
-            client,
-            reader: RequestReader::default(),
-        }
-    }
-
-    /// The contract, in order: read the request (400, 413, 415), look the site up (404, 502,
-    /// 503), decide (409).
+    /// Checks one request, counting the outcome.
     async fn check<B>(&self, request: Request<B>) -> Result<Allowed<B>, Rejection>
     where
         B: Body<Data = Bytes>,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
+        let checked = self.decide(request).await;
+        match &checked {
+            Ok(_) => self.shared.stats.forwarded(),
+            Err(_) => self.shared.stats.rejected(),
+        }
+        checked
+    }
+
+    /// The contract, in order: read the request (400, 413, 415), hold the site (503 `site_busy`),
+    /// look it up (404, 502, 503), decide (409 or forward).
+    async fn decide<B>(&self, request: Request<B>) -> Result<Allowed<B>, Rejection>
+    where
+        B: Body<Data = Bytes>,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         let read = self.reader.read(request).await?;
+        let permit = self.hold(&read.site).await?;
         let paths = self
-            .client
+            .shared
+            .lookups
             .upgrade_paths(&read.site)
             .await
             .map_err(Rejection::Upstream)?;
         match Decision::new(&paths, &read.product) {
             Decision::Upgrade { family } => {
                 tracing::debug!(site = %read.site, product = %read.product, family, "upgrade allowed");
+                // The provision will change the paths: nobody may reuse these, whatever it answers.
+                self.shared.lookups.invalidate(&read.site);
                 Ok(Allowed {
                     request: read.request,
+                    permit,
                 })
             }
             Decision::NotAnUpgrade => {
@@ -66,9 +97,29 @@ impl Config {
                 Err(Rejection::NotAnUpgrade {
                     site: read.site,
                     product: read.product,
-                    upgrade_paths: paths,
+                    upgrade_paths: Arc::unwrap_or_clone(paths),
                 })
             }
         }
+    }
+
+    /// Takes the site's lock, counting the requests that had to wait.
+    async fn hold(&self, site: &Site) -> Result<SitePermit, Rejection> {
+        let stats = &self.shared.stats;
+        let mut acquire = self.shared.locks.acquire(site, self.lock_wait);
+        let acquired = match (&mut acquire).now_or_never() {
+            Some(acquired) => acquired,
+            None => {
+                let started = Instant::now();
+                let acquired = acquire.await;
+                stats.lock_waited(started.elapsed());
+                tracing::debug!(%site, waited = ?started.elapsed(), ok = acquired.is_ok(), "waited for the site's lock");
+                acquired
+            }
+        };
+        acquired.map_err(|error| {
+            stats.site_busy();
+            Rejection::SiteBusy(error)
+        })
     }
 }

@@ -34,9 +34,12 @@ enum Kind {
         template: Arc<[Segment]>,
         param: usize,
     },
-    Fn(Arc<dyn Fn(&Parts) -> Option<String> + Send + Sync>),
+    Fn(Arc<SourceFn>),
     FirstOf(Box<[Source]>),
 }
+
+/// A user closure over the request head.
+type SourceFn = dyn Fn(&Parts) -> Option<String> + Send + Sync;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Segment {

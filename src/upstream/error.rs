@@ -1,6 +1,7 @@
 //! Why an upgrade-paths lookup gave no answer.
 
 use http::StatusCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Why WordPress.com's upgrade-paths endpoint gave no usable answer.
@@ -8,7 +9,7 @@ use std::time::Duration;
 /// The guard maps these to its contract: [`UnknownSite`](Self::UnknownSite) is 404
 /// `unknown_site`, [`Unauthorized`](Self::Unauthorized) is 502 `upstream_unauthorized`, and every
 /// other variant is 503 `upgrade_paths_unavailable` with `Retry-After`.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum LookupError {
     /// WordPress.com does not know the site (`invalid_blog`, or 404).
@@ -25,7 +26,7 @@ pub enum LookupError {
     Timeout,
     /// The connection failed or broke before a complete answer.
     #[error("the upgrade-paths lookup failed in transport")]
-    Transport(#[source] Box<dyn std::error::Error + Send + Sync>),
+    Transport(#[source] Arc<dyn std::error::Error + Send + Sync>),
     /// An error status that says nothing about the site: 5xx, 429 or an unexpected 4xx.
     #[error("WordPress.com answered HTTP {status}")]
     Status {
@@ -36,7 +37,7 @@ pub enum LookupError {
     },
     /// A success status whose body is not an object of string arrays.
     #[error("WordPress.com's answer is not an upgrade-paths object")]
-    InvalidAnswer(#[source] serde_json::Error),
+    InvalidAnswer(#[source] Arc<serde_json::Error>),
     /// An answer larger than the client's cap.
     #[error("WordPress.com's answer is larger than {limit} bytes")]
     AnswerTooLarge {

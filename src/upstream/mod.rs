@@ -126,7 +126,7 @@ fn transport(error: reqwest::Error) -> LookupError {
     if error.is_timeout() {
         LookupError::Timeout
     } else {
-        LookupError::Transport(Box::new(error.without_url()))
+        LookupError::Transport(Arc::new(error.without_url()))
     }
 }
 
@@ -142,7 +142,7 @@ fn classify(
     retry_after: Option<Duration>,
 ) -> Result<UpgradePaths, LookupError> {
     if status.is_success() {
-        return UpgradePaths::from_json(body).map_err(LookupError::InvalidAnswer);
+        return UpgradePaths::from_json(body).map_err(|e| LookupError::InvalidAnswer(Arc::new(e)));
     }
     #[derive(serde::Deserialize)]
     struct ErrorAnswer {

@@ -1,0 +1,86 @@
+use super::{Config, Shared, UpgradeGuardLayer};
+use crate::UpgradePathsClient;
+use crate::cache::{DEFAULT_CACHE_CAPACITY, DEFAULT_CACHE_TTL, Lookups};
+use crate::lock::{DEFAULT_LOCK_WAIT, LocalLocks, SiteLocks};
+use crate::request::RequestReader;
+use crate::stats::GuardStats;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Builds an [`UpgradeGuardLayer`] with the settings every route of it shares: the lookup cache
+/// and the site locks.
+///
+/// ```
+/// use std::time::Duration;
+/// use upgrade_guard::{UpgradeGuardLayer, UpgradePathsClient};
+///
+/// let client = UpgradePathsClient::builder().bearer_token("partner-token").build()?;
+/// let guard = UpgradeGuardLayer::builder(client)
+///     .cache_ttl(Duration::from_secs(10))
+///     .cache_capacity(10_000)
+///     .build();
+/// # Ok::<(), upgrade_guard::upstream::BuildError>(())
+/// ```
+#[derive(Debug)]
+#[must_use]
+pub struct UpgradeGuardBuilder {
+    client: UpgradePathsClient,
+    cache_ttl: Duration,
+    cache_capacity: u64,
+    locks: Arc<dyn SiteLocks>,
+}
+
+impl UpgradeGuardBuilder {
+    pub(super) fn new(client: UpgradePathsClient) -> Self {
+        Self {
+            client,
+            cache_ttl: DEFAULT_CACHE_TTL,
+            cache_capacity: DEFAULT_CACHE_CAPACITY,
+            locks: Arc::new(LocalLocks::new()),
+        }
+    }
+
+    /// How long a site's upgrade paths are reused; default
+    /// [`DEFAULT_CACHE_TTL`](crate::cache::DEFAULT_CACHE_TTL). `Duration::ZERO` turns the cache
+    /// off (concurrent lookups of one site are still coalesced). An entry is dropped early when
+    /// a request for its site is forwarded.
+    pub fn cache_ttl(mut self, ttl: Duration) -> Self {
+        self.cache_ttl = ttl;
+        self
+    }
+
+    /// How many sites' paths are kept at most; default
+    /// [`DEFAULT_CACHE_CAPACITY`](crate::cache::DEFAULT_CACHE_CAPACITY).
+    pub fn cache_capacity(mut self, sites: u64) -> Self {
+        self.cache_capacity = sites;
+        self
+    }
+
+    /// The per-site locks; default an in-process [`LocalLocks`]. Give every process of a
+    /// multi-process deployment a lock on a shared engine.
+    pub fn site_locks(mut self, locks: impl SiteLocks) -> Self {
+        self.locks = Arc::new(locks);
+        self
+    }
+
+    /// The layer, with the provision API's defaults for where the site and the product come
+    /// from; configure those per route on clones of it.
+    pub fn build(self) -> UpgradeGuardLayer {
+        let stats = GuardStats::default();
+        let shared = Shared {
+            lookups: Lookups::new(
+                self.client,
+                self.cache_ttl,
+                self.cache_capacity,
+                stats.clone(),
+            ),
+            locks: self.locks,
+            stats,
+        };
+        UpgradeGuardLayer::from_config(Config {
+            shared: Arc::new(shared),
+            reader: RequestReader::default(),
+            lock_wait: DEFAULT_LOCK_WAIT,
+        })
+    }
+}

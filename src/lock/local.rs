@@ -1,0 +1,165 @@
+use super::{Acquire, LockError, SiteLocks, SitePermit};
+use crate::Site;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+use tokio::sync::{Mutex as SiteMutex, OwnedMutexGuard};
+
+/// Site locks within one process: a map of per-site mutexes holding only sites in use.
+///
+/// A site's entry lives while a request holds or waits for it and is removed with the last one,
+/// so memory follows the number of sites being provisioned right now, not the number ever seen.
+/// Waiters are served in arrival order (tokio's mutex is fair).
+///
+/// A blog ID and the URL of the same site are different keys: map them to one form in your
+/// [`Source`](crate::Source) if requests name one site both ways.
+#[derive(Clone, Debug, Default)]
+pub struct LocalLocks {
+    sites: Arc<Mutex<HashMap<Site, Arc<SiteMutex<()>>>>>,
+}
+
+impl LocalLocks {
+    /// No site locked.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// How many sites are held or waited for right now.
+    pub fn sites_in_use(&self) -> usize {
+        self.map().len()
+    }
+
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<Site, Arc<SiteMutex<()>>>> {
+        // The map is left consistent at every step, so a panic elsewhere cannot corrupt it.
+        self.sites.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl SiteLocks for LocalLocks {
+    fn acquire<'a>(&'a self, site: &'a Site, wait: Duration) -> Acquire<'a> {
+        Box::pin(async move {
+            let entry = Entry::new(self, site);
+            let mutex = entry.mutex();
+            let guard = tokio::time::timeout(wait, mutex.lock_owned())
+                .await
+                .map_err(|_| LockError::Busy)?;
+            Ok(SitePermit::new(Held {
+                _guard: guard,
+                _entry: entry,
+            }))
+        })
+    }
+}
+
+/// A held lock. Field order matters: the guard is released before the entry checks whether it
+/// was the site's last user.
+struct Held {
+    _guard: OwnedMutexGuard<()>,
+    _entry: Entry,
+}
+
+/// One request's interest in a site's mutex, held while waiting and while holding.
+struct Entry {
+    locks: LocalLocks,
+    site: Site,
+    mutex: Option<Arc<SiteMutex<()>>>,
+}
+
+impl Entry {
+    fn new(locks: &LocalLocks, site: &Site) -> Self {
+        let mutex = locks.map().entry(site.clone()).or_default().clone();
+        Self {
+            locks: locks.clone(),
+            site: site.clone(),
+            mutex: Some(mutex),
+        }
+    }
+
+    fn mutex(&self) -> Arc<SiteMutex<()>> {
+        self.mutex.clone().expect("present until dropped")
+    }
+}
+
+impl Drop for Entry {
+    fn drop(&mut self) {
+        let mut map = self.locks.map();
+        // Every other clone of this request's mutex (its guard, its waiting future) is gone by
+        // now, and clones are only made under the map's lock: one left means only the map's.
+        drop(self.mutex.take());
+        if map
+            .get(&self.site)
+            .is_some_and(|mutex| Arc::strong_count(mutex) == 1)
+        {
+            map.remove(&self.site);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn site(s: &str) -> Site {
+        Site::parse(s).unwrap()
+    }
+
+    #[tokio::test]
+    async fn one_holder_per_site_and_idle_sites_are_freed() {
+        let locks = LocalLocks::new();
+        let a = site("a.example.com");
+        let held = locks.acquire(&a, Duration::from_secs(1)).await.unwrap();
+        // Another site is independent.
+        let other = locks
+            .acquire(&site("b.example.com"), Duration::ZERO)
+            .await
+            .unwrap();
+        assert_eq!(locks.sites_in_use(), 2);
+        drop(other);
+        assert_eq!(locks.sites_in_use(), 1);
+
+        // The same site is busy until released.
+        assert!(matches!(
+            locks.acquire(&a, Duration::from_millis(10)).await,
+            Err(LockError::Busy)
+        ));
+        assert_eq!(
+            locks.sites_in_use(),
+            1,
+            "a timed-out waiter leaves nothing behind"
+        );
+        drop(held);
+        assert_eq!(locks.sites_in_use(), 0);
+        let again = locks.acquire(&a, Duration::ZERO).await.unwrap();
+        drop(again);
+        assert_eq!(locks.sites_in_use(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_waiter_gets_the_lock_when_the_holder_drops_it() {
+        let locks = LocalLocks::new();
+        let a = site("a.example.com");
+        let held = locks.acquire(&a, Duration::ZERO).await.unwrap();
+        let waiter = {
+            let locks = locks.clone();
+            let a = a.clone();
+            tokio::spawn(async move { locks.acquire(&a, Duration::from_secs(30)).await.map(drop) })
+        };
+        tokio::task::yield_now().await;
+        drop(held);
+        waiter.await.unwrap().unwrap();
+        assert_eq!(locks.sites_in_use(), 0);
+    }
+
+    #[tokio::test]
+    async fn an_abandoned_wait_frees_everything() {
+        let locks = LocalLocks::new();
+        let a = site("a.example.com");
+        let held = locks.acquire(&a, Duration::ZERO).await.unwrap();
+        let mut waiting = locks.acquire(&a, Duration::from_secs(30));
+        // Poll once so the waiter is queued, then abandon it.
+        assert!(futures_util::FutureExt::now_or_never(&mut waiting).is_none());
+        drop(waiting);
+        drop(held);
+        assert_eq!(locks.sites_in_use(), 0);
+    }
+}
