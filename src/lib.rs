@@ -44,8 +44,10 @@
 //! | upstream: unknown site | 404 | `unknown_site` |
 //! | upstream: the partner's token is refused | 502 | `upstream_unauthorized` |
 //! | upstream: timeout, connect error, 5xx, 429, bad answer | 503 + `Retry-After` | `upgrade_paths_unavailable` |
+//! | waited too long for another provision of the same site | 503 + `Retry-After` | `site_busy` |
 //!
-//! Nothing is forwarded in any of these cases. The inner service's responses and errors pass
+//! Nothing is forwarded in any of these cases. Provisions of one site are serialized (see
+//! [`lock`]) and lookups are cached and coalesced (see [`cache`]). The inner service's responses and errors pass
 //! through untouched, and the service's error type is the inner one's, so it works behind axum.
 //!
 //! # Features

@@ -15,7 +15,14 @@ use tokio::sync::{Mutex as SiteMutex, OwnedMutexGuard};
 /// [`Source`](crate::Source) if requests name one site both ways.
 #[derive(Clone, Debug, Default)]
 pub struct LocalLocks {
-    sites: Arc<Mutex<HashMap<Site, Arc<SiteMutex<()>>>>>,
+    sites: Arc<Mutex<HashMap<Site, Slot>>>,
+}
+
+/// A site in use: its mutex, and how many requests hold or wait for it.
+#[derive(Debug)]
+struct Slot {
+    mutex: Arc<SiteMutex<()>>,
+    users: usize,
 }
 
 impl LocalLocks {
@@ -29,8 +36,13 @@ impl LocalLocks {
         self.map().len()
     }
 
-    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<Site, Arc<SiteMutex<()>>>> {
-        // The map is left consistent at every step, so a panic elsewhere cannot corrupt it.
+    /// How many requests hold or wait for `site` right now.
+    pub fn users(&self, site: &Site) -> usize {
+        self.map().get(site).map_or(0, |slot| slot.users)
+    }
+
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<Site, Slot>> {
+        // Every update leaves the map consistent, so a panic elsewhere cannot corrupt it.
         self.sites.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
@@ -38,59 +50,58 @@ impl LocalLocks {
 impl SiteLocks for LocalLocks {
     fn acquire<'a>(&'a self, site: &'a Site, wait: Duration) -> Acquire<'a> {
         Box::pin(async move {
-            let entry = Entry::new(self, site);
-            let mutex = entry.mutex();
-            let guard = tokio::time::timeout(wait, mutex.lock_owned())
+            let user = User::new(self, site);
+            let guard = tokio::time::timeout(wait, user.mutex.clone().lock_owned())
                 .await
                 .map_err(|_| LockError::Busy)?;
             Ok(SitePermit::new(Held {
                 _guard: guard,
-                _entry: entry,
+                _user: user,
             }))
         })
     }
 }
 
-/// A held lock. Field order matters: the guard is released before the entry checks whether it
-/// was the site's last user.
+/// A held lock. Field order matters: the mutex is released before the user leaves, so a slot
+/// is only ever removed once its mutex is free.
 struct Held {
     _guard: OwnedMutexGuard<()>,
-    _entry: Entry,
+    _user: User,
 }
 
-/// One request's interest in a site's mutex, held while waiting and while holding.
-struct Entry {
+/// One request's use of a site, from the start of its wait to the release of its lock.
+struct User {
     locks: LocalLocks,
     site: Site,
-    mutex: Option<Arc<SiteMutex<()>>>,
+    mutex: Arc<SiteMutex<()>>,
 }
 
-impl Entry {
+impl User {
     fn new(locks: &LocalLocks, site: &Site) -> Self {
-        let mutex = locks.map().entry(site.clone()).or_default().clone();
+        let mut map = locks.map();
+        let slot = map.entry(site.clone()).or_insert_with(|| Slot {
+            mutex: Arc::default(),
+            users: 0,
+        });
+        slot.users += 1;
+        let mutex = slot.mutex.clone();
+        drop(map);
         Self {
             locks: locks.clone(),
             site: site.clone(),
-            mutex: Some(mutex),
+            mutex,
         }
-    }
-
-    fn mutex(&self) -> Arc<SiteMutex<()>> {
-        self.mutex.clone().expect("present until dropped")
     }
 }
 
-impl Drop for Entry {
+impl Drop for User {
     fn drop(&mut self) {
         let mut map = self.locks.map();
-        // Every other clone of this request's mutex (its guard, its waiting future) is gone by
-        // now, and clones are only made under the map's lock: one left means only the map's.
-        drop(self.mutex.take());
-        if map
-            .get(&self.site)
-            .is_some_and(|mutex| Arc::strong_count(mutex) == 1)
-        {
-            map.remove(&self.site);
+        if let Some(slot) = map.get_mut(&self.site) {
+            slot.users -= 1;
+            if slot.users == 0 {
+                map.remove(&self.site);
+            }
         }
     }
 }
@@ -158,7 +169,9 @@ mod tests {
         let mut waiting = locks.acquire(&a, Duration::from_secs(30));
         // Poll once so the waiter is queued, then abandon it.
         assert!(futures_util::FutureExt::now_or_never(&mut waiting).is_none());
+        assert_eq!(locks.users(&a), 2);
         drop(waiting);
+        assert_eq!(locks.users(&a), 1);
         drop(held);
         assert_eq!(locks.sites_in_use(), 0);
     }

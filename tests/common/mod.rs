@@ -190,3 +190,53 @@ pub fn multipart(
         .body(Full::from(body))
         .unwrap()
 }
+
+/// An inner service that relays the form to the fake's provision endpoint, as a partner's
+/// handler would, and answers with the fake's status and body.
+pub fn relay<B>(
+    fake: &FakeUpstream,
+) -> impl tower::Service<
+    Request<GuardBody<B>>,
+    Response = Response<Full<Bytes>>,
+    Error = Infallible,
+    Future = impl Send,
+> + Clone
++ Send
++ 'static
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: std::fmt::Debug,
+{
+    let http = reqwest::Client::new();
+    let url = format!("{}/rest/v1.3/jpphp/provision", fake.url());
+    let token = fake.token().to_owned();
+    service_fn(move |request: Request<GuardBody<B>>| {
+        let (http, url, token) = (http.clone(), url.clone(), token.clone());
+        async move {
+            let (parts, body) = request.into_parts();
+            let body = body.collect().await.expect("the body reads").to_bytes();
+            let mut forwarded = http.post(url).bearer_auth(token).body(body);
+            if let Some(content_type) = parts.headers.get("content-type") {
+                forwarded = forwarded.header("content-type", content_type.clone());
+            }
+            let answer = forwarded.send().await.expect("the fake answers");
+            let status = answer.status().as_u16();
+            let body = answer.bytes().await.expect("the fake's body");
+            let mut response = Response::new(Full::from(body));
+            *response.status_mut() = StatusCode::from_u16(status).unwrap();
+            Ok::<_, Infallible>(response)
+        }
+    })
+}
+
+/// Polls `condition` until it holds, failing the test after a generous deadline.
+pub async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !condition() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}

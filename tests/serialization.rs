@@ -1,0 +1,479 @@
+//! One provision per site at a time; cached, coalesced lookups; cancellation in every phase.
+
+mod common;
+
+use bytes::Bytes;
+use common::*;
+use http::{Request, Response, StatusCode};
+use http_body_util::Full;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{Notify, Semaphore};
+use tower::{Layer, ServiceExt, service_fn};
+use upgrade_guard::fake::{Endpoint, FakeSite, FakeUpstream, Fault, catalogue::Product};
+use upgrade_guard::{GuardBody, LocalLocks, SiteLocks, SitePermit, UpgradeGuardLayer};
+
+const CONFLICTING: [&str; 5] = [
+    "professional",
+    "premium",
+    "personal",
+    "jetpack-backup-realtime",
+    "jetpack-backup-daily",
+];
+
+async fn free_sites(count: u64) -> FakeUpstream {
+    let mut builder = FakeUpstream::builder();
+    for id in 0..count {
+        builder = builder.site(FakeSite::new(5000 + id));
+    }
+    builder.start().await.unwrap()
+}
+
+/// Fires every conflicting product at every site at once through `guard`, relaying what it
+/// forwards to the fake's provision endpoint. Returns the statuses.
+async fn race(fake: &FakeUpstream, guard: &UpgradeGuardLayer, sites: u64) -> Vec<StatusCode> {
+    let service = guard.layer(relay::<Full<Bytes>>(fake));
+    let mut tasks = tokio::task::JoinSet::new();
+    for id in 0..sites {
+        for plan in CONFLICTING {
+            let service = service.clone();
+            tasks.spawn(async move {
+                let body = format!("siteurl={}&plan={plan}&local_user=admin", 5000 + id);
+                service.oneshot(form(&body)).await.unwrap().status()
+            });
+        }
+    }
+    tasks.join_all().await
+}
+
+/// The catalogue's rule for what a site may hold together: no two overlapping products.
+fn consistent(held: &[String]) -> bool {
+    let products: Vec<&Product> = held
+        .iter()
+        .map(|slug| Product::find(slug).unwrap())
+        .collect();
+    products
+        .iter()
+        .enumerate()
+        .all(|(i, a)| products[i + 1..].iter().all(|b| !a.overlaps(b)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_conflicting_provisions_never_leak() {
+    const SITES: u64 = 40;
+    let fake = free_sites(SITES).await;
+    let guard = UpgradeGuardLayer::new(client(&fake));
+
+    let statuses = race(&fake, &guard, SITES).await;
+
+    assert_eq!(
+        fake.stats().leaks,
+        0,
+        "no downgrade reached the provision call"
+    );
+    assert!(
+        statuses
+            .iter()
+            .all(|s| *s == StatusCode::OK || *s == StatusCode::CONFLICT),
+        "{statuses:?}"
+    );
+    let provisioned = statuses.iter().filter(|s| **s == StatusCode::OK).count() as u64;
+    assert_eq!(fake.stats().provisioned, provisioned);
+    assert!(provisioned >= SITES, "every site got at least one product");
+    for id in 0..SITES {
+        let held = fake.held_products(&(5000 + id).to_string()).unwrap();
+        assert!(!held.is_empty() && consistent(&held), "site {id}: {held:?}");
+    }
+}
+
+/// Locks that lock nothing: what a guard without serialization would do.
+#[derive(Debug)]
+struct NoLocks;
+
+impl SiteLocks for NoLocks {
+    fn acquire<'a>(
+        &'a self,
+        _: &'a upgrade_guard::Site,
+        _: Duration,
+    ) -> upgrade_guard::lock::Acquire<'a> {
+        Box::pin(async { Ok(SitePermit::new(())) })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_lock_the_same_race_leaks() {
+    // The control for the test above: it would see a missing lock.
+    const SITES: u64 = 40;
+    let fake = free_sites(SITES).await;
+    let guard = UpgradeGuardLayer::builder(client(&fake))
+        .site_locks(NoLocks)
+        .build();
+
+    race(&fake, &guard, SITES).await;
+
+    assert!(
+        fake.stats().leaks > 0,
+        "the race test detects a missing lock"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hundreds_of_refused_requests_cost_one_lookup() {
+    let fake = fake().await;
+    let guard = UpgradeGuardLayer::new(client(&fake));
+    let inner = Recorder::default();
+    let service = guard.layer(inner.service::<Full<Bytes>>());
+
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..300 {
+        let service = service.clone();
+        tasks.spawn(async move {
+            service
+                .oneshot(form("siteurl=1003&plan=personal"))
+                .await
+                .unwrap()
+                .status()
+        });
+    }
+    let statuses = tasks.join_all().await;
+
+    assert!(statuses.iter().all(|s| *s == StatusCode::CONFLICT));
+    assert_eq!(fake.stats().lookups, 1);
+    let stats = guard.stats().snapshot();
+    assert_eq!(stats.lookups, 1);
+    assert_eq!(stats.cache_hits + stats.coalesced, 299);
+    assert_eq!(stats.rejected, 300);
+    assert_eq!(inner.calls(), 0);
+}
+
+#[tokio::test]
+async fn a_forwarded_provision_drops_the_cached_paths() {
+    let fake = fake().await;
+    let guard = UpgradeGuardLayer::new(client(&fake));
+    let service = guard.layer(relay::<Full<Bytes>>(&fake));
+
+    let refused = service
+        .clone()
+        .oneshot(form("siteurl=1002&plan=premium"))
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::CONFLICT);
+    let refused = service
+        .clone()
+        .oneshot(form("siteurl=1002&plan=personal"))
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::CONFLICT);
+    assert_eq!(
+        fake.stats().lookups,
+        1,
+        "the second answer came from the cache"
+    );
+
+    let upgraded = service
+        .clone()
+        .oneshot(form("siteurl=1002&plan=professional&local_user=a"))
+        .await
+        .unwrap();
+    assert_eq!(upgraded.status(), StatusCode::OK);
+    // The site holds Professional now: Realtime Backups is no longer an upgrade, and the guard
+    // knows it because it looked up afresh.
+    let downgrade = service
+        .oneshot(form(
+            "siteurl=1002&plan=jetpack-backup-realtime&local_user=a",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(downgrade.status(), StatusCode::CONFLICT);
+    // One lookup before the forward (the Professional request was answered from the cache),
+    // one after it.
+    assert_eq!(fake.stats().lookups, 2);
+    assert_eq!(fake.stats().leaks, 0);
+}
+
+#[tokio::test]
+async fn a_zero_ttl_turns_the_cache_off() {
+    let fake = fake().await;
+    let guard = UpgradeGuardLayer::builder(client(&fake))
+        .cache_ttl(Duration::ZERO)
+        .build();
+    let inner = Recorder::default();
+    for _ in 0..3 {
+        assert_eq!(
+            send(&guard, &inner, form("siteurl=1003&plan=personal"))
+                .await
+                .status,
+            StatusCode::CONFLICT
+        );
+    }
+    assert_eq!(fake.stats().lookups, 3);
+}
+
+#[tokio::test]
+async fn errors_are_never_cached() {
+    let fake = fake().await;
+    let guard = UpgradeGuardLayer::new(client(&fake));
+    let inner = Recorder::default();
+    fake.inject(Endpoint::UpgradePaths, Fault::status(503))
+        .once();
+    assert_eq!(
+        send(&guard, &inner, form("siteurl=1003&plan=personal"))
+            .await
+            .status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert_eq!(
+        send(&guard, &inner, form("siteurl=1003&plan=personal"))
+            .await
+            .status,
+        StatusCode::CONFLICT
+    );
+    assert_eq!(fake.stats().lookups, 2);
+}
+
+/// An inner service that signals when a request reaches it, then holds it until released.
+#[derive(Clone)]
+struct Gate {
+    reached: Arc<Semaphore>,
+    release: Arc<Notify>,
+}
+
+impl Gate {
+    fn new() -> Self {
+        Self {
+            reached: Arc::new(Semaphore::new(0)),
+            release: Arc::new(Notify::new()),
+        }
+    }
+
+    fn service(
+        &self,
+    ) -> impl tower::Service<
+        Request<GuardBody<Full<Bytes>>>,
+        Response = Response<Full<Bytes>>,
+        Error = Infallible,
+        Future = impl Send,
+    > + Clone
+    + Send
+    + 'static {
+        let gate = self.clone();
+        service_fn(move |_request: Request<GuardBody<Full<Bytes>>>| {
+            let gate = gate.clone();
+            async move {
+                gate.reached.add_permits(1);
+                gate.release.notified().await;
+                Ok::<_, Infallible>(Response::new(Full::from("provisioned")))
+            }
+        })
+    }
+
+    async fn wait_reached(&self) {
+        self.reached.acquire().await.unwrap().forget();
+    }
+}
+
+#[tokio::test]
+async fn a_waiting_request_gets_site_busy_after_the_lock_wait() {
+    let fake = fake().await;
+    let guard = UpgradeGuardLayer::new(client(&fake)).lock_wait(Duration::from_millis(50));
+    let gate = Gate::new();
+    let service = guard.layer(gate.service());
+
+    let holder = tokio::spawn(
+        service
+            .clone()
+            .oneshot(form("siteurl=1001&plan=jetpack-scan")),
+    );
+    gate.wait_reached().await;
+
+    let answer = service
+        .clone()
+        .oneshot(form("siteurl=1001&plan=personal"))
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(answer.headers()["retry-after"], "1");
+    let body = http_body_util::BodyExt::collect(answer.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    assert!(
+        body.starts_with(br#"{"error":"site_busy","message":""#),
+        "{body:?}"
+    );
+
+    // Another site is not held up.
+    let other = tokio::spawn(
+        service
+            .clone()
+            .oneshot(form("siteurl=1002&plan=professional")),
+    );
+    gate.wait_reached().await;
+    gate.release.notify_waiters();
+    assert_eq!(holder.await.unwrap().unwrap().status(), StatusCode::OK);
+    assert_eq!(other.await.unwrap().unwrap().status(), StatusCode::OK);
+    assert_eq!(guard.stats().snapshot().site_busy, 1);
+}
+
+#[tokio::test]
+async fn cancelled_while_waiting_for_the_lock() {
+    let fake = fake().await;
+    let locks = LocalLocks::new();
+    let guard = UpgradeGuardLayer::builder(client(&fake))
+        .site_locks(locks.clone())
+        .build();
+    let gate = Gate::new();
+    let service = guard.layer(gate.service());
+
+    let holder = tokio::spawn(
+        service
+            .clone()
+            .oneshot(form("siteurl=1001&plan=jetpack-scan")),
+    );
+    gate.wait_reached().await;
+    let waiter = tokio::spawn(service.clone().oneshot(form("siteurl=1001&plan=personal")));
+    let stats = guard.stats();
+    // Once the waiter is queued behind the holder, the client goes away.
+    let site = upgrade_guard::Site::parse("1001").unwrap();
+    eventually("the waiter to queue", || locks.users(&site) == 2).await;
+    waiter.abort();
+    assert!(waiter.await.unwrap_err().is_cancelled());
+
+    gate.release.notify_waiters();
+    assert_eq!(holder.await.unwrap().unwrap().status(), StatusCode::OK);
+    assert_eq!(locks.sites_in_use(), 0, "nothing stays held");
+    // The next request for the site proceeds at once.
+    let next = tokio::spawn(
+        service
+            .clone()
+            .oneshot(form("siteurl=1001&plan=jetpack-anti-spam")),
+    );
+    gate.wait_reached().await;
+    gate.release.notify_waiters();
+    assert_eq!(next.await.unwrap().unwrap().status(), StatusCode::OK);
+    assert_eq!(locks.sites_in_use(), 0);
+    assert_eq!(stats.snapshot().site_busy, 0);
+}
+
+#[tokio::test]
+async fn cancelled_during_the_lookup_the_lookup_still_serves_the_next_request() {
+    let fake = fake().await;
+    let locks = LocalLocks::new();
+    let guard = UpgradeGuardLayer::builder(client(&fake))
+        .site_locks(locks.clone())
+        .build();
+    let inner = Recorder::default();
+    let service = guard.layer(inner.service::<Full<Bytes>>());
+    // The upstream takes a while: long enough to cancel the caller and queue another request.
+    fake.inject(
+        Endpoint::UpgradePaths,
+        Fault::Delay(Duration::from_millis(500)),
+    )
+    .once();
+
+    let first = tokio::spawn(service.clone().oneshot(form("siteurl=1003&plan=personal")));
+    eventually("the lookup to reach the fake", || fake.stats().lookups == 1).await;
+    first.abort();
+    assert!(first.await.unwrap_err().is_cancelled());
+    assert_eq!(
+        locks.sites_in_use(),
+        0,
+        "the lock went with the cancelled request"
+    );
+
+    let answer = service
+        .oneshot(form("siteurl=1003&plan=personal"))
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), StatusCode::CONFLICT);
+    assert_eq!(
+        fake.stats().lookups,
+        1,
+        "the abandoned lookup answered the next request"
+    );
+    assert_eq!(guard.stats().snapshot().coalesced, 1);
+    assert_eq!(locks.sites_in_use(), 0);
+}
+
+#[tokio::test]
+async fn cancelled_during_the_inner_call() {
+    let fake = fake().await;
+    let locks = LocalLocks::new();
+    let guard = UpgradeGuardLayer::builder(client(&fake))
+        .site_locks(locks.clone())
+        .build();
+    let gate = Gate::new();
+    let service = guard.layer(gate.service());
+
+    let first = tokio::spawn(
+        service
+            .clone()
+            .oneshot(form("siteurl=1003&plan=personal&x=1")),
+    );
+    // 1003 holds Professional: personal is refused before the inner call. Use a free site.
+    assert_eq!(first.await.unwrap().unwrap().status(), StatusCode::CONFLICT);
+
+    let first = tokio::spawn(
+        service
+            .clone()
+            .oneshot(form("siteurl=1001&plan=jetpack-scan")),
+    );
+    gate.wait_reached().await;
+    assert_eq!(locks.sites_in_use(), 1);
+    first.abort();
+    assert!(first.await.unwrap_err().is_cancelled());
+    assert_eq!(
+        locks.sites_in_use(),
+        0,
+        "dropping the response future frees the site"
+    );
+
+    // The provision may or may not have happened: the next request looks up afresh.
+    let lookups = fake.stats().lookups;
+    let next = tokio::spawn(
+        service
+            .clone()
+            .oneshot(form("siteurl=1001&plan=jetpack-anti-spam")),
+    );
+    gate.wait_reached().await;
+    gate.release.notify_waiters();
+    assert_eq!(next.await.unwrap().unwrap().status(), StatusCode::OK);
+    assert_eq!(fake.stats().lookups, lookups + 1);
+    assert_eq!(locks.sites_in_use(), 0);
+}
+
+#[tokio::test]
+async fn sequential_lookups_reuse_pooled_connections() {
+    let fake = fake().await;
+    let guard = UpgradeGuardLayer::builder(client(&fake))
+        .cache_ttl(Duration::ZERO)
+        .build();
+    let inner = Recorder::default();
+    for site in [
+        "1001", "1002", "1003", "1004", "1001", "1002", "1003", "1004",
+    ] {
+        let body = format!("siteurl={site}&plan=nothing-at-all");
+        assert_eq!(
+            send(&guard, &inner, form(&body)).await.status,
+            StatusCode::CONFLICT
+        );
+    }
+    let stats = fake.stats();
+    assert_eq!(stats.lookups, 8);
+    assert_eq!(
+        stats.connections, 1,
+        "one pooled connection served every lookup"
+    );
+}
+
+#[tokio::test]
+async fn locks_of_idle_sites_are_freed() {
+    let locks = LocalLocks::new();
+    for id in 1..=20_000u32 {
+        let site = upgrade_guard::Site::parse(&id.to_string()).unwrap();
+        let permit = locks.acquire(&site, Duration::ZERO).await.unwrap();
+        drop(permit);
+    }
+    assert_eq!(locks.sites_in_use(), 0);
+}
