@@ -25,16 +25,16 @@
 //! the upstream's status and JSON. The guard stops downgrades before they get there.
 
 use axum::{
-    Router,
+    Extension, Router,
     body::Bytes,
-    extract::{Path, State},
+    extract::State,
     http::{HeaderMap, StatusCode, header},
     response::{IntoResponse, Response},
     routing::post,
 };
 use std::{collections::HashMap, env, net::SocketAddr, process::ExitCode};
 use upgrade_guard::{
-    Source, UpgradeGuardLayer, UpgradePathsClient,
+    Checked, Source, UpgradeGuardLayer, UpgradePathsClient,
     fake::{FakeUpstream, SiteSnapshot},
 };
 
@@ -138,29 +138,37 @@ async fn provision(State(relay): State<Relay>, headers: HeaderMap, body: Bytes) 
 }
 
 /// `POST /sites/{site}/plans`: turns `{"plan": …}` into the provision form for that site.
+///
+/// The site and the plan are the ones the guard checked: reading the body again with another
+/// parser could find another plan than the one checked.
 async fn add_plan(
     State(relay): State<Relay>,
-    Path(site): Path<String>,
+    Extension(checked): Extension<Checked>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     let is_json = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
-    // The guard has already checked that the body holds a `plan`.
-    let fields: HashMap<String, String> = if is_json {
-        serde_json::from_slice(&body).unwrap_or_default()
+        .is_some_and(|v| {
+            v.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("application/json")
+        });
+    // `local_user` decides nothing about upgrades: a best-effort read is enough.
+    let local_user = if is_json {
+        serde_json::from_slice::<HashMap<String, serde_json::Value>>(&body)
+            .ok()
+            .and_then(|fields| fields.get("local_user")?.as_str().map(str::to_owned))
     } else {
-        serde_urlencoded::from_bytes(&body).unwrap_or_default()
+        serde_urlencoded::from_bytes::<HashMap<String, String>>(&body)
+            .ok()
+            .and_then(|mut fields| fields.remove("local_user"))
     };
     let form = [
-        ("siteurl", site.as_str()),
-        ("plan", fields.get("plan").map_or("", String::as_str)),
-        (
-            "local_user",
-            fields.get("local_user").map_or("admin", String::as_str),
-        ),
+        ("siteurl", checked.site().as_str()),
+        ("plan", checked.product()),
+        ("local_user", local_user.as_deref().unwrap_or("admin")),
     ];
     let form = serde_urlencoded::to_string(form).expect("strings always encode");
     relay

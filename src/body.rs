@@ -1,19 +1,22 @@
 //! The body type of requests and responses that pass through the guard.
 
 use bytes::Bytes;
+use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
-use http_body_util::Full;
 use pin_project_lite::pin_project;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 pin_project! {
-    /// A body that went through the guard: either the original, untouched, or bytes the guard holds.
+    /// A body that went through the guard: the original, untouched, or bytes the guard read,
+    /// handed on as they arrived.
     ///
     /// On the way in, a request keeps its original body unless the route reads a field from it;
-    /// then the body was buffered (within the limit) and is handed on as the same bytes. On the
-    /// way out, a response is the inner service's, untouched, or one of the guard's own JSON
-    /// answers.
+    /// then the body was buffered (within the limit) and is handed on as the same bytes and
+    /// trailers. When the guard forwards a request it could not read whole (only in
+    /// [shadow mode](crate::Mode::Shadow)), the bytes it read come first, then the rest of the
+    /// original. On the way out, a response is the inner service's, untouched, or one of the
+    /// guard's own JSON answers.
     ///
     /// Frameworks take it as it is: axum's `Router` accepts any body with `Data = Bytes`, and so
     /// does hyper's server.
@@ -29,7 +32,8 @@ pin_project! {
     #[derive(Debug)]
     enum Kind<B> {
         Original { #[pin] body: B },
-        Buffered { body: Full<Bytes> },
+        Buffered { data: Option<Bytes>, trailers: Option<HeaderMap> },
+        Resumed { prefix: Option<Bytes>, rest: Pin<Box<B>> },
     }
 }
 
@@ -43,16 +47,32 @@ impl<B> GuardBody<B> {
 
     /// Bytes the guard holds: a buffered request body or one of its own responses.
     pub fn buffered(bytes: impl Into<Bytes>) -> Self {
+        Self::buffered_with_trailers(bytes.into(), None)
+    }
+
+    pub(crate) fn buffered_with_trailers(data: Bytes, trailers: Option<HeaderMap>) -> Self {
         Self {
             kind: Kind::Buffered {
-                body: Full::new(bytes.into()),
+                data: Some(data).filter(|d| !d.is_empty()),
+                trailers,
             },
         }
     }
 
-    /// Whether the guard buffered this body (or made it).
+    /// The bytes already read from `rest`, then `rest` itself.
+    #[allow(dead_code)] // the request reader hands these on in shadow mode (next change)
+    pub(crate) fn resumed(prefix: Bytes, rest: Pin<Box<B>>) -> Self {
+        Self {
+            kind: Kind::Resumed {
+                prefix: Some(prefix).filter(|p| !p.is_empty()),
+                rest,
+            },
+        }
+    }
+
+    /// Whether the guard read this body (or made it).
     pub fn is_buffered(&self) -> bool {
-        matches!(self.kind, Kind::Buffered { .. })
+        !matches!(self.kind, Kind::Original { .. })
     }
 }
 
@@ -69,23 +89,72 @@ where
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         match self.project().kind.project() {
             KindProj::Original { body } => body.poll_frame(cx),
-            KindProj::Buffered { body } => Pin::new(body)
-                .poll_frame(cx)
-                .map_err(|never| match never {}),
+            KindProj::Buffered { data, trailers } => Poll::Ready(
+                data.take()
+                    .map(Frame::data)
+                    .or_else(|| trailers.take().map(Frame::trailers))
+                    .map(Ok),
+            ),
+            KindProj::Resumed { prefix, rest } => match prefix.take() {
+                Some(prefix) => Poll::Ready(Some(Ok(Frame::data(prefix)))),
+                None => rest.as_mut().poll_frame(cx),
+            },
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match &self.kind {
             Kind::Original { body } => body.is_end_stream(),
-            Kind::Buffered { body } => body.is_end_stream(),
+            Kind::Buffered { data, trailers } => data.is_none() && trailers.is_none(),
+            Kind::Resumed { prefix, rest } => prefix.is_none() && rest.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
             Kind::Original { body } => body.size_hint(),
-            Kind::Buffered { body } => body.size_hint(),
+            Kind::Buffered { data, .. } => {
+                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
+            }
+            Kind::Resumed { prefix, rest } => {
+                let read = prefix.as_ref().map_or(0, |p| p.len() as u64);
+                let rest = rest.size_hint();
+                let mut hint = SizeHint::new();
+                hint.set_lower(rest.lower() + read);
+                if let Some(upper) = rest.upper() {
+                    hint.set_upper(upper + read);
+                }
+                hint
+            }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::{BodyExt, StreamBody};
+
+    #[tokio::test]
+    async fn buffered_bodies_give_back_data_and_trailers() {
+        let mut trailers = HeaderMap::new();
+        trailers.insert("x-checksum", "abc".parse().unwrap());
+        let body: GuardBody<http_body_util::Empty<Bytes>> =
+            GuardBody::buffered_with_trailers(Bytes::from("data"), Some(trailers.clone()));
+        assert_eq!(body.size_hint().exact(), Some(4));
+        let collected = body.collect().await.unwrap();
+        assert_eq!(collected.trailers(), Some(&trailers));
+        assert_eq!(collected.to_bytes(), "data");
+    }
+
+    #[tokio::test]
+    async fn resumed_bodies_put_the_prefix_back_in_front() {
+        let rest =
+            StreamBody::new(futures_util::stream::iter(["cd", "ef"].map(|c| {
+                Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from(c)))
+            })));
+        let body = GuardBody::resumed(Bytes::from("ab"), Box::pin(rest));
+        assert!(body.is_buffered());
+        assert_eq!(body.collect().await.unwrap().to_bytes(), "abcdef");
     }
 }

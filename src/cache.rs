@@ -1,23 +1,33 @@
 //! Cached, coalesced upgrade-paths lookups.
 //!
-//! A site's paths are reused until a request for that site is forwarded (the guard drops the
-//! entry then, whatever the inner response) or the time to live passes. Concurrent lookups of one
-//! site share one upstream call. Errors are never cached.
+//! A site's paths are kept until a request for that site is forwarded (the guard drops the entry
+//! then, whatever the inner response) or the time to live passes. Concurrent lookups of one site
+//! share one upstream call. Errors are never cached.
+//!
+//! **The cache only ever refuses.** A cached answer decides a request only when it does *not*
+//! list the product; an upgrade is always confirmed by a fresh lookup. A provision only ever takes
+//! products off a site's upgrade paths (a product that overlaps what a site holds without adding
+//! to it stays that way when the site gains more), so a stale entry, whether from a provision
+//! through another spelling of the site, another process, or WordPress.com itself, can make the
+//! guard answer 409 for a while, never forward a downgrade. Hot refused requests (a partner's
+//! tooling retrying a downgrade) cost no upstream call; an allowed provision costs exactly one.
 //!
 //! Each lookup runs in a task of its own, so a caller that goes away does not abandon the others
-//! waiting on the same call: the answer still arrives, serves them and fills the cache.
+//! waiting on the same call: the answer still arrives, serves them and fills the cache. The guard
+//! therefore needs a Tokio runtime, as reqwest does.
 //!
-//! The trade-off: a change made outside this process (a purchase on WordPress.com itself, another
-//! partner process without a shared lock) is seen only when the entry expires. WordPress.com
-//! still refuses a downgrade at provision time; the guard's job is that it never gets that far.
+//! The trade-off: a site whose upgrade paths grow outside this process (a subscription cancelled
+//! on WordPress.com) is refused until its entry expires.
 
 use crate::Site;
 use crate::stats::GuardStats;
 use crate::upstream::{LookupError, UpgradePaths, UpgradePathsClient};
 use futures_util::future::{BoxFuture, FutureExt, Shared};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
+use tokio::sync::oneshot;
 
 /// How long a site's paths are reused by default.
 pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(30);
@@ -35,7 +45,9 @@ pub(crate) struct Lookups {
 struct Inner {
     client: UpgradePathsClient,
     cache: Option<moka::sync::Cache<Site, Arc<UpgradePaths>>>,
-    in_flight: Mutex<HashMap<Site, Lookup>>,
+    /// The lookup under way for each site, tagged so a finished task removes only its own.
+    in_flight: Mutex<HashMap<Site, (u64, Lookup)>>,
+    next_lookup: AtomicU64,
     stats: GuardStats,
 }
 
@@ -59,36 +71,53 @@ impl Lookups {
                 client,
                 cache,
                 in_flight: Mutex::default(),
+                next_lookup: AtomicU64::new(0),
                 stats,
             }),
         }
     }
 
-    /// The site's paths: from the cache, from a lookup in flight, or from a new upstream call.
+    /// Paths that may decide on `product` for `site`: a cached answer when it refuses the
+    /// product, otherwise the answer of a lookup in flight or of a new upstream call.
     pub(crate) async fn upgrade_paths(
         &self,
         site: &Site,
+        product: &str,
     ) -> Result<Arc<UpgradePaths>, LookupError> {
         let inner = &self.inner;
         if let Some(paths) = inner.cache.as_ref().and_then(|cache| cache.get(site)) {
-            inner.stats.cache_hit();
-            tracing::trace!(%site, "upgrade paths from the cache");
-            return Ok(paths);
+            if !paths.allows(product) {
+                inner.stats.cache_hit();
+                tracing::trace!(%site, product, "refused from the cache");
+                return Ok(paths);
+            }
         }
-        let lookup = {
+        let (lookup, new) = {
             let mut in_flight = inner.in_flight();
             match in_flight.get(site) {
-                Some(lookup) => {
+                Some((_, lookup)) => {
                     inner.stats.coalesced();
-                    lookup.clone()
+                    (lookup.clone(), None)
                 }
                 None => {
-                    let lookup = self.start(site.clone());
-                    in_flight.insert(site.clone(), lookup.clone());
-                    lookup
+                    let id = inner.next_lookup.fetch_add(1, Ordering::Relaxed);
+                    let (answer, answered) = oneshot::channel();
+                    let lookup = async move {
+                        answered
+                            .await
+                            .unwrap_or_else(|gone| Err(LookupError::Transport(Arc::new(gone))))
+                    }
+                    .boxed()
+                    .shared();
+                    in_flight.insert(site.clone(), (id, lookup.clone()));
+                    (lookup, Some((id, answer)))
                 }
             }
         };
+        // Started outside the table's lock: a task that ends at once must be able to leave it.
+        if let Some((id, answer)) = new {
+            self.start(site.clone(), id, answer);
+        }
         lookup.await
     }
 
@@ -103,34 +132,58 @@ impl Lookups {
         &self.inner.client
     }
 
-    fn start(&self, site: Site) -> Lookup {
+    fn start(
+        &self,
+        site: Site,
+        id: u64,
+        answer: oneshot::Sender<Result<Arc<UpgradePaths>, LookupError>>,
+    ) {
         let inner = self.inner.clone();
         inner.stats.lookup();
-        let task = tokio::spawn(async move {
+        // Leaves the table however the task ends: answered, dropped with its runtime, panicked.
+        let leave = LeaveInFlight {
+            inner: inner.clone(),
+            site: site.clone(),
+            id,
+        };
+        tokio::spawn(async move {
             let result = inner.client.upgrade_paths(&site).await.map(Arc::new);
             tracing::debug!(%site, ok = result.is_ok(), "upgrade-paths lookup");
-            // Fill the cache and leave the table in one step, so a request never misses both.
-            let mut in_flight = inner.in_flight();
+            // The cache first, then the table: a request never misses both.
             if let (Ok(paths), Some(cache)) = (&result, &inner.cache) {
-                cache.insert(site.clone(), paths.clone());
+                cache.insert(site, paths.clone());
             }
-            in_flight.remove(&site);
-            result
+            drop(leave);
+            // Nobody waiting any more is fine: the cache has the answer.
+            let _ = answer.send(result);
         });
-        async move {
-            task.await
-                .unwrap_or_else(|join_error| Err(LookupError::Transport(Arc::new(join_error))))
-        }
-        .boxed()
-        .shared()
     }
 }
 
 impl Inner {
-    fn in_flight(&self) -> std::sync::MutexGuard<'_, HashMap<Site, Lookup>> {
+    fn in_flight(&self) -> std::sync::MutexGuard<'_, HashMap<Site, (u64, Lookup)>> {
         self.in_flight
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Removes a lookup from the table of lookups in flight when its task ends.
+struct LeaveInFlight {
+    inner: Arc<Inner>,
+    site: Site,
+    id: u64,
+}
+
+impl Drop for LeaveInFlight {
+    fn drop(&mut self) {
+        let mut in_flight = self.inner.in_flight();
+        if in_flight
+            .get(&self.site)
+            .is_some_and(|(id, _)| *id == self.id)
+        {
+            in_flight.remove(&self.site);
+        }
     }
 }
 

@@ -3,6 +3,7 @@
 //! WordPress.com owns the rule; the guard only reads its answer. A product is an upgrade exactly
 //! when the site's upgrade paths list it, in any family.
 
+use crate::Site;
 use crate::upstream::UpgradePaths;
 
 /// What the guard decided for one request.
@@ -25,5 +26,37 @@ impl<'a> Decision<'a> {
             Some(family) => Self::Upgrade { family },
             None => Self::NotAnUpgrade,
         }
+    }
+}
+
+/// What the guard checked, in the extensions of every request it forwards.
+///
+/// A handler should provision exactly this site and product rather than read the request again:
+/// two parsers of one request can disagree, and then the guard would have checked something else
+/// than what is provisioned.
+///
+/// ```
+/// use axum::Extension;
+/// use upgrade_guard::Checked;
+///
+/// async fn provision(Extension(checked): Extension<Checked>) -> String {
+///     format!("provisioning {} on {}", checked.product(), checked.site())
+/// }
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Checked {
+    pub(crate) site: Site,
+    pub(crate) product: String,
+}
+
+impl Checked {
+    /// The site, normalised as it was looked up.
+    pub fn site(&self) -> &Site {
+        &self.site
+    }
+
+    /// The product, found in the site's upgrade paths.
+    pub fn product(&self) -> &str {
+        &self.product
     }
 }

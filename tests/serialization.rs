@@ -9,7 +9,7 @@ use http_body_util::Full;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::Semaphore;
 use tower::{Layer, ServiceExt, service_fn};
 use upgrade_guard::fake::{Endpoint, FakeSite, FakeUpstream, Fault, catalogue::Product};
 use upgrade_guard::{GuardBody, LocalLocks, SiteLocks, SitePermit, UpgradeGuardLayer};
@@ -186,9 +186,9 @@ async fn a_forwarded_provision_drops_the_cached_paths() {
         .await
         .unwrap();
     assert_eq!(downgrade.status(), StatusCode::CONFLICT);
-    // One lookup before the forward (the Professional request was answered from the cache),
-    // one after it.
-    assert_eq!(fake.stats().lookups, 2);
+    // The cache refused twice with one lookup; the upgrade was confirmed by a fresh one; after
+    // the forward the paths were looked up afresh.
+    assert_eq!(fake.stats().lookups, 3);
     assert_eq!(fake.stats().leaks, 0);
 }
 
@@ -236,15 +236,20 @@ async fn errors_are_never_cached() {
 #[derive(Clone)]
 struct Gate {
     reached: Arc<Semaphore>,
-    release: Arc<Notify>,
+    released: Arc<Semaphore>,
 }
 
 impl Gate {
     fn new() -> Self {
         Self {
             reached: Arc::new(Semaphore::new(0)),
-            release: Arc::new(Notify::new()),
+            released: Arc::new(Semaphore::new(0)),
         }
+    }
+
+    /// Lets `n` held (or future) requests through.
+    fn release(&self, n: usize) {
+        self.released.add_permits(n);
     }
 
     fn service(
@@ -262,7 +267,7 @@ impl Gate {
             let gate = gate.clone();
             async move {
                 gate.reached.add_permits(1);
-                gate.release.notified().await;
+                gate.released.acquire().await.unwrap().forget();
                 Ok::<_, Infallible>(Response::new(Full::from("provisioned")))
             }
         })
@@ -310,7 +315,7 @@ async fn a_waiting_request_gets_site_busy_after_the_lock_wait() {
             .oneshot(form("siteurl=1002&plan=professional")),
     );
     gate.wait_reached().await;
-    gate.release.notify_waiters();
+    gate.release(2);
     assert_eq!(holder.await.unwrap().unwrap().status(), StatusCode::OK);
     assert_eq!(other.await.unwrap().unwrap().status(), StatusCode::OK);
     assert_eq!(guard.stats().snapshot().site_busy, 1);
@@ -340,7 +345,7 @@ async fn cancelled_while_waiting_for_the_lock() {
     waiter.abort();
     assert!(waiter.await.unwrap_err().is_cancelled());
 
-    gate.release.notify_waiters();
+    gate.release(1);
     assert_eq!(holder.await.unwrap().unwrap().status(), StatusCode::OK);
     assert_eq!(locks.sites_in_use(), 0, "nothing stays held");
     // The next request for the site proceeds at once.
@@ -350,7 +355,7 @@ async fn cancelled_while_waiting_for_the_lock() {
             .oneshot(form("siteurl=1001&plan=jetpack-anti-spam")),
     );
     gate.wait_reached().await;
-    gate.release.notify_waiters();
+    gate.release(1);
     assert_eq!(next.await.unwrap().unwrap().status(), StatusCode::OK);
     assert_eq!(locks.sites_in_use(), 0);
     assert_eq!(stats.snapshot().site_busy, 0);
@@ -437,7 +442,7 @@ async fn cancelled_during_the_inner_call() {
             .oneshot(form("siteurl=1001&plan=jetpack-anti-spam")),
     );
     gate.wait_reached().await;
-    gate.release.notify_waiters();
+    gate.release(1);
     assert_eq!(next.await.unwrap().unwrap().status(), StatusCode::OK);
     assert_eq!(fake.stats().lookups, lookups + 1);
     assert_eq!(locks.sites_in_use(), 0);
@@ -476,4 +481,67 @@ async fn locks_of_idle_sites_are_freed() {
         drop(permit);
     }
     assert_eq!(locks.sites_in_use(), 0);
+}
+
+#[tokio::test]
+async fn a_provision_under_another_spelling_cannot_make_a_cached_answer_allow_a_downgrade() {
+    let fake = fake().await;
+    let guard = UpgradeGuardLayer::new(client(&fake));
+    let service = guard.layer(relay::<Full<Bytes>>(&fake));
+    let status = |body: &'static str| {
+        let service = service.clone();
+        async move { service.oneshot(form(body)).await.unwrap().status() }
+    };
+
+    // Cached under the URL: Premium is refused, Professional and Scan are listed.
+    assert_eq!(
+        status("siteurl=realtime.example.com&plan=premium").await,
+        StatusCode::CONFLICT
+    );
+    // Professional provisioned under the blog ID: the URL's entry is not the one dropped.
+    assert_eq!(
+        status("siteurl=1002&plan=professional&local_user=a").await,
+        StatusCode::OK
+    );
+    // The URL's stale entry still lists Scan, but an upgrade is only ever confirmed afresh.
+    assert_eq!(
+        status("siteurl=realtime.example.com&plan=jetpack-scan&local_user=a").await,
+        StatusCode::CONFLICT
+    );
+    assert_eq!(fake.stats().leaks, 0);
+}
+
+#[test]
+fn a_lookup_task_that_dies_with_its_runtime_does_not_wedge_the_site() {
+    // The fake runs on a runtime of its own, so the guard's first runtime can go away alone.
+    let upstream = tokio::runtime::Runtime::new().unwrap();
+    let fake = upstream.block_on(fake());
+    fake.inject(
+        Endpoint::UpgradePaths,
+        Fault::Delay(Duration::from_secs(3600)),
+    )
+    .once();
+    let guard = UpgradeGuardLayer::new(client(&fake));
+    let inner = Recorder::default();
+
+    let first = tokio::runtime::Runtime::new().unwrap();
+    let (guard1, inner1) = (guard.clone(), inner.clone());
+    first.spawn(async move { send(&guard1, &inner1, form("siteurl=1003&plan=personal")).await });
+    // Once the lookup is under way, its runtime (and the lookup task) goes away.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while fake.stats().lookups == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the lookup never started"
+        );
+        std::thread::yield_now();
+    }
+    first.shutdown_background();
+
+    let second = tokio::runtime::Runtime::new().unwrap();
+    let answer = second.block_on(send(&guard, &inner, form("siteurl=1003&plan=personal")));
+    assert_eq!(answer.status, StatusCode::CONFLICT, "{:?}", answer.body);
+    assert_eq!(inner.calls(), 0);
+    drop(fake);
+    upstream.shutdown_background();
 }

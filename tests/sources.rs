@@ -207,10 +207,36 @@ async fn closures_and_fallbacks() {
     let with_header = Request::post("/provision?plan=professional")
         .header("x-blog-id", "1002")
         .header("content-type", "application/x-www-form-urlencoded")
-        .body(Full::from("siteurl=1003"))
+        .body(Full::from("local_user=admin"))
         .unwrap();
     forwarded(&guard, with_header).await;
     not_an_upgrade(&guard, form("siteurl=1003&plan=professional")).await;
+    // The same value in both places is one value.
+    let agreeing = Request::post("/provision?plan=professional")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(Full::from("siteurl=1002&plan=professional"))
+        .unwrap();
+    forwarded(&guard, agreeing).await;
+    // Two different values: the guard would check one while the handler provisions the other.
+    for (uri, header, body) in [
+        (
+            "/provision?plan=professional",
+            None,
+            "siteurl=1002&plan=jetpack-backup-daily",
+        ),
+        ("/provision?plan=professional", Some("1002"), "siteurl=1003"),
+    ] {
+        let mut request =
+            Request::post(uri).header("content-type", "application/x-www-form-urlencoded");
+        if let Some(blog) = header {
+            request = request.header("x-blog-id", blog);
+        }
+        let inner = Recorder::default();
+        let answer = send(&guard, &inner, request.body(Full::from(body)).unwrap()).await;
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{uri} {body}");
+        assert_eq!(answer.error(), "invalid_body");
+        assert_eq!(inner.calls(), 0);
+    }
 }
 
 #[tokio::test]

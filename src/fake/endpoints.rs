@@ -296,10 +296,11 @@ async fn read_body(mut body: Incoming) -> Result<Bytes, Refusal> {
     Ok(buffer.freeze())
 }
 
-/// The last non-empty text value of `name`: PHP keeps the last of repeated fields, and the fake
-/// must provision what WordPress.com would, not what a guard checked.
+/// The non-empty text value of `name` as PHP reads the form (the last of repeated fields, names
+/// rewritten as PHP does): the fake must provision what WordPress.com would, not what a guard
+/// checked.
 fn last_text<'a>(fields: &'a Fields, name: &str) -> Option<&'a str> {
-    match fields.iter().filter(|(n, _)| *n == name).last()?.1 {
+    match fields.as_php_reads(name)? {
         FieldValue::Text(text) if !text.is_empty() => Some(text),
         _ => None,
     }

@@ -18,8 +18,8 @@ pub use service::UpgradeGuard;
 use crate::Site;
 use crate::body::GuardBody;
 use crate::cache::Lookups;
-use crate::decision::Decision;
-use crate::lock::{SiteLocks, SitePermit};
+use crate::decision::{Checked, Decision};
+use crate::lock::{LockError, SiteLocks, SitePermit};
 use crate::rejection::Rejection;
 use crate::request::RequestReader;
 use crate::stats::GuardStats;
@@ -79,7 +79,7 @@ impl Config {
         let paths = self
             .shared
             .lookups
-            .upgrade_paths(&read.site)
+            .upgrade_paths(&read.site, &read.product)
             .await
             .map_err(Rejection::Upstream)?;
         match Decision::new(&paths, &read.product) {
@@ -87,10 +87,12 @@ impl Config {
                 tracing::debug!(site = %read.site, product = %read.product, family, "upgrade allowed");
                 // The provision will change the paths: nobody may reuse these, whatever it answers.
                 self.shared.lookups.invalidate(&read.site);
-                Ok(Allowed {
-                    request: read.request,
-                    permit,
-                })
+                let mut request = read.request;
+                request.extensions_mut().insert(Checked {
+                    site: read.site,
+                    product: read.product,
+                });
+                Ok(Allowed { request, permit })
             }
             Decision::NotAnUpgrade => {
                 tracing::debug!(site = %read.site, product = %read.product, "not an upgrade");
@@ -106,7 +108,13 @@ impl Config {
     /// Takes the site's lock, counting the requests that had to wait.
     async fn hold(&self, site: &Site) -> Result<SitePermit, Rejection> {
         let stats = &self.shared.stats;
-        let mut acquire = self.shared.locks.acquire(site, self.lock_wait);
+        // Bounded here too, so a lock implementation that overstays its wait cannot hang requests.
+        let bound = self.lock_wait.saturating_add(Duration::from_secs(1));
+        let mut acquire = Box::pin(async move {
+            tokio::time::timeout(bound, self.shared.locks.acquire(site, self.lock_wait))
+                .await
+                .unwrap_or(Err(LockError::Busy))
+        });
         let acquired = match (&mut acquire).now_or_never() {
             Some(acquired) => acquired,
             None => {

@@ -1,8 +1,16 @@
 //! Named fields of a buffered body: urlencoded form, multipart form or JSON object.
 //!
-//! The provision endpoint behind the guard (PHP) keeps the *last* of two fields with one name, while
-//! a reader that takes the first would check another value than the one provisioned. So a field the
-//! guard reads must appear once; [`Fields::get`] reports a repeated one instead of picking.
+//! The provision endpoint behind the guard is PHP, and the guard must read a form exactly as PHP
+//! will, or it checks another value than the one provisioned:
+//!
+//! - PHP keeps the *last* of two fields with one name, a naive reader the first: a field the guard
+//!   reads must appear once, and [`Fields::get`] reports a repeated one instead of picking.
+//! - PHP rewrites field names: leading spaces are dropped, the name ends at a NUL byte or at `[`,
+//!   and ` ` and `.` become `_`. So `+plan`, `plan%00x`, `plan[]` are all `plan` to PHP. A form
+//!   field whose name PHP reads as the one the guard wants, but which is spelled differently, is
+//!   refused rather than ignored.
+//! - PHP finds a multipart boundary by searching the header for the text `boundary`: a header
+//!   with that text twice, or a boundary PHP would cut elsewhere, is refused.
 
 use bytes::Bytes;
 use http::{HeaderMap, header::CONTENT_TYPE};
@@ -30,6 +38,7 @@ impl BodyFormat {
         let value = value.to_str().map_err(|_| UnsupportedFormat)?;
         let mut params = value.split(';');
         let essence = params.next().unwrap_or_default().trim();
+        let mentions_boundary = value.to_ascii_lowercase().matches("boundary").count();
         if essence.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
             Ok(Some(Self::UrlEncoded))
         } else if essence.eq_ignore_ascii_case("multipart/form-data") {
@@ -38,8 +47,14 @@ impl BodyFormat {
             let boundary = params
                 .filter_map(|param| param.split_once('='))
                 .find(|(name, _)| name.trim().eq_ignore_ascii_case("boundary"))
-                .map(|(_, value)| value.trim().trim_matches('"'))
-                .filter(|boundary| !boundary.is_empty())
+                .map(|(_, value)| value.trim())
+                .map(|value| {
+                    value
+                        .strip_prefix('"')
+                        .and_then(|v| v.strip_suffix('"'))
+                        .unwrap_or(value)
+                })
+                .filter(|boundary| mentions_boundary == 1 && is_plain_boundary(boundary))
                 .ok_or(UnsupportedFormat)?;
             Ok(Some(Self::Multipart {
                 boundary: boundary.to_owned(),
@@ -56,9 +71,23 @@ fn is_json(essence: &str) -> bool {
     let Some((kind, subtype)) = essence.split_once('/') else {
         return false;
     };
+    let subtype = subtype.as_bytes();
     kind.eq_ignore_ascii_case("application")
-        && (subtype.eq_ignore_ascii_case("json")
-            || subtype.len() > 5 && subtype[subtype.len() - 5..].eq_ignore_ascii_case("+json"))
+        && (subtype.eq_ignore_ascii_case(b"json")
+            || subtype.len() > 5 && subtype[subtype.len() - 5..].eq_ignore_ascii_case(b"+json"))
+}
+
+/// A boundary every parser cuts at the same place: RFC 2046 characters, without the space,
+/// comma, quote and semicolon on which PHP and the guard could disagree.
+fn is_plain_boundary(boundary: &str) -> bool {
+    (1..=70).contains(&boundary.len())
+        && boundary.bytes().all(|b| {
+            b.is_ascii_alphanumeric()
+                || matches!(
+                    b,
+                    b'\'' | b'(' | b')' | b'+' | b'_' | b'-' | b'.' | b'/' | b':' | b'=' | b'?'
+                )
+        })
 }
 
 /// One field's value.
@@ -77,12 +106,16 @@ pub(crate) enum FieldError {
     Repeated(String),
     #[error("field `{0}` is not text")]
     NotText(String),
+    #[error("field `{found}` would be read as `{name}` by WordPress.com; send it as `{name}`")]
+    Disguised { found: String, name: String },
 }
 
 /// The fields of a body, in the order they came.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Fields {
     pairs: Vec<(String, FieldValue)>,
+    /// Whether names are read as PHP reads form fields (forms and query strings, not JSON).
+    php_names: bool,
 }
 
 impl Fields {
@@ -119,17 +152,31 @@ impl Fields {
                 .into_iter()
                 .map(|(name, value)| (name, FieldValue::Text(value)))
                 .collect(),
+            php_names: true,
         }
     }
 
     /// The text of the field called `name`, `Ok(None)` when absent.
     pub(crate) fn get(&self, name: &str) -> Result<Option<&str>, FieldError> {
-        let mut found = self.pairs.iter().filter(|(n, _)| n == name);
-        let Some((_, value)) = found.next() else {
+        let same = |field: &str| {
+            if self.php_names {
+                php_name(field).eq(php_name(name))
+            } else {
+                field == name
+            }
+        };
+        let mut found = self.pairs.iter().filter(|(n, _)| same(n));
+        let Some((found_name, value)) = found.next() else {
             return Ok(None);
         };
         if found.next().is_some() {
             return Err(FieldError::Repeated(name.to_owned()));
+        }
+        if found_name != name {
+            return Err(FieldError::Disguised {
+                found: found_name.escape_debug().to_string(),
+                name: name.to_owned(),
+            });
         }
         match value {
             FieldValue::Text(text) => Ok(Some(text)),
@@ -137,26 +184,54 @@ impl Fields {
         }
     }
 
-    /// Every field, in order (the fake upstream reads them all).
+    /// The value PHP would see for `name`: the last field whose name PHP reads as `name`. This
+    /// is how the fake upstream reads forms, so tests against it see what WordPress.com would.
     #[cfg_attr(not(feature = "test-util"), allow(dead_code))]
-    pub(crate) fn iter(&self) -> impl Iterator<Item = (&str, &FieldValue)> {
-        self.pairs.iter().map(|(n, v)| (n.as_str(), v))
+    pub(crate) fn as_php_reads(&self, name: &str) -> Option<&FieldValue> {
+        self.pairs
+            .iter()
+            .rev()
+            .find(|(field, _)| {
+                if self.php_names {
+                    php_name(field).eq(php_name(name))
+                } else {
+                    field == name
+                }
+            })
+            .map(|(_, value)| value)
     }
 }
 
-async fn parse_multipart(boundary: &str, body: Bytes) -> Result<Fields, multer::Error> {
+/// A form field's name as PHP registers it: leading spaces dropped, cut at NUL or `[`, and ` `
+/// and `.` turned into `_`.
+fn php_name(raw: &str) -> impl Iterator<Item = char> + '_ {
+    raw.trim_start_matches(' ')
+        .chars()
+        .take_while(|&c| c != '\0' && c != '[')
+        .map(|c| if c == ' ' || c == '.' { '_' } else { c })
+}
+
+async fn parse_multipart(boundary: &str, body: Bytes) -> Result<Fields, String> {
     let stream = futures_util::stream::once(async move { Ok::<_, std::convert::Infallible>(body) });
     let mut multipart = multer::Multipart::new(stream, boundary);
     let mut pairs = Vec::new();
-    while let Some(field) = multipart.next_field().await? {
-        let name = field.name().unwrap_or_default().to_owned();
-        let value = match String::from_utf8(field.bytes().await?.into()) {
+    while let Some(field) = multipart.next_field().await.map_err(|e| e.to_string())? {
+        // A part whose name the guard cannot see (say `NAME="plan"`) may still be a field to PHP.
+        let name = field
+            .name()
+            .ok_or("a part has no name the guard can read")?
+            .to_owned();
+        let bytes = field.bytes().await.map_err(|e| e.to_string())?;
+        let value = match String::from_utf8(bytes.into()) {
             Ok(text) => FieldValue::Text(text),
             Err(_) => FieldValue::NotText,
         };
         pairs.push((name, value));
     }
-    Ok(Fields { pairs })
+    Ok(Fields {
+        pairs,
+        php_names: true,
+    })
 }
 
 /// Reads a JSON object keeping repeated keys, which `serde_json::Map` would collapse.
@@ -179,7 +254,10 @@ impl<'de> Visitor<'de> for JsonObjectVisitor {
             };
             pairs.push((name, value));
         }
-        Ok(Fields { pairs })
+        Ok(Fields {
+            pairs,
+            php_names: false,
+        })
     }
 }
 
@@ -221,6 +299,12 @@ mod tests {
             multipart
         );
         assert!(format("multipart/form-data;").is_err());
+        // PHP searches for the first `boundary` anywhere in the header and cuts at `,` or `;`.
+        assert!(format("multipart/form-data; xboundary=A; boundary=B").is_err());
+        assert!(format("multipart/form-data; boundary=B; charset=boundary").is_err());
+        assert!(format("multipart/form-data; boundary=a,b").is_err());
+        assert!(format("multipart/form-data; boundary=\"a;b\"").is_err());
+        assert!(format("multipart/form-data; boundary=\"a b\"").is_err());
         assert!(format("text/plain").is_err());
         assert!(format("application/jsonx").is_err());
         assert_eq!(BodyFormat::from_headers(&HeaderMap::new()).unwrap(), None);
@@ -239,6 +323,62 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(json.get("plan"), Err(FieldError::Repeated("plan".into())));
+    }
+
+    #[tokio::test]
+    async fn names_php_reads_as_the_field_are_refused() {
+        let parse = |body: &'static str| Fields::parse(&BodyFormat::UrlEncoded, body.into());
+        for body in [
+            "plan=jetpack-scan&+plan=premium",
+            "plan=jetpack-scan&plan%00x=premium",
+            "plan=jetpack-scan&plan[]=premium",
+            "plan=jetpack-scan&plan[x]=premium",
+            "local_user=a&plan=x&local.user=b",
+        ] {
+            let fields = parse(body).await.unwrap();
+            let name = if body.starts_with("local") {
+                "local_user"
+            } else {
+                "plan"
+            };
+            assert!(
+                matches!(fields.get(name), Err(FieldError::Repeated(_))),
+                "{body}"
+            );
+        }
+        for body in [
+            "+plan=premium",
+            "plan%00=premium",
+            "plan[]=premium",
+            "%20plan=premium",
+        ] {
+            let fields = parse(body).await.unwrap();
+            assert!(
+                matches!(fields.get("plan"), Err(FieldError::Disguised { .. })),
+                "{body}"
+            );
+        }
+        let fields = parse("planet=x&my_plan=y&plan=ok").await.unwrap();
+        assert_eq!(fields.get("plan"), Ok(Some("ok")));
+        // JSON keys are taken as they are: PHP's json_decode does not rewrite them.
+        let json = Fields::parse(&BodyFormat::Json, r#"{"plan":"a"," plan":"b"}"#.into())
+            .await
+            .unwrap();
+        assert_eq!(json.get("plan"), Ok(Some("a")));
+    }
+
+    #[tokio::test]
+    async fn multipart_parts_the_guard_cannot_name_are_refused() {
+        let boundary = BodyFormat::Multipart {
+            boundary: "b".into(),
+        };
+        let body = "--b\r\nContent-Disposition: form-data; name=\"plan\"\r\n\r\njetpack-scan\r\n\
+                    --b\r\nContent-Disposition: form-data; NAME=\"plan\"\r\n\r\npremium\r\n--b--\r\n";
+        assert!(Fields::parse(&boundary, body.into()).await.is_err());
+        let repeated = "--b\r\nContent-Disposition: form-data; name=\"plan\"\r\n\r\njetpack-scan\r\n\
+                        --b\r\nContent-Disposition: form-data; name=\"plan\"\r\n\r\npremium\r\n--b--\r\n";
+        let fields = Fields::parse(&boundary, repeated.into()).await.unwrap();
+        assert_eq!(fields.get("plan"), Err(FieldError::Repeated("plan".into())));
     }
 
     #[tokio::test]

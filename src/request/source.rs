@@ -14,7 +14,7 @@ use std::{fmt, sync::Arc};
 /// let site = Source::field("siteurl");
 /// // `POST /sites/{site}/plans`: the site is a path parameter.
 /// let site = Source::path("/sites/{site}/plans", "site");
-/// // A query parameter, falling back to a body field.
+/// // A query parameter or a body field, whichever the request uses.
 /// let product = Source::query("plan").or(Source::field("plan"));
 /// // Anything else: a closure over the request head (headers, URI, extensions).
 /// let site = Source::from_fn(|parts| {
@@ -57,6 +57,7 @@ impl Source {
     /// A route with a body source buffers the body (within the limit) to read it. A field that
     /// appears twice is refused: the provision endpoint would use another copy than the one
     /// checked.
+    #[must_use]
     pub fn field(name: impl Into<String>) -> Self {
         Self {
             kind: Kind::Field(name.into().into_boxed_str()),
@@ -64,6 +65,7 @@ impl Source {
     }
 
     /// A query-string parameter.
+    #[must_use]
     pub fn query(name: impl Into<String>) -> Self {
         Self {
             kind: Kind::Query(name.into().into_boxed_str()),
@@ -81,6 +83,7 @@ impl Source {
     /// # Panics
     ///
     /// When `template` has no `{param}` segment: a route misconfiguration, found at start-up.
+    #[must_use]
     pub fn path(template: &str, param: &str) -> Self {
         let template: Arc<[Segment]> = template
             .split('/')
@@ -102,6 +105,7 @@ impl Source {
     }
 
     /// A value computed from the request head by `f`; `None` means the request has none.
+    #[must_use]
     pub fn from_fn<F>(f: F) -> Self
     where
         F: Fn(&Parts) -> Option<String> + Send + Sync + 'static,
@@ -111,7 +115,9 @@ impl Source {
         }
     }
 
-    /// This source, or `other` when this one finds nothing.
+    /// This source or `other`, whichever the request uses. A request that names a value in both
+    /// places is accepted only when the two are the same: otherwise the guard could check one
+    /// while the handler provisions the other, so it answers 400 `invalid_body`.
     #[must_use]
     pub fn or(self, other: Source) -> Self {
         let mut sources = match self.kind {
@@ -147,12 +153,21 @@ impl Source {
             }
             Kind::Fn(f) => return Ok(f(parts).map(Into::into)),
             Kind::FirstOf(sources) => {
+                // Every place is read: a request naming two different values would have the
+                // guard check one while the handler provisions the other.
+                let mut found: Option<std::borrow::Cow<'a, str>> = None;
                 for source in sources {
-                    if let Some(value) = source.find(parts, fields)? {
-                        return Ok(Some(value));
+                    match (source.find(parts, fields)?, &found) {
+                        (Some(value), Some(first)) if value != *first => {
+                            return Err(Rejection::InvalidBody(format!(
+                                "the request gives two different values ({first:?}, {value:?}) for one setting"
+                            )));
+                        }
+                        (Some(value), None) => found = Some(value),
+                        _ => {}
                     }
                 }
-                return Ok(None);
+                return Ok(found);
             }
         };
         field_value(found.map(Option::flatten)).map(|v| v.map(Into::into))

@@ -57,6 +57,7 @@ pub struct Seen {
     pub uri: http::Uri,
     pub headers: HeaderMap,
     pub body: Bytes,
+    pub checked: Option<upgrade_guard::Checked>,
 }
 
 /// An inner "provision handler" that records every request and answers 200.
@@ -96,6 +97,7 @@ impl Recorder {
                 let (parts, body) = request.into_parts();
                 let body = body.collect().await.expect("the body reads").to_bytes();
                 seen.lock().unwrap().push(Seen {
+                    checked: parts.extensions.get().cloned(),
                     uri: parts.uri,
                     headers: parts.headers,
                     body,
