@@ -60,7 +60,6 @@ impl<B> GuardBody<B> {
     }
 
     /// The bytes already read from `rest`, then `rest` itself.
-    #[allow(dead_code)] // the request reader hands these on in shadow mode (next change)
     pub(crate) fn resumed(prefix: Bytes, rest: Pin<Box<B>>) -> Self {
         Self {
             kind: Kind::Resumed {

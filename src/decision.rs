@@ -1,10 +1,16 @@
-//! The decision: is the product an upgrade for the site?
+//! The decision: is the product an upgrade for the site, and what does the route do about it?
 //!
 //! WordPress.com owns the rule; the guard only reads its answer. A product is an upgrade exactly
-//! when the site's upgrade paths list it, in any family.
+//! when the site's upgrade paths list it, in any family. A route's [`Mode`] says what happens to
+//! the requests the guard would stop, and every decision is reported ([`DecisionReport`]).
 
 use crate::Site;
-use crate::upstream::UpgradePaths;
+use crate::lock::LockError;
+use crate::rejection::Rejection;
+use crate::upstream::{LookupError, UpgradePaths};
+use http::{HeaderValue, StatusCode};
+use std::fmt;
+use std::time::Duration;
 
 /// What the guard decided for one request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -59,4 +65,166 @@ impl Checked {
     pub fn product(&self) -> &str {
         &self.product
     }
+}
+
+/// How a route treats requests the guard would stop. Set per route with
+/// [`UpgradeGuardLayer::mode`](crate::UpgradeGuardLayer::mode).
+///
+/// Roll a guard out in [`Shadow`](Self::Shadow) first: nothing changes for clients, and every
+/// request it would have stopped is reported. Then switch to [`FailClosed`](Self::FailClosed).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Mode {
+    /// Forward only upgrades; answer everything else. The default: when the guard can't tell,
+    /// nothing is forwarded.
+    #[default]
+    FailClosed,
+    /// As `FailClosed`, except that a request is forwarded when WordPress.com could not answer
+    /// (timeout, connection error, 5xx, 429, a malformed answer, a refused token) or the site lock
+    /// could not be reached. Never when WordPress.com answered that the product is not an
+    /// upgrade, and never a request the guard could not read.
+    FailOpen,
+    /// Never answer for the inner service: forward every request, and report what would have
+    /// been stopped.
+    Shadow,
+}
+
+impl Mode {
+    /// The mode's name as the bypass header and the logs write it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::FailClosed => "fail-closed",
+            Self::FailOpen => "fail-open",
+            Self::Shadow => "shadow",
+        }
+    }
+
+    /// Whether a request stopped for `why` is forwarded all the same in this mode.
+    pub fn forwards(self, why: &Rejection) -> bool {
+        match self {
+            Self::FailClosed => false,
+            Self::FailOpen => matches!(
+                why,
+                Rejection::Upstream(error) if !matches!(error, LookupError::UnknownSite)
+            ) || matches!(why, Rejection::SiteBusy(LockError::Unavailable(_))),
+            Self::Shadow => true,
+        }
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The response header on answers to requests forwarded although the guard would have stopped
+/// them: `<mode>; error=<code>`, e.g. `shadow; error=upgrade_not_allowed`.
+pub const BYPASS_HEADER: &str = "x-upgrade-guard-bypass";
+
+/// In the extensions of a request forwarded although the guard would have stopped it
+/// ([`Mode::FailOpen`], [`Mode::Shadow`]): what it would have answered, so the handler can tell.
+///
+/// ```
+/// use axum::Extension;
+/// use upgrade_guard::Bypass;
+///
+/// async fn provision(bypass: Option<Extension<Bypass>>) -> String {
+///     match bypass {
+///         Some(Extension(bypass)) => format!("unchecked: the guard would have said {}", bypass.code()),
+///         None => "checked".to_owned(),
+///     }
+/// }
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Bypass {
+    pub(crate) mode: Mode,
+    pub(crate) status: StatusCode,
+    pub(crate) code: &'static str,
+    pub(crate) message: String,
+    pub(crate) site: Option<Site>,
+    pub(crate) product: Option<String>,
+}
+
+impl Bypass {
+    /// The route's mode.
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// The status the guard would have answered.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The `error` code the guard would have answered.
+    pub fn code(&self) -> &'static str {
+        self.code
+    }
+
+    /// The message the guard would have answered.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The site, when the request named a valid one.
+    pub fn site(&self) -> Option<&Site> {
+        self.site.as_ref()
+    }
+
+    /// The product, when the request named one.
+    pub fn product(&self) -> Option<&str> {
+        self.product.as_deref()
+    }
+
+    /// The value of the [`BYPASS_HEADER`].
+    pub fn header_value(&self) -> HeaderValue {
+        HeaderValue::try_from(format!("{}; error={}", self.mode, self.code))
+            .expect("mode names and error codes are plain ASCII")
+    }
+}
+
+/// What became of a request, as [`DecisionReport`] tells it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Outcome {
+    /// An upgrade: forwarded.
+    Allowed,
+    /// Answered by the guard; the report's rejection says why (409, 400, an upstream error…).
+    Rejected,
+    /// Would have been rejected, forwarded by a [`Mode::FailOpen`] route.
+    FailedOpen,
+    /// Would have been rejected, forwarded by a [`Mode::Shadow`] route.
+    Shadowed,
+}
+
+impl Outcome {
+    /// The outcome's name, as the logs write it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Allowed => "allowed",
+            Self::Rejected => "rejected",
+            Self::FailedOpen => "failed_open",
+            Self::Shadowed => "shadowed",
+        }
+    }
+}
+
+/// One decision, as `tracing` logs it and an
+/// [`on_decision`](crate::UpgradeGuardLayer::on_decision) callback receives it.
+#[derive(Clone, Copy, Debug)]
+#[non_exhaustive]
+pub struct DecisionReport<'a> {
+    /// What became of the request.
+    pub outcome: Outcome,
+    /// The route's mode.
+    pub mode: Mode,
+    /// The site, when the request named a valid one.
+    pub site: Option<&'a Site>,
+    /// The product, when the request named one.
+    pub product: Option<&'a str>,
+    /// Why the guard stopped (or would have stopped) the request.
+    pub rejection: Option<&'a Rejection>,
+    /// From the request's arrival to the decision: reading, waiting for the site, the lookup.
+    pub latency: Duration,
 }

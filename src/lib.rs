@@ -70,7 +70,7 @@ pub mod stats;
 pub mod upstream;
 
 pub use body::GuardBody;
-pub use decision::{Checked, Decision};
+pub use decision::{BYPASS_HEADER, Bypass, Checked, Decision, DecisionReport, Mode, Outcome};
 pub use guard::{ResponseFuture, UpgradeGuard, UpgradeGuardBuilder, UpgradeGuardLayer};
 pub use lock::{LocalLocks, SiteLocks, SitePermit};
 pub use rejection::Rejection;

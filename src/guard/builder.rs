@@ -1,5 +1,6 @@
 use super::{Config, Shared, UpgradeGuardLayer};
 use crate::UpgradePathsClient;
+use crate::decision::Mode;
 use crate::cache::{DEFAULT_CACHE_CAPACITY, DEFAULT_CACHE_TTL, Lookups};
 use crate::lock::{DEFAULT_LOCK_WAIT, LocalLocks, SiteLocks};
 use crate::request::RequestReader;
@@ -81,6 +82,8 @@ impl UpgradeGuardBuilder {
             shared: Arc::new(shared),
             reader: RequestReader::default(),
             lock_wait: DEFAULT_LOCK_WAIT,
+            mode: Mode::default(),
+            on_decision: None,
         })
     }
 }

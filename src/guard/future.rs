@@ -1,4 +1,6 @@
-use super::Allowed;
+use super::Forward;
+use crate::decision::BYPASS_HEADER;
+use http::HeaderValue;
 use crate::body::GuardBody;
 use crate::lock::SitePermit;
 use crate::rejection::Rejection;
@@ -10,7 +12,7 @@ use std::task::{Context, Poll, ready};
 use tower_service::Service;
 
 /// The check of one request: read it, look its site up, decide.
-pub(super) type Check<B> = Pin<Box<dyn Future<Output = Result<Allowed<B>, Rejection>> + Send>>;
+pub(super) type Check<B> = Pin<Box<dyn Future<Output = Result<Forward<B>, Rejection>> + Send>>;
 
 pin_project! {
     /// Response future of [`UpgradeGuard`](super::UpgradeGuard).
@@ -41,6 +43,7 @@ pin_project! {
             #[pin]
             future: S::Future,
             permit: Option<SitePermit>,
+            bypass: Option<HeaderValue>,
         },
         Done,
     }
@@ -71,23 +74,31 @@ where
         loop {
             match this.state.as_mut().project() {
                 StateProj::Checking { check, inner } => match ready!(check.as_mut().poll(cx)) {
-                    Ok(allowed) => {
+                    Ok(forward) => {
                         let mut inner = inner
                             .take()
                             .expect("polled after the inner service was called");
-                        let future = inner.call(allowed.request);
+                        let future = inner.call(forward.request);
                         this.state.set(State::Forwarding {
                             future,
-                            permit: Some(allowed.permit),
+                            permit: forward.permit,
+                            bypass: forward.bypass.map(|bypass| bypass.header_value()),
                         });
                     }
                     Err(rejection) => return Poll::Ready(Ok(rejection.into_response())),
                 },
-                StateProj::Forwarding { future, .. } => {
+                StateProj::Forwarding { future, bypass, .. } => {
                     let output = ready!(future.poll(cx));
+                    let bypass = bypass.take();
                     // The inner service has answered: the next provision of the site may start.
                     this.state.set(State::Done);
-                    return Poll::Ready(output.map(|response| response.map(GuardBody::original)));
+                    return Poll::Ready(output.map(|response| {
+                        let mut response = response.map(GuardBody::original);
+                        if let Some(bypass) = bypass {
+                            response.headers_mut().insert(BYPASS_HEADER, bypass);
+                        }
+                        response
+                    }));
                 }
                 StateProj::Done => panic!("ResponseFuture polled after completion"),
             }

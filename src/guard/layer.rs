@@ -1,4 +1,5 @@
 use super::{Config, UpgradeGuard, UpgradeGuardBuilder};
+use crate::decision::{DecisionReport, Mode};
 use crate::stats::GuardStats;
 use crate::{Source, UpgradePathsClient};
 use std::sync::Arc;
@@ -79,6 +80,24 @@ impl UpgradeGuardLayer {
     /// The largest body buffered when a source reads the body; larger ones are 413.
     pub fn body_limit(mut self, bytes: usize) -> Self {
         Arc::make_mut(&mut self.config).reader.body_limit = bytes;
+        self
+    }
+
+    /// What the route does with requests the guard would stop; default [`Mode::FailClosed`].
+    /// See [`Mode`] for a rollout recipe.
+    pub fn mode(mut self, mode: Mode) -> Self {
+        Arc::make_mut(&mut self.config).mode = mode;
+        self
+    }
+
+    /// Calls `f` with every decision of this route (allowed, rejected and why, failed open,
+    /// shadowed), e.g. to count them in the partner's own metrics. It runs on the request's
+    /// task: keep it quick.
+    pub fn on_decision<F>(mut self, f: F) -> Self
+    where
+        F: Fn(&DecisionReport<'_>) + Send + Sync + 'static,
+    {
+        Arc::make_mut(&mut self.config).on_decision = Some(Arc::new(f));
         self
     }
 

@@ -18,10 +18,10 @@ pub use service::UpgradeGuard;
 use crate::Site;
 use crate::body::GuardBody;
 use crate::cache::Lookups;
-use crate::decision::{Checked, Decision};
+use crate::decision::{Bypass, Checked, Decision, DecisionReport, Mode, Outcome};
 use crate::lock::{LockError, SiteLocks, SitePermit};
 use crate::rejection::Rejection;
-use crate::request::RequestReader;
+use crate::request::{Named, Read, RequestReader};
 use crate::stats::GuardStats;
 use bytes::Bytes;
 use futures_util::FutureExt;
@@ -39,69 +39,143 @@ struct Shared {
 }
 
 /// One route's configuration, around the shared state.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 struct Config {
     shared: Arc<Shared>,
     reader: RequestReader,
     lock_wait: Duration,
+    mode: Mode,
+    on_decision: Option<Arc<OnDecision>>,
 }
 
-/// A request that may be forwarded, with its site held until the inner service has answered.
-pub(crate) struct Allowed<B> {
+/// A partner's callback for every decision.
+type OnDecision = dyn Fn(&DecisionReport<'_>) + Send + Sync;
+
+/// A request to forward: with its site held until the inner service has answered (when the
+/// guard could take the lock), and what the guard would have answered had the route not let it
+/// through.
+pub(crate) struct Forward<B> {
     request: Request<GuardBody<B>>,
-    permit: SitePermit,
+    permit: Option<SitePermit>,
+    bypass: Option<Bypass>,
 }
 
 impl Config {
-    /// Checks one request, counting the outcome.
-    async fn check<B>(&self, request: Request<B>) -> Result<Allowed<B>, Rejection>
+    /// The contract, in order: read the request (400, 413, 415), hold the site (503
+    /// `site_busy`), look it up (404, 502, 503), decide (409 or forward). Then the route's mode
+    /// settles what is stopped, and the decision is reported.
+    async fn check<B>(&self, request: Request<B>) -> Result<Forward<B>, Rejection>
     where
         B: Body<Data = Bytes>,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        let checked = self.decide(request).await;
-        match &checked {
-            Ok(_) => self.shared.stats.forwarded(),
-            Err(_) => self.shared.stats.rejected(),
+        let started = Instant::now();
+        let Read { mut request, named } = self.reader.read(request).await;
+        let (named, permit, stopped) = match named {
+            Err(why) => (None, None, Some(why)),
+            Ok(named) => match self.hold(&named.site).await {
+                Err(why) => (Some(named), None, Some(why)),
+                Ok(permit) => {
+                    let stopped = self.decide(&named).await.err();
+                    (Some(named), Some(permit), stopped)
+                }
+            },
+        };
+        let outcome = match &stopped {
+            None => Outcome::Allowed,
+            Some(why) if !self.mode.forwards(why) => Outcome::Rejected,
+            Some(_) if self.mode == Mode::Shadow => Outcome::Shadowed,
+            Some(_) => Outcome::FailedOpen,
+        };
+        self.report(&DecisionReport {
+            outcome,
+            mode: self.mode,
+            site: named.as_ref().map(|n| &n.site),
+            product: named.as_ref().map(|n| n.product.as_str()),
+            rejection: stopped.as_ref(),
+            latency: started.elapsed(),
+        });
+        let stopped = match stopped {
+            Some(why) if outcome == Outcome::Rejected => return Err(why),
+            stopped => stopped,
+        };
+        if let Some(named) = &named {
+            // The provision will change the paths: nobody may reuse these, whatever it answers.
+            self.shared.lookups.invalidate(&named.site);
         }
-        checked
+        let bypass = match (stopped, named) {
+            (None, Some(Named { site, product })) => {
+                request.extensions_mut().insert(Checked { site, product });
+                None
+            }
+            (Some(why), named) => {
+                let (site, product) = named.map(|n| (n.site, n.product)).unzip();
+                let bypass = Bypass {
+                    mode: self.mode,
+                    status: why.status(),
+                    code: why.code(),
+                    message: why.to_string(),
+                    site,
+                    product,
+                };
+                request.extensions_mut().insert(bypass.clone());
+                Some(bypass)
+            }
+            (None, None) => unreachable!("an allowed request names its site and product"),
+        };
+        Ok(Forward {
+            request,
+            permit,
+            bypass,
+        })
     }
 
-    /// The contract, in order: read the request (400, 413, 415), hold the site (503 `site_busy`),
-    /// look it up (404, 502, 503), decide (409 or forward).
-    async fn decide<B>(&self, request: Request<B>) -> Result<Allowed<B>, Rejection>
-    where
-        B: Body<Data = Bytes>,
-        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    {
-        let read = self.reader.read(request).await?;
-        let permit = self.hold(&read.site).await?;
+    /// Looks the site up and decides: `Err` is why the request is not an upgrade (or why the
+    /// guard can't tell).
+    async fn decide(&self, named: &Named) -> Result<(), Rejection> {
         let paths = self
             .shared
             .lookups
-            .upgrade_paths(&read.site, &read.product)
+            .upgrade_paths(&named.site, &named.product)
             .await
             .map_err(Rejection::Upstream)?;
-        match Decision::new(&paths, &read.product) {
-            Decision::Upgrade { family } => {
-                tracing::debug!(site = %read.site, product = %read.product, family, "upgrade allowed");
-                // The provision will change the paths: nobody may reuse these, whatever it answers.
-                self.shared.lookups.invalidate(&read.site);
-                let mut request = read.request;
-                request.extensions_mut().insert(Checked {
-                    site: read.site,
-                    product: read.product,
-                });
-                Ok(Allowed { request, permit })
+        match Decision::new(&paths, &named.product) {
+            Decision::Upgrade { .. } => Ok(()),
+            Decision::NotAnUpgrade => Err(Rejection::NotAnUpgrade {
+                site: named.site.clone(),
+                product: named.product.clone(),
+                upgrade_paths: Arc::unwrap_or_clone(paths),
+            }),
+        }
+    }
+
+    /// Counts, logs and hands the decision to the partner's callback.
+    fn report(&self, report: &DecisionReport<'_>) {
+        let stats = &self.shared.stats;
+        match report.outcome {
+            Outcome::Rejected => stats.rejected(),
+            _ => stats.forwarded(),
+        }
+        let site = report.site.map(Site::as_str);
+        let code = report.rejection.map(Rejection::code);
+        let latency_ms = report.latency.as_secs_f64() * 1000.0;
+        let (outcome, mode) = (report.outcome.as_str(), report.mode.as_str());
+        match (report.outcome, report.rejection) {
+            (Outcome::Allowed, _) => {
+                tracing::info!(site, product = report.product, outcome, mode, latency_ms, "upgrade allowed");
             }
-            Decision::NotAnUpgrade => {
-                tracing::debug!(site = %read.site, product = %read.product, "not an upgrade");
-                Err(Rejection::NotAnUpgrade {
-                    site: read.site,
-                    product: read.product,
-                    upgrade_paths: Arc::unwrap_or_clone(paths),
-                })
+            (Outcome::Rejected, Some(why)) if why.status().is_client_error() => {
+                tracing::info!(site, product = report.product, outcome, mode, code, latency_ms, reason = %why, "request stopped");
             }
+            (Outcome::Rejected, _) => {
+                tracing::warn!(site, product = report.product, outcome, mode, code, latency_ms, reason = report.rejection.map(tracing::field::display), "request stopped: the guard could not check it");
+            }
+            (Outcome::FailedOpen | Outcome::Shadowed, _) => {
+                tracing::warn!(site, product = report.product, outcome, mode, code, latency_ms, reason = report.rejection.map(tracing::field::display), "forwarded although the guard would have stopped it");
+            }
+        }
+        if let Some(callback) = &self.on_decision {
+            callback(report);
         }
     }
 
@@ -129,5 +203,17 @@ impl Config {
             stats.site_busy();
             Rejection::SiteBusy(error)
         })
+    }
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("shared", &self.shared)
+            .field("reader", &self.reader)
+            .field("lock_wait", &self.lock_wait)
+            .field("mode", &self.mode)
+            .field("on_decision", &self.on_decision.as_ref().map(|_| ".."))
+            .finish()
     }
 }

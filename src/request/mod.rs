@@ -8,11 +8,11 @@ pub use source::Source;
 use crate::Site;
 use crate::body::GuardBody;
 use crate::rejection::Rejection;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use fields::{BodyFormat, Fields};
 use http::{Request, header::CONTENT_LENGTH, request::Parts};
 use http_body::Body;
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use http_body_util::BodyExt;
 
 /// The largest body the guard buffers by default: provision forms are a few hundred bytes.
 pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
@@ -35,50 +35,74 @@ impl Default for RequestReader {
     }
 }
 
-/// A request the guard has read: what it names, and the request to forward if allowed.
-pub(crate) struct ReadRequest<B> {
+/// What a request names.
+#[derive(Clone, Debug)]
+pub(crate) struct Named {
     pub(crate) site: Site,
     pub(crate) product: String,
+}
+
+/// A request the guard has read: the request itself, ready to forward with its body as it
+/// arrived, and what it names or why it could not be read.
+pub(crate) struct Read<B> {
     pub(crate) request: Request<GuardBody<B>>,
+    pub(crate) named: Result<Named, Rejection>,
 }
 
 impl RequestReader {
-    /// Reads the site and the product, buffering the body only when a source needs it.
-    pub(crate) async fn read<B>(&self, request: Request<B>) -> Result<ReadRequest<B>, Rejection>
+    /// Reads the site and the product, buffering the body only when a source needs it. The
+    /// request always comes back, whole, so a route in shadow mode can forward even what it
+    /// could not read.
+    pub(crate) async fn read<B>(&self, request: Request<B>) -> Read<B>
     where
         B: Body<Data = Bytes>,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let (parts, body) = request.into_parts();
         if !(self.site.needs_body() || self.product.needs_body()) {
-            let (site, product) = self.find(&parts, None)?;
+            let named = self.find(&parts, None);
             let request = Request::from_parts(parts, GuardBody::original(body));
-            return Ok(ReadRequest {
-                site,
-                product,
-                request,
-            });
+            return Read { request, named };
         }
-        let format = BodyFormat::from_headers(&parts.headers)
-            .map_err(|_| Rejection::UnsupportedMediaType)?;
-        let bytes = self.buffer(&parts, body).await?;
+        let format = match BodyFormat::from_headers(&parts.headers) {
+            Ok(format) => format,
+            Err(_) => {
+                let request = Request::from_parts(parts, GuardBody::original(body));
+                return Read {
+                    request,
+                    named: Err(Rejection::UnsupportedMediaType),
+                };
+            }
+        };
+        let (body, bytes) = self.buffer(&parts, body).await;
+        let named = match bytes {
+            Ok(bytes) => self.find_in_body(&parts, format, bytes).await,
+            Err(rejection) => Err(rejection),
+        };
+        Read {
+            request: Request::from_parts(parts, body),
+            named,
+        }
+    }
+
+    async fn find_in_body(
+        &self,
+        parts: &Parts,
+        format: Option<BodyFormat>,
+        bytes: Bytes,
+    ) -> Result<Named, Rejection> {
         let fields = match format {
-            Some(format) => Fields::parse(&format, bytes.clone())
+            Some(format) => Fields::parse(&format, bytes)
                 .await
                 .map_err(Rejection::InvalidBody)?,
             // No Content-Type: an empty body simply has no fields; anything else is unreadable.
             None if bytes.is_empty() => Fields::default(),
             None => return Err(Rejection::UnsupportedMediaType),
         };
-        let (site, product) = self.find(&parts, Some(&fields))?;
-        Ok(ReadRequest {
-            site,
-            product,
-            request: Request::from_parts(parts, GuardBody::buffered(bytes)),
-        })
+        self.find(parts, Some(&fields))
     }
 
-    fn find(&self, parts: &Parts, fields: Option<&Fields>) -> Result<(Site, String), Rejection> {
+    fn find(&self, parts: &Parts, fields: Option<&Fields>) -> Result<Named, Rejection> {
         let site = self
             .site
             .find(parts, fields)?
@@ -89,31 +113,90 @@ impl RequestReader {
             .find(parts, fields)?
             .ok_or(Rejection::MissingProduct)?
             .into_owned();
-        Ok((site, product))
+        Ok(Named { site, product })
     }
 
     /// Buffers the body within the limit: a declared length is checked before reading, and a
-    /// chunked body is cut off as soon as it passes the limit.
-    async fn buffer<B>(&self, parts: &Parts, body: B) -> Result<Bytes, Rejection>
+    /// body without one is cut off as soon as it passes the limit. Gives back the body to
+    /// forward, as it arrived, and the bytes to read fields from.
+    async fn buffer<B>(&self, parts: &Parts, body: B) -> (GuardBody<B>, Result<Bytes, Rejection>)
     where
         B: Body<Data = Bytes>,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let limit = self.body_limit;
+        let too_large = Rejection::BodyTooLarge { limit };
         let declared = parts
             .headers
             .get(CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
         if declared.is_some_and(|len| len > limit as u64) {
-            return Err(Rejection::BodyTooLarge { limit });
+            return (GuardBody::original(body), Err(too_large));
         }
-        match Limited::new(body, limit).collect().await {
-            Ok(collected) => Ok(collected.to_bytes()),
-            Err(error) if error.is::<LengthLimitError>() => Err(Rejection::BodyTooLarge { limit }),
-            Err(error) => Err(Rejection::InvalidBody(format!(
-                "the body could not be read: {error}"
-            ))),
+        let mut body = Box::pin(body);
+        let mut data = Chunks::default();
+        let mut trailers = None;
+        while let Some(frame) = body.frame().await {
+            let frame = match frame {
+                Ok(frame) => frame,
+                Err(error) => {
+                    let error: Box<dyn std::error::Error + Send + Sync> = error.into();
+                    let why = format!("the body could not be read: {error}");
+                    return (
+                        GuardBody::resumed(data.into_bytes(), body),
+                        Err(Rejection::InvalidBody(why)),
+                    );
+                }
+            };
+            match frame.into_data() {
+                Ok(chunk) => {
+                    data.push(chunk);
+                    if data.len() > limit {
+                        return (GuardBody::resumed(data.into_bytes(), body), Err(too_large));
+                    }
+                }
+                Err(frame) => {
+                    if let Ok(map) = frame.into_trailers() {
+                        trailers = Some(map);
+                    }
+                }
+            }
         }
+        let bytes = data.into_bytes();
+        (
+            GuardBody::buffered_with_trailers(bytes.clone(), trailers),
+            Ok(bytes),
+        )
+    }
+}
+
+/// Body chunks, copied together only when there is more than one (most bodies are one).
+#[derive(Default)]
+struct Chunks {
+    first: Bytes,
+    more: Option<BytesMut>,
+}
+
+impl Chunks {
+    fn push(&mut self, chunk: Bytes) {
+        match &mut self.more {
+            Some(more) => more.extend_from_slice(&chunk),
+            None if self.first.is_empty() => self.first = chunk,
+            None => {
+                let mut more = BytesMut::with_capacity(self.first.len() + chunk.len());
+                more.extend_from_slice(&self.first);
+                more.extend_from_slice(&chunk);
+                self.more = Some(more);
+            }
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.more.as_ref().map_or(self.first.len(), BytesMut::len)
+    }
+
+    fn into_bytes(self) -> Bytes {
+        self.more.map_or(self.first, BytesMut::freeze)
     }
 }
