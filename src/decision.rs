@@ -103,10 +103,12 @@ impl Mode {
     pub fn forwards(self, why: &Rejection) -> bool {
         match self {
             Self::FailClosed => false,
-            Self::FailOpen => matches!(
-                why,
-                Rejection::Upstream(error) if !matches!(error, LookupError::UnknownSite)
-            ) || matches!(why, Rejection::SiteBusy(LockError::Unavailable(_))),
+            Self::FailOpen => {
+                matches!(
+                    why,
+                    Rejection::Upstream(error) if !matches!(error, LookupError::UnknownSite)
+                ) || matches!(why, Rejection::SiteBusy(LockError::Unavailable(_)))
+            }
             Self::Shadow => true,
         }
     }

@@ -1,7 +1,7 @@
 use super::{Config, Shared, UpgradeGuardLayer};
 use crate::UpgradePathsClient;
-use crate::decision::Mode;
 use crate::cache::{DEFAULT_CACHE_CAPACITY, DEFAULT_CACHE_TTL, Lookups};
+use crate::decision::Mode;
 use crate::lock::{DEFAULT_LOCK_WAIT, LocalLocks, SiteLocks};
 use crate::request::RequestReader;
 use crate::stats::GuardStats;

@@ -1,9 +1,9 @@
 use super::Forward;
-use crate::decision::BYPASS_HEADER;
-use http::HeaderValue;
 use crate::body::GuardBody;
+use crate::decision::BYPASS_HEADER;
 use crate::lock::SitePermit;
 use crate::rejection::Rejection;
+use http::HeaderValue;
 use http::{Request, Response};
 use pin_project_lite::pin_project;
 use std::future::Future;

@@ -162,16 +162,41 @@ impl Config {
         let (outcome, mode) = (report.outcome.as_str(), report.mode.as_str());
         match (report.outcome, report.rejection) {
             (Outcome::Allowed, _) => {
-                tracing::info!(site, product = report.product, outcome, mode, latency_ms, "upgrade allowed");
+                tracing::info!(
+                    site,
+                    product = report.product,
+                    outcome,
+                    mode,
+                    latency_ms,
+                    "upgrade allowed"
+                );
             }
             (Outcome::Rejected, Some(why)) if why.status().is_client_error() => {
                 tracing::info!(site, product = report.product, outcome, mode, code, latency_ms, reason = %why, "request stopped");
             }
             (Outcome::Rejected, _) => {
-                tracing::warn!(site, product = report.product, outcome, mode, code, latency_ms, reason = report.rejection.map(tracing::field::display), "request stopped: the guard could not check it");
+                tracing::warn!(
+                    site,
+                    product = report.product,
+                    outcome,
+                    mode,
+                    code,
+                    latency_ms,
+                    reason = report.rejection.map(tracing::field::display),
+                    "request stopped: the guard could not check it"
+                );
             }
             (Outcome::FailedOpen | Outcome::Shadowed, _) => {
-                tracing::warn!(site, product = report.product, outcome, mode, code, latency_ms, reason = report.rejection.map(tracing::field::display), "forwarded although the guard would have stopped it");
+                tracing::warn!(
+                    site,
+                    product = report.product,
+                    outcome,
+                    mode,
+                    code,
+                    latency_ms,
+                    reason = report.rejection.map(tracing::field::display),
+                    "forwarded although the guard would have stopped it"
+                );
             }
         }
         if let Some(callback) = &self.on_decision {

@@ -58,6 +58,7 @@ pub struct Seen {
     pub headers: HeaderMap,
     pub body: Bytes,
     pub checked: Option<upgrade_guard::Checked>,
+    pub bypass: Option<upgrade_guard::Bypass>,
 }
 
 /// An inner "provision handler" that records every request and answers 200.
@@ -98,6 +99,7 @@ impl Recorder {
                 let body = body.collect().await.expect("the body reads").to_bytes();
                 seen.lock().unwrap().push(Seen {
                     checked: parts.extensions.get().cloned(),
+                    bypass: parts.extensions.get().cloned(),
                     uri: parts.uri,
                     headers: parts.headers,
                     body,
@@ -240,5 +242,38 @@ pub async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
             "timed out waiting for {what}"
         );
         tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// Everything `tracing` writes while the returned guard lives on this thread, as text.
+pub fn capture_logs() -> (Logs, tracing::subscriber::DefaultGuard) {
+    let logs = Logs::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    (logs, tracing::subscriber::set_default(subscriber))
+}
+
+/// Captured log text.
+#[derive(Clone, Default)]
+pub struct Logs(Arc<Mutex<Vec<u8>>>);
+
+impl Logs {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+impl std::io::Write for Logs {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
