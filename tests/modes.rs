@@ -154,10 +154,13 @@ async fn shadow_forwards_a_streamed_body_over_the_limit_byte_for_byte() {
     assert_eq!(inner.seen()[0].body, body);
 }
 
+/// Outcome, error code and site of one report.
+type Reported = (Outcome, Option<&'static str>, Option<String>);
+
 #[tokio::test]
 async fn every_decision_reaches_the_callback_and_the_logs() {
     let fake = fake().await;
-    let seen: Arc<Mutex<Vec<(Outcome, Option<&'static str>, Option<String>)>>> = Arc::default();
+    let seen: Arc<Mutex<Vec<Reported>>> = Arc::default();
     let record = seen.clone();
     let guard = UpgradeGuardLayer::new(client(&fake)).on_decision(move |report| {
         record.lock().unwrap().push((
