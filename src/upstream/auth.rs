@@ -140,7 +140,8 @@ fn code_suffix(code: &Option<String>) -> String {
 /// With client credentials the token is fetched from `POST {base_url}/oauth2/token` on first use
 /// and kept until someone reports it refused ([`refresh`](Self::refresh)). Concurrent callers
 /// share one fetch, whether it succeeds or fails; a failed fetch is not remembered, so the next
-/// call tries again.
+/// call tries again. The answer's `expires_in`, if any, is not used: a token is replaced when
+/// WordPress.com refuses it, which also covers a token revoked before its time.
 ///
 /// ```no_run
 /// use http::header::{AUTHORIZATION, CONTENT_TYPE};

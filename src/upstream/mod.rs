@@ -374,7 +374,7 @@ impl fmt::Debug for UpgradePathsClient {
 }
 
 /// Where the builder's token will come from.
-enum Credentials {
+enum Auth {
     Bearer(String),
     ClientCredentials { id: String, secret: String },
     Source(TokenSource),
@@ -388,7 +388,7 @@ enum Credentials {
 #[must_use]
 pub struct ClientBuilder {
     base_url: Option<String>,
-    credentials: Option<Credentials>,
+    auth: Option<Auth>,
     lookup_timeout: Option<Duration>,
     attempt_timeout: Option<Duration>,
     max_retries: Option<u32>,
@@ -408,7 +408,7 @@ impl ClientBuilder {
     /// A fixed partner token, sent as `Authorization: Bearer <token>`. It cannot be refreshed: a
     /// refused token fails the lookup with [`LookupError::Unauthorized`].
     pub fn bearer_token(mut self, token: impl Into<String>) -> Self {
-        self.credentials = Some(Credentials::Bearer(token.into()));
+        self.auth = Some(Auth::Bearer(token.into()));
         self
     }
 
@@ -430,7 +430,7 @@ impl ClientBuilder {
         client_id: impl Into<String>,
         client_secret: impl Into<String>,
     ) -> Self {
-        self.credentials = Some(Credentials::ClientCredentials {
+        self.auth = Some(Auth::ClientCredentials {
             id: client_id.into(),
             secret: client_secret.into(),
         });
@@ -440,7 +440,7 @@ impl ClientBuilder {
     /// A token source built elsewhere, to share one token between several clients (or with code
     /// that was set up before the client).
     pub fn token_source(mut self, source: TokenSource) -> Self {
-        self.credentials = Some(Credentials::Source(source));
+        self.auth = Some(Auth::Source(source));
         self
     }
 
@@ -488,22 +488,20 @@ impl ClientBuilder {
     /// Builds the client. No request is made until the first lookup.
     pub fn build(self) -> Result<UpgradePathsClient, BuildError> {
         let base_url = parse_base_url(self.base_url.as_deref().unwrap_or(DEFAULT_BASE_URL))?;
-        let credentials = self.credentials.ok_or(BuildError::MissingToken)?;
+        let auth = self.auth.ok_or(BuildError::MissingToken)?;
         let http = match self.http {
             Some(http) => http,
             None => default_http_client(self.connect_timeout)?,
         };
         let attempt_timeout = self.attempt_timeout.unwrap_or(DEFAULT_ATTEMPT_TIMEOUT);
-        let tokens = match credentials {
-            Credentials::Bearer(token) => TokenSource::bearer(token)?,
-            Credentials::ClientCredentials { id, secret } => {
-                TokenSource::client_credentials(id, secret)
-                    .base_url(&base_url)
-                    .http_client(http.clone())
-                    .timeout(attempt_timeout)
-                    .build()?
-            }
-            Credentials::Source(source) => source,
+        let tokens = match auth {
+            Auth::Bearer(token) => TokenSource::bearer(token)?,
+            Auth::ClientCredentials { id, secret } => TokenSource::client_credentials(id, secret)
+                .base_url(&base_url)
+                .http_client(http.clone())
+                .timeout(attempt_timeout)
+                .build()?,
+            Auth::Source(source) => source,
         };
         Ok(UpgradePathsClient {
             inner: Arc::new(Inner {
@@ -521,13 +519,13 @@ impl ClientBuilder {
 
 impl fmt::Debug for ClientBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let credentials = match &self.credentials {
+        let credentials = match &self.auth {
             None => "none".to_owned(),
-            Some(Credentials::Bearer(_)) => "bearer token <redacted>".to_owned(),
-            Some(Credentials::ClientCredentials { id, .. }) => {
+            Some(Auth::Bearer(_)) => "bearer token <redacted>".to_owned(),
+            Some(Auth::ClientCredentials { id, .. }) => {
                 format!("client credentials ({id}, <redacted>)")
             }
-            Some(Credentials::Source(source)) => format!("{source:?}"),
+            Some(Auth::Source(source)) => format!("{source:?}"),
         };
         f.debug_struct("ClientBuilder")
             .field("base_url", &self.base_url)
