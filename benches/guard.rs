@@ -15,6 +15,9 @@ use tower::{Layer, Service, ServiceExt, service_fn};
 use upgrade_guard::fake::{FakeSite, FakeUpstream};
 use upgrade_guard::{GuardBody, Source, UpgradeGuardLayer, UpgradePathsClient};
 
+/// Builds one benchmark request.
+type MakeRequest = fn() -> Request<Full<Bytes>>;
+
 /// A 1 KiB urlencoded provision form naming a product the site cannot take.
 fn form_1k() -> Request<Full<Bytes>> {
     let mut body = String::from(
@@ -109,7 +112,7 @@ fn bench(c: &mut Criterion) {
         .site(Source::path("/sites/{site}/plans/{plan}", "site"))
         .product(Source::path("/sites/{site}/plans/{plan}", "plan"));
 
-    let cases: [(&str, fn() -> Request<Full<Bytes>>, &UpgradeGuardLayer); 4] = [
+    let cases: [(&str, MakeRequest, &UpgradeGuardLayer); 4] = [
         ("form_1k", form_1k, &guard),
         ("multipart_4k", multipart_4k, &guard),
         ("json", json, &guard),

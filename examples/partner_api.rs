@@ -11,9 +11,12 @@
 //! |---|---|---|
 //! | `--listen ADDR` | `PARTNER_API_LISTEN` | `127.0.0.1:3000` |
 //! | `--upstream URL` | `WPCOM_API_URL` | start the embedded fake, seeded with demo sites |
-//! | `--token TOKEN` | `WPCOM_TOKEN` | the fake's token |
-//! | `--client-id ID` | `WPCOM_CLIENT_ID` | |
+//! | `--token TOKEN` | `WPCOM_TOKEN` | |
+//! | `--client-id ID` | `WPCOM_CLIENT_ID` | the fake's client credentials |
 //! | `--client-secret SECRET` | `WPCOM_CLIENT_SECRET` | |
+//!
+//! With client credentials, one token source serves the guard's lookups and the relay: the token
+//! is fetched once, on first use, and refreshed once when WordPress.com refuses it.
 //!
 //! Routes:
 //! - `POST /rest/v1.3/jpphp/provision`: WordPress.com's own provision form (`siteurl`, `plan`,
@@ -34,7 +37,7 @@ use axum::{
 };
 use std::{collections::HashMap, env, net::SocketAddr, process::ExitCode};
 use upgrade_guard::{
-    Checked, Source, UpgradeGuardLayer, UpgradePathsClient,
+    Checked, Source, TokenSource, UpgradeGuardLayer, UpgradePathsClient,
     fake::{FakeUpstream, SiteSnapshot},
 };
 
@@ -51,7 +54,8 @@ struct Settings {
 struct Relay {
     http: reqwest::Client,
     provision_url: String,
-    authorization: String,
+    /// The guard's own token source: one token for lookups and provisions.
+    tokens: TokenSource,
 }
 
 #[tokio::main]
@@ -79,26 +83,26 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         (None, None) => unreachable!("the fake runs when no upstream is named"),
     };
     let http = reqwest::Client::new();
-    let token = match (settings.token, settings.client_credentials, &fake) {
-        (Some(token), _, _) => token,
-        (None, Some((id, secret)), _) => fetch_token(&http, &upstream, &id, &secret).await?,
-        (None, None, Some(fake)) => fake.token().to_owned(),
+    let client = UpgradePathsClient::builder()
+        .base_url(&upstream)
+        .http_client(http.clone());
+    let client = match (settings.token, settings.client_credentials, &fake) {
+        (Some(token), _, _) => client.bearer_token(token),
+        (None, Some((id, secret)), _) => client.client_credentials(id, secret),
+        (None, None, Some(fake)) => {
+            client.client_credentials(fake.client_id(), fake.client_secret())
+        }
         (None, None, None) => {
             return Err("--upstream needs --token or --client-id and --client-secret".into());
         }
-    };
-
-    let client = UpgradePathsClient::builder()
-        .base_url(&upstream)
-        .bearer_token(&token)
-        .http_client(http.clone())
-        .build()?;
-    let guard = UpgradeGuardLayer::new(client);
+    }
+    .build()?;
     let relay = Relay {
         http,
         provision_url: format!("{upstream}/rest/v1.3/jpphp/provision"),
-        authorization: format!("Bearer {token}"),
+        tokens: client.token_source().clone(),
     };
+    let guard = UpgradeGuardLayer::new(client);
 
     let app = Router::new()
         // WordPress.com's form: the guard's defaults (site from `siteurl`, product from `plan`).
@@ -177,62 +181,51 @@ async fn add_plan(
 }
 
 impl Relay {
+    /// Sends the provision with the current token; a token WordPress.com refuses is refreshed
+    /// once and the provision sent again.
     async fn send(&self, content_type: String, body: Bytes) -> Response {
-        let sent = self
-            .http
-            .post(&self.provision_url)
-            .header(header::AUTHORIZATION, &self.authorization)
-            .header(header::CONTENT_TYPE, content_type)
-            .body(body)
-            .send()
-            .await;
-        let upstream = match sent {
-            Ok(upstream) => upstream,
-            Err(error) => return bad_gateway(&error.without_url().to_string()),
+        let mut token = match self.tokens.token().await {
+            Ok(token) => token,
+            Err(error) => return bad_gateway(&error.to_string()),
         };
-        let status =
-            StatusCode::from_u16(upstream.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
-        match upstream.bytes().await {
-            Ok(body) => {
-                (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+        for attempt in 0..2 {
+            let sent = self
+                .http
+                .post(&self.provision_url)
+                .header(header::AUTHORIZATION, token.authorization())
+                .header(header::CONTENT_TYPE, &content_type)
+                .body(body.clone())
+                .send()
+                .await;
+            let upstream = match sent {
+                Ok(upstream) => upstream,
+                Err(error) => return bad_gateway(&error.without_url().to_string()),
+            };
+            if upstream.status() == reqwest::StatusCode::UNAUTHORIZED && attempt == 0 {
+                match self.tokens.refresh(&token).await {
+                    Ok(fresh) => {
+                        token = fresh;
+                        continue;
+                    }
+                    Err(error) => return bad_gateway(&error.to_string()),
+                }
             }
-            Err(error) => bad_gateway(&error.without_url().to_string()),
+            let status =
+                StatusCode::from_u16(upstream.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+            return match upstream.bytes().await {
+                Ok(body) => {
+                    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+                }
+                Err(error) => bad_gateway(&error.without_url().to_string()),
+            };
         }
+        bad_gateway("WordPress.com refused the refreshed token")
     }
 }
 
 fn bad_gateway(reason: &str) -> Response {
     let body = serde_json::json!({"error": "provision_failed", "message": reason});
     (StatusCode::BAD_GATEWAY, axum::Json(body)).into_response()
-}
-
-/// Exchanges client credentials for a token at `POST /oauth2/token`.
-async fn fetch_token(
-    http: &reqwest::Client,
-    upstream: &str,
-    client_id: &str,
-    client_secret: &str,
-) -> Result<String, Box<dyn std::error::Error>> {
-    let form = serde_urlencoded::to_string([
-        ("grant_type", "client_credentials"),
-        ("client_id", client_id),
-        ("client_secret", client_secret),
-        ("scope", "jetpack-partner"),
-    ])?;
-    let response = http
-        .post(format!("{upstream}/oauth2/token"))
-        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-        .body(form)
-        .send()
-        .await?;
-    let status = response.status();
-    let body: serde_json::Value = serde_json::from_slice(&response.bytes().await?)?;
-    match body.get("access_token").and_then(|t| t.as_str()) {
-        Some(token) if status.is_success() => Ok(token.to_owned()),
-        _ => {
-            Err(format!("the token endpoint refused the client credentials (HTTP {status})").into())
-        }
-    }
 }
 
 fn print_demo(listen: SocketAddr, sites: &[SiteSnapshot]) {

@@ -77,7 +77,7 @@ pub use rejection::Rejection;
 pub use request::Source;
 pub use site::Site;
 pub use stats::{GuardStats, StatsSnapshot};
-pub use upstream::{LookupError, UpgradePaths, UpgradePathsClient};
+pub use upstream::{LookupError, Token, TokenError, TokenSource, UpgradePaths, UpgradePathsClient};
 
 #[cfg(feature = "test-util")]
 #[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]

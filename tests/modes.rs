@@ -36,7 +36,6 @@ async fn forwarded_with_bypass(
 async fn fail_open_forwards_only_when_the_upstream_cannot_answer() {
     let fake = fake().await;
     let guard = UpgradeGuardLayer::new(client(&fake)).mode(Mode::FailOpen);
-    let (logs, _logging) = capture_logs();
 
     for fault in [
         Fault::status(503),
@@ -54,12 +53,6 @@ async fn fail_open_forwards_only_when_the_upstream_cannot_answer() {
         assert_eq!(bypass.site().unwrap().as_str(), "1003");
         assert_eq!(bypass.product(), Some("personal"));
     }
-    assert!(
-        logs.text().contains("WARN"),
-        "fail-open is a warning: {}",
-        logs.text()
-    );
-    assert!(logs.text().contains("failed_open"));
 
     // WordPress.com answered "not an upgrade": never forwarded.
     let inner = Recorder::default();
@@ -158,7 +151,7 @@ async fn shadow_forwards_a_streamed_body_over_the_limit_byte_for_byte() {
 type Reported = (Outcome, Option<&'static str>, Option<String>);
 
 #[tokio::test]
-async fn every_decision_reaches_the_callback_and_the_logs() {
+async fn every_decision_reaches_the_callback() {
     let fake = fake().await;
     let seen: Arc<Mutex<Vec<Reported>>> = Arc::default();
     let record = seen.clone();
@@ -169,7 +162,6 @@ async fn every_decision_reaches_the_callback_and_the_logs() {
             report.site.map(|s| s.to_string()),
         ));
     });
-    let (logs, _logging) = capture_logs();
     let inner = Recorder::default();
 
     send(&guard, &inner, form("siteurl=1002&plan=professional")).await;
@@ -178,6 +170,8 @@ async fn every_decision_reaches_the_callback_and_the_logs() {
     fake.inject(Endpoint::UpgradePaths, Fault::status(503))
         .once();
     send(&guard, &inner, form("siteurl=1001&plan=personal")).await;
+    let shadow = guard.clone().mode(Mode::Shadow);
+    send(&shadow, &inner, form("siteurl=1003&plan=personal")).await;
 
     let seen = seen.lock().unwrap().clone();
     assert_eq!(
@@ -195,19 +189,11 @@ async fn every_decision_reaches_the_callback_and_the_logs() {
                 Some("upgrade_paths_unavailable"),
                 Some("1001".into())
             ),
+            (
+                Outcome::Shadowed,
+                Some("upgrade_not_allowed"),
+                Some("1003".into())
+            ),
         ]
-    );
-    let logs = logs.text();
-    for line in [
-        "upgrade allowed",
-        "outcome=\"rejected\"",
-        "code=\"upgrade_not_allowed\"",
-        "latency_ms=",
-    ] {
-        assert!(logs.contains(line), "{line} in {logs}");
-    }
-    assert!(
-        !logs.contains(fake.token()),
-        "the token never reaches the logs"
     );
 }

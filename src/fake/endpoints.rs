@@ -14,7 +14,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use serde::Serialize;
 use std::borrow::Cow;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 /// Bodies past this are answered 413; no partner form comes near it.
 const MAX_BODY: u64 = 1024 * 1024;
@@ -30,9 +30,27 @@ pub(crate) struct Shared {
     pub(crate) store: Store,
     pub(crate) faults: Arc<Faults>,
     pub(crate) counters: Counters,
-    pub(crate) token: String,
+    /// The bearer token accepted now; [`FakeUpstream::rotate_token`](super::FakeUpstream::rotate_token)
+    /// replaces it.
+    pub(crate) token: Mutex<String>,
     pub(crate) client_id: String,
     pub(crate) client_secret: String,
+}
+
+impl Shared {
+    /// The bearer token accepted now.
+    pub(crate) fn token(&self) -> String {
+        // A string is valid whatever a panicking holder did, so poisoning is ignored.
+        self.token
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Replaces the accepted token with `token`.
+    pub(crate) fn set_token(&self, token: String) {
+        *self.token.lock().unwrap_or_else(PoisonError::into_inner) = token;
+    }
 }
 
 /// Returned to hyper so that it closes the connection without answering.
@@ -204,7 +222,7 @@ async fn token(shared: &Shared, req: Request<Incoming>) -> Result<Response, Refu
         ));
     }
     let answer = Token {
-        access_token: &shared.token,
+        access_token: &shared.token(),
         token_type: "bearer",
         scope: PARTNER_SCOPE,
     };
@@ -234,7 +252,7 @@ fn authorize(shared: &Shared, req: &Request<Incoming>) -> Result<(), Refusal> {
         .and_then(|value| value.split_once(' '))
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map(|(_, token)| token.trim());
-    if presented == Some(shared.token.as_str()) {
+    if presented == Some(shared.token().as_str()) {
         return Ok(());
     }
     let message = "the bearer token is missing or not accepted";

@@ -21,7 +21,8 @@
 //! as they do on WordPress.com.
 //!
 //! To test failure handling, [inject](FakeUpstream::inject) a [`Fault`]: a status (with any body
-//! and headers), a delay, or a dropped connection.
+//! and headers), a delay, or a dropped connection. [`FakeUpstream::rotate_token`] revokes the token
+//! and issues a new one, to test how a client refreshes its credentials.
 //!
 //! # Example
 //!

@@ -10,7 +10,8 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::{JoinHandle, JoinSet};
@@ -104,7 +105,7 @@ impl FakeUpstreamBuilder {
             store,
             faults: Arc::default(),
             counters: Counters::default(),
-            token: self.token,
+            token: Mutex::new(self.token.clone()),
             client_id: self.client_id,
             client_secret: self.client_secret,
         });
@@ -112,6 +113,8 @@ impl FakeUpstreamBuilder {
         Ok(FakeUpstream {
             addr,
             url: format!("http://{addr}"),
+            first_token: self.token,
+            rotations: AtomicU64::new(0),
             shared,
             task,
         })
@@ -125,6 +128,9 @@ impl FakeUpstreamBuilder {
 pub struct FakeUpstream {
     addr: SocketAddr,
     url: String,
+    /// The token it started with; rotated tokens are named after it.
+    first_token: String,
+    rotations: AtomicU64,
     shared: Arc<Shared>,
     task: JoinHandle<()>,
 }
@@ -150,9 +156,35 @@ impl FakeUpstream {
         self.addr
     }
 
-    /// The bearer token it accepts.
-    pub fn token(&self) -> &str {
-        &self.shared.token
+    /// The bearer token it accepts now (and `/oauth2/token` hands out); it changes only when
+    /// [`rotate_token`](Self::rotate_token) is called.
+    pub fn token(&self) -> String {
+        self.shared.token()
+    }
+
+    /// Revokes the current token and issues a new one, as when WordPress.com expires or revokes a
+    /// partner's token: from now on the partner endpoints answer the old token with 401
+    /// `invalid_token`, and `/oauth2/token` hands out the new one. Returns the new token, which is
+    /// the starting token with `-r1`, `-r2`, ... appended.
+    ///
+    /// ```
+    /// use upgrade_guard::fake::FakeUpstream;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> std::io::Result<()> {
+    /// let fake = FakeUpstream::start().await?;
+    /// let old = fake.token();
+    /// let new = fake.rotate_token();
+    /// assert_ne!(old, new);
+    /// assert_eq!(fake.token(), new);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn rotate_token(&self) -> String {
+        let n = self.rotations.fetch_add(1, Ordering::Relaxed) + 1;
+        let token = format!("{}-r{n}", self.first_token);
+        self.shared.set_token(token.clone());
+        token
     }
 
     /// The client ID `/oauth2/token` accepts.

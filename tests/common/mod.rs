@@ -41,12 +41,14 @@ pub async fn fake() -> FakeUpstream {
         .expect("the fake upstream starts on loopback")
 }
 
-/// A client for `fake`, with a short deadline so failure tests end quickly.
+/// A client for `fake`, with a short deadline so failure tests end quickly, and without retries:
+/// these tests check what one upstream answer becomes (retries are tested in `upstream.rs`).
 pub fn client(fake: &FakeUpstream) -> UpgradePathsClient {
     UpgradePathsClient::builder()
         .base_url(fake.url())
         .bearer_token(fake.token())
         .lookup_timeout(Duration::from_secs(2))
+        .max_retries(0)
         .build()
         .expect("the client builds")
 }
