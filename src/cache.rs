@@ -85,12 +85,12 @@ impl Lookups {
         product: &str,
     ) -> Result<Arc<UpgradePaths>, LookupError> {
         let inner = &self.inner;
-        if let Some(paths) = inner.cache.as_ref().and_then(|cache| cache.get(site)) {
-            if !paths.allows(product) {
-                inner.stats.cache_hit();
-                tracing::trace!(%site, product, "refused from the cache");
-                return Ok(paths);
-            }
+        if let Some(paths) = inner.cache.as_ref().and_then(|cache| cache.get(site))
+            && !paths.allows(product)
+        {
+            inner.stats.cache_hit();
+            tracing::trace!(%site, product, "refused from the cache");
+            return Ok(paths);
         }
         let (lookup, new) = {
             let mut in_flight = inner.in_flight();
