@@ -72,6 +72,9 @@ pub mod upstream;
 pub use body::GuardBody;
 pub use decision::{BYPASS_HEADER, Bypass, Checked, Decision, DecisionReport, Mode, Outcome};
 pub use guard::{ResponseFuture, UpgradeGuard, UpgradeGuardBuilder, UpgradeGuardLayer};
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub use lock::RedisLocks;
 pub use lock::{LocalLocks, SiteLocks, SitePermit};
 pub use rejection::Rejection;
 pub use request::Source;
