@@ -446,3 +446,34 @@ async fn acquire_and_release_latency() {
     );
     assert!(acquire[100] < Duration::from_millis(100));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_down_at_start_up_is_waited_for_not_fatal() {
+    let mut redis = RedisServer::start();
+    redis.stop();
+    let locks = locks(&redis);
+    let site = Site::parse("1001").unwrap();
+    let started = Instant::now();
+    assert!(matches!(
+        locks.acquire(&site, Duration::from_secs(5)).await,
+        Err(LockError::Unavailable(_))
+    ));
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+
+    redis.restart();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match locks.acquire(&site, Duration::ZERO).await {
+            Ok(permit) => break drop(permit),
+            Err(LockError::Unavailable(_)) => {
+                assert!(Instant::now() < deadline, "never connected");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(other) => panic!("{other:?}"),
+        }
+    }
+}

@@ -276,6 +276,7 @@ impl SiteLocks for RedisLocks {
                 key: self.key(site),
                 token: token(),
                 maybe_set: false,
+                held: false,
                 local: Some(local),
             };
             let mut backoff = MIN_BACKOFF;
@@ -293,6 +294,7 @@ impl SiteLocks for RedisLocks {
                 tokio::time::sleep(jitter(backoff).min(deadline - now)).await;
                 backoff = (backoff * 2).min(MAX_BACKOFF);
             }
+            claim.held = true;
             let renewal = self.inner.clone().spawn_renewal(&claim);
             Ok(SitePermit::new(Held {
                 _renewal: renewal,
@@ -420,8 +422,11 @@ struct Claim {
     token: String,
     /// Whether the key may hold the token: false only when Redis said the `SET` did not take.
     maybe_set: bool,
-    /// This process's own lock on the site, kept until the key is deleted so the next request
-    /// here finds the site free in Redis.
+    /// Whether the site was acquired (rather than given up on, or its Redis unavailable).
+    held: bool,
+    /// This process's own lock on the site. After a hold it is kept until the key is deleted,
+    /// so the next request here finds the site free in Redis; after a failed acquire it goes at
+    /// once, so the next request need not wait for a cleanup that may time out.
     local: Option<SitePermit>,
 }
 
@@ -438,7 +443,7 @@ impl Drop for Claim {
         let inner = self.inner.clone();
         let key = std::mem::take(&mut self.key);
         let token = std::mem::take(&mut self.token);
-        let local = self.local.take();
+        let local = if self.held { self.local.take() } else { None };
         runtime.spawn(async move {
             if let Err(error) = inner.release(&key, &token).await {
                 tracing::warn!(key, %error, "could not free a site's lock; its lease will");
