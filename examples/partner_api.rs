@@ -3,6 +3,7 @@
 //! ```text
 //! cargo run --example partner_api                       # embedded fake WordPress.com
 //! cargo run --example partner_api -- --upstream https://public-api.wordpress.com --token TOKEN
+//! cargo run --example partner_api --features redis -- --redis redis://127.0.0.1:6379/  # replicas
 //! ```
 //!
 //! Flags (environment variables stand in for any of them):
@@ -14,6 +15,7 @@
 //! | `--token TOKEN` | `WPCOM_TOKEN` | |
 //! | `--client-id ID` | `WPCOM_CLIENT_ID` | the fake's client credentials |
 //! | `--client-secret SECRET` | `WPCOM_CLIENT_SECRET` | |
+//! | `--redis URL` | `REDIS_URL` | in-process site locks; with a URL, locks shared by every replica through Redis (needs `--features redis`) |
 //!
 //! With client credentials, one token source serves the guard's lookups and the relay: the token
 //! is fetched once, on first use, and refreshed once when WordPress.com refuses it.
@@ -47,6 +49,7 @@ struct Settings {
     upstream: Option<String>,
     token: Option<String>,
     client_credentials: Option<(String, String)>,
+    redis: Option<String>,
 }
 
 /// What the handlers need to relay a provision.
@@ -102,7 +105,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         provision_url: format!("{upstream}/rest/v1.3/jpphp/provision"),
         tokens: client.token_source().clone(),
     };
-    let guard = UpgradeGuardLayer::new(client);
+    let guard = guard(client, settings.redis.as_deref())?;
 
     let app = Router::new()
         // WordPress.com's form: the guard's defaults (site from `siteurl`, product from `plan`).
@@ -267,6 +270,7 @@ impl Settings {
             upstream: env_var("WPCOM_API_URL"),
             token: env_var("WPCOM_TOKEN"),
             client_credentials: None,
+            redis: env_var("REDIS_URL"),
         };
         let mut client_id = env_var("WPCOM_CLIENT_ID");
         let mut client_secret = env_var("WPCOM_CLIENT_SECRET");
@@ -275,7 +279,7 @@ impl Settings {
             if flag == "-h" || flag == "--help" {
                 println!(
                     "usage: partner_api [--listen ADDR] [--upstream URL] \
-                     [--token TOKEN | --client-id ID --client-secret SECRET]"
+                     [--token TOKEN | --client-id ID --client-secret SECRET] [--redis URL]"
                 );
                 std::process::exit(0);
             }
@@ -290,6 +294,7 @@ impl Settings {
                 "--token" => settings.token = Some(value),
                 "--client-id" => client_id = Some(value),
                 "--client-secret" => client_secret = Some(value),
+                "--redis" => settings.redis = Some(value),
                 other => return Err(format!("unknown flag {other} (see --help)")),
             }
         }
@@ -299,6 +304,28 @@ impl Settings {
             _ => return Err("--client-id and --client-secret go together".into()),
         };
         Ok(settings)
+    }
+}
+
+/// The guard, with its site locks in Redis when a URL is given, so that several replicas of this
+/// API behind a load balancer take turns on a site.
+fn guard(
+    client: UpgradePathsClient,
+    redis: Option<&str>,
+) -> Result<UpgradeGuardLayer, Box<dyn std::error::Error>> {
+    let Some(url) = redis else {
+        return Ok(UpgradeGuardLayer::new(client));
+    };
+    #[cfg(feature = "redis")]
+    {
+        let locks = upgrade_guard::RedisLocks::builder(url).build()?;
+        println!("site locks shared through {locks:?}");
+        Ok(UpgradeGuardLayer::builder(client).site_locks(locks).build())
+    }
+    #[cfg(not(feature = "redis"))]
+    {
+        let _ = (client, url);
+        Err("--redis needs the example built with `--features redis`".into())
     }
 }
 

@@ -54,6 +54,7 @@
 //!
 //! - `test-util`: [`fake::FakeUpstream`], a fake WordPress.com partner API on a loopback port for
 //!   integration tests.
+//! - `redis`: `RedisLocks`, per-site locks shared by several processes through Redis.
 #![warn(missing_docs, rust_2018_idioms)]
 #![deny(unreachable_pub, unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -72,6 +73,9 @@ pub mod upstream;
 pub use body::GuardBody;
 pub use decision::{BYPASS_HEADER, Bypass, Checked, Decision, DecisionReport, Mode, Outcome};
 pub use guard::{ResponseFuture, UpgradeGuard, UpgradeGuardBuilder, UpgradeGuardLayer};
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub use lock::RedisLocks;
 pub use lock::{LocalLocks, SiteLocks, SitePermit};
 pub use rejection::Rejection;
 pub use request::Source;

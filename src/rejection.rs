@@ -65,7 +65,7 @@ pub enum Rejection {
     Upstream(#[source] LookupError),
     /// 503 `site_busy`: another provision of the site held it for too long, or the site's lock
     /// could not be taken.
-    #[error("another provision of this site is in progress; try again shortly ({0})")]
+    #[error("{}", busy_message(.0))]
     SiteBusy(#[source] LockError),
 }
 
@@ -76,6 +76,15 @@ fn upstream_message(error: &LookupError) -> String {
             "WordPress.com refused the partner's credentials for the upgrade-paths lookup".into()
         }
         other => format!("the site's upgrade paths could not be checked ({other}); try again"),
+    }
+}
+
+fn busy_message(error: &LockError) -> &'static str {
+    match error {
+        LockError::Busy => "another provision of this site is in progress; try again shortly",
+        _ => {
+            "the site's lock could not be taken (the lock service is unavailable); try again shortly"
+        }
     }
 }
 

@@ -207,8 +207,9 @@ impl Config {
     /// Takes the site's lock, counting the requests that had to wait.
     async fn hold(&self, site: &Site) -> Result<SitePermit, Rejection> {
         let stats = &self.shared.stats;
-        // Bounded here too, so a lock implementation that overstays its wait cannot hang requests.
-        let bound = self.lock_wait.saturating_add(Duration::from_secs(1));
+        // Bounded here too, so a lock implementation that overstays its wait cannot hang requests;
+        // the margin leaves a shared lock time to finish its last attempt and report it.
+        let bound = self.lock_wait.saturating_add(Duration::from_secs(5));
         let mut acquire = Box::pin(async move {
             tokio::time::timeout(bound, self.shared.locks.acquire(site, self.lock_wait))
                 .await

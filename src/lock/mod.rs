@@ -7,10 +7,22 @@
 //! the previous provision.
 //!
 //! [`LocalLocks`] serializes within one process. A partner running several processes needs a
-//! lock shared between them: implement [`SiteLocks`] on a shared engine.
+//! lock shared between them: with the `redis` feature, [`RedisLocks`] holds each site in Redis
+//! (leases renewed while held, freed on drop, bounded waits, fail closed when Redis is away); or
+//! implement [`SiteLocks`] on another shared engine. The lookup cache needs no shared
+//! invalidation either way: it only ever refuses (see [`cache`](crate::cache)), so a stale entry
+//! in another process can cause a `409` until it expires, never a forwarded downgrade.
 
 mod local;
+#[cfg(feature = "redis")]
+mod redis;
 
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub use self::redis::{
+    DEFAULT_COMMAND_TIMEOUT, DEFAULT_KEY_PREFIX, DEFAULT_LEASE, RedisBuildError, RedisLocks,
+    RedisLocksBuilder,
+};
 pub use local::LocalLocks;
 
 use crate::Site;

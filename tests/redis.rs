@@ -1,0 +1,479 @@
+//! Several replicas sharing their site locks through a real Redis (feature `redis`).
+//!
+//! Each test runs its own `redis-server` on a free loopback port (see `common/redis_server.rs`);
+//! without the binary these tests fail and say how to install it.
+#![cfg(feature = "redis")]
+
+mod common;
+#[path = "common/redis_server.rs"]
+mod redis_server;
+
+use bytes::Bytes;
+use common::*;
+use http::{Request, Response, StatusCode};
+use http_body_util::Full;
+use redis_server::RedisServer;
+use std::convert::Infallible;
+use std::time::Duration;
+use tokio::time::Instant;
+use tower::{Layer, ServiceExt, service_fn};
+use upgrade_guard::fake::{FakeSite, FakeUpstream, catalogue::Product};
+use upgrade_guard::lock::LockError;
+use upgrade_guard::{GuardBody, Mode, RedisLocks, Site, SiteLocks, UpgradeGuardLayer};
+
+const CONFLICTING: [&str; 5] = [
+    "professional",
+    "premium",
+    "personal",
+    "jetpack-backup-realtime",
+    "jetpack-backup-daily",
+];
+
+async fn free_sites(count: u64) -> FakeUpstream {
+    let mut builder = FakeUpstream::builder();
+    for id in 0..count {
+        builder = builder.site(FakeSite::new(5000 + id));
+    }
+    builder.start().await.unwrap()
+}
+
+fn locks(redis: &RedisServer) -> RedisLocks {
+    RedisLocks::builder(redis.url())
+        .command_timeout(Duration::from_millis(300))
+        .lease(Duration::from_secs(2))
+        .build()
+        .unwrap()
+}
+
+/// One replica of a partner API: its own client, cache and Redis connection.
+fn replica(fake: &FakeUpstream, locks: RedisLocks) -> UpgradeGuardLayer {
+    UpgradeGuardLayer::builder(client(fake))
+        .site_locks(locks)
+        .build()
+        .lock_wait(Duration::from_secs(60))
+}
+
+/// A plain connection to `redis`, to look at the keys.
+async fn redis_connection(redis: &RedisServer) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
+async fn exists(connection: &mut redis::aio::MultiplexedConnection, key: &str) -> bool {
+    redis::cmd("EXISTS")
+        .arg(key)
+        .query_async::<i64>(connection)
+        .await
+        .unwrap()
+        == 1
+}
+
+/// Polls until `key` is gone from Redis, failing after a deadline.
+async fn key_gone(redis: &RedisServer, key: &str) {
+    let mut connection = redis_connection(redis).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while exists(&mut connection, key).await {
+        assert!(Instant::now() < deadline, "{key} is still in Redis");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// The catalogue's rule for what a site may hold together: no two overlapping products.
+fn consistent(held: &[String]) -> bool {
+    let products: Vec<&Product> = held
+        .iter()
+        .map(|slug| Product::find(slug).unwrap())
+        .collect();
+    products
+        .iter()
+        .enumerate()
+        .all(|(i, a)| products[i + 1..].iter().all(|b| !a.overlaps(b)))
+}
+
+/// Fires every conflicting product at every site at once, spreading each site's requests over
+/// the replicas, each relaying what it forwards to the fake's provision endpoint.
+async fn race(fake: &FakeUpstream, replicas: &[UpgradeGuardLayer], sites: u64) -> Vec<StatusCode> {
+    let services: Vec<_> = replicas
+        .iter()
+        .map(|guard| guard.layer(relay::<Full<Bytes>>(fake)))
+        .collect();
+    let mut tasks = tokio::task::JoinSet::new();
+    for id in 0..sites {
+        for (n, plan) in CONFLICTING.iter().enumerate() {
+            let service = services[(id as usize + n) % services.len()].clone();
+            tasks.spawn(async move {
+                let body = format!("siteurl={}&plan={plan}&local_user=admin", 5000 + id);
+                service.oneshot(form(&body)).await.unwrap().status()
+            });
+        }
+    }
+    tasks.join_all().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_racing_conflicting_provisions_never_leak() {
+    const SITES: u64 = 40;
+    let redis = RedisServer::start();
+    let fake = free_sites(SITES).await;
+    let replicas: Vec<_> = (0..3).map(|_| replica(&fake, locks(&redis))).collect();
+
+    let statuses = race(&fake, &replicas, SITES).await;
+
+    assert_eq!(
+        fake.stats().leaks,
+        0,
+        "no downgrade reached the provision call"
+    );
+    assert!(
+        statuses
+            .iter()
+            .all(|s| *s == StatusCode::OK || *s == StatusCode::CONFLICT),
+        "{statuses:?}"
+    );
+    let provisioned = statuses.iter().filter(|s| **s == StatusCode::OK).count() as u64;
+    assert_eq!(fake.stats().provisioned, provisioned);
+    assert!(provisioned >= SITES, "every site got at least one product");
+    for id in 0..SITES {
+        let held = fake.held_products(&(5000 + id).to_string()).unwrap();
+        assert!(!held.is_empty() && consistent(&held), "site {id}: {held:?}");
+    }
+    // Every replica had its share of the work, and left no key behind.
+    for guard in &replicas {
+        assert!(guard.stats().snapshot().lookups > 0);
+    }
+    let mut connection = redis_connection(&redis).await;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("upgrade-guard:site:*")
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut keys = keys;
+    while !keys.is_empty() {
+        assert!(Instant::now() < deadline, "keys left behind: {keys:?}");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        keys = redis::cmd("KEYS")
+            .arg("upgrade-guard:site:*")
+            .query_async(&mut connection)
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_with_only_local_locks_leak() {
+    // The control for the test above: it would see locks that are not shared.
+    const SITES: u64 = 40;
+    let fake = free_sites(SITES).await;
+    let replicas: Vec<_> = (0..3)
+        .map(|_| UpgradeGuardLayer::new(client(&fake)))
+        .collect();
+
+    race(&fake, &replicas, SITES).await;
+
+    assert!(
+        fake.stats().leaks > 0,
+        "the race test detects locks that are not shared"
+    );
+}
+
+#[tokio::test]
+async fn a_stale_cache_on_another_replica_only_refuses() {
+    let redis = RedisServer::start();
+    let fake = fake().await;
+    let (a, b) = (replica(&fake, locks(&redis)), replica(&fake, locks(&redis)));
+    let inner = Recorder::default();
+
+    // Replica A caches the paths of a site holding Realtime Backups: Professional is listed.
+    let refused = send(&a, &inner, form("siteurl=1002&plan=premium")).await;
+    assert_eq!(refused.status, StatusCode::CONFLICT);
+    // Replica B provisions Professional: A's entry is stale now.
+    let upgraded = b
+        .layer(relay::<Full<Bytes>>(&fake))
+        .oneshot(form("siteurl=1002&plan=professional&local_user=a"))
+        .await
+        .unwrap();
+    assert_eq!(upgraded.status(), StatusCode::OK);
+
+    // A's stale entry still lists Professional, but an upgrade is never decided from the cache:
+    // A looks up afresh and refuses.
+    let lookups = fake.stats().lookups;
+    let again = send(&a, &inner, form("siteurl=1002&plan=professional")).await;
+    assert_eq!(again.status, StatusCode::CONFLICT, "{:?}", again.body);
+    assert_eq!(
+        fake.stats().lookups,
+        lookups + 1,
+        "a fresh lookup decided it"
+    );
+    assert_eq!(inner.calls(), 0);
+    assert_eq!(fake.stats().leaks, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_holder_frees_its_site_at_once() {
+    let redis = RedisServer::start();
+    let fake = fake().await;
+    let (a, b) = (replica(&fake, locks(&redis)), replica(&fake, locks(&redis)));
+    let key = locks(&redis).key(&Site::parse("1001").unwrap());
+
+    // An inner service that says when it is called and never answers.
+    let (entered, mut called) = tokio::sync::mpsc::unbounded_channel();
+    let stuck = service_fn(move |_: Request<GuardBody<Full<Bytes>>>| {
+        let _ = entered.send(());
+        std::future::pending::<Result<Response<Full<Bytes>>, Infallible>>()
+    });
+    let holder = tokio::spawn(
+        a.layer(stuck)
+            .oneshot(form("siteurl=1001&plan=jetpack-scan")),
+    );
+    called.recv().await.expect("the inner service was called");
+    let mut connection = redis_connection(&redis).await;
+    assert!(
+        exists(&mut connection, &key).await,
+        "held in Redis during the inner call"
+    );
+
+    // The client goes away mid inner call.
+    holder.abort();
+    key_gone(&redis, &key).await;
+
+    // The next request, on another replica, proceeds at once.
+    let inner = Recorder::default();
+    let started = Instant::now();
+    let answer = send(&b, &inner, form("siteurl=1001&plan=jetpack-anti-spam")).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(inner.calls(), 1);
+    key_gone(&redis, &key).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_site_held_by_another_replica_is_busy_after_the_wait() {
+    let redis = RedisServer::start();
+    let fake = fake().await;
+    let held = locks(&redis)
+        .acquire(&Site::parse("1001").unwrap(), Duration::ZERO)
+        .await
+        .unwrap();
+    let guard = replica(&fake, locks(&redis)).lock_wait(Duration::from_millis(200));
+    let inner = Recorder::default();
+
+    let started = Instant::now();
+    let answer = send(&guard, &inner, form("siteurl=1001&plan=jetpack-scan")).await;
+    assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(answer.error(), "site_busy");
+    assert!(started.elapsed() >= Duration::from_millis(200));
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(inner.calls(), 0);
+
+    drop(held);
+    let answer = send(
+        &guard.lock_wait(Duration::from_secs(10)),
+        &inner,
+        form("siteurl=1001&plan=jetpack-scan"),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_site_outlives_its_lease_while_renewed() {
+    let redis = RedisServer::start();
+    let locks = RedisLocks::builder(redis.url())
+        .command_timeout(Duration::from_millis(50))
+        .lease(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let other = RedisLocks::builder(redis.url()).build().unwrap();
+    let site = Site::parse("1001").unwrap();
+    let held = locks.acquire(&site, Duration::ZERO).await.unwrap();
+
+    // Let three leases' worth of time pass: the renewal keeps the key.
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    assert!(matches!(
+        other.acquire(&site, Duration::ZERO).await,
+        Err(LockError::Busy)
+    ));
+
+    drop(held);
+    key_gone(&redis, &locks.key(&site)).await;
+    let again = other.acquire(&site, Duration::ZERO).await.unwrap();
+    drop(again);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_stopped_mid_run_fails_closed_and_recovers() {
+    let mut redis = RedisServer::start();
+    let fake = free_sites(10).await;
+    let guard = replica(&fake, locks(&redis));
+    let open = guard.clone().mode(Mode::FailOpen);
+    let service = guard.layer(relay::<Full<Bytes>>(&fake));
+    let provision = |id: u64| {
+        let service = service.clone();
+        async move {
+            let body = format!("siteurl={}&plan=jetpack-scan&local_user=admin", 5000 + id);
+            let response = service.oneshot(form(&body)).await.unwrap();
+            response.status()
+        }
+    };
+    assert_eq!(provision(0).await, StatusCode::OK);
+
+    redis.stop();
+    let provisioned = fake.stats().provisioned;
+    for id in 1..5 {
+        let started = Instant::now();
+        let inner = Recorder::default();
+        let answer = send(
+            &guard,
+            &inner,
+            form(&format!("siteurl={}&plan=jetpack-scan", 5000 + id)),
+        )
+        .await;
+        assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(answer.error(), "site_busy");
+        assert!(answer.headers.contains_key("retry-after"));
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "within the command timeout: {:?}",
+            started.elapsed()
+        );
+        assert_eq!(inner.calls(), 0, "nothing forwarded without the lock");
+    }
+    assert_eq!(fake.stats().provisioned, provisioned);
+    assert_eq!(fake.stats().leaks, 0);
+
+    // A route in fail-open mode forwards, marked.
+    let inner = Recorder::default();
+    let answer = send(&open, &inner, form("siteurl=5009&plan=jetpack-scan")).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    let seen = inner.seen();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].bypass.as_ref().map(|b| b.code()), Some("site_busy"));
+
+    // Redis comes back on the same port (empty): the guard recovers by itself.
+    redis.restart();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = provision(5).await;
+        if status == StatusCode::OK {
+            break;
+        }
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(Instant::now() < deadline, "the guard never recovered");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(provision(6).await, StatusCode::OK);
+    assert_eq!(fake.stats().leaks, 0);
+}
+
+#[test]
+fn a_vanished_holder_frees_its_site_when_the_lease_expires() {
+    let redis = RedisServer::start();
+    let lease = Duration::from_millis(400);
+    let site = Site::parse("1001").unwrap();
+
+    // A replica takes the site, then dies: no release, no more renewals.
+    let doomed = tokio::runtime::Runtime::new().unwrap();
+    let taken_at = doomed.block_on(async {
+        let locks = RedisLocks::builder(redis.url())
+            .command_timeout(Duration::from_millis(100))
+            .lease(lease)
+            .build()
+            .unwrap();
+        let permit = locks.acquire(&site, Duration::ZERO).await.unwrap();
+        std::mem::forget(permit);
+        std::time::Instant::now()
+    });
+    doomed.shutdown_background();
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let locks = RedisLocks::builder(redis.url()).build().unwrap();
+        assert!(matches!(
+            locks.acquire(&site, Duration::ZERO).await,
+            Err(LockError::Busy)
+        ));
+        // The acquire itself polls until the lease runs out.
+        let permit = locks.acquire(&site, Duration::from_secs(10)).await.unwrap();
+        let freed_after = taken_at.elapsed();
+        assert!(freed_after >= lease, "freed after {freed_after:?}");
+        assert!(
+            freed_after < lease + Duration::from_secs(2),
+            "freed after {freed_after:?}"
+        );
+        drop(permit);
+        key_gone(&redis, &locks.key(&site)).await;
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acquire_and_release_latency() {
+    // Not a benchmark: numbers to read with `--nocapture`, and a sanity bound.
+    let redis = RedisServer::start();
+    let mine = locks(&redis);
+    let other = locks(&redis);
+    let site = Site::parse("1001").unwrap();
+    let mut acquire = Vec::new();
+    let mut handoff = Vec::new();
+    for _ in 0..200 {
+        let started = Instant::now();
+        let permit = mine.acquire(&site, Duration::from_secs(5)).await.unwrap();
+        acquire.push(started.elapsed());
+        drop(permit);
+        // Another replica polls for it.
+        let started = Instant::now();
+        let permit = other.acquire(&site, Duration::from_secs(5)).await.unwrap();
+        handoff.push(started.elapsed());
+        drop(permit);
+        key_gone(&redis, &mine.key(&site)).await;
+    }
+    acquire.sort();
+    handoff.sort();
+    println!(
+        "uncontended acquire: median {:?}, p99 {:?}; handoff to another replica: median {:?}, p99 {:?}",
+        acquire[100], acquire[198], handoff[100], handoff[198]
+    );
+    assert!(acquire[100] < Duration::from_millis(100));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_down_at_start_up_is_waited_for_not_fatal() {
+    let mut redis = RedisServer::start();
+    redis.stop();
+    let locks = locks(&redis);
+    let site = Site::parse("1001").unwrap();
+    let started = Instant::now();
+    assert!(matches!(
+        locks.acquire(&site, Duration::from_secs(5)).await,
+        Err(LockError::Unavailable(_))
+    ));
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+
+    redis.restart();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match locks.acquire(&site, Duration::ZERO).await {
+            Ok(permit) => break drop(permit),
+            Err(LockError::Unavailable(_)) => {
+                assert!(Instant::now() < deadline, "never connected");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(other) => panic!("{other:?}"),
+        }
+    }
+}
