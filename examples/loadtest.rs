@@ -1,0 +1,484 @@
+//! What the guard costs, side by side with the alternatives, in one run on loopback.
+//!
+//! ```text
+//! cargo run --release --example loadtest            # the full run (a few minutes)
+//! cargo run --release --example loadtest -- --quick # under a minute on 2 cores
+//! ```
+//!
+//! One axum API serves the same provision handler (it reads the form and answers 200; it does
+//! not call the upstream) five ways:
+//!
+//! - a) `/a`: no check at all;
+//! - b) `/b`: upgrade-guard with its cache;
+//! - c) `/c`: upgrade-guard with the cache off;
+//! - d) `/d`: the check as one would write it without this crate: an axum `middleware::from_fn`
+//!   that buffers the body, asks upgrade-paths with reqwest, and forwards;
+//! - e) `/e`: the same check as tower-http's `AsyncRequireAuthorizationLayer`.
+//!
+//! The fake upstream (at zero added latency) answers the lookups. A bounded load generator
+//! (a fixed time per scenario, keep-alive connections) drives each at several concurrencies with
+//! *refused* requests (a downgrade, which the cache can answer) and *allowed* requests (an
+//! upgrade, which always costs one lookup). It prints a Markdown table, then one
+//! `metric <name> <value>` line per headline figure. Figures are ratios against baselines
+//! measured in the same run: this machine is shared and noisy.
+
+use axum::{
+    Form, Router,
+    body::Body,
+    extract::{Request, State},
+    http::StatusCode,
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+    routing::post,
+};
+use futures_util::future::BoxFuture;
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicIsize, Ordering};
+use std::time::{Duration, Instant};
+use tower::{Service, ServiceExt};
+use tower_http::auth::{AsyncAuthorizeRequest, AsyncRequireAuthorizationLayer};
+use upgrade_guard::fake::{FakeSite, FakeUpstream};
+use upgrade_guard::{UpgradeGuardLayer, UpgradePathsClient};
+
+/// Counts live heap bytes, so memory per cached site is measured exactly, not through RSS.
+struct Counting;
+
+static LIVE_BYTES: AtomicIsize = AtomicIsize::new(0);
+
+// SAFETY: delegates every call to the system allocator unchanged; only counts sizes.
+#[allow(unsafe_code)]
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        LIVE_BYTES.fetch_add(layout.size() as isize, Ordering::Relaxed);
+        // SAFETY: the caller's contract is passed on as it is.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE_BYTES.fetch_sub(layout.size() as isize, Ordering::Relaxed);
+        // SAFETY: as above.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        LIVE_BYTES.fetch_add(new_size as isize - layout.size() as isize, Ordering::Relaxed);
+        // SAFETY: as above.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+const REFUSED: &str = "siteurl=1003&plan=premium&local_user=admin";
+const ALLOWED: &str = "siteurl=1001&plan=jetpack-scan&local_user=admin";
+
+/// What the hand-written checks (d, e) need.
+#[derive(Clone)]
+struct Check {
+    http: reqwest::Client,
+    base: String,
+    authorization: String,
+}
+
+#[derive(Clone, Copy)]
+struct Plan {
+    duration: Duration,
+    concurrencies: &'static [usize],
+    cached_sites: u64,
+}
+
+/// One scenario's figures.
+struct Run {
+    variant: &'static str,
+    kind: &'static str,
+    concurrency: usize,
+    requests: u64,
+    rps: f64,
+    p50: Duration,
+    p99: Duration,
+    lookups_per_request: f64,
+    connections: u64,
+    peak_rss_kib: u64,
+    statuses: HashMap<u16, u64>,
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let plan = if quick {
+        Plan {
+            duration: Duration::from_millis(1200),
+            concurrencies: &[1, 32],
+            cached_sites: 20_000,
+        }
+    } else {
+        Plan {
+            duration: Duration::from_secs(4),
+            concurrencies: &[1, 16, 64],
+            cached_sites: 100_000,
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(run(plan, quick))
+}
+
+async fn run(plan: Plan, quick: bool) -> Result<(), Box<dyn std::error::Error>> {
+    let started = Instant::now();
+    let mut builder = FakeUpstream::builder()
+        .site(FakeSite::new(1001))
+        .site(FakeSite::new(1003).holding(["professional"]))
+        .site(FakeSite::new(1004));
+    // The sites whose answers fill the cache in the memory measurement: each holds Realtime
+    // Backups, so its cached paths list three families, like a real answer.
+    for id in 0..plan.cached_sites {
+        builder = builder.site(FakeSite::new(100_000 + id).holding(["jetpack-backup-realtime"]));
+    }
+    let fake = builder.start().await?;
+    let client = |ttl: Duration| {
+        let client = UpgradePathsClient::builder()
+            .base_url(fake.url())
+            .bearer_token(fake.token())
+            .build()?;
+        Ok::<_, upgrade_guard::upstream::BuildError>(
+            UpgradeGuardLayer::builder(client).cache_ttl(ttl).build(),
+        )
+    };
+    let cached = client(Duration::from_secs(300))?;
+    let uncached = client(Duration::ZERO)?;
+    let check = Check {
+        http: reqwest::Client::new(),
+        base: fake.url().to_owned(),
+        authorization: format!("Bearer {}", fake.token()),
+    };
+
+    let app = Router::new()
+        .route("/a", post(provision))
+        .route("/b", post(provision).route_layer(cached.clone()))
+        .route("/c", post(provision).route_layer(uncached.clone()))
+        .route(
+            "/d",
+            post(provision).route_layer(middleware::from_fn_with_state(check.clone(), from_fn_check)),
+        )
+        .route(
+            "/e",
+            post(provision).route_layer(AsyncRequireAuthorizationLayer::new(check.clone())),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+
+    // One direct lookup, for the cold-latency baseline.
+    let direct = direct_lookup_p50(&check, if quick { 300 } else { 2000 }).await;
+
+    let mut runs = Vec::new();
+    for kind in ["refused", "allowed"] {
+        let body = if kind == "refused" { REFUSED } else { ALLOWED };
+        for &concurrency in plan.concurrencies {
+            for variant in ["a", "b", "c", "d", "e"] {
+                let run = drive(&fake, addr, variant, kind, body, concurrency, plan.duration).await;
+                runs.push(run);
+            }
+        }
+    }
+
+    let coalesced = coalesced_lookups(&fake, &uncached_router(&fake)?).await;
+    let bytes_per_site = bytes_per_cached_site(&fake, plan.cached_sites).await?;
+    server.abort();
+
+    print_table(&runs);
+    let find = |variant: &str, kind: &str, concurrency: usize| {
+        runs.iter()
+            .find(|r| r.variant == variant && r.kind == kind && r.concurrency == concurrency)
+            .expect("every scenario ran")
+    };
+    let top = *plan.concurrencies.last().expect("at least one concurrency");
+    println!("\nhot and peer ratios at concurrency {top}; cold latency at concurrency 1; direct lookup p50 {direct:?}");
+    println!("total time {:.1} s", started.elapsed().as_secs_f64());
+    println!();
+    println!("metric hot_throughput_ratio {:.3}", find("b", "refused", top).rps / find("a", "refused", top).rps);
+    let cold = find("c", "allowed", 1).p50.as_secs_f64()
+        / (direct.as_secs_f64() + find("a", "allowed", 1).p50.as_secs_f64());
+    println!("metric cold_latency_overhead_ratio {cold:.3}");
+    println!("metric coalesced_lookups {coalesced}");
+    println!("metric peer_cold_ratio_from_fn {:.3}", find("c", "allowed", top).rps / find("d", "allowed", top).rps);
+    println!("metric peer_hot_ratio_from_fn {:.3}", find("b", "refused", top).rps / find("d", "refused", top).rps);
+    println!("metric bytes_per_cached_site {bytes_per_site:.0}");
+    Ok(())
+}
+
+/// The partner's handler: reads the form, answers 200, calls nothing upstream.
+async fn provision(Form(form): Form<HashMap<String, String>>) -> impl IntoResponse {
+    if form.contains_key("plan") { StatusCode::OK } else { StatusCode::BAD_REQUEST }
+}
+
+impl Check {
+    /// Buffers the form, asks upgrade-paths, decides: what a partner would write by hand.
+    async fn decide(&self, request: Request) -> Result<Request, Response> {
+        let (parts, body) = request.into_parts();
+        let bytes = axum::body::to_bytes(body, 64 * 1024)
+            .await
+            .map_err(|_| StatusCode::PAYLOAD_TOO_LARGE.into_response())?;
+        let form: HashMap<String, String> =
+            serde_urlencoded::from_bytes(&bytes).map_err(|_| StatusCode::BAD_REQUEST.into_response())?;
+        let (Some(site), Some(plan)) = (form.get("siteurl"), form.get("plan")) else {
+            return Err(StatusCode::BAD_REQUEST.into_response());
+        };
+        let answer = self
+            .http
+            .get(format!("{}/rest/v1.3/jpphp/{site}/upgrade-paths", self.base))
+            .header("authorization", &self.authorization)
+            .send()
+            .await
+            .map_err(|_| StatusCode::SERVICE_UNAVAILABLE.into_response())?;
+        let paths: HashMap<String, Vec<String>> = serde_json::from_slice(
+            &answer.bytes().await.map_err(|_| StatusCode::SERVICE_UNAVAILABLE.into_response())?,
+        )
+        .map_err(|_| StatusCode::SERVICE_UNAVAILABLE.into_response())?;
+        if paths.values().flatten().any(|p| p == plan) {
+            Ok(Request::from_parts(parts, Body::from(bytes)))
+        } else {
+            Err((StatusCode::CONFLICT, r#"{"error":"upgrade_not_allowed"}"#).into_response())
+        }
+    }
+}
+
+/// d) `middleware::from_fn`.
+async fn from_fn_check(State(check): State<Check>, request: Request, next: Next) -> Response {
+    match check.decide(request).await {
+        Ok(request) => next.run(request).await,
+        Err(response) => response,
+    }
+}
+
+/// e) tower-http's `AsyncRequireAuthorizationLayer`.
+impl AsyncAuthorizeRequest<Body> for Check {
+    type RequestBody = Body;
+    type ResponseBody = Body;
+    type Future = BoxFuture<'static, Result<Request, Response>>;
+
+    fn authorize(&mut self, request: Request) -> Self::Future {
+        let check = self.clone();
+        Box::pin(async move { check.decide(request).await })
+    }
+}
+
+async fn direct_lookup_p50(check: &Check, count: usize) -> Duration {
+    let mut times = Vec::with_capacity(count);
+    for _ in 0..count {
+        let started = Instant::now();
+        let answer = check
+            .http
+            .get(format!("{}/rest/v1.3/jpphp/1001/upgrade-paths", check.base))
+            .header("authorization", &check.authorization)
+            .send()
+            .await
+            .expect("the fake answers");
+        answer.bytes().await.expect("the fake's body");
+        times.push(started.elapsed());
+    }
+    times.sort();
+    times[times.len() / 2]
+}
+
+/// Drives one variant with `concurrency` clients for `duration`.
+async fn drive(
+    fake: &FakeUpstream,
+    addr: SocketAddr,
+    variant: &'static str,
+    kind: &'static str,
+    body: &'static str,
+    concurrency: usize,
+    duration: Duration,
+) -> Run {
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(concurrency)
+        .build()
+        .expect("a client");
+    let url = format!("http://{addr}/{variant}");
+    // Warm up: connections and (for b) the cache.
+    for _ in 0..concurrency.min(8) {
+        let _ = send(&http, &url, body).await;
+    }
+    reset_peak_rss();
+    let before = fake.stats();
+    let deadline = Instant::now() + duration;
+    let started = Instant::now();
+    let mut clients = tokio::task::JoinSet::new();
+    for _ in 0..concurrency {
+        let (http, url) = (http.clone(), url.clone());
+        clients.spawn(async move {
+            let mut latencies = Vec::new();
+            let mut statuses: HashMap<u16, u64> = HashMap::new();
+            while Instant::now() < deadline {
+                let sent = Instant::now();
+                let status = send(&http, &url, body).await;
+                latencies.push(sent.elapsed());
+                *statuses.entry(status).or_default() += 1;
+            }
+            (latencies, statuses)
+        });
+    }
+    let mut latencies = Vec::new();
+    let mut statuses: HashMap<u16, u64> = HashMap::new();
+    for (mut l, s) in clients.join_all().await {
+        latencies.append(&mut l);
+        for (status, n) in s {
+            *statuses.entry(status).or_default() += n;
+        }
+    }
+    let elapsed = started.elapsed();
+    let after = fake.stats();
+    latencies.sort();
+    let requests = latencies.len() as u64;
+    let at = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
+    Run {
+        variant,
+        kind,
+        concurrency,
+        requests,
+        rps: requests as f64 / elapsed.as_secs_f64(),
+        p50: at(0.5),
+        p99: at(0.99),
+        lookups_per_request: (after.lookups - before.lookups) as f64 / requests as f64,
+        connections: after.connections - before.connections,
+        peak_rss_kib: peak_rss_kib(),
+        statuses,
+    }
+}
+
+async fn send(http: &reqwest::Client, url: &str, body: &'static str) -> u16 {
+    let response = http
+        .post(url)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body)
+        .send()
+        .await
+        .expect("the API answers");
+    let status = response.status().as_u16();
+    response.bytes().await.expect("the API's body");
+    status
+}
+
+/// A router with a fresh guard on one route, for the coalescing measurement.
+fn uncached_router(fake: &FakeUpstream) -> Result<Router, Box<dyn std::error::Error>> {
+    let client = UpgradePathsClient::builder()
+        .base_url(fake.url())
+        .bearer_token(fake.token())
+        .build()?;
+    Ok(Router::new().route("/b", post(provision).route_layer(UpgradeGuardLayer::new(client))))
+}
+
+/// Upstream lookups caused by 1000 concurrent refused requests to one site nobody asked about yet.
+async fn coalesced_lookups(fake: &FakeUpstream, router: &Router) -> u64 {
+    let before = fake.stats().lookups;
+    let mut requests = tokio::task::JoinSet::new();
+    for _ in 0..1000 {
+        let router = router.clone();
+        requests.spawn(async move {
+            let request = Request::post("/b")
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(Body::from("siteurl=1004&plan=not-a-product"))
+                .expect("a request");
+            router.oneshot(request).await.expect("infallible").status()
+        });
+    }
+    let statuses = requests.join_all().await;
+    assert!(statuses.iter().all(|s| *s == StatusCode::CONFLICT), "every request refused");
+    fake.stats().lookups - before
+}
+
+/// Heap growth per cached site after refusing one request for each of `sites` sites.
+async fn bytes_per_cached_site(fake: &FakeUpstream, sites: u64) -> Result<f64, Box<dyn std::error::Error>> {
+    let client = UpgradePathsClient::builder()
+        .base_url(fake.url())
+        .bearer_token(fake.token())
+        .build()?;
+    let guard = UpgradeGuardLayer::builder(client)
+        .cache_capacity(sites * 2)
+        .cache_ttl(Duration::from_secs(3600))
+        .build();
+    let mut service = tower::Layer::layer(&guard, tower::service_fn(|_request: Request<upgrade_guard::GuardBody<Body>>| async {
+        Ok::<_, std::convert::Infallible>(Response::new(Body::empty()))
+    }));
+    // One warm-up request so lazily built parts of the client exist before counting.
+    let warm = Request::post("/").header("content-type", "application/x-www-form-urlencoded");
+    let _ = service.ready().await?.call(warm.body(Body::from("siteurl=1003&plan=premium"))?).await;
+    let before = LIVE_BYTES.load(Ordering::Relaxed);
+    let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..32 {
+        let (service, next) = (service.clone(), next.clone());
+        workers.spawn(async move {
+            loop {
+                let id = next.fetch_add(1, Ordering::Relaxed);
+                if id >= sites {
+                    break;
+                }
+                let request = Request::post("/")
+                    .header("content-type", "application/x-www-form-urlencoded")
+                    .body(Body::from(format!("siteurl={}&plan=premium", 100_000 + id)))
+                    .expect("a request");
+                let status = service.clone().oneshot(request).await.expect("infallible").status();
+                assert_eq!(status, StatusCode::CONFLICT);
+            }
+        });
+    }
+    workers.join_all().await;
+    let after = LIVE_BYTES.load(Ordering::Relaxed);
+    let hits = guard.stats().snapshot();
+    assert_eq!(hits.lookups, sites + 1, "one lookup per site");
+    Ok((after - before) as f64 / sites as f64)
+}
+
+fn reset_peak_rss() {
+    // Linux: writing 5 resets the peak resident set size of the process.
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn print_table(runs: &[Run]) {
+    println!("| variant | requests | concurrency | req/s | p50 | p99 | lookups/req | upstream conns | peak RSS | statuses |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    for run in runs {
+        let name = match run.variant {
+            "a" => "a) no guard",
+            "b" => "b) upgrade-guard, cache",
+            "c" => "c) upgrade-guard, no cache",
+            "d" => "d) from_fn + reqwest",
+            _ => "e) tower-http async auth",
+        };
+        let mut statuses: Vec<_> = run.statuses.iter().collect();
+        statuses.sort();
+        let statuses: Vec<String> = statuses.iter().map(|(s, n)| format!("{s}: {n}")).collect();
+        println!(
+            "| {name} | {} ({}) | {} | {:.0} | {:.0} µs | {:.0} µs | {:.2} | {} | {} MiB | {} |",
+            run.kind,
+            run.requests,
+            run.concurrency,
+            run.rps,
+            run.p50.as_secs_f64() * 1e6,
+            run.p99.as_secs_f64() * 1e6,
+            run.lookups_per_request,
+            run.connections,
+            run.peak_rss_kib / 1024,
+            statuses.join(", "),
+        );
+    }
+}
