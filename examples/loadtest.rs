@@ -15,10 +15,12 @@
 //!   that buffers the body, asks upgrade-paths with reqwest, and forwards;
 //! - e) `/e`: the same check as tower-http's `AsyncRequireAuthorizationLayer`.
 //!
-//! The fake upstream (at zero added latency) answers the lookups. A bounded load generator
-//! (a fixed time per scenario, keep-alive connections) drives each at several concurrencies with
-//! *refused* requests (a downgrade, which the cache can answer) and *allowed* requests (an
-//! upgrade, which always costs one lookup). It prints a Markdown table, then one
+//! The fake upstream answers the lookups, first at zero added latency (loopback: the guard's own
+//! cost shows), then with 5 ms added (a fraction of a real round trip to WordPress.com: the cost
+//! the guard exists to save shows). A bounded load generator (a fixed time per scenario,
+//! keep-alive connections) drives each at several concurrencies with *refused* requests (one
+//! site's downgrade, which the cache can answer) and *allowed* requests (upgrades spread over a
+//! thousand sites, each costing one lookup). It prints a Markdown table, then one
 //! `metric <name> <value>` line per headline figure. Figures are ratios against baselines
 //! measured in the same run: this machine is shared and noisy.
 
@@ -40,7 +42,7 @@ use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::{Duration, Instant};
 use tower::{Service, ServiceExt};
 use tower_http::auth::{AsyncAuthorizeRequest, AsyncRequireAuthorizationLayer};
-use upgrade_guard::fake::{FakeSite, FakeUpstream};
+use upgrade_guard::fake::{Endpoint, FakeSite, FakeUpstream, Fault};
 use upgrade_guard::{UpgradeGuardLayer, UpgradePathsClient};
 
 /// Counts live heap bytes, so memory per cached site is measured exactly, not through RSS.
@@ -73,8 +75,30 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
 
+/// A downgrade for one site (it holds Professional): the cache can answer it.
 const REFUSED: &str = "siteurl=1003&plan=premium&local_user=admin";
-const ALLOWED: &str = "siteurl=1001&plan=jetpack-scan&local_user=admin";
+/// Upgrades spread over this many free sites (the handler never provisions, so they stay free):
+/// provisions of one site are serialized by design, and a partner's traffic spans many sites.
+const FREE_SITES: u64 = 1000;
+const FIRST_FREE_SITE: u64 = 2000;
+
+/// The body of request number `n` of a kind.
+fn body(kind: &str, n: u64) -> String {
+    match kind {
+        "refused" => REFUSED.to_owned(),
+        _ => format!(
+            "siteurl={}&plan=jetpack-scan&local_user=admin",
+            FIRST_FREE_SITE + n % FREE_SITES
+        ),
+    }
+}
+
+/// How much latency the fake upstream adds in each phase: none (loopback, the guard's own cost
+/// shows), then a little of what a real WAN round trip to WordPress.com costs.
+const PHASES: [(&str, Duration); 2] = [
+    ("loopback", Duration::ZERO),
+    ("+5 ms", Duration::from_millis(5)),
+];
 
 /// What the hand-written checks (d, e) need.
 #[derive(Clone)]
@@ -93,6 +117,7 @@ struct Plan {
 
 /// One scenario's figures.
 struct Run {
+    phase: &'static str,
     variant: &'static str,
     kind: &'static str,
     concurrency: usize,
@@ -110,7 +135,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let quick = std::env::args().any(|a| a == "--quick");
     let plan = if quick {
         Plan {
-            duration: Duration::from_millis(1200),
+            duration: Duration::from_millis(800),
             concurrencies: &[1, 32],
             cached_sites: 20_000,
         }
@@ -134,6 +159,9 @@ async fn run(plan: Plan, quick: bool) -> Result<(), Box<dyn std::error::Error>> 
         .site(FakeSite::new(1001))
         .site(FakeSite::new(1003).holding(["professional"]))
         .site(FakeSite::new(1004));
+    for id in 0..FREE_SITES {
+        builder = builder.site(FakeSite::new(FIRST_FREE_SITE + id));
+    }
     // The sites whose answers fill the cache in the memory measurement: each holds Realtime
     // Backups, so its cached paths list three families, like a real answer.
     for id in 0..plan.cached_sites {
@@ -177,37 +205,55 @@ async fn run(plan: Plan, quick: bool) -> Result<(), Box<dyn std::error::Error>> 
     let direct = direct_lookup_p50(&check, if quick { 300 } else { 2000 }).await;
 
     let mut runs = Vec::new();
-    for kind in ["refused", "allowed"] {
-        let body = if kind == "refused" { REFUSED } else { ALLOWED };
-        for &concurrency in plan.concurrencies {
-            for variant in ["a", "b", "c", "d", "e"] {
-                let run = drive(&fake, addr, variant, kind, body, concurrency, plan.duration).await;
-                runs.push(run);
+    for (phase, delay) in PHASES {
+        fake.clear_faults();
+        if !delay.is_zero() {
+            fake.inject(Endpoint::UpgradePaths, Fault::Delay(delay)).always();
+        }
+        for kind in ["refused", "allowed"] {
+            for &concurrency in plan.concurrencies {
+                for variant in ["a", "b", "c", "d", "e"] {
+                    let scenario = Scenario { phase, variant, kind, concurrency };
+                    runs.push(drive(&fake, addr, scenario, plan.duration).await);
+                }
             }
         }
     }
+    fake.clear_faults();
 
     let coalesced = coalesced_lookups(&fake, &uncached_router(&fake)?).await;
     let bytes_per_site = bytes_per_cached_site(&fake, plan.cached_sites).await?;
     server.abort();
 
     print_table(&runs);
-    let find = |variant: &str, kind: &str, concurrency: usize| {
+    let find = |phase: &str, variant: &str, kind: &str, concurrency: usize| {
         runs.iter()
-            .find(|r| r.variant == variant && r.kind == kind && r.concurrency == concurrency)
+            .find(|r| {
+                r.phase == phase && r.variant == variant && r.kind == kind && r.concurrency == concurrency
+            })
             .expect("every scenario ran")
     };
     let top = *plan.concurrencies.last().expect("at least one concurrency");
-    println!("\nhot and peer ratios at concurrency {top}; cold latency at concurrency 1; direct lookup p50 {direct:?}");
-    println!("total time {:.1} s", started.elapsed().as_secs_f64());
+    let ratio = |phase, (v1, k1): (&str, &str), (v2, k2): (&str, &str)| {
+        find(phase, v1, k1, top).rps / find(phase, v2, k2, top).rps
+    };
     println!();
-    println!("metric hot_throughput_ratio {:.3}", find("b", "refused", top).rps / find("a", "refused", top).rps);
-    let cold = find("c", "allowed", 1).p50.as_secs_f64()
-        / (direct.as_secs_f64() + find("a", "allowed", 1).p50.as_secs_f64());
+    println!("Hot and peer ratios at concurrency {top}; cold latency at concurrency 1, loopback.");
+    println!("Direct upgrade-paths lookup p50 (loopback): {:.0} µs.", direct.as_secs_f64() * 1e6);
+    println!(
+        "Peer ratios on loopback, for reference: cold {:.3}, hot {:.3}.",
+        ratio("loopback", ("c", "allowed"), ("d", "allowed")),
+        ratio("loopback", ("b", "refused"), ("d", "refused")),
+    );
+    println!("Total time {:.1} s.", started.elapsed().as_secs_f64());
+    println!();
+    println!("metric hot_throughput_ratio {:.3}", ratio("loopback", ("b", "refused"), ("a", "refused")));
+    let cold = find("loopback", "c", "allowed", 1).p50.as_secs_f64()
+        / (direct.as_secs_f64() + find("loopback", "a", "allowed", 1).p50.as_secs_f64());
     println!("metric cold_latency_overhead_ratio {cold:.3}");
     println!("metric coalesced_lookups {coalesced}");
-    println!("metric peer_cold_ratio_from_fn {:.3}", find("c", "allowed", top).rps / find("d", "allowed", top).rps);
-    println!("metric peer_hot_ratio_from_fn {:.3}", find("b", "refused", top).rps / find("d", "refused", top).rps);
+    println!("metric peer_cold_ratio_from_fn {:.3}", ratio("+5 ms", ("c", "allowed"), ("d", "allowed")));
+    println!("metric peer_hot_ratio_from_fn {:.3}", ratio("+5 ms", ("b", "refused"), ("d", "refused")));
     println!("metric bytes_per_cached_site {bytes_per_site:.0}");
     Ok(())
 }
@@ -286,38 +332,42 @@ async fn direct_lookup_p50(check: &Check, count: usize) -> Duration {
     times[times.len() / 2]
 }
 
-/// Drives one variant with `concurrency` clients for `duration`.
-async fn drive(
-    fake: &FakeUpstream,
-    addr: SocketAddr,
+/// One cell of the table.
+#[derive(Clone, Copy)]
+struct Scenario {
+    phase: &'static str,
     variant: &'static str,
     kind: &'static str,
-    body: &'static str,
     concurrency: usize,
-    duration: Duration,
-) -> Run {
+}
+
+/// Drives one variant with `concurrency` clients for `duration`.
+async fn drive(fake: &FakeUpstream, addr: SocketAddr, scenario: Scenario, duration: Duration) -> Run {
+    let Scenario { phase, variant, kind, concurrency } = scenario;
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(concurrency)
         .build()
         .expect("a client");
     let url = format!("http://{addr}/{variant}");
     // Warm up: connections and (for b) the cache.
-    for _ in 0..concurrency.min(8) {
-        let _ = send(&http, &url, body).await;
+    for n in 0..concurrency.min(8) as u64 {
+        let _ = send(&http, &url, body(kind, n)).await;
     }
     reset_peak_rss();
     let before = fake.stats();
     let deadline = Instant::now() + duration;
     let started = Instant::now();
     let mut clients = tokio::task::JoinSet::new();
-    for _ in 0..concurrency {
+    for client in 0..concurrency as u64 {
         let (http, url) = (http.clone(), url.clone());
         clients.spawn(async move {
             let mut latencies = Vec::new();
             let mut statuses: HashMap<u16, u64> = HashMap::new();
+            let mut n = client * 7919;
             while Instant::now() < deadline {
+                n += 1;
                 let sent = Instant::now();
-                let status = send(&http, &url, body).await;
+                let status = send(&http, &url, body(kind, n)).await;
                 latencies.push(sent.elapsed());
                 *statuses.entry(status).or_default() += 1;
             }
@@ -338,6 +388,7 @@ async fn drive(
     let requests = latencies.len() as u64;
     let at = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
     Run {
+        phase,
         variant,
         kind,
         concurrency,
@@ -352,7 +403,7 @@ async fn drive(
     }
 }
 
-async fn send(http: &reqwest::Client, url: &str, body: &'static str) -> u16 {
+async fn send(http: &reqwest::Client, url: &str, body: String) -> u16 {
     let response = http
         .post(url)
         .header("content-type", "application/x-www-form-urlencoded")
@@ -454,8 +505,8 @@ fn peak_rss_kib() -> u64 {
 }
 
 fn print_table(runs: &[Run]) {
-    println!("| variant | requests | concurrency | req/s | p50 | p99 | lookups/req | upstream conns | peak RSS | statuses |");
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!("| upstream | variant | requests | concurrency | req/s | p50 | p99 | lookups/req | upstream conns | peak RSS | statuses |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for run in runs {
         let name = match run.variant {
             "a" => "a) no guard",
@@ -468,7 +519,8 @@ fn print_table(runs: &[Run]) {
         statuses.sort();
         let statuses: Vec<String> = statuses.iter().map(|(s, n)| format!("{s}: {n}")).collect();
         println!(
-            "| {name} | {} ({}) | {} | {:.0} | {:.0} µs | {:.0} µs | {:.2} | {} | {} MiB | {} |",
+            "| {} | {name} | {} ({}) | {} | {:.0} | {:.0} µs | {:.0} µs | {:.2} | {} | {} MiB | {} |",
+            run.phase,
             run.kind,
             run.requests,
             run.concurrency,

@@ -77,6 +77,21 @@ impl Lookups {
         }
     }
 
+    /// The cached paths of `site` when they refuse `product`.
+    ///
+    /// A refusal needs neither a lookup nor the site's lock: a provision in progress can only
+    /// take more products off the site's paths.
+    pub(crate) fn cached_refusal(&self, site: &Site, product: &str) -> Option<Arc<UpgradePaths>> {
+        let inner = &self.inner;
+        let paths = inner.cache.as_ref()?.get(site)?;
+        if paths.allows(product) {
+            return None;
+        }
+        inner.stats.cache_hit();
+        tracing::trace!(%site, product, "refused from the cache");
+        Some(paths)
+    }
+
     /// Paths that may decide on `product` for `site`: a cached answer when it refuses the
     /// product, otherwise the answer of a lookup in flight or of a new upstream call.
     pub(crate) async fn upgrade_paths(
@@ -85,11 +100,7 @@ impl Lookups {
         product: &str,
     ) -> Result<Arc<UpgradePaths>, LookupError> {
         let inner = &self.inner;
-        if let Some(paths) = inner.cache.as_ref().and_then(|cache| cache.get(site))
-            && !paths.allows(product)
-        {
-            inner.stats.cache_hit();
-            tracing::trace!(%site, product, "refused from the cache");
+        if let Some(paths) = self.cached_refusal(site, product) {
             return Ok(paths);
         }
         let (lookup, new) = {

@@ -11,6 +11,7 @@ use crate::site::InvalidSite;
 use crate::upstream::{LookupError, UpgradePaths};
 use http::{HeaderValue, Response, StatusCode, header};
 use serde::Serialize;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// How long a client is asked to wait when the upstream could not answer and said nothing.
@@ -32,7 +33,7 @@ pub enum Rejection {
         /// The product the request asked for.
         product: String,
         /// What WordPress.com says may be provisioned instead.
-        upgrade_paths: UpgradePaths,
+        upgrade_paths: Arc<UpgradePaths>,
     },
     /// 400 `missing_site`: the request names no site.
     #[error("the request names no site")]
@@ -155,7 +156,7 @@ impl Rejection {
                 site,
                 product,
                 upgrade_paths,
-            } => (Some(site), Some(product.as_str()), Some(upgrade_paths)),
+            } => (Some(site), Some(product.as_str()), Some(&**upgrade_paths)),
             _ => (None, None, None),
         };
         let body = Body {
@@ -199,7 +200,7 @@ mod tests {
         let rejection = Rejection::NotAnUpgrade {
             site: Site::parse("example.com").unwrap(),
             product: "jetpack-backup-realtime".into(),
-            upgrade_paths: [("jetpack-scan", ["jetpack-scan"])].into_iter().collect(),
+            upgrade_paths: Arc::new([("jetpack-scan", ["jetpack-scan"])].into_iter().collect()),
         };
         let response = rejection.into_response();
         assert_eq!(response.status(), StatusCode::CONFLICT);

@@ -23,6 +23,7 @@ use crate::lock::{LockError, SiteLocks, SitePermit};
 use crate::rejection::Rejection;
 use crate::request::{Named, Read, RequestReader};
 use crate::stats::GuardStats;
+use crate::upstream::UpgradePaths;
 use bytes::Bytes;
 use futures_util::FutureExt;
 use http::Request;
@@ -62,8 +63,9 @@ pub(crate) struct Forward<B> {
 
 impl Config {
     /// The contract, in order: read the request (400, 413, 415), hold the site (503
-    /// `site_busy`), look it up (404, 502, 503), decide (409 or forward). Then the route's mode
-    /// settles what is stopped, and the decision is reported.
+    /// `site_busy`), look it up (404, 502, 503), decide (409 or forward). A refusal the cache
+    /// already knows needs no lock. Then the route's mode settles what is stopped, and the
+    /// decision is reported.
     async fn check<B>(&self, request: Request<B>) -> Result<Forward<B>, Rejection>
     where
         B: Body<Data = Bytes>,
@@ -73,6 +75,9 @@ impl Config {
         let Read { mut request, named } = self.reader.read(request).await;
         let (named, permit, stopped) = match named {
             Err(why) => (None, None, Some(why)),
+            Ok(named) if let Some(refusal) = self.cached_refusal(&named) => {
+                (Some(named), None, Some(refusal))
+            }
             Ok(named) => match self.hold(&named.site).await {
                 Err(why) => (Some(named), None, Some(why)),
                 Ok(permit) => {
@@ -130,6 +135,12 @@ impl Config {
         })
     }
 
+    /// The refusal the cache already holds for this request, if any.
+    fn cached_refusal(&self, named: &Named) -> Option<Rejection> {
+        let paths = self.shared.lookups.cached_refusal(&named.site, &named.product)?;
+        Some(not_an_upgrade(named, paths))
+    }
+
     /// Looks the site up and decides: `Err` is why the request is not an upgrade (or why the
     /// guard can't tell).
     async fn decide(&self, named: &Named) -> Result<(), Rejection> {
@@ -141,11 +152,7 @@ impl Config {
             .map_err(Rejection::Upstream)?;
         match Decision::new(&paths, &named.product) {
             Decision::Upgrade { .. } => Ok(()),
-            Decision::NotAnUpgrade => Err(Rejection::NotAnUpgrade {
-                site: named.site.clone(),
-                product: named.product.clone(),
-                upgrade_paths: Arc::unwrap_or_clone(paths),
-            }),
+            Decision::NotAnUpgrade => Err(not_an_upgrade(named, paths)),
         }
     }
 
@@ -229,6 +236,14 @@ impl Config {
             stats.site_busy();
             Rejection::SiteBusy(error)
         })
+    }
+}
+
+fn not_an_upgrade(named: &Named, paths: Arc<UpgradePaths>) -> Rejection {
+    Rejection::NotAnUpgrade {
+        site: named.site.clone(),
+        product: named.product.clone(),
+        upgrade_paths: paths,
     }
 }
 

@@ -1,7 +1,9 @@
 //! The upgrade-paths answer: product family -> products that may be provisioned now.
 
-use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use serde::ser::SerializeMap;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 /// What WordPress.com says may still be provisioned on a site, by product family.
 ///
@@ -19,10 +21,19 @@ use std::collections::BTreeMap;
 /// assert!(UpgradePaths::from_json(br#"{"jetpack-plans": "professional"}"#).is_err());
 /// # Ok::<(), serde_json::Error>(())
 /// ```
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(transparent)]
+///
+/// Held compactly, since a cache may keep one per site: family and product names are shared
+/// between all answers (WordPress.com has a handful of them).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct UpgradePaths {
-    families: BTreeMap<String, Vec<String>>,
+    /// Sorted by family name; products in the order WordPress.com listed them.
+    families: Box<[Family]>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Family {
+    name: Arc<str>,
+    products: Box<[Arc<str>]>,
 }
 
 impl UpgradePaths {
@@ -40,20 +51,68 @@ impl UpgradePaths {
     pub fn family_of(&self, product: &str) -> Option<&str> {
         self.families
             .iter()
-            .find(|(_, products)| products.iter().any(|p| p == product))
-            .map(|(family, _)| family.as_str())
+            .find(|family| family.products.iter().any(|p| **p == *product))
+            .map(|family| &*family.name)
     }
 
     /// Each family with the products it offers, ordered by family name.
-    pub fn families(&self) -> impl Iterator<Item = (&str, &[String])> {
+    pub fn families(&self) -> impl Iterator<Item = (&str, &[Arc<str>])> {
         self.families
             .iter()
-            .map(|(family, products)| (family.as_str(), products.as_slice()))
+            .map(|family| (&*family.name, &*family.products))
     }
 
     /// Whether nothing at all may be provisioned.
     pub fn is_empty(&self) -> bool {
-        self.families.values().all(Vec::is_empty)
+        self.families.iter().all(|family| family.products.is_empty())
+    }
+
+    fn from_map(map: BTreeMap<String, Vec<String>>) -> Self {
+        Self {
+            families: map
+                .into_iter()
+                .map(|(name, products)| Family {
+                    name: intern(name),
+                    products: products.into_iter().map(intern).collect(),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// One shared copy of each family and product name. Bounded, so an upstream inventing names
+/// cannot grow it without end (names past the bound are simply not shared).
+fn intern(name: String) -> Arc<str> {
+    const MAX_NAMES: usize = 4096;
+    static NAMES: OnceLock<Mutex<HashSet<Arc<str>>>> = OnceLock::new();
+    let mut names = NAMES
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    if let Some(shared) = names.get(name.as_str()) {
+        return shared.clone();
+    }
+    let shared: Arc<str> = name.into();
+    if names.len() < MAX_NAMES {
+        names.insert(shared.clone());
+    }
+    shared
+}
+
+impl Serialize for UpgradePaths {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(self.families.len()))?;
+        for family in &self.families {
+            let products: Vec<&str> = family.products.iter().map(|p| &**p).collect();
+            map.serialize_entry(&*family.name, &products)?;
+        }
+        map.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for UpgradePaths {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        BTreeMap::<String, Vec<String>>::deserialize(deserializer).map(Self::from_map)
     }
 }
 
@@ -64,17 +123,13 @@ where
     P::Item: Into<String>,
 {
     fn from_iter<I: IntoIterator<Item = (F, P)>>(iter: I) -> Self {
-        Self {
-            families: iter
-                .into_iter()
+        Self::from_map(
+            iter.into_iter()
                 .map(|(family, products)| {
-                    (
-                        family.into(),
-                        products.into_iter().map(Into::into).collect(),
-                    )
+                    (family.into(), products.into_iter().map(Into::into).collect())
                 })
                 .collect(),
-        }
+        )
     }
 }
 
@@ -118,5 +173,15 @@ mod tests {
             );
         }
         assert!(UpgradePaths::from_json(b"{}").unwrap().is_empty());
+    }
+
+    #[test]
+    fn it_serializes_back_to_the_same_object() {
+        let json = r#"{"jetpack-backup":["jetpack-backup-daily","jetpack-backup-realtime"],"jetpack-plans":["professional"]}"#;
+        let paths = UpgradePaths::from_json(json.as_bytes()).unwrap();
+        assert_eq!(serde_json::to_string(&paths).unwrap(), json);
+        let again = UpgradePaths::from_json(json.as_bytes()).unwrap();
+        let (a, b) = (paths.families().next().unwrap().0, again.families().next().unwrap().0);
+        assert!(std::ptr::eq(a, b), "names are shared between answers");
     }
 }
