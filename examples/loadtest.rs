@@ -66,7 +66,10 @@ unsafe impl GlobalAlloc for Counting {
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        LIVE_BYTES.fetch_add(new_size as isize - layout.size() as isize, Ordering::Relaxed);
+        LIVE_BYTES.fetch_add(
+            new_size as isize - layout.size() as isize,
+            Ordering::Relaxed,
+        );
         // SAFETY: as above.
         unsafe { System.realloc(ptr, layout, new_size) }
     }
@@ -191,7 +194,8 @@ async fn run(plan: Plan, quick: bool) -> Result<(), Box<dyn std::error::Error>> 
         .route("/c", post(provision).route_layer(uncached.clone()))
         .route(
             "/d",
-            post(provision).route_layer(middleware::from_fn_with_state(check.clone(), from_fn_check)),
+            post(provision)
+                .route_layer(middleware::from_fn_with_state(check.clone(), from_fn_check)),
         )
         .route(
             "/e",
@@ -208,12 +212,18 @@ async fn run(plan: Plan, quick: bool) -> Result<(), Box<dyn std::error::Error>> 
     for (phase, delay) in PHASES {
         fake.clear_faults();
         if !delay.is_zero() {
-            fake.inject(Endpoint::UpgradePaths, Fault::Delay(delay)).always();
+            fake.inject(Endpoint::UpgradePaths, Fault::Delay(delay))
+                .always();
         }
         for kind in ["refused", "allowed"] {
             for &concurrency in plan.concurrencies {
                 for variant in ["a", "b", "c", "d", "e"] {
-                    let scenario = Scenario { phase, variant, kind, concurrency };
+                    let scenario = Scenario {
+                        phase,
+                        variant,
+                        kind,
+                        concurrency,
+                    };
                     runs.push(drive(&fake, addr, scenario, plan.duration).await);
                 }
             }
@@ -229,7 +239,10 @@ async fn run(plan: Plan, quick: bool) -> Result<(), Box<dyn std::error::Error>> 
     let find = |phase: &str, variant: &str, kind: &str, concurrency: usize| {
         runs.iter()
             .find(|r| {
-                r.phase == phase && r.variant == variant && r.kind == kind && r.concurrency == concurrency
+                r.phase == phase
+                    && r.variant == variant
+                    && r.kind == kind
+                    && r.concurrency == concurrency
             })
             .expect("every scenario ran")
     };
@@ -239,7 +252,10 @@ async fn run(plan: Plan, quick: bool) -> Result<(), Box<dyn std::error::Error>> 
     };
     println!();
     println!("Hot and peer ratios at concurrency {top}; cold latency at concurrency 1, loopback.");
-    println!("Direct upgrade-paths lookup p50 (loopback): {:.0} µs.", direct.as_secs_f64() * 1e6);
+    println!(
+        "Direct upgrade-paths lookup p50 (loopback): {:.0} µs.",
+        direct.as_secs_f64() * 1e6
+    );
     println!(
         "Peer ratios on loopback, for reference: cold {:.3}, hot {:.3}.",
         ratio("loopback", ("c", "allowed"), ("d", "allowed")),
@@ -247,20 +263,33 @@ async fn run(plan: Plan, quick: bool) -> Result<(), Box<dyn std::error::Error>> 
     );
     println!("Total time {:.1} s.", started.elapsed().as_secs_f64());
     println!();
-    println!("metric hot_throughput_ratio {:.3}", ratio("loopback", ("b", "refused"), ("a", "refused")));
+    println!(
+        "metric hot_throughput_ratio {:.3}",
+        ratio("loopback", ("b", "refused"), ("a", "refused"))
+    );
     let cold = find("loopback", "c", "allowed", 1).p50.as_secs_f64()
         / (direct.as_secs_f64() + find("loopback", "a", "allowed", 1).p50.as_secs_f64());
     println!("metric cold_latency_overhead_ratio {cold:.3}");
     println!("metric coalesced_lookups {coalesced}");
-    println!("metric peer_cold_ratio_from_fn {:.3}", ratio("+5 ms", ("c", "allowed"), ("d", "allowed")));
-    println!("metric peer_hot_ratio_from_fn {:.3}", ratio("+5 ms", ("b", "refused"), ("d", "refused")));
+    println!(
+        "metric peer_cold_ratio_from_fn {:.3}",
+        ratio("+5 ms", ("c", "allowed"), ("d", "allowed"))
+    );
+    println!(
+        "metric peer_hot_ratio_from_fn {:.3}",
+        ratio("+5 ms", ("b", "refused"), ("d", "refused"))
+    );
     println!("metric bytes_per_cached_site {bytes_per_site:.0}");
     Ok(())
 }
 
 /// The partner's handler: reads the form, answers 200, calls nothing upstream.
 async fn provision(Form(form): Form<HashMap<String, String>>) -> impl IntoResponse {
-    if form.contains_key("plan") { StatusCode::OK } else { StatusCode::BAD_REQUEST }
+    if form.contains_key("plan") {
+        StatusCode::OK
+    } else {
+        StatusCode::BAD_REQUEST
+    }
 }
 
 impl Check {
@@ -270,20 +299,26 @@ impl Check {
         let bytes = axum::body::to_bytes(body, 64 * 1024)
             .await
             .map_err(|_| StatusCode::PAYLOAD_TOO_LARGE.into_response())?;
-        let form: HashMap<String, String> =
-            serde_urlencoded::from_bytes(&bytes).map_err(|_| StatusCode::BAD_REQUEST.into_response())?;
+        let form: HashMap<String, String> = serde_urlencoded::from_bytes(&bytes)
+            .map_err(|_| StatusCode::BAD_REQUEST.into_response())?;
         let (Some(site), Some(plan)) = (form.get("siteurl"), form.get("plan")) else {
             return Err(StatusCode::BAD_REQUEST.into_response());
         };
         let answer = self
             .http
-            .get(format!("{}/rest/v1.3/jpphp/{site}/upgrade-paths", self.base))
+            .get(format!(
+                "{}/rest/v1.3/jpphp/{site}/upgrade-paths",
+                self.base
+            ))
             .header("authorization", &self.authorization)
             .send()
             .await
             .map_err(|_| StatusCode::SERVICE_UNAVAILABLE.into_response())?;
         let paths: HashMap<String, Vec<String>> = serde_json::from_slice(
-            &answer.bytes().await.map_err(|_| StatusCode::SERVICE_UNAVAILABLE.into_response())?,
+            &answer
+                .bytes()
+                .await
+                .map_err(|_| StatusCode::SERVICE_UNAVAILABLE.into_response())?,
         )
         .map_err(|_| StatusCode::SERVICE_UNAVAILABLE.into_response())?;
         if paths.values().flatten().any(|p| p == plan) {
@@ -342,8 +377,18 @@ struct Scenario {
 }
 
 /// Drives one variant with `concurrency` clients for `duration`.
-async fn drive(fake: &FakeUpstream, addr: SocketAddr, scenario: Scenario, duration: Duration) -> Run {
-    let Scenario { phase, variant, kind, concurrency } = scenario;
+async fn drive(
+    fake: &FakeUpstream,
+    addr: SocketAddr,
+    scenario: Scenario,
+    duration: Duration,
+) -> Run {
+    let Scenario {
+        phase,
+        variant,
+        kind,
+        concurrency,
+    } = scenario;
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(concurrency)
         .build()
@@ -422,7 +467,10 @@ fn uncached_router(fake: &FakeUpstream) -> Result<Router, Box<dyn std::error::Er
         .base_url(fake.url())
         .bearer_token(fake.token())
         .build()?;
-    Ok(Router::new().route("/b", post(provision).route_layer(UpgradeGuardLayer::new(client))))
+    Ok(Router::new().route(
+        "/b",
+        post(provision).route_layer(UpgradeGuardLayer::new(client)),
+    ))
 }
 
 /// Upstream lookups caused by 1000 concurrent refused requests to one site nobody asked about yet.
@@ -440,12 +488,18 @@ async fn coalesced_lookups(fake: &FakeUpstream, router: &Router) -> u64 {
         });
     }
     let statuses = requests.join_all().await;
-    assert!(statuses.iter().all(|s| *s == StatusCode::CONFLICT), "every request refused");
+    assert!(
+        statuses.iter().all(|s| *s == StatusCode::CONFLICT),
+        "every request refused"
+    );
     fake.stats().lookups - before
 }
 
 /// Heap growth per cached site after refusing one request for each of `sites` sites.
-async fn bytes_per_cached_site(fake: &FakeUpstream, sites: u64) -> Result<f64, Box<dyn std::error::Error>> {
+async fn bytes_per_cached_site(
+    fake: &FakeUpstream,
+    sites: u64,
+) -> Result<f64, Box<dyn std::error::Error>> {
     let client = UpgradePathsClient::builder()
         .base_url(fake.url())
         .bearer_token(fake.token())
@@ -454,12 +508,19 @@ async fn bytes_per_cached_site(fake: &FakeUpstream, sites: u64) -> Result<f64, B
         .cache_capacity(sites * 2)
         .cache_ttl(Duration::from_secs(3600))
         .build();
-    let mut service = tower::Layer::layer(&guard, tower::service_fn(|_request: Request<upgrade_guard::GuardBody<Body>>| async {
-        Ok::<_, std::convert::Infallible>(Response::new(Body::empty()))
-    }));
+    let mut service = tower::Layer::layer(
+        &guard,
+        tower::service_fn(|_request: Request<upgrade_guard::GuardBody<Body>>| async {
+            Ok::<_, std::convert::Infallible>(Response::new(Body::empty()))
+        }),
+    );
     // One warm-up request so lazily built parts of the client exist before counting.
     let warm = Request::post("/").header("content-type", "application/x-www-form-urlencoded");
-    let _ = service.ready().await?.call(warm.body(Body::from("siteurl=1003&plan=premium"))?).await;
+    let _ = service
+        .ready()
+        .await?
+        .call(warm.body(Body::from("siteurl=1003&plan=premium"))?)
+        .await;
     let before = LIVE_BYTES.load(Ordering::Relaxed);
     let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let mut workers = tokio::task::JoinSet::new();
@@ -475,7 +536,12 @@ async fn bytes_per_cached_site(fake: &FakeUpstream, sites: u64) -> Result<f64, B
                     .header("content-type", "application/x-www-form-urlencoded")
                     .body(Body::from(format!("siteurl={}&plan=premium", 100_000 + id)))
                     .expect("a request");
-                let status = service.clone().oneshot(request).await.expect("infallible").status();
+                let status = service
+                    .clone()
+                    .oneshot(request)
+                    .await
+                    .expect("infallible")
+                    .status();
                 assert_eq!(status, StatusCode::CONFLICT);
             }
         });
@@ -505,7 +571,9 @@ fn peak_rss_kib() -> u64 {
 }
 
 fn print_table(runs: &[Run]) {
-    println!("| upstream | variant | requests | concurrency | req/s | p50 | p99 | lookups/req | upstream conns | peak RSS | statuses |");
+    println!(
+        "| upstream | variant | requests | concurrency | req/s | p50 | p99 | lookups/req | upstream conns | peak RSS | statuses |"
+    );
     println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for run in runs {
         let name = match run.variant {

@@ -12,9 +12,9 @@
 //! guard answer 409 for a while, never forward a downgrade. Hot refused requests (a partner's
 //! tooling retrying a downgrade) cost no upstream call; an allowed provision costs exactly one.
 //!
-//! Each lookup runs in a task of its own, so a caller that goes away does not abandon the others
-//! waiting on the same call: the answer still arrives, serves them and fills the cache. The guard
-//! therefore needs a Tokio runtime, as reqwest does.
+//! The callers waiting for a lookup drive it themselves; one that goes away before the answer
+//! hands the lookup to a task of its own, so the others waiting on the same call and the cache
+//! still get the answer. The guard therefore needs a Tokio runtime, as reqwest does.
 //!
 //! The trade-off: a site whose upgrade paths grow outside this process (a subscription cancelled
 //! on WordPress.com) is refused until its entry expires.
@@ -24,10 +24,10 @@ use crate::stats::GuardStats;
 use crate::upstream::{LookupError, UpgradePaths, UpgradePathsClient};
 use futures_util::future::{BoxFuture, FutureExt, Shared};
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
-use tokio::sync::oneshot;
 
 /// How long a site's paths are reused by default.
 pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(30);
@@ -77,11 +77,26 @@ impl Lookups {
         }
     }
 
-    /// The cached paths of `site` when they refuse `product`.
+    /// A refusal of `product` for `site` known without a lookup of its own: the cache's, or the
+    /// answer of a lookup already under way.
     ///
-    /// A refusal needs neither a lookup nor the site's lock: a provision in progress can only
-    /// take more products off the site's paths.
-    pub(crate) fn cached_refusal(&self, site: &Site, product: &str) -> Option<Arc<UpgradePaths>> {
+    /// A refusal needs neither a lookup of its own nor the site's lock: a provision in progress
+    /// can only take more products off the site's paths, so a refusal stays true.
+    pub(crate) async fn known_refusal(
+        &self,
+        site: &Site,
+        product: &str,
+    ) -> Option<Arc<UpgradePaths>> {
+        if let Some(paths) = self.cached_refusal(site, product) {
+            return Some(paths);
+        }
+        let (id, lookup) = self.inner.in_flight().get(site).cloned()?;
+        self.inner.stats.coalesced();
+        let paths = self.wait(site, id, lookup).await.ok()?;
+        (!paths.allows(product)).then_some(paths)
+    }
+
+    fn cached_refusal(&self, site: &Site, product: &str) -> Option<Arc<UpgradePaths>> {
         let inner = &self.inner;
         let paths = inner.cache.as_ref()?.get(site)?;
         if paths.allows(product) {
@@ -99,37 +114,25 @@ impl Lookups {
         site: &Site,
         product: &str,
     ) -> Result<Arc<UpgradePaths>, LookupError> {
-        let inner = &self.inner;
         if let Some(paths) = self.cached_refusal(site, product) {
             return Ok(paths);
         }
-        let (lookup, new) = {
-            let mut in_flight = inner.in_flight();
+        let (id, lookup) = {
+            let mut in_flight = self.inner.in_flight();
             match in_flight.get(site) {
-                Some((_, lookup)) => {
-                    inner.stats.coalesced();
-                    (lookup.clone(), None)
+                Some(under_way) => {
+                    self.inner.stats.coalesced();
+                    under_way.clone()
                 }
                 None => {
-                    let id = inner.next_lookup.fetch_add(1, Ordering::Relaxed);
-                    let (answer, answered) = oneshot::channel();
-                    let lookup = async move {
-                        answered
-                            .await
-                            .unwrap_or_else(|gone| Err(LookupError::Transport(Arc::new(gone))))
-                    }
-                    .boxed()
-                    .shared();
+                    let id = self.inner.next_lookup.fetch_add(1, Ordering::Relaxed);
+                    let lookup = self.lookup(site.clone(), id).boxed().shared();
                     in_flight.insert(site.clone(), (id, lookup.clone()));
-                    (lookup, Some((id, answer)))
+                    (id, lookup)
                 }
             }
         };
-        // Started outside the table's lock: a task that ends at once must be able to leave it.
-        if let Some((id, answer)) = new {
-            self.start(site.clone(), id, answer);
-        }
-        lookup.await
+        self.wait(site, id, lookup).await
     }
 
     /// Forgets the site's paths: a provision is about to change them.
@@ -143,35 +146,88 @@ impl Lookups {
         &self.inner.client
     }
 
-    fn start(
+    /// One upstream call; when it completes it fills the cache and leaves the table, whoever
+    /// drove it.
+    fn lookup(
         &self,
         site: Site,
         id: u64,
-        answer: oneshot::Sender<Result<Arc<UpgradePaths>, LookupError>>,
-    ) {
+    ) -> impl Future<Output = Result<Arc<UpgradePaths>, LookupError>> + Send + 'static {
         let inner = self.inner.clone();
         inner.stats.lookup();
-        // Leaves the table however the task ends: answered, dropped with its runtime, panicked.
-        let leave = LeaveInFlight {
-            inner: inner.clone(),
-            site: site.clone(),
-            id,
-        };
-        tokio::spawn(async move {
+        async move {
             let result = inner.client.upgrade_paths(&site).await.map(Arc::new);
             tracing::debug!(%site, ok = result.is_ok(), "upgrade-paths lookup");
             // The cache first, then the table: a request never misses both.
             if let (Ok(paths), Some(cache)) = (&result, &inner.cache) {
-                cache.insert(site, paths.clone());
+                cache.insert(site.clone(), paths.clone());
             }
-            drop(leave);
-            // Nobody waiting any more is fine: the cache has the answer.
-            let _ = answer.send(result);
-        });
+            inner.leave(&site, id);
+            result
+        }
+    }
+
+    /// Waits for a lookup. The waiters drive it themselves (no task on the common path); one that
+    /// goes away before the answer hands it to a task, so the others and the cache still get it.
+    async fn wait(
+        &self,
+        site: &Site,
+        id: u64,
+        lookup: Lookup,
+    ) -> Result<Arc<UpgradePaths>, LookupError> {
+        let mut waiting = Waiting {
+            inner: self.inner.clone(),
+            site: site.clone(),
+            id,
+            lookup: Some(lookup.clone()),
+        };
+        let result = lookup.await;
+        waiting.lookup = None;
+        result
+    }
+}
+
+/// A waiter that has not had its answer yet.
+struct Waiting {
+    inner: Arc<Inner>,
+    site: Site,
+    id: u64,
+    lookup: Option<Lookup>,
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        let Some(lookup) = self.lookup.take() else {
+            return;
+        };
+        // Leaves the table if the task ends without the answer: never run because its runtime is
+        // shutting down, or no runtime at all. The next request then starts a new lookup.
+        let leave = LeaveInFlight {
+            inner: self.inner.clone(),
+            site: self.site.clone(),
+            id: self.id,
+        };
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let _leave = leave;
+                let _ = lookup.await;
+            });
+        }
     }
 }
 
 impl Inner {
+    /// Removes lookup `id` from the table, if it is still the one there.
+    fn leave(&self, site: &Site, id: u64) {
+        let mut in_flight = self.in_flight();
+        if in_flight
+            .get(site)
+            .is_some_and(|(current, _)| *current == id)
+        {
+            in_flight.remove(site);
+        }
+    }
+
     fn in_flight(&self) -> std::sync::MutexGuard<'_, HashMap<Site, (u64, Lookup)>> {
         self.in_flight
             .lock()
@@ -179,7 +235,7 @@ impl Inner {
     }
 }
 
-/// Removes a lookup from the table of lookups in flight when its task ends.
+/// Removes a lookup from the table of lookups in flight when it is dropped.
 struct LeaveInFlight {
     inner: Arc<Inner>,
     site: Site,
@@ -188,13 +244,7 @@ struct LeaveInFlight {
 
 impl Drop for LeaveInFlight {
     fn drop(&mut self) {
-        let mut in_flight = self.inner.in_flight();
-        if in_flight
-            .get(&self.site)
-            .is_some_and(|(id, _)| *id == self.id)
-        {
-            in_flight.remove(&self.site);
-        }
+        self.inner.leave(&self.site, self.id);
     }
 }
 

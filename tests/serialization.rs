@@ -545,3 +545,45 @@ fn a_lookup_task_that_dies_with_its_runtime_does_not_wedge_the_site() {
     drop(fake);
     upstream.shutdown_background();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_join_a_lookup_under_way_without_waiting_for_the_site() {
+    let fake = fake().await;
+    // No cache: only the lookup under way can answer the others.
+    let guard = UpgradeGuardLayer::builder(client(&fake))
+        .cache_ttl(Duration::ZERO)
+        .build();
+    let inner = Recorder::default();
+    let service = guard.layer(inner.service::<Full<Bytes>>());
+    // The upstream is slow enough that every request arrives while the first lookup is out.
+    fake.inject(
+        Endpoint::UpgradePaths,
+        Fault::Delay(Duration::from_millis(300)),
+    )
+    .always();
+
+    let first = tokio::spawn(service.clone().oneshot(form("siteurl=1003&plan=personal")));
+    eventually("the first lookup to reach the fake", || {
+        fake.stats().lookups == 1
+    })
+    .await;
+    let mut others = tokio::task::JoinSet::new();
+    for _ in 0..50 {
+        let service = service.clone();
+        others.spawn(async move {
+            service
+                .oneshot(form("siteurl=1003&plan=premium"))
+                .await
+                .unwrap()
+                .status()
+        });
+    }
+    let statuses = others.join_all().await;
+
+    assert_eq!(first.await.unwrap().unwrap().status(), StatusCode::CONFLICT);
+    assert!(statuses.iter().all(|s| *s == StatusCode::CONFLICT));
+    assert_eq!(fake.stats().lookups, 1, "one upstream call answered all 51");
+    let stats = guard.stats().snapshot();
+    assert_eq!(stats.coalesced, 50);
+    assert_eq!(stats.lock_waits, 0, "refusals never queued for the site");
+}

@@ -63,9 +63,8 @@ pub(crate) struct Forward<B> {
 
 impl Config {
     /// The contract, in order: read the request (400, 413, 415), hold the site (503
-    /// `site_busy`), look it up (404, 502, 503), decide (409 or forward). A refusal the cache
-    /// already knows needs no lock. Then the route's mode settles what is stopped, and the
-    /// decision is reported.
+    /// `site_busy`), look it up (404, 502, 503), decide (409 or forward). Then the route's mode
+    /// settles what is stopped, and the decision is reported.
     async fn check<B>(&self, request: Request<B>) -> Result<Forward<B>, Rejection>
     where
         B: Body<Data = Bytes>,
@@ -75,16 +74,10 @@ impl Config {
         let Read { mut request, named } = self.reader.read(request).await;
         let (named, permit, stopped) = match named {
             Err(why) => (None, None, Some(why)),
-            Ok(named) if let Some(refusal) = self.cached_refusal(&named) => {
-                (Some(named), None, Some(refusal))
+            Ok(named) => {
+                let (permit, stopped) = self.judge(&named).await;
+                (Some(named), permit, stopped)
             }
-            Ok(named) => match self.hold(&named.site).await {
-                Err(why) => (Some(named), None, Some(why)),
-                Ok(permit) => {
-                    let stopped = self.decide(&named).await.err();
-                    (Some(named), Some(permit), stopped)
-                }
-            },
         };
         let outcome = match &stopped {
             None => Outcome::Allowed,
@@ -135,10 +128,18 @@ impl Config {
         })
     }
 
-    /// The refusal the cache already holds for this request, if any.
-    fn cached_refusal(&self, named: &Named) -> Option<Rejection> {
-        let paths = self.shared.lookups.cached_refusal(&named.site, &named.product)?;
-        Some(not_an_upgrade(named, paths))
+    /// Holds the site and decides; `None` when nothing stopped the request. A refusal already
+    /// known (cached, or the answer of a lookup under way) needs no lock: it never forwards, and a
+    /// provision in progress only takes products off a site's paths.
+    async fn judge(&self, named: &Named) -> (Option<SitePermit>, Option<Rejection>) {
+        let lookups = &self.shared.lookups;
+        if let Some(paths) = lookups.known_refusal(&named.site, &named.product).await {
+            return (None, Some(not_an_upgrade(named, paths)));
+        }
+        match self.hold(&named.site).await {
+            Err(why) => (None, Some(why)),
+            Ok(permit) => (Some(permit), self.decide(named).await.err()),
+        }
     }
 
     /// Looks the site up and decides: `Err` is why the request is not an upgrade (or why the

@@ -64,7 +64,9 @@ impl UpgradePaths {
 
     /// Whether nothing at all may be provisioned.
     pub fn is_empty(&self) -> bool {
-        self.families.iter().all(|family| family.products.is_empty())
+        self.families
+            .iter()
+            .all(|family| family.products.is_empty())
     }
 
     fn from_map(map: BTreeMap<String, Vec<String>>) -> Self {
@@ -126,7 +128,10 @@ where
         Self::from_map(
             iter.into_iter()
                 .map(|(family, products)| {
-                    (family.into(), products.into_iter().map(Into::into).collect())
+                    (
+                        family.into(),
+                        products.into_iter().map(Into::into).collect(),
+                    )
                 })
                 .collect(),
         )
@@ -181,7 +186,10 @@ mod tests {
         let paths = UpgradePaths::from_json(json.as_bytes()).unwrap();
         assert_eq!(serde_json::to_string(&paths).unwrap(), json);
         let again = UpgradePaths::from_json(json.as_bytes()).unwrap();
-        let (a, b) = (paths.families().next().unwrap().0, again.families().next().unwrap().0);
+        let (a, b) = (
+            paths.families().next().unwrap().0,
+            again.families().next().unwrap().0,
+        );
         assert!(std::ptr::eq(a, b), "names are shared between answers");
     }
 }
