@@ -4,7 +4,7 @@ use super::catalogue::{self, Product};
 use super::faults::{Endpoint, Fault, Faults};
 use super::stats::Counters;
 use super::store::{ProvisionError, Store};
-use crate::request::fields::{BodyFormat, FieldValue, Fields};
+use crate::request::fields::{BodyFormat, Fields, Value};
 use crate::site::Site;
 use bytes::{Bytes, BytesMut};
 use http::header::{ALLOW, AUTHORIZATION, CONTENT_TYPE};
@@ -161,12 +161,12 @@ async fn provision(shared: &Shared, req: Request<Incoming>) -> Result<Response, 
     authorize(shared, &req)?;
     let fields = read_fields(req).await?;
     let site = last_text(&fields, "siteurl")
-        .and_then(|s| Site::parse(s).ok())
+        .and_then(|s| Site::parse(&s).ok())
         .ok_or_else(|| {
             Refusal::bad_request("invalid_siteurl", "siteurl must be a site URL or a blog ID")
         })?;
     let product = last_text(&fields, "plan")
-        .and_then(Product::find)
+        .and_then(|plan| Product::find(&plan))
         .ok_or_else(|| Refusal::bad_request("invalid_plan", "plan is not a known product"))?;
     if last_text(&fields, "local_user").is_none() {
         return Err(Refusal::bad_request(
@@ -205,17 +205,17 @@ struct Token<'a> {
 async fn token(shared: &Shared, req: Request<Incoming>) -> Result<Response, Refusal> {
     expect_method(&req, Method::POST)?;
     let fields = read_fields(req).await?;
-    if last_text(&fields, "grant_type") != Some("client_credentials") {
+    if last_text(&fields, "grant_type").as_deref() != Some("client_credentials") {
         let message = "grant_type must be client_credentials";
         return Err(Refusal::bad_request("unsupported_grant_type", message));
     }
-    if last_text(&fields, "client_id") != Some(&shared.client_id)
-        || last_text(&fields, "client_secret") != Some(&shared.client_secret)
+    if last_text(&fields, "client_id").as_deref() != Some(shared.client_id.as_str())
+        || last_text(&fields, "client_secret").as_deref() != Some(shared.client_secret.as_str())
     {
         let message = "unknown client or wrong secret";
         return Err(Refusal::bad_request("invalid_client", message));
     }
-    if last_text(&fields, "scope") != Some(PARTNER_SCOPE) {
+    if last_text(&fields, "scope").as_deref() != Some(PARTNER_SCOPE) {
         return Err(Refusal::bad_request(
             "invalid_scope",
             "scope must be jetpack-partner",
@@ -317,9 +317,9 @@ async fn read_body(mut body: Incoming) -> Result<Bytes, Refusal> {
 /// The non-empty text value of `name` as PHP reads the form (the last of repeated fields, names
 /// rewritten as PHP does): the fake must provision what WordPress.com would, not what a guard
 /// checked.
-fn last_text<'a>(fields: &'a Fields, name: &str) -> Option<&'a str> {
+fn last_text<'a>(fields: &'a Fields, name: &str) -> Option<Cow<'a, str>> {
     match fields.as_php_reads(name)? {
-        FieldValue::Text(text) if !text.is_empty() => Some(text),
+        Value::Text(text) if !text.is_empty() => Some(text),
         _ => None,
     }
 }

@@ -15,6 +15,7 @@
 use bytes::Bytes;
 use http::{HeaderMap, header::CONTENT_TYPE};
 use serde::de::{Deserializer, MapAccess, Visitor};
+use std::borrow::Cow;
 use std::fmt;
 
 /// How a body is encoded, from its `Content-Type`.
@@ -38,10 +39,10 @@ impl BodyFormat {
         let value = value.to_str().map_err(|_| UnsupportedFormat)?;
         let mut params = value.split(';');
         let essence = params.next().unwrap_or_default().trim();
-        let mentions_boundary = value.to_ascii_lowercase().matches("boundary").count();
         if essence.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
             Ok(Some(Self::UrlEncoded))
         } else if essence.eq_ignore_ascii_case("multipart/form-data") {
+            let mentions_boundary = value.to_ascii_lowercase().matches("boundary").count();
             // curl turns a hand-set `multipart/form-data;` into `multipart/form-data;; boundary=…`:
             // empty parameters are skipped rather than refused.
             let boundary = params
@@ -111,20 +112,42 @@ pub(crate) enum FieldError {
 }
 
 /// The fields of a body, in the order they came.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Fields {
-    pairs: Vec<(String, FieldValue)>,
+    stored: Stored,
     /// Whether names are read as PHP reads form fields (forms and query strings, not JSON).
     php_names: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Stored {
+    /// An urlencoded form, decoded as it is read: only the fields asked for are copied, which
+    /// keeps a large form with one or two fields of interest cheap.
+    Form(Bytes),
+    Pairs(Vec<(String, FieldValue)>),
+}
+
+impl Default for Fields {
+    fn default() -> Self {
+        Self {
+            stored: Stored::Pairs(Vec::new()),
+            php_names: false,
+        }
+    }
+}
+
+/// A field's value as read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Value<'a> {
+    Text(Cow<'a, str>),
+    NotText,
 }
 
 impl Fields {
     /// Parses `body` as `format`. The error is a message for the client.
     pub(crate) async fn parse(format: &BodyFormat, body: Bytes) -> Result<Self, String> {
         match format {
-            BodyFormat::UrlEncoded => serde_urlencoded::from_bytes::<Vec<(String, String)>>(&body)
-                .map(Self::from_text_pairs)
-                .map_err(|e| format!("the urlencoded form could not be read: {e}")),
+            BodyFormat::UrlEncoded => Ok(Self::form(body)),
             BodyFormat::Multipart { boundary } => parse_multipart(boundary, body)
                 .await
                 .map_err(|e| format!("the multipart form could not be read: {e}")),
@@ -139,33 +162,54 @@ impl Fields {
         }
     }
 
-    /// Parses a query string (or any urlencoded text).
-    pub(crate) fn parse_query(query: &str) -> Result<Self, String> {
-        serde_urlencoded::from_str::<Vec<(String, String)>>(query)
-            .map(Self::from_text_pairs)
-            .map_err(|e| format!("the query string could not be read: {e}"))
+    /// A query string (or any urlencoded text).
+    pub(crate) fn parse_query(query: &str) -> Self {
+        Self::form(Bytes::copy_from_slice(query.as_bytes()))
     }
 
-    fn from_text_pairs(pairs: Vec<(String, String)>) -> Self {
+    /// An urlencoded form. Any bytes are one: like PHP, invalid escapes are kept as they are.
+    fn form(body: Bytes) -> Self {
         Self {
-            pairs: pairs
-                .into_iter()
-                .map(|(name, value)| (name, FieldValue::Text(value)))
-                .collect(),
+            stored: Stored::Form(body),
             php_names: true,
         }
     }
 
+    fn pairs(pairs: Vec<(String, FieldValue)>, php_names: bool) -> Self {
+        Self {
+            stored: Stored::Pairs(pairs),
+            php_names,
+        }
+    }
+
+    /// Every field, in order, with its name as sent.
+    fn entries(&self) -> Box<dyn Iterator<Item = (Cow<'_, str>, Value<'_>)> + '_> {
+        match &self.stored {
+            Stored::Form(body) => Box::new(
+                form_urlencoded::parse(body).map(|(name, value)| (name, Value::Text(value))),
+            ),
+            Stored::Pairs(pairs) => Box::new(pairs.iter().map(|(name, value)| {
+                let value = match value {
+                    FieldValue::Text(text) => Value::Text(Cow::Borrowed(text)),
+                    FieldValue::NotText => Value::NotText,
+                };
+                (Cow::Borrowed(name.as_str()), value)
+            })),
+        }
+    }
+
+    /// Whether `field` names `name`, as the upstream reads names.
+    fn names(&self, field: &str, name: &str) -> bool {
+        if self.php_names {
+            php_name(field).eq(php_name(name))
+        } else {
+            field == name
+        }
+    }
+
     /// The text of the field called `name`, `Ok(None)` when absent.
-    pub(crate) fn get(&self, name: &str) -> Result<Option<&str>, FieldError> {
-        let same = |field: &str| {
-            if self.php_names {
-                php_name(field).eq(php_name(name))
-            } else {
-                field == name
-            }
-        };
-        let mut found = self.pairs.iter().filter(|(n, _)| same(n));
+    pub(crate) fn get(&self, name: &str) -> Result<Option<Cow<'_, str>>, FieldError> {
+        let mut found = self.entries().filter(|(field, _)| self.names(field, name));
         let Some((found_name, value)) = found.next() else {
             return Ok(None);
         };
@@ -179,25 +223,18 @@ impl Fields {
             });
         }
         match value {
-            FieldValue::Text(text) => Ok(Some(text)),
-            FieldValue::NotText => Err(FieldError::NotText(name.to_owned())),
+            Value::Text(text) => Ok(Some(text)),
+            Value::NotText => Err(FieldError::NotText(name.to_owned())),
         }
     }
 
     /// The value PHP would see for `name`: the last field whose name PHP reads as `name`. This
     /// is how the fake upstream reads forms, so tests against it see what WordPress.com would.
     #[cfg_attr(not(feature = "test-util"), allow(dead_code))]
-    pub(crate) fn as_php_reads(&self, name: &str) -> Option<&FieldValue> {
-        self.pairs
-            .iter()
-            .rev()
-            .find(|(field, _)| {
-                if self.php_names {
-                    php_name(field).eq(php_name(name))
-                } else {
-                    field == name
-                }
-            })
+    pub(crate) fn as_php_reads(&self, name: &str) -> Option<Value<'_>> {
+        self.entries()
+            .filter(|(field, _)| self.names(field, name))
+            .last()
             .map(|(_, value)| value)
     }
 }
@@ -228,10 +265,7 @@ async fn parse_multipart(boundary: &str, body: Bytes) -> Result<Fields, String> 
         };
         pairs.push((name, value));
     }
-    Ok(Fields {
-        pairs,
-        php_names: true,
-    })
+    Ok(Fields::pairs(pairs, true))
 }
 
 /// Reads a JSON object keeping repeated keys, which `serde_json::Map` would collapse.
@@ -254,10 +288,7 @@ impl<'de> Visitor<'de> for JsonObjectVisitor {
             };
             pairs.push((name, value));
         }
-        Ok(Fields {
-            pairs,
-            php_names: false,
-        })
+        Ok(Fields::pairs(pairs, false))
     }
 }
 
@@ -315,7 +346,7 @@ mod tests {
         let fields = Fields::parse(&BodyFormat::UrlEncoded, "plan=a&plan=b&site=x".into())
             .await
             .unwrap();
-        assert_eq!(fields.get("site"), Ok(Some("x")));
+        assert_eq!(fields.get("site"), Ok(Some("x".into())));
         assert_eq!(fields.get("plan"), Err(FieldError::Repeated("plan".into())));
         assert_eq!(fields.get("other"), Ok(None));
 
@@ -359,12 +390,12 @@ mod tests {
             );
         }
         let fields = parse("planet=x&my_plan=y&plan=ok").await.unwrap();
-        assert_eq!(fields.get("plan"), Ok(Some("ok")));
+        assert_eq!(fields.get("plan"), Ok(Some("ok".into())));
         // JSON keys are taken as they are: PHP's json_decode does not rewrite them.
         let json = Fields::parse(&BodyFormat::Json, r#"{"plan":"a"," plan":"b"}"#.into())
             .await
             .unwrap();
-        assert_eq!(json.get("plan"), Ok(Some("a")));
+        assert_eq!(json.get("plan"), Ok(Some("a".into())));
     }
 
     #[tokio::test]
@@ -389,8 +420,8 @@ mod tests {
         )
         .await
         .unwrap();
-        assert_eq!(fields.get("site"), Ok(Some("12345")));
-        assert_eq!(fields.get("plan"), Ok(Some("personal")));
+        assert_eq!(fields.get("site"), Ok(Some("12345".into())));
+        assert_eq!(fields.get("plan"), Ok(Some("personal".into())));
         assert_eq!(fields.get("x"), Err(FieldError::NotText("x".into())));
         for bad in ["[1]", "\"x\"", "{", "{} {}", ""] {
             assert!(
@@ -417,7 +448,7 @@ mod tests {
         )
         .await
         .unwrap();
-        assert_eq!(fields.get("plan"), Ok(Some("personal")));
+        assert_eq!(fields.get("plan"), Ok(Some("personal".into())));
         assert_eq!(fields.get("key"), Err(FieldError::NotText("key".into())));
 
         let truncated = Fields::parse(

@@ -3,6 +3,7 @@
 use super::fields::{FieldError, Fields};
 use crate::rejection::Rejection;
 use http::request::Parts;
+use std::borrow::Cow;
 use std::{fmt, sync::Arc};
 
 /// Where the guard finds the site or the product in a request. Configured per route.
@@ -48,7 +49,7 @@ enum Segment {
 }
 
 /// A value a source found, `Ok(None)` when the request has none.
-pub(super) type Found<'a> = Result<Option<std::borrow::Cow<'a, str>>, Rejection>;
+pub(super) type Found<'a> = Result<Option<Cow<'a, str>>, Rejection>;
 
 impl Source {
     /// A field of the body: an `application/x-www-form-urlencoded` form, a `multipart/form-data`
@@ -144,9 +145,8 @@ impl Source {
         let found = match &self.kind {
             Kind::Field(name) => fields.map(|fields| fields.get(name)).transpose(),
             Kind::Query(name) => {
-                let query = Fields::parse_query(parts.uri.query().unwrap_or_default())
-                    .map_err(Rejection::InvalidBody)?;
-                return field_value(query.get(name)).map(|v| v.map(|v| v.to_owned().into()));
+                let query = Fields::parse_query(parts.uri.query().unwrap_or_default());
+                return field_value(query.get(name)).map(|v| v.map(|v| v.into_owned().into()));
             }
             Kind::Path { template, param } => {
                 return Ok(match_path(template, *param, parts.uri.path()).map(Into::into));
@@ -155,7 +155,7 @@ impl Source {
             Kind::FirstOf(sources) => {
                 // Every place is read: a request naming two different values would have the
                 // guard check one while the handler provisions the other.
-                let mut found: Option<std::borrow::Cow<'a, str>> = None;
+                let mut found: Option<Cow<'a, str>> = None;
                 for source in sources {
                     match (source.find(parts, fields)?, &found) {
                         (Some(value), Some(first)) if value != *first => {
@@ -170,11 +170,11 @@ impl Source {
                 return Ok(found);
             }
         };
-        field_value(found.map(Option::flatten)).map(|v| v.map(Into::into))
+        field_value(found.map(Option::flatten))
     }
 }
 
-fn field_value(found: Result<Option<&str>, FieldError>) -> Result<Option<&str>, Rejection> {
+fn field_value(found: Result<Option<Cow<'_, str>>, FieldError>) -> Found<'_> {
     let value = found.map_err(|e| Rejection::InvalidBody(e.to_string()))?;
     // An empty value names nothing, like an absent one.
     Ok(value.filter(|v| !v.is_empty()))
