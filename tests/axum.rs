@@ -211,3 +211,16 @@ async fn the_guard_serves_a_real_axum_server_over_tcp() {
     assert_eq!(provisions.load(Ordering::SeqCst), 1);
     server.abort();
 }
+
+#[test]
+fn layer_service_and_future_are_clone_send_and_sync() {
+    fn clone_send_sync<T: Clone + Send + Sync>() {}
+    fn send<T: Send>() {}
+    type Inner = axum::routing::Route;
+    clone_send_sync::<UpgradeGuardLayer>();
+    clone_send_sync::<upgrade_guard::UpgradeGuard<Inner>>();
+    send::<upgrade_guard::ResponseFuture<Inner, Body>>();
+    clone_send_sync::<upgrade_guard::UpgradePathsClient>();
+    clone_send_sync::<upgrade_guard::TokenSource>();
+    clone_send_sync::<upgrade_guard::LocalLocks>();
+}

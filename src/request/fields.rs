@@ -123,7 +123,10 @@ pub(crate) struct Fields {
 enum Stored {
     /// An urlencoded form, decoded as it is read: only the fields asked for are copied, which
     /// keeps a large form with one or two fields of interest cheap.
-    Form(Bytes),
+    Form {
+        body: Bytes,
+        pairs: Vec<PairAt>,
+    },
     Pairs(Vec<(String, FieldValue)>),
 }
 
@@ -161,19 +164,50 @@ impl<'a> Value<'a> {
     }
 }
 
-/// The pairs of an urlencoded form with their names decoded and their values left encoded: a
-/// form with a kilobyte of fields nobody asks for costs a scan, not a copy.
-fn encoded_pairs(body: &[u8]) -> impl Iterator<Item = (Cow<'_, str>, Value<'_>)> {
-    body.split(|b| *b == b'&')
-        .filter(|pair| !pair.is_empty())
-        .map(|pair| {
-            let name = pair.split(|b| *b == b'=').next().unwrap_or_default();
-            let name = form_urlencoded::parse(name)
-                .next()
-                .map(|(name, _)| name)
-                .unwrap_or_default();
-            (name, Value::Encoded(pair))
-        })
+/// Where each `name=value` pair of an urlencoded form lies, found in one pass: a form with a
+/// kilobyte of fields nobody asks for costs a scan, not a copy.
+fn locate_pairs(body: &[u8]) -> Vec<PairAt> {
+    let mut pairs = Vec::new();
+    let mut start = 0;
+    for end in body
+        .iter()
+        .enumerate()
+        .filter_map(|(at, b)| (*b == b'&').then_some(at))
+        .chain([body.len()])
+    {
+        if end > start {
+            let pair = &body[start..end];
+            let name_len = pair.iter().position(|b| *b == b'=').unwrap_or(pair.len());
+            pairs.push(PairAt {
+                start,
+                name_end: start + name_len,
+                end,
+            });
+        }
+        start = end + 1;
+    }
+    pairs
+}
+
+/// One pair of an urlencoded form: `body[start..name_end]` is its name, `body[start..end]` all of it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct PairAt {
+    start: usize,
+    name_end: usize,
+    end: usize,
+}
+
+/// A form field's name decoded as form_urlencoded decodes it; most names need no decoding.
+fn decode_name(raw: &[u8]) -> Cow<'_, str> {
+    if !raw.iter().any(|b| *b == b'%' || *b == b'+')
+        && let Ok(name) = std::str::from_utf8(raw)
+    {
+        return Cow::Borrowed(name);
+    }
+    form_urlencoded::parse(raw)
+        .next()
+        .map(|(name, _)| name)
+        .unwrap_or_default()
 }
 
 impl Fields {
@@ -203,7 +237,10 @@ impl Fields {
     /// An urlencoded form. Any bytes are one: like PHP, invalid escapes are kept as they are.
     fn form(body: Bytes) -> Self {
         Self {
-            stored: Stored::Form(body),
+            stored: Stored::Form {
+                pairs: locate_pairs(&body),
+                body,
+            },
             php_names: true,
         }
     }
@@ -218,7 +255,10 @@ impl Fields {
     /// Every field, in order, with its name as sent.
     fn entries(&self) -> Box<dyn Iterator<Item = (Cow<'_, str>, Value<'_>)> + '_> {
         match &self.stored {
-            Stored::Form(body) => Box::new(encoded_pairs(body)),
+            Stored::Form { body, pairs } => Box::new(pairs.iter().map(|at| {
+                let name = decode_name(&body[at.start..at.name_end]);
+                (name, Value::Encoded(&body[at.start..at.end]))
+            })),
             Stored::Pairs(pairs) => Box::new(pairs.iter().map(|(name, value)| {
                 let value = match value {
                     FieldValue::Text(text) => Value::Text(Cow::Borrowed(text)),
