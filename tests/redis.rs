@@ -17,25 +17,9 @@ use std::convert::Infallible;
 use std::time::Duration;
 use tokio::time::Instant;
 use tower::{Layer, ServiceExt, service_fn};
-use upgrade_guard::fake::{FakeSite, FakeUpstream, catalogue::Product};
+use upgrade_guard::fake::FakeUpstream;
 use upgrade_guard::lock::LockError;
 use upgrade_guard::{GuardBody, Mode, RedisLocks, Site, SiteLocks, UpgradeGuardLayer};
-
-const CONFLICTING: [&str; 5] = [
-    "professional",
-    "premium",
-    "personal",
-    "jetpack-backup-realtime",
-    "jetpack-backup-daily",
-];
-
-async fn free_sites(count: u64) -> FakeUpstream {
-    let mut builder = FakeUpstream::builder();
-    for id in 0..count {
-        builder = builder.site(FakeSite::new(5000 + id));
-    }
-    builder.start().await.unwrap()
-}
 
 fn locks(redis: &RedisServer) -> RedisLocks {
     RedisLocks::builder(redis.url())
@@ -81,38 +65,6 @@ async fn key_gone(redis: &RedisServer, key: &str) {
     }
 }
 
-/// The catalogue's rule for what a site may hold together: no two overlapping products.
-fn consistent(held: &[String]) -> bool {
-    let products: Vec<&Product> = held
-        .iter()
-        .map(|slug| Product::find(slug).unwrap())
-        .collect();
-    products
-        .iter()
-        .enumerate()
-        .all(|(i, a)| products[i + 1..].iter().all(|b| !a.overlaps(b)))
-}
-
-/// Fires every conflicting product at every site at once, spreading each site's requests over
-/// the replicas, each relaying what it forwards to the fake's provision endpoint.
-async fn race(fake: &FakeUpstream, replicas: &[UpgradeGuardLayer], sites: u64) -> Vec<StatusCode> {
-    let services: Vec<_> = replicas
-        .iter()
-        .map(|guard| guard.layer(relay::<Full<Bytes>>(fake)))
-        .collect();
-    let mut tasks = tokio::task::JoinSet::new();
-    for id in 0..sites {
-        for (n, plan) in CONFLICTING.iter().enumerate() {
-            let service = services[(id as usize + n) % services.len()].clone();
-            tasks.spawn(async move {
-                let body = format!("siteurl={}&plan={plan}&local_user=admin", 5000 + id);
-                service.oneshot(form(&body)).await.unwrap().status()
-            });
-        }
-    }
-    tasks.join_all().await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_racing_conflicting_provisions_never_leak() {
     const SITES: u64 = 40;
@@ -122,24 +74,7 @@ async fn replicas_racing_conflicting_provisions_never_leak() {
 
     let statuses = race(&fake, &replicas, SITES).await;
 
-    assert_eq!(
-        fake.stats().leaks,
-        0,
-        "no downgrade reached the provision call"
-    );
-    assert!(
-        statuses
-            .iter()
-            .all(|s| *s == StatusCode::OK || *s == StatusCode::CONFLICT),
-        "{statuses:?}"
-    );
-    let provisioned = statuses.iter().filter(|s| **s == StatusCode::OK).count() as u64;
-    assert_eq!(fake.stats().provisioned, provisioned);
-    assert!(provisioned >= SITES, "every site got at least one product");
-    for id in 0..SITES {
-        let held = fake.held_products(&(5000 + id).to_string()).unwrap();
-        assert!(!held.is_empty() && consistent(&held), "site {id}: {held:?}");
-    }
+    assert_clean_race(&fake, &statuses, SITES);
     // Every replica had its share of the work, and left no key behind.
     for guard in &replicas {
         assert!(guard.stats().snapshot().lookups > 0);

@@ -182,7 +182,11 @@ impl Config {
             (Outcome::Rejected, Some(why)) if why.status().is_client_error() => {
                 tracing::info!(site, product = report.product, outcome, mode, code, latency_ms, reason = %why, "request stopped");
             }
-            (Outcome::Rejected, _) => {
+            (outcome_kind, _) => {
+                let message = match outcome_kind {
+                    Outcome::Rejected => "request stopped: the guard could not check it",
+                    _ => "forwarded although the guard would have stopped it",
+                };
                 tracing::warn!(
                     site,
                     product = report.product,
@@ -191,19 +195,7 @@ impl Config {
                     code,
                     latency_ms,
                     reason = report.rejection.map(tracing::field::display),
-                    "request stopped: the guard could not check it"
-                );
-            }
-            (Outcome::FailedOpen | Outcome::Shadowed, _) => {
-                tracing::warn!(
-                    site,
-                    product = report.product,
-                    outcome,
-                    mode,
-                    code,
-                    latency_ms,
-                    reason = report.rejection.map(tracing::field::display),
-                    "forwarded although the guard would have stopped it"
+                    "{message}"
                 );
             }
         }

@@ -10,7 +10,7 @@ use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tower::{Layer, ServiceExt, service_fn};
-use upgrade_guard::fake::{FakeSite, FakeUpstream};
+use upgrade_guard::fake::{FakeSite, FakeUpstream, catalogue::Product};
 use upgrade_guard::{GuardBody, UpgradeGuardLayer, UpgradePathsClient};
 
 pub const FREE: u64 = 1001;
@@ -277,5 +277,88 @@ impl std::io::Write for Logs {
 
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
+    }
+}
+
+/// Products that overlap without one containing the other, or contain each other: fired at one
+/// free site together, all but a consistent few must be refused.
+pub const CONFLICTING: [&str; 5] = [
+    "professional",
+    "premium",
+    "personal",
+    "jetpack-backup-realtime",
+    "jetpack-backup-daily",
+];
+
+/// The first of the free sites [`free_sites`] seeds.
+pub const FIRST_FREE_SITE: u64 = 5000;
+
+/// A fake upstream with `count` free sites, blog IDs from [`FIRST_FREE_SITE`].
+pub async fn free_sites(count: u64) -> FakeUpstream {
+    let mut builder = FakeUpstream::builder();
+    for id in 0..count {
+        builder = builder.site(FakeSite::new(FIRST_FREE_SITE + id));
+    }
+    builder.start().await.unwrap()
+}
+
+/// Fires every conflicting product at every site at once, spreading each site's requests over
+/// `guards` (replicas, or one guard), each relaying what it forwards to the fake's provision
+/// endpoint. Returns the statuses.
+pub async fn race(
+    fake: &FakeUpstream,
+    guards: &[UpgradeGuardLayer],
+    sites: u64,
+) -> Vec<StatusCode> {
+    let services: Vec<_> = guards
+        .iter()
+        .map(|guard| guard.layer(relay::<Full<Bytes>>(fake)))
+        .collect();
+    let mut tasks = tokio::task::JoinSet::new();
+    for id in 0..sites {
+        for (n, plan) in CONFLICTING.iter().enumerate() {
+            let service = services[(id as usize + n) % services.len()].clone();
+            tasks.spawn(async move {
+                let body = format!(
+                    "siteurl={}&plan={plan}&local_user=admin",
+                    FIRST_FREE_SITE + id
+                );
+                service.oneshot(form(&body)).await.unwrap().status()
+            });
+        }
+    }
+    tasks.join_all().await
+}
+
+/// Asserts a race ended cleanly: no downgrade reached the provision call, every answer was 200
+/// or 409, and every site holds at least one product and no two that overlap.
+pub fn assert_clean_race(fake: &FakeUpstream, statuses: &[StatusCode], sites: u64) {
+    assert_eq!(
+        fake.stats().leaks,
+        0,
+        "no downgrade reached the provision call"
+    );
+    assert!(
+        statuses
+            .iter()
+            .all(|s| *s == StatusCode::OK || *s == StatusCode::CONFLICT),
+        "{statuses:?}"
+    );
+    let provisioned = statuses.iter().filter(|s| **s == StatusCode::OK).count() as u64;
+    assert_eq!(fake.stats().provisioned, provisioned);
+    assert!(provisioned >= sites, "every site got at least one product");
+    for id in 0..sites {
+        let held = fake
+            .held_products(&(FIRST_FREE_SITE + id).to_string())
+            .unwrap();
+        let products: Vec<&Product> = held
+            .iter()
+            .map(|slug| Product::find(slug).unwrap())
+            .collect();
+        let consistent = products
+            .iter()
+            .enumerate()
+            .all(|(i, a)| products[i + 1..].iter().all(|b| !a.overlaps(b)));
+        assert!(!held.is_empty() && consistent, "site {id}: {held:?}");
     }
 }
