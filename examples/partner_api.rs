@@ -90,11 +90,19 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         .base_url(&upstream)
         .http_client(http.clone());
     let client = match (settings.token, settings.client_credentials, &fake) {
-        (Some(token), _, _) => client.bearer_token(token),
-        (None, Some((id, secret)), _) => client.client_credentials(id, secret),
-        (None, None, Some(fake)) => {
+        // The embedded fake has credentials of its own: a real token left in the environment
+        // would only be refused there.
+        (token, credentials, Some(fake)) => {
+            if token.is_some() || credentials.is_some() {
+                eprintln!(
+                    "partner_api: no --upstream, so the embedded fake's own credentials are used; \
+                     the token or client credentials given are for --upstream"
+                );
+            }
             client.client_credentials(fake.client_id(), fake.client_secret())
         }
+        (Some(token), _, None) => client.bearer_token(token),
+        (None, Some((id, secret)), None) => client.client_credentials(id, secret),
         (None, None, None) => {
             return Err("--upstream needs --token or --client-id and --client-secret".into());
         }
@@ -120,7 +128,14 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         )
         .with_state(relay);
 
-    let listener = tokio::net::TcpListener::bind(settings.listen).await?;
+    let listener = tokio::net::TcpListener::bind(settings.listen)
+        .await
+        .map_err(|e| {
+            format!(
+                "cannot listen on {}: {e} (choose another address with --listen)",
+                settings.listen
+            )
+        })?;
     let listen = listener.local_addr()?;
     println!("partner API listening on http://{listen}, upstream {upstream}");
     if let Some(fake) = &fake {
@@ -241,7 +256,7 @@ fn print_demo(listen: SocketAddr, sites: &[SiteSnapshot]) {
         };
         let blog_id = site.blog_id.map(|id| id.to_string()).unwrap_or_default();
         let url = site.url.as_deref().unwrap_or_default();
-        println!("  blog {blog_id:<6} {url:<30} holds {held}");
+        println!("  blog {blog_id:<6} {url:<34} holds {held}");
     }
     let base = format!("http://{listen}");
     println!(
@@ -270,7 +285,8 @@ impl Settings {
             upstream: env_var("WPCOM_API_URL"),
             token: env_var("WPCOM_TOKEN"),
             client_credentials: None,
-            redis: env_var("REDIS_URL"),
+            // Without the feature a REDIS_URL set for other programs is not this example's business.
+            redis: env_var("REDIS_URL").filter(|_| cfg!(feature = "redis")),
         };
         let mut client_id = env_var("WPCOM_CLIENT_ID");
         let mut client_secret = env_var("WPCOM_CLIENT_SECRET");
@@ -279,7 +295,15 @@ impl Settings {
             if flag == "-h" || flag == "--help" {
                 println!(
                     "usage: partner_api [--listen ADDR] [--upstream URL] \
-                     [--token TOKEN | --client-id ID --client-secret SECRET] [--redis URL]"
+                     [--token TOKEN | --client-id ID --client-secret SECRET] [--redis URL]\n\n\
+                     --listen ADDR      where to serve (PARTNER_API_LISTEN; default 127.0.0.1:3000)\n\
+                     --upstream URL     the partner API (WPCOM_API_URL; default: an embedded fake\n\
+                     \x20                  WordPress.com with demo sites and its own credentials)\n\
+                     --token TOKEN      a partner bearer token for --upstream (WPCOM_TOKEN)\n\
+                     --client-id ID     OAuth2 client credentials for --upstream (WPCOM_CLIENT_ID,\n\
+                     --client-secret S  WPCOM_CLIENT_SECRET), fetched once and refreshed when refused\n\
+                     --redis URL        share site locks between replicas (REDIS_URL; needs\n\
+                     \x20                  `--features redis`)"
                 );
                 std::process::exit(0);
             }

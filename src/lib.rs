@@ -52,7 +52,7 @@
 //!
 //! # Features
 //!
-//! - `test-util`: [`fake::FakeUpstream`], a fake WordPress.com partner API on a loopback port for
+//! - `test-util`: `fake::FakeUpstream`, a fake WordPress.com partner API on a loopback port for
 //!   integration tests.
 //! - `redis`: `RedisLocks`, per-site locks shared by several processes through Redis.
 #![warn(missing_docs, rust_2018_idioms)]

@@ -51,7 +51,7 @@ pub enum Rejection {
     /// 415 `unsupported_media_type`: the route reads a body field but the body is not a form or
     /// JSON.
     #[error(
-        "the body must be application/x-www-form-urlencoded, multipart/form-data or application/json"
+        "the body must be application/x-www-form-urlencoded, multipart/form-data (with a plain boundary) or application/json"
     )]
     UnsupportedMediaType,
     /// 413 `body_too_large`: the body is longer than the route's limit.

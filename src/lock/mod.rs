@@ -7,7 +7,7 @@
 //! the previous provision.
 //!
 //! [`LocalLocks`] serializes within one process. A partner running several processes needs a
-//! lock shared between them: with the `redis` feature, [`RedisLocks`] holds each site in Redis
+//! lock shared between them: with the `redis` feature, `RedisLocks` holds each site in Redis
 //! (leases renewed while held, freed on drop, bounded waits, fail closed when Redis is away); or
 //! implement [`SiteLocks`] on another shared engine. The lookup cache needs no shared
 //! invalidation either way: it only ever refuses (see [`cache`](crate::cache)), so a stale entry

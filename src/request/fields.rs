@@ -103,7 +103,7 @@ pub(crate) enum FieldValue {
 /// Why a field could not be read.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub(crate) enum FieldError {
-    #[error("field `{0}` appears more than once")]
+    #[error("field `{0}` appears more than once (counting the names WordPress.com reads as `{0}`)")]
     Repeated(String),
     #[error("field `{0}` is not text")]
     NotText(String),

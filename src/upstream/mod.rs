@@ -399,7 +399,7 @@ pub struct ClientBuilder {
 
 impl ClientBuilder {
     /// Where the partner API lives; default [`DEFAULT_BASE_URL`]. Point it at a
-    /// [`FakeUpstream`](crate::fake::FakeUpstream) in tests.
+    /// `FakeUpstream` (feature `test-util`) in tests.
     pub fn base_url(mut self, url: impl Into<String>) -> Self {
         self.base_url = Some(url.into());
         self
