@@ -326,6 +326,7 @@ impl<S: tower::Service<R>, R> tower::Service<R> for NeverConnects<S> {
 /// What one cell of the matrix did, for the table.
 struct Cell {
     status: u16,
+    retry_after: Option<String>,
     code: String,
     forwarded: bool,
     elapsed: Duration,
@@ -501,6 +502,10 @@ async fn run(prepared: Prepared) -> Cell {
     }
     Cell {
         status: answer.status.as_u16(),
+        retry_after: answer
+            .headers
+            .get(RETRY_AFTER)
+            .map(|v| v.to_str().unwrap().to_owned()),
         code: match code {
             Some(code) => code.to_owned(),
             None => "-".to_owned(),
@@ -572,9 +577,12 @@ async fn matrix(max_retries: Option<u32>) {
                 .unwrap(),
                 Some(c) => write!(
                     line,
-                    " {} `{}` ({} ms) |",
+                    " {} `{}`{} ({} ms) |",
                     c.status,
                     c.code,
+                    c.retry_after
+                        .as_ref()
+                        .map_or(String::new(), |s| format!(", Retry-After {s}")),
                     c.elapsed.as_millis()
                 )
                 .unwrap(),
