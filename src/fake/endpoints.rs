@@ -122,7 +122,11 @@ pub(crate) async fn handle(
             }
             Fault::Delay(duration) => tokio::time::sleep(duration).await,
             Fault::DropConnection => return Err(DroppedConnection),
-            Fault::Trickle { body: None, .. } => slow = Some(fault),
+            Fault::Trickle {
+                body: None,
+                chunk,
+                every,
+            } => slow = Some((chunk, every)),
             body_fault => {
                 if let Some(response) = faulty_body::answer(&body_fault) {
                     return Ok(response);
@@ -141,8 +145,8 @@ pub(crate) async fn handle(
         )),
     };
     let answer = answer.unwrap_or_else(Refusal::into_response);
-    Ok(match &slow {
-        Some(fault) => faulty_body::slowly(answer, fault),
+    Ok(match slow {
+        Some((chunk, every)) => faulty_body::slowly(answer, chunk, every).await,
         None => answer.map(faulty_body::whole),
     })
 }

@@ -38,8 +38,8 @@ pub(crate) fn whole(body: Full<Bytes>) -> AnswerBody {
         .boxed_unsync()
 }
 
-/// The answer for a body fault, `None` for the faults that are not about the body (or that
-/// slow down the real answer: [`slowly`]).
+/// The answer for a body fault, `None` for the faults that are not about the body or that
+/// slow down the real answer ([`slowly`]).
 pub(crate) fn answer(fault: &Fault) -> Option<http::Response<AnswerBody>> {
     type Chunks = stream::BoxStream<'static, Result<Frame<Bytes>, BodyError>>;
     let data = |bytes: Bytes| Ok(Frame::data(bytes));
@@ -110,31 +110,22 @@ fn trickle(
     .boxed()
 }
 
-/// `answer`, its body trickled as a [`Fault::Trickle`] without a body of its own says.
-pub(crate) fn slowly(
+/// `answer`, its body trickled `chunk` bytes after each wait of `every` (a [`Fault::Trickle`]
+/// without a body of its own: the real answer, slowly).
+pub(crate) async fn slowly(
     answer: http::Response<Full<Bytes>>,
-    fault: &Fault,
+    chunk: usize,
+    every: Duration,
 ) -> http::Response<AnswerBody> {
-    let Fault::Trickle {
-        body: None,
-        chunk,
-        every,
-    } = fault
-    else {
-        return answer.map(whole);
-    };
     let (mut parts, body) = answer.into_parts();
     parts.headers.remove(CONTENT_LENGTH);
-    // A `Full` body is one ready chunk.
-    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-    let mut body = std::pin::pin!(body);
-    let bytes = match http_body::Body::poll_frame(body.as_mut(), &mut cx) {
-        std::task::Poll::Ready(Some(Ok(frame))) => frame.into_data().unwrap_or_default(),
-        _ => Bytes::new(),
+    let bytes = match body.collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(never) => match never {},
     };
     http::Response::from_parts(
         parts,
-        StreamBody::new(trickle(bytes, *chunk, *every)).boxed_unsync(),
+        StreamBody::new(trickle(bytes, chunk, every)).boxed_unsync(),
     )
 }
 
