@@ -474,7 +474,9 @@ fn a_lookup_task_that_dies_with_its_runtime_does_not_wedge_the_site() {
         );
         std::thread::yield_now();
     }
-    first.shutdown_background();
+    // Waits until the runtime has dropped its tasks, the lookup among them: a lookup dying in
+    // the background while the next request joins it would answer that one request 503.
+    first.shutdown_timeout(Duration::from_secs(10));
 
     let second = tokio::runtime::Runtime::new().unwrap();
     let answer = second.block_on(send(&guard, &inner, form("siteurl=1003&plan=personal")));

@@ -2,6 +2,7 @@
 
 use super::catalogue::{self, Product};
 use super::faults::{Endpoint, Fault, Faults};
+use super::faulty_body::{self, AnswerBody};
 use super::stats::Counters;
 use super::store::{ProvisionError, Store};
 use crate::request::fields::{BodyFormat, Fields, Value};
@@ -91,7 +92,7 @@ impl<'a> Route<'a> {
 pub(crate) async fn handle(
     shared: Arc<Shared>,
     req: Request<Incoming>,
-) -> Result<Response, DroppedConnection> {
+) -> Result<http::Response<AnswerBody>, DroppedConnection> {
     let counters = &shared.counters;
     Counters::bump(&counters.requests);
     let path = req.uri().path().to_owned();
@@ -102,6 +103,7 @@ pub(crate) async fn handle(
         Route::Token => Counters::bump(&counters.token_requests),
         Route::NotFound => {}
     }
+    let mut slow = None;
     if let Some(fault) = shared.faults.take(route.endpoint()) {
         Counters::bump(&counters.faults);
         match fault {
@@ -116,10 +118,20 @@ pub(crate) async fn handle(
                 };
                 // Replaces what the answer had under those names (a Content-Type, say).
                 response.headers_mut().extend(headers);
-                return Ok(response);
+                return Ok(response.map(faulty_body::whole));
             }
             Fault::Delay(duration) => tokio::time::sleep(duration).await,
             Fault::DropConnection => return Err(DroppedConnection),
+            Fault::Trickle {
+                body: None,
+                chunk,
+                every,
+            } => slow = Some((chunk, every)),
+            body_fault => {
+                if let Some(response) = faulty_body::answer(&body_fault) {
+                    return Ok(response);
+                }
+            }
         }
     }
     let answer = match route {
@@ -132,7 +144,11 @@ pub(crate) async fn handle(
             "no such endpoint",
         )),
     };
-    Ok(answer.unwrap_or_else(Refusal::into_response))
+    let answer = answer.unwrap_or_else(Refusal::into_response);
+    Ok(match slow {
+        Some((chunk, every)) => faulty_body::slowly(answer, chunk, every).await,
+        None => answer.map(faulty_body::whole),
+    })
 }
 
 fn upgrade_paths(

@@ -37,6 +37,12 @@ impl Endpoint {
 /// let lying = Fault::status_with_body(200, "not json");
 /// let slow = Fault::Delay(Duration::from_secs(30));
 /// let gone = Fault::DropConnection;
+/// let answer = r#"{"jetpack-plans":["professional"]}"#;
+/// let cut = Fault::truncate_body(answer, 10);
+/// let reset = Fault::reset_body(answer, 10);
+/// let stalled = Fault::stall_body(answer, 10);
+/// let trickle = Fault::trickle(answer, 1, Duration::from_millis(50));
+/// let slow = Fault::slow_answer(8, Duration::from_millis(50));
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -54,6 +60,42 @@ pub enum Fault {
     Delay(Duration),
     /// Close the TCP connection without answering.
     DropConnection,
+    /// Answer 200 (`application/json`) declaring `body`'s full length, send its first `sent`
+    /// bytes, then nothing more until the client gives up: a timeout while reading the body.
+    StallBody {
+        /// The whole answer, as declared by `Content-Length`.
+        body: Bytes,
+        /// How many of its bytes are sent before the stall.
+        sent: usize,
+    },
+    /// As [`StallBody`](Self::StallBody), but after the `sent` bytes the connection is closed
+    /// cleanly (FIN): an answer shorter than its `Content-Length`.
+    TruncateBody {
+        /// The whole answer, as declared by `Content-Length`.
+        body: Bytes,
+        /// How many of its bytes are sent before the connection is closed.
+        sent: usize,
+    },
+    /// As [`TruncateBody`](Self::TruncateBody), but the connection is reset (RST, `SO_LINGER`
+    /// zero) after the `sent` bytes.
+    ResetBody {
+        /// The whole answer, as declared by `Content-Length`.
+        body: Bytes,
+        /// How many of its bytes are sent before the reset.
+        sent: usize,
+    },
+    /// Answer in chunked encoding (no `Content-Length`), `chunk` bytes at a time, waiting
+    /// `every` before each chunk: a slow trickle, or with a zero wait and a large body, an answer
+    /// whose size is only known by reading it.
+    Trickle {
+        /// The answer: 200 (`application/json`) with these bytes, or with `None` the endpoint's
+        /// real answer (status, headers and body), slowly.
+        body: Option<Bytes>,
+        /// Bytes per chunk (at least 1).
+        chunk: usize,
+        /// The wait before each chunk; uses tokio's clock.
+        every: Duration,
+    },
 }
 
 impl Fault {
@@ -83,6 +125,48 @@ impl Fault {
             status: status_code(status),
             headers: HeaderMap::new(),
             body: Some(body.into()),
+        }
+    }
+
+    /// [`Fault::StallBody`]: headers and the first `sent` bytes of `body`, then silence.
+    pub fn stall_body(body: impl Into<Bytes>, sent: usize) -> Self {
+        Fault::StallBody {
+            body: body.into(),
+            sent,
+        }
+    }
+
+    /// [`Fault::TruncateBody`]: headers and the first `sent` bytes of `body`, then a clean close.
+    pub fn truncate_body(body: impl Into<Bytes>, sent: usize) -> Self {
+        Fault::TruncateBody {
+            body: body.into(),
+            sent,
+        }
+    }
+
+    /// [`Fault::ResetBody`]: headers and the first `sent` bytes of `body`, then a reset.
+    pub fn reset_body(body: impl Into<Bytes>, sent: usize) -> Self {
+        Fault::ResetBody {
+            body: body.into(),
+            sent,
+        }
+    }
+
+    /// [`Fault::Trickle`]: 200 with `body`, chunked, `chunk` bytes after each wait of `every`.
+    pub fn trickle(body: impl Into<Bytes>, chunk: usize, every: Duration) -> Self {
+        Fault::Trickle {
+            body: Some(body.into()),
+            chunk: chunk.max(1),
+            every,
+        }
+    }
+
+    /// [`Fault::Trickle`] of the endpoint's real answer: right, but slow.
+    pub fn slow_answer(chunk: usize, every: Duration) -> Self {
+        Fault::Trickle {
+            body: None,
+            chunk: chunk.max(1),
+            every,
         }
     }
 

@@ -21,7 +21,8 @@
 //! as they do on WordPress.com.
 //!
 //! To test failure handling, [inject](FakeUpstream::inject) a [`Fault`]: a status (with any body
-//! and headers), a delay, or a dropped connection. [`FakeUpstream::rotate_token`] revokes the token
+//! and headers), a delay, a dropped connection, or an answer whose body goes wrong on the wire
+//! (stalled, cut short, reset, trickled). [`FakeUpstream::rotate_token`] revokes the token
 //! and issues a new one, to test how a client refreshes its credentials.
 //!
 //! # Example
@@ -74,6 +75,7 @@
 pub mod catalogue;
 mod endpoints;
 mod faults;
+mod faulty_body;
 mod server;
 mod stats;
 mod store;

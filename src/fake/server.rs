@@ -2,6 +2,7 @@
 
 use super::endpoints::{self, Shared};
 use super::faults::{Endpoint, Fault, Injection};
+use super::faulty_body;
 use super::stats::{Counters, FakeStats};
 use super::store::{FakeSite, SiteSnapshot, Store};
 use crate::site::Site;
@@ -281,12 +282,17 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
         let _ = stream.set_nodelay(true);
         let shared = shared.clone();
         connections.spawn(async move {
+            let mut stream = stream;
             let service = service_fn(move |req| endpoints::handle(shared.clone(), req));
             let served = http1::Builder::new()
                 .keep_alive(true)
-                .serve_connection(TokioIo::new(stream), service)
+                .serve_connection(TokioIo::new(&mut stream), service)
                 .await;
             if let Err(e) = served {
+                if faulty_body::asks_for_reset(&e) {
+                    // Dropped with a zero linger, the socket sends RST instead of FIN.
+                    let _ = stream.set_zero_linger();
+                }
                 tracing::debug!(error = %e, "fake upstream: connection ended");
             }
         });

@@ -35,6 +35,30 @@ impl Default for RequestReader {
     }
 }
 
+/// Not part of the API, and exempt from semver: the request reader alone, for the fuzz targets
+/// in `fuzz/`. Reads `request` as a route with these sources and body limit would, and gives back
+/// the request to forward (its body as it arrived) with the site and product it names or the
+/// rejection the guard would answer.
+#[doc(hidden)]
+pub async fn read_for_fuzzing<B>(
+    site: Source,
+    product: Source,
+    body_limit: usize,
+    request: Request<B>,
+) -> (Request<GuardBody<B>>, Result<(Site, String), Rejection>)
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let reader = RequestReader {
+        site,
+        product,
+        body_limit,
+    };
+    let Read { request, named } = reader.read(request).await;
+    (request, named.map(|n| (n.site, n.product)))
+}
+
 /// What a request names.
 #[derive(Clone, Debug)]
 pub(crate) struct Named {

@@ -1,0 +1,192 @@
+//! The request reader on arbitrary requests: `Content-Type`, URI and body -> site and product, or
+//! a rejection. Whatever the input, reading ends at once (the body is all there), the request
+//! to forward carries the body byte for byte, what is read is what a plain form or JSON parser
+//! reads, and a rejection is one of the contract's.
+//!
+//! Input layout, so seeds can be written by hand (see `fuzz/seeds/request_reader/`):
+//! `<flags byte><content-type>\n<uri>\n<body>`. The flags pick the route's sources (bits 0-1),
+//! how the body arrives in chunks (bits 2-4), the `Content-Length` header (bits 5-6) and a small
+//! body limit (bit 7).
+#![no_main]
+
+use bytes::Bytes;
+use futures_util::stream;
+use http::{Request, StatusCode, header};
+use http_body::Frame;
+use http_body_util::{BodyExt, StreamBody};
+use libfuzzer_sys::fuzz_target;
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::pin;
+use std::task::{Context, Poll, Waker};
+use upgrade_guard::request::read_for_fuzzing;
+use upgrade_guard::{Site, Source};
+
+const CHUNK_SIZES: [usize; 8] = [usize::MAX, 1, 2, 3, 7, 16, 64, 513];
+const SMALL_LIMIT: usize = 256;
+const DEFAULT_LIMIT: usize = 64 * 1024;
+
+/// Polls `future` once: every body here is ready, so reading must not wait for anything.
+fn now<F: Future>(future: F) -> F::Output {
+    let mut cx = Context::from_waker(Waker::noop());
+    match pin!(future).poll(&mut cx) {
+        Poll::Ready(output) => output,
+        Poll::Pending => panic!("the reader waited although the whole body was there"),
+    }
+}
+
+fn sources(which: u8) -> (Source, Source) {
+    match which & 3 {
+        0 => (Source::field("siteurl"), Source::field("plan")),
+        1 => (
+            Source::path("/sites/{site}/plans", "site"),
+            Source::field("plan"),
+        ),
+        2 => (Source::query("site"), Source::query("plan")),
+        _ => (
+            Source::field("siteurl").or(Source::query("site")),
+            Source::field("plan").or(Source::query("plan")),
+        ),
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&flags, rest)) = data.split_first() else {
+        return;
+    };
+    let mut lines = rest.splitn(3, |&b| b == b'\n');
+    let content_type = lines.next().unwrap_or_default();
+    let uri = lines.next().unwrap_or_default();
+    let body = Bytes::copy_from_slice(lines.next().unwrap_or_default());
+
+    let (site_source, product_source) = sources(flags);
+    let chunk = CHUNK_SIZES[usize::from((flags >> 2) & 7)];
+    let limit = if flags & 0x80 != 0 {
+        SMALL_LIMIT
+    } else {
+        DEFAULT_LIMIT
+    };
+
+    let mut request = Request::post("/provision");
+    if let Ok(uri) = http::Uri::try_from(uri) {
+        request = request.uri(uri);
+    }
+    if !content_type.is_empty() {
+        if let Ok(value) = http::HeaderValue::from_bytes(content_type) {
+            request = request.header(header::CONTENT_TYPE, value);
+        }
+    }
+    let declared = match (flags >> 5) & 3 {
+        0 => None,
+        1 => Some(body.len().to_string()),
+        2 => Some("18446744073709551615".to_owned()),
+        _ => Some("not a number".to_owned()),
+    };
+    if let Some(declared) = &declared {
+        request = request.header(header::CONTENT_LENGTH, declared.as_str());
+    }
+    let chunks: Vec<Result<Frame<Bytes>, Infallible>> = body
+        .chunks(chunk.min(body.len().max(1)))
+        .map(|c| Ok(Frame::data(Bytes::copy_from_slice(c))))
+        .collect();
+    let request = request
+        .body(StreamBody::new(stream::iter(chunks)))
+        .expect("a valid request");
+    let content_type = request.headers().get(header::CONTENT_TYPE).cloned();
+
+    let (forwarded, named) = now(read_for_fuzzing(
+        site_source,
+        product_source,
+        limit,
+        request,
+    ));
+
+    // Byte for byte, whatever the reader decided.
+    let forwarded_body = now(forwarded.into_body().collect())
+        .expect("an infallible body")
+        .to_bytes();
+    assert_eq!(
+        forwarded_body, body,
+        "the body to forward differs from the one that came"
+    );
+
+    match named {
+        Ok((site, product)) => {
+            assert!(!product.is_empty(), "an empty product was accepted");
+            assert_eq!(Site::parse(site.as_str()).as_ref(), Ok(&site));
+            if flags & 3 == 0 {
+                check_against_plain_parsers(content_type.as_ref(), &body, &site, &product);
+            }
+        }
+        Err(rejection) => {
+            let expected_status = match rejection.code() {
+                "missing_site" | "missing_product" | "invalid_site" | "invalid_body" => {
+                    StatusCode::BAD_REQUEST
+                }
+                "unsupported_media_type" => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "body_too_large" => {
+                    let declared_too_large = declared
+                        .as_deref()
+                        .and_then(|d| d.parse::<u64>().ok())
+                        .is_some_and(|d| d > limit as u64);
+                    assert!(
+                        body.len() > limit || declared_too_large,
+                        "413 for {} bytes under a limit of {limit}",
+                        body.len()
+                    );
+                    StatusCode::PAYLOAD_TOO_LARGE
+                }
+                other => panic!("the reader answered {other}, which is not a reading error"),
+            };
+            assert_eq!(rejection.status(), expected_status);
+        }
+    }
+});
+
+/// With the default sources, an accepted urlencoded or JSON body names exactly one `siteurl` and
+/// one `plan`, as a plain parser (and so PHP, which keeps the last) reads them.
+fn check_against_plain_parsers(
+    content_type: Option<&http::HeaderValue>,
+    body: &[u8],
+    site: &Site,
+    product: &str,
+) {
+    let essence = content_type.and_then(|v| v.to_str().ok()).map(|v| {
+        v.split(';')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase()
+    });
+    match essence.as_deref() {
+        Some("application/x-www-form-urlencoded") => {
+            let Ok(pairs) = serde_urlencoded::from_bytes::<Vec<(String, String)>>(body) else {
+                return;
+            };
+            let values = |name: &str| -> Vec<&str> {
+                pairs
+                    .iter()
+                    .filter(|(n, _)| n == name)
+                    .map(|(_, v)| v.as_str())
+                    .collect()
+            };
+            assert_eq!(values("plan"), [product], "plan as a form parser reads it");
+            let sites = values("siteurl");
+            assert_eq!(sites.len(), 1, "siteurl given {} times", sites.len());
+            assert_eq!(Site::parse(sites[0]).as_ref(), Ok(site));
+        }
+        Some("application/json") => {
+            let Ok(serde_json::Value::Object(map)) = serde_json::from_slice(body) else {
+                panic!("accepted a JSON body that is not an object");
+            };
+            let text = |name: &str| match map.get(name) {
+                Some(serde_json::Value::String(s)) => s.clone(),
+                Some(serde_json::Value::Number(n)) => n.to_string(),
+                other => panic!("{name} read from {other:?}"),
+            };
+            assert_eq!(text("plan"), product);
+            assert_eq!(Site::parse(&text("siteurl")).as_ref(), Ok(site));
+        }
+        _ => {}
+    }
+}
