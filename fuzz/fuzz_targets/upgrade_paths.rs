@@ -51,7 +51,10 @@ fuzz_target!(|data: &[u8]| {
     // The same families and products as the reference reads.
     let families: Vec<(String, Vec<String>)> = paths
         .families()
-        .map(|(family, products)| (family.to_owned(), products.to_vec()))
+        .map(|(family, products)| {
+            let products = products.iter().map(|p| p.to_string()).collect();
+            (family.to_owned(), products)
+        })
         .collect();
     let mut expected = reference;
     expected.sort();
