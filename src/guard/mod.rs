@@ -21,7 +21,7 @@ use crate::cache::Lookups;
 use crate::decision::{Bypass, Checked, Decision, DecisionReport, Mode, Outcome};
 use crate::lock::{LockError, SiteLocks, SitePermit};
 use crate::rejection::Rejection;
-use crate::request::{Named, Read, RequestReader};
+use crate::request::{Read, RequestReader};
 use crate::stats::GuardStats;
 use crate::upstream::UpgradePaths;
 use bytes::Bytes;
@@ -72,6 +72,13 @@ impl Config {
     {
         let started = Instant::now();
         let Read { mut request, named } = self.reader.read(request).await;
+        let named = named.and_then(|named| {
+            let product = named.product.ok_or(Rejection::MissingProduct)?;
+            Ok(Named {
+                site: named.site,
+                product,
+            })
+        });
         let (named, permit, stopped) = match named {
             Err(why) => (None, None, Some(why)),
             Ok(named) => {
@@ -230,6 +237,12 @@ impl Config {
             Rejection::SiteBusy(error)
         })
     }
+}
+
+/// A site and the product wanted for it.
+struct Named {
+    site: Site,
+    product: String,
 }
 
 fn not_an_upgrade(named: &Named, paths: Arc<UpgradePaths>) -> Rejection {

@@ -13,6 +13,7 @@ use fields::{BodyFormat, Fields};
 use http::{Request, header::CONTENT_LENGTH, request::Parts};
 use http_body::Body;
 use http_body_util::BodyExt;
+use std::borrow::Cow;
 
 /// The largest body the guard buffers by default: provision forms are a few hundred bytes.
 pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
@@ -38,14 +39,17 @@ impl Default for RequestReader {
 /// Not part of the API, and exempt from semver: the request reader alone, for the fuzz targets
 /// in `fuzz/`. Reads `request` as a route with these sources and body limit would, and gives back
 /// the request to forward (its body as it arrived) with the site and product it names or the
-/// rejection the guard would answer.
+/// rejection the guard would answer (`None`: the request names no product).
 #[doc(hidden)]
 pub async fn read_for_fuzzing<B>(
     site: Source,
     product: Source,
     body_limit: usize,
     request: Request<B>,
-) -> (Request<GuardBody<B>>, Result<(Site, String), Rejection>)
+) -> (
+    Request<GuardBody<B>>,
+    Result<(Site, Option<String>), Rejection>,
+)
 where
     B: Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -63,7 +67,9 @@ where
 #[derive(Clone, Debug)]
 pub(crate) struct Named {
     pub(crate) site: Site,
-    pub(crate) product: String,
+    /// The product, `None` when the request names none (absent or empty): WordPress.com reads
+    /// no product from it either.
+    pub(crate) product: Option<String>,
 }
 
 /// A request the guard has read: the request itself, ready to forward with its body as it
@@ -132,11 +138,7 @@ impl RequestReader {
             .find(parts, fields)?
             .ok_or(Rejection::MissingSite)?;
         let site = Site::parse(&site)?;
-        let product = self
-            .product
-            .find(parts, fields)?
-            .ok_or(Rejection::MissingProduct)?
-            .into_owned();
+        let product = self.product.find(parts, fields)?.map(Cow::into_owned);
         Ok(Named { site, product })
     }
 
