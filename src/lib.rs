@@ -71,8 +71,10 @@ pub mod stats;
 pub mod upstream;
 
 pub use body::GuardBody;
-pub use decision::{BYPASS_HEADER, Bypass, Checked, Decision, DecisionReport, Mode, Outcome};
-pub use guard::{ResponseFuture, UpgradeGuard, UpgradeGuardBuilder, UpgradeGuardLayer};
+pub use decision::{
+    Admission, BYPASS_HEADER, Bypass, Checked, Decision, DecisionReport, Mode, Outcome,
+};
+pub use guard::{ResponseFuture, UnknownSites, UpgradeGuard, UpgradeGuardBuilder, UpgradeGuardLayer};
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use lock::RedisLocks;
