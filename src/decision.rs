@@ -77,9 +77,10 @@ impl Checked {
 }
 
 /// Why the guard let a request through, by the route's own rules. In the extensions of every
-/// request the guard forwards (not of those a [`Mode::FailOpen`] or [`Mode::Shadow`] route
-/// forwards although the guard would have stopped them: those carry a [`Bypass`]), and in the
-/// [`DecisionReport`].
+/// request the guard forwards, beside the [`Site`] it held for it (not of those a
+/// [`Mode::FailOpen`] or [`Mode::Shadow`] route forwards although the guard would have stopped
+/// them: those carry a [`Bypass`]), and in the [`DecisionReport`]. A handler should relay that
+/// `Site` (and, with a product, the [`Checked`] one) rather than read the request again.
 ///
 /// ```
 /// use axum::Extension;

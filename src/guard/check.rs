@@ -215,7 +215,9 @@ impl Config {
             }
         }
         let admission = verdict.admission();
-        if let Some(admission) = admission {
+        if let (Some(admission), Some(site)) = (admission, verdict.site()) {
+            // A handler relays what was held, never its own reading of the request.
+            request.extensions_mut().insert(site.clone());
             request.extensions_mut().insert(admission);
         }
         let (hold, bypass) = match verdict {
