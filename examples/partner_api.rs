@@ -159,7 +159,10 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
             "/rest/v1.3/jpphp/{site}/partner-cancel",
             post(cancel).route_layer(
                 guard
-                    .site(Source::path("/rest/v1.3/jpphp/{site}/partner-cancel", "site"))
+                    .site(Source::path(
+                        "/rest/v1.3/jpphp/{site}/partner-cancel",
+                        "site",
+                    ))
                     .cancels(),
             ),
         )

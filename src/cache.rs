@@ -205,7 +205,10 @@ impl Lookups {
             // either comes first (and this answer, maybe from before the change, is not cached)
             // or after (and drops it).
             let mut in_flight = inner.in_flight();
-            if in_flight.get(&site).is_some_and(|(current, _)| *current == id) {
+            if in_flight
+                .get(&site)
+                .is_some_and(|(current, _)| *current == id)
+            {
                 if let (Ok(paths), Some(cache)) = (&result, &inner.cache) {
                     cache.insert(site.clone(), paths.clone());
                 }

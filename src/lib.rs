@@ -23,10 +23,12 @@
 //! let app: Router = Router::new()
 //!     // The provision API's own form: site from `siteurl`, product from `plan`.
 //!     .route("/rest/v1.3/jpphp/provision", post(provision).route_layer(guard.clone()))
-//!     // The site from the path, the product from a JSON or form field.
+//!     // The site from the path, the product from a JSON or form field, required here.
 //!     .route(
 //!         "/sites/{site}/plans",
-//!         post(add_plan).route_layer(guard.site(Source::path("/sites/{site}/plans", "site"))),
+//!         post(add_plan).route_layer(
+//!             guard.site(Source::path("/sites/{site}/plans", "site")).require_product(),
+//!         ),
 //!     );
 //! # Ok(()) }
 //! ```
@@ -78,7 +80,9 @@ pub use body::GuardBody;
 pub use decision::{
     Admission, BYPASS_HEADER, Bypass, Checked, Decision, DecisionReport, Mode, Outcome,
 };
-pub use guard::{ResponseFuture, UnknownSites, UpgradeGuard, UpgradeGuardBuilder, UpgradeGuardLayer};
+pub use guard::{
+    ResponseFuture, UnknownSites, UpgradeGuard, UpgradeGuardBuilder, UpgradeGuardLayer,
+};
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use lock::RedisLocks;

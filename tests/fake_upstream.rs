@@ -287,7 +287,10 @@ async fn provision_errors() {
             "siteurl=ftp://x.example&plan=personal&local_user=a",
             "invalid_siteurl",
         ),
-        ("siteurl=1001&plan=personal-ish&local_user=a", "invalid_plan"),
+        (
+            "siteurl=1001&plan=personal-ish&local_user=a",
+            "invalid_plan",
+        ),
         ("siteurl=1001&plan=personal", "missing_local_user"),
         (
             "siteurl=1001&plan=personal&local_user=",
@@ -318,7 +321,10 @@ async fn provision_errors() {
     let answer = partner
         .provision_form("siteurl=4242&plan=personal&local_user=a")
         .await;
-    assert_eq!((answer.status, answer.error()), (403, "invalid_blog".into()));
+    assert_eq!(
+        (answer.status, answer.error()),
+        (403, "invalid_blog".into())
+    );
     let stats = partner.fake.stats();
     assert_eq!(
         (stats.provisions, stats.provisioned, stats.leaks),
@@ -648,10 +654,16 @@ async fn a_first_provision_by_url_registers_the_site() {
     assert_eq!(answer.status, 200, "{}", answer.body);
     // The demo sites are 1001 to 1004: the new site gets the next blog ID.
     assert!(answer.body.contains("/home/1005"), "{}", answer.body);
-    assert_eq!(partner.fake.held_products("1005").unwrap(), ["professional"]);
+    assert_eq!(
+        partner.fake.held_products("1005").unwrap(),
+        ["professional"]
+    );
     assert_eq!(partner.lookup("brand-new.example").await.body, "{}");
     let stats = partner.fake.stats();
-    assert_eq!((stats.registered, stats.provisioned, stats.leaks), (1, 1, 0));
+    assert_eq!(
+        (stats.registered, stats.provisioned, stats.leaks),
+        (1, 1, 0)
+    );
 
     // Then a downgrade on it is refused as on any site, and counted.
     let answer = partner
@@ -684,7 +696,11 @@ async fn no_plan_or_free_connects_and_changes_nothing() {
         partner.send(request).await
     }
     let before = status(&partner).await;
-    assert!(before.body.contains(r#""is_connected":false"#), "{}", before.body);
+    assert!(
+        before.body.contains(r#""is_connected":false"#),
+        "{}",
+        before.body
+    );
     for form in [
         "siteurl=7&local_user=admin&force_connect=1",
         "siteurl=https://broken.example/&plan=&local_user=admin",
@@ -710,15 +726,28 @@ async fn no_plan_or_free_connects_and_changes_nothing() {
     );
     let stats = partner.fake.stats();
     assert_eq!(
-        (stats.connected, stats.provisioned, stats.registered, stats.leaks),
+        (
+            stats.connected,
+            stats.provisioned,
+            stats.registered,
+            stats.leaks
+        ),
         (4, 0, 1, 0)
     );
     assert_eq!(status(&partner).await.status, 200);
     let unknown = partner.url("/rest/v1.4/jpphp/99/status");
     let answer = partner
-        .send(partner.client.get(unknown).bearer_auth(partner.fake.token()))
+        .send(
+            partner
+                .client
+                .get(unknown)
+                .bearer_auth(partner.fake.token()),
+        )
         .await;
-    assert_eq!((answer.status, answer.error()), (403, "invalid_blog".into()));
+    assert_eq!(
+        (answer.status, answer.error()),
+        (403, "invalid_blog".into())
+    );
     assert_eq!(partner.fake.stats().status_requests, 4);
 }
 
@@ -737,11 +766,17 @@ async fn partner_cancel_gives_products_back() {
     // Professional.example.com holds Professional and is offered nothing.
     assert_eq!(partner.lookup("1003").await.body, "{}");
     let answer = cancel("professional.example.com", "plan=professional").await;
-    assert_eq!((answer.status, answer.body.as_str()), (200, r#"{"success":true}"#));
+    assert_eq!(
+        (answer.status, answer.body.as_str()),
+        (200, r#"{"success":true}"#)
+    );
     assert_eq!(partner.lookup("1003").await.body, FREE_SITE);
     // Nothing left to cancel.
     let answer = cancel("1003", "").await;
-    assert_eq!((answer.status, answer.body.as_str()), (200, r#"{"success":false}"#));
+    assert_eq!(
+        (answer.status, answer.body.as_str()),
+        (200, r#"{"success":false}"#)
+    );
 
     let answer = cancel("1002", "cancel-all=true").await;
     assert_eq!(answer.status, 200);
@@ -750,12 +785,21 @@ async fn partner_cancel_gives_products_back() {
     for (site, form, status, code) in [
         ("1002", "plan=no-such-product", 400, "not_jps_plan"),
         ("1002", "cancel-all=maybe", 400, "invalid_input"),
-        ("1002", "cancel-all=true&plan=personal", 400, "invalid_input"),
+        (
+            "1002",
+            "cancel-all=true&plan=personal",
+            400,
+            "invalid_input",
+        ),
         ("4242", "cancel-all=true", 403, "invalid_blog"),
         ("unknown.example", "plan=personal", 403, "invalid_blog"),
     ] {
         let answer = cancel(site, form).await;
-        assert_eq!((answer.status, answer.error()), (status, code.into()), "{form}");
+        assert_eq!(
+            (answer.status, answer.error()),
+            (status, code.into()),
+            "{form}"
+        );
     }
     let stats = partner.fake.stats();
     assert_eq!((stats.cancels, stats.cancelled), (8, 2));

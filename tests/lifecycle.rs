@@ -169,7 +169,10 @@ async fn a_new_site_by_url_gets_its_first_provision_then_is_checked_like_any_oth
     let (status, body) = partner
         .provision("siteurl=brand-new.example&plan=jetpack-backup-realtime&local_user=admin")
         .await;
-    assert_eq!((status, error_of(&body).as_str()), (409, "upgrade_not_allowed"));
+    assert_eq!(
+        (status, error_of(&body).as_str()),
+        (409, "upgrade_not_allowed")
+    );
     assert_eq!(partner.fake.stats().leaks, 0);
     assert_eq!(partner.relay.seen().len(), 1);
 }
@@ -191,10 +194,7 @@ async fn an_unknown_blog_id_is_404_naming_the_site() {
 #[tokio::test]
 async fn a_route_can_refuse_unknown_sites() {
     let partner = Partner::new().await;
-    let existing_only = partner
-        .guard
-        .clone()
-        .unknown_sites(UnknownSites::Refuse);
+    let existing_only = partner.guard.clone().unknown_sites(UnknownSites::Refuse);
     let (status, body) = partner
         .send(
             &existing_only,
@@ -214,7 +214,10 @@ async fn a_route_can_refuse_unknown_sites() {
 async fn two_first_provisions_of_one_new_site_are_serialized() {
     let partner = Partner::new().await;
     let form = |plan: &str| format!("siteurl=https://twice.example/&plan={plan}&local_user=admin");
-    let (daily, realtime) = (form("jetpack-backup-daily"), form("jetpack-backup-realtime"));
+    let (daily, realtime) = (
+        form("jetpack-backup-daily"),
+        form("jetpack-backup-realtime"),
+    );
     let (daily, realtime) = tokio::join!(partner.provision(&daily), partner.provision(&realtime));
     // Whichever came first registered the site; the second was checked against what it left:
     // Realtime after Daily is an upgrade, Daily after Realtime is not.
@@ -237,10 +240,11 @@ async fn no_product_or_free_is_a_connection_request() {
     let reports = Arc::new(Mutex::new(Vec::new()));
     let recorded = reports.clone();
     let guard = partner.guard.clone().on_decision(move |report| {
-        recorded
-            .lock()
-            .unwrap()
-            .push((report.outcome, report.admission, report.product.map(str::to_owned)));
+        recorded.lock().unwrap().push((
+            report.outcome,
+            report.admission,
+            report.product.map(str::to_owned),
+        ));
     });
     for form in [
         // A repair of a site that holds a plan: sent without `plan`, it changes no product.
@@ -266,8 +270,17 @@ async fn no_product_or_free_is_a_connection_request() {
         )
     );
     assert_eq!(reports.lock().unwrap()[0].2, None);
-    assert_eq!(partner.fake.held_products("1003").unwrap(), ["professional"]);
-    assert!(partner.fake.held_products("connect-only.example").unwrap().is_empty());
+    assert_eq!(
+        partner.fake.held_products("1003").unwrap(),
+        ["professional"]
+    );
+    assert!(
+        partner
+            .fake
+            .held_products("connect-only.example")
+            .unwrap()
+            .is_empty()
+    );
     let stats = partner.fake.stats();
     assert_eq!((stats.connected, stats.provisioned, stats.leaks), (4, 0, 0));
     // No lookup is needed to forward a request that provisions nothing.
@@ -290,7 +303,10 @@ async fn a_route_that_requires_a_product_refuses_connection_requests() {
     let (status, body) = partner
         .send(&plans, "/sites/1001/plans", "plan=free&local_user=admin")
         .await;
-    assert_eq!((status, error_of(&body).as_str()), (409, "upgrade_not_allowed"));
+    assert_eq!(
+        (status, error_of(&body).as_str()),
+        (409, "upgrade_not_allowed")
+    );
     assert!(partner.relay.seen().is_empty());
 }
 
@@ -381,7 +397,10 @@ async fn a_cancel_holds_the_site_and_forgets_it_whatever_it_answers() {
     // A provision of the site waits for the cancel (its cached refusal was dropped when the
     // cancel was forwarded).
     let waiting = tokio::spawn(provision.oneshot(form("siteurl=1003&plan=personal")));
-    eventually("the provision waits for the site", || locks.users(&site) == 2).await;
+    eventually("the provision waits for the site", || {
+        locks.users(&site) == 2
+    })
+    .await;
     // A dashboard caches the site's paths from before the cancel takes effect...
     assert!(guard.upgrade_paths(&site).await.unwrap().is_empty());
     // ... then the cancel takes effect upstream, and its handler fails all the same.

@@ -10,13 +10,13 @@ mod redis_server;
 
 use bytes::Bytes;
 use common::*;
+use futures_util::StreamExt;
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use redis_server::RedisServer;
 use std::convert::Infallible;
 use std::time::Duration;
 use tokio::time::Instant;
-use futures_util::StreamExt;
 use tower::{Layer, ServiceExt, service_fn};
 use upgrade_guard::fake::FakeUpstream;
 use upgrade_guard::lock::LockError;
@@ -431,7 +431,10 @@ async fn listening(redis: &RedisServer, locks: &RedisLocks, count: i64) {
         if listeners >= count {
             return;
         }
-        assert!(Instant::now() < deadline, "{listeners} of {count} listening");
+        assert!(
+            Instant::now() < deadline,
+            "{listeners} of {count} listening"
+        );
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
 }
@@ -454,28 +457,30 @@ fn cancel_route(
             "site",
         ))
         .cancels()
-        .layer(service_fn(move |request: Request<GuardBody<Full<Bytes>>>| {
-            let (http, url, token) = (
-                http.clone(),
-                format!("{base}{}", request.uri().path()),
-                token.clone(),
-            );
-            async move {
-                use http_body_util::BodyExt;
-                let body = request.into_body().collect().await.unwrap().to_bytes();
-                let answer = http
-                    .post(url)
-                    .bearer_auth(token)
-                    .header("content-type", "application/x-www-form-urlencoded")
-                    .body(body)
-                    .send()
-                    .await
-                    .unwrap();
-                let mut response = Response::new(Full::from(answer.bytes().await.unwrap()));
-                *response.status_mut() = StatusCode::OK;
-                Ok::<_, Infallible>(response)
-            }
-        }))
+        .layer(service_fn(
+            move |request: Request<GuardBody<Full<Bytes>>>| {
+                let (http, url, token) = (
+                    http.clone(),
+                    format!("{base}{}", request.uri().path()),
+                    token.clone(),
+                );
+                async move {
+                    use http_body_util::BodyExt;
+                    let body = request.into_body().collect().await.unwrap().to_bytes();
+                    let answer = http
+                        .post(url)
+                        .bearer_auth(token)
+                        .header("content-type", "application/x-www-form-urlencoded")
+                        .body(body)
+                        .send()
+                        .await
+                        .unwrap();
+                    let mut response = Response::new(Full::from(answer.bytes().await.unwrap()));
+                    *response.status_mut() = StatusCode::OK;
+                    Ok::<_, Infallible>(response)
+                }
+            },
+        ))
 }
 
 fn cancel_all(site: &str) -> Request<Full<Bytes>> {
@@ -535,7 +540,12 @@ async fn a_cancel_on_one_replica_is_forgotten_by_the_others() {
         // B provisions it as soon as it has heard of the cancel.
         let mut stale = 0;
         loop {
-            let status = provision.clone().oneshot(form(downgrade)).await.unwrap().status();
+            let status = provision
+                .clone()
+                .oneshot(form(downgrade))
+                .await
+                .unwrap()
+                .status();
             if status == StatusCode::OK {
                 break;
             }
@@ -586,7 +596,6 @@ async fn forget_on_one_replica_reaches_the_others_and_a_lost_subscription_forget
         }
     };
     let eventually_ok = |plan: &'static str| {
-        let refused = refused;
         async move {
             let deadline = Instant::now() + Duration::from_secs(10);
             while refused(plan).await != StatusCode::OK {
@@ -598,8 +607,14 @@ async fn forget_on_one_replica_reaches_the_others_and_a_lost_subscription_forget
 
     // A change made elsewhere, told to replica A only.
     assert_eq!(refused("jetpack-scan").await, StatusCode::CONFLICT);
-    fake.add_site(upgrade_guard::fake::FakeSite::new(1003).url("https://professional.example.com/"));
-    assert_eq!(refused("jetpack-scan").await, StatusCode::CONFLICT, "cached");
+    fake.add_site(
+        upgrade_guard::fake::FakeSite::new(1003).url("https://professional.example.com/"),
+    );
+    assert_eq!(
+        refused("jetpack-scan").await,
+        StatusCode::CONFLICT,
+        "cached"
+    );
     a.forget(&site);
     eventually_ok("jetpack-scan").await;
 
@@ -608,7 +623,9 @@ async fn forget_on_one_replica_reaches_the_others_and_a_lost_subscription_forget
     fake.add_site(holding_professional());
     assert_eq!(refused("premium").await, StatusCode::CONFLICT);
     redis.stop();
-    fake.add_site(upgrade_guard::fake::FakeSite::new(1003).url("https://professional.example.com/"));
+    fake.add_site(
+        upgrade_guard::fake::FakeSite::new(1003).url("https://professional.example.com/"),
+    );
     a.forget(&site);
     redis.restart();
     eventually_ok("premium").await;

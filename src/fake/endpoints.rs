@@ -297,12 +297,13 @@ async fn provision(shared: &Shared, req: Request<Incoming>) -> Result<Response, 
             Refusal::bad_request("invalid_siteurl", "siteurl must be a site URL or a blog ID")
         })?;
     // No plan, or `free`: the site is registered or connected and no product changes.
-    let product = match last_text(&fields, "plan").as_deref() {
-        None | Some("free") => None,
-        Some(plan) => Some(Product::find(plan).ok_or_else(|| {
-            Refusal::bad_request("invalid_plan", "plan is not a known product")
-        })?),
-    };
+    let product =
+        match last_text(&fields, "plan").as_deref() {
+            None | Some("free") => None,
+            Some(plan) => Some(Product::find(plan).ok_or_else(|| {
+                Refusal::bad_request("invalid_plan", "plan is not a known product")
+            })?),
+        };
     if last_text(&fields, "local_user").is_none() {
         return Err(Refusal::bad_request(
             "missing_local_user",
@@ -318,7 +319,9 @@ async fn provision(shared: &Shared, req: Request<Incoming>) -> Result<Response, 
                 Some(_) => Counters::bump(&shared.counters.provisioned),
                 None => Counters::bump(&shared.counters.connected),
             }
-            let home = done.blog_id.map_or_else(|| site.to_string(), |id| id.to_string());
+            let home = done
+                .blog_id
+                .map_or_else(|| site.to_string(), |id| id.to_string());
             let answer = Provisioned {
                 success: true,
                 auth_required: false,

@@ -367,7 +367,10 @@ mod tests {
         let scan = Product::find("jetpack-scan").unwrap();
         store.cancel(&site("1"), Cancel::Plan).unwrap();
         assert_eq!(store.held(&site("1")), Some(vec!["jetpack-scan"]));
-        assert_eq!(store.cancel(&site("1"), Cancel::Plan), Err(CancelError::NotHeld));
+        assert_eq!(
+            store.cancel(&site("1"), Cancel::Plan),
+            Err(CancelError::NotHeld)
+        );
         store.cancel(&site("1"), Cancel::Product(scan)).unwrap();
         assert_eq!(store.held(&site("1")), Some(vec![]));
         store.cancel(&site("1"), Cancel::All).unwrap();

@@ -431,9 +431,7 @@ impl Config {
         };
         match acquired {
             Ok(permit) => Ok(SiteHold {
-                forget: self
-                    .cancels
-                    .then(|| (self.shared.clone(), site.clone())),
+                forget: self.cancels.then(|| (self.shared.clone(), site.clone())),
                 _permit: permit,
             }),
             Err(error) => {

@@ -2,9 +2,9 @@
 
 use super::{Acquire, ForgetListener, LocalLocks, LockError, SiteLocks, SitePermit};
 use crate::Site;
-use futures_util::StreamExt;
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use ::redis::{Client, IntoConnectionInfo, RedisError, Script, Value};
+use futures_util::StreamExt;
 use std::fmt;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
