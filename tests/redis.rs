@@ -595,13 +595,11 @@ async fn forget_on_one_replica_reaches_the_others_and_a_lost_subscription_forget
             provision.oneshot(form(&body)).await.unwrap().status()
         }
     };
-    let eventually_ok = |plan: &'static str| {
-        async move {
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while refused(plan).await != StatusCode::OK {
-                assert!(Instant::now() < deadline, "{plan} still refused");
-                tokio::time::sleep(Duration::from_millis(2)).await;
-            }
+    let eventually_ok = |plan: &'static str| async move {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while refused(plan).await != StatusCode::OK {
+            assert!(Instant::now() < deadline, "{plan} still refused");
+            tokio::time::sleep(Duration::from_millis(2)).await;
         }
     };
 

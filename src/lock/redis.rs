@@ -100,7 +100,7 @@ return 0
 ///   for the site on another process within that window may still be refused from the cache.
 /// - **Lost messages**: Redis pub/sub delivers to whoever listens at the time. A listener whose
 ///   connection broke (noticed when the stream ends, or by a `PING` unanswered within the command
-///   timeout after [`SUBSCRIPTION_PING`] of silence) reconnects and, as it cannot know what it
+///   timeout after 5 s of silence) reconnects and, as it cannot know what it
 ///   missed, forgets *every* site once it listens again. While Redis is away, a process may keep
 ///   refusing a product a cancel elsewhere gave back, for at most the cache's time to live.
 /// - None of this can forward a downgrade: the cache only ever refuses (see
