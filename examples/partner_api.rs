@@ -378,8 +378,8 @@ fn print_demo(listen: SocketAddr, sites: &[SiteSnapshot]) {
          \nA connection or repair without a plan: forwarded, no product changes:\n  \
          {provision} \\\n    \
          -d siteurl=https://professional.example.com/ -d local_user=admin -d force_connect=1\n\
-         \nWhat a site may get now, for a dashboard:\n  \
-         curl -s {base}/sites/realtime.example.com/upgrade-paths\n\
+         \nWhat a site may get now, for a dashboard (blog 1004 has Daily Backups):\n  \
+         curl -s {base}/sites/1004/upgrade-paths\n\
          \nCancel, then provision what the cancel gave back (the downgrade refused above is an\n\
          upgrade at once: the guard forgot the site's cached paths):\n  \
          curl -s -X POST {base}/rest/v1.3/jpphp/professional.example.com/partner-cancel -d plan=professional\n  \

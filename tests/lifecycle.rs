@@ -559,3 +559,101 @@ async fn cancels_racing_provisions_of_one_site_leak_nothing_and_leave_no_stale_r
         );
     }
 }
+
+/// The commands `cargo run --example partner_api` prints, run as printed, in order, with `curl`.
+#[tokio::test]
+async fn the_examples_printed_commands_answer_as_printed() {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+    // `cargo test` builds the examples next to the test binaries' `deps` folder.
+    let example = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .and_then(|deps| deps.parent())
+        .unwrap()
+        .join("examples")
+        .join(format!("partner_api{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        example.exists(),
+        "{} is missing: `cargo test` builds it (or `cargo build --example partner_api`)",
+        example.display()
+    );
+    let mut child = tokio::process::Command::new(&example)
+        .env("PARTNER_API_LISTEN", "127.0.0.1:0")
+        .env("RUST_LOG", "info")
+        .env_remove("WPCOM_API_URL")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    // What each printed command answers, in the order printed: status, then a part of the body.
+    let expected: [(u16, &str); 9] = [
+        (200, r#"{"success":true"#),
+        (409, r#"{"error":"upgrade_not_allowed""#),
+        (409, r#"{"error":"upgrade_not_allowed""#),
+        (200, r#"{"success":true"#),
+        (200, r#"{"success":true"#),
+        (200, r#"{"success":true"#),
+        (200, r#""jetpack-backup":["jetpack-backup-realtime"]"#),
+        (200, r#"{"success":true}"#),
+        (200, r#"{"success":true"#),
+    ];
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut commands: Vec<String> = Vec::new();
+    let mut open = false;
+    let reading = async {
+        while commands.len() < expected.len() || open {
+            let line = lines
+                .next_line()
+                .await
+                .unwrap()
+                .expect("the example printed all");
+            let line = line.trim();
+            if open {
+                commands
+                    .last_mut()
+                    .unwrap()
+                    .push_str(line.trim_end_matches('\\'));
+            } else if line.starts_with("curl ") {
+                commands.push(line.trim_end_matches('\\').to_owned());
+            } else {
+                continue;
+            }
+            open = line.ends_with('\\');
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(60), reading)
+        .await
+        .expect("the example started and printed its commands");
+    for (command, (status, body)) in commands.iter().zip(expected) {
+        let output = tokio::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("{command} --max-time 20 -w '\\n%{{http_code}}'"))
+            .output()
+            .await
+            .expect("sh and curl are installed (.ci/run installs curl)");
+        let output = String::from_utf8(output.stdout).unwrap();
+        let (answer, code) = output.rsplit_once('\n').unwrap_or(("", &output));
+        assert_eq!(code, status.to_string(), "{command}\n{answer}");
+        assert!(answer.contains(body), "{command}\n{answer}");
+    }
+    child.start_kill().unwrap();
+    let mut logs = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut logs)
+        .await
+        .unwrap();
+    child.wait().await.unwrap();
+    for decision in [
+        "upgrade allowed",
+        "request stopped",
+        "first provision of a new site forwarded",
+        "connection request forwarded",
+        "cancellation forwarded",
+    ] {
+        assert!(logs.contains(decision), "{decision} not logged:\n{logs}");
+    }
+}
