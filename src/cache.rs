@@ -98,7 +98,8 @@ impl Lookups {
     /// answer of a lookup already under way.
     ///
     /// A refusal needs neither a lookup of its own nor the site's lock: a provision in progress
-    /// can only take more products off the site's paths, so a refusal stays true.
+    /// can only take more products off the site's paths, so a refusal stays true; a cancel in
+    /// progress may make it untrue, and forgets the site when it has finished.
     pub(crate) async fn known_refusal(
         &self,
         site: &Site,

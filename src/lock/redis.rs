@@ -362,6 +362,7 @@ impl SiteLocks for RedisLocks {
 
     fn announce_forget(&self, site: &Site) {
         let Ok(runtime) = Handle::try_current() else {
+            tracing::warn!(%site, "no Tokio runtime: the other processes are not told to forget a site");
             return;
         };
         let inner = self.inner.clone();
@@ -391,6 +392,11 @@ impl SiteLocks for RedisLocks {
 
     fn listen_for_forgets(&self, listener: ForgetListener) {
         let Ok(runtime) = Handle::try_current() else {
+            // Built outside a runtime (the locks were not, so this is a guard built later).
+            tracing::warn!(
+                "guard built outside a Tokio runtime: it will not hear the sites other processes \
+                 forget, and keeps their cached refusals until they expire"
+            );
             return;
         };
         let task = runtime.spawn(listen(
