@@ -72,9 +72,11 @@ pub(crate) struct Forward<B> {
 /// [`cancels`](super::UpgradeGuardLayer::cancels), dropping it first forgets the site's cached
 /// paths (here and in every process sharing the locks), then frees the site: the cancel has
 /// changed what the site may get, and no request may be decided on the paths from before it.
+/// (A cancel that a fail-open route forwards without its lock still forgets at its end: then
+/// there is no permit.)
 pub(crate) struct SiteHold {
     forget: Option<(Arc<Shared>, Site)>,
-    _permit: SitePermit,
+    _permit: Option<SitePermit>,
 }
 
 impl Drop for SiteHold {
@@ -257,6 +259,13 @@ impl Config {
                     product,
                 };
                 request.extensions_mut().insert(bypass.clone());
+                let hold = match (hold, &bypass.site) {
+                    (None, Some(site)) if self.cancels => Some(SiteHold {
+                        forget: Some((self.shared.clone(), site.clone())),
+                        _permit: None,
+                    }),
+                    (hold, _) => hold,
+                };
                 (hold, Some(bypass))
             }
         };
@@ -432,7 +441,7 @@ impl Config {
         match acquired {
             Ok(permit) => Ok(SiteHold {
                 forget: self.cancels.then(|| (self.shared.clone(), site.clone())),
-                _permit: permit,
+                _permit: Some(permit),
             }),
             Err(error) => {
                 stats.site_busy();
