@@ -657,3 +657,52 @@ async fn the_examples_printed_commands_answer_as_printed() {
         assert!(logs.contains(decision), "{decision} not logged:\n{logs}");
     }
 }
+
+#[tokio::test]
+async fn a_site_is_new_only_when_status_agrees() {
+    use upgrade_guard::fake::{Endpoint, Fault};
+    let partner = Partner::new().await;
+    let invalid_blog = || Fault::status_with_body(403, r#"{"error":"invalid_blog","message":"x"}"#);
+    // Upgrade-paths says "unknown" for a site WordPress.com knows (it holds Professional): a
+    // downgrade must not pass as a first provision.
+    partner
+        .fake
+        .inject(Endpoint::UpgradePaths, invalid_blog())
+        .once();
+    let (status, body) = partner
+        .provision("siteurl=https://professional.example.com/&plan=jetpack-scan&local_user=a")
+        .await;
+    assert_eq!(
+        (status, error_of(&body).as_str()),
+        (503, "upgrade_paths_unavailable"),
+        "{body}"
+    );
+    // Status cannot answer: nothing is forwarded either.
+    partner
+        .fake
+        .inject(Endpoint::Status, Fault::status(500))
+        .once();
+    let (status, body) = partner
+        .provision("siteurl=https://new.example/&plan=jetpack-scan&local_user=a")
+        .await;
+    assert_eq!(
+        (status, error_of(&body).as_str()),
+        (503, "upgrade_paths_unavailable")
+    );
+    // A 404 without `invalid_blog` (a wrong base URL, say) is not "unknown" to status either.
+    partner
+        .fake
+        .inject(Endpoint::Any, Fault::status(404))
+        .times(2);
+    let (status, _) = partner
+        .provision("siteurl=https://new.example/&plan=jetpack-scan&local_user=a")
+        .await;
+    assert_eq!(status, 503);
+    assert!(partner.relay.seen().is_empty());
+    assert_eq!(partner.fake.stats().status_requests, 3);
+    // Both agree: forwarded.
+    let (status, _) = partner
+        .provision("siteurl=https://new.example/&plan=jetpack-scan&local_user=a")
+        .await;
+    assert_eq!(status, 200);
+}

@@ -3,7 +3,7 @@
 //! [`Config::check`] reads the request, reaches a [`Verdict`], lets the route's [`Mode`] settle
 //! what is stopped, reports the decision, and hands the future a [`Forward`] or a [`Rejection`].
 
-use super::UnknownSites;
+use super::{UnknownSites, new_site};
 use crate::Site;
 use crate::body::GuardBody;
 use crate::cache::Lookups;
@@ -16,7 +16,7 @@ use crate::stats::GuardStats;
 use crate::upstream::{LookupError, UpgradePaths};
 use bytes::Bytes;
 use futures_util::FutureExt;
-use http::Request;
+use http::{Request, StatusCode};
 use http_body::Body;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -334,15 +334,38 @@ impl Config {
             },
             // A site named by URL that WordPress.com does not know holds nothing: this provision
             // is its first, and registers it. Held like any provision, so a second first
-            // provision waits and is checked against what this one left.
+            // provision waits and is checked against what this one left. Forwarded unchecked, so
+            // only once a second endpoint agrees that the site is unknown (see `new_site`).
             Err(LookupError::UnknownSite)
                 if site.kind() == SiteKind::Url
                     && self.unknown_sites == UnknownSites::FirstProvision =>
             {
-                Verdict::FirstProvision {
-                    site,
-                    product,
-                    hold,
+                let why = match new_site::confirmed_unknown(lookups.client(), &site).await {
+                    Ok(true) => {
+                        return Verdict::FirstProvision {
+                            site,
+                            product,
+                            hold,
+                        };
+                    }
+                    Ok(false) => {
+                        tracing::warn!(
+                            %site,
+                            "upgrade-paths answered invalid_blog for a site WordPress.com's status \
+                             knows: not forwarded as a first provision"
+                        );
+                        LookupError::Status {
+                            status: StatusCode::FORBIDDEN,
+                            retry_after: None,
+                        }
+                    }
+                    Err(error) => error,
+                };
+                Verdict::Stopped {
+                    why: Rejection::Upstream(why),
+                    site: Some(site),
+                    product: Some(product),
+                    hold: Some(hold),
                 }
             }
             // A blog ID exists only once WordPress.com knows the site.

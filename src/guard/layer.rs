@@ -216,7 +216,9 @@ pub enum UnknownSites {
     /// A site named by URL or domain that WordPress.com does not know yet holds nothing: the
     /// request is forwarded as its first provision (which registers it), held per site like any
     /// provision, so a second first provision of the same site waits and is then checked
-    /// against what the first left. Marked
+    /// against what the first left. Since it is forwarded unchecked, "unknown" must be true: the
+    /// guard asks WordPress.com's v1.4 `status` endpoint too, and forwards only when it also
+    /// answers `invalid_blog` (otherwise 503 `upgrade_paths_unavailable`). Marked
     /// [`Admission::FirstProvision`](crate::Admission::FirstProvision). A blog ID WordPress.com
     /// does not know is 404 `unknown_site` all the same: a blog ID exists only once the site
     /// is registered.

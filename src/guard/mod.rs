@@ -22,6 +22,7 @@ mod builder;
 mod check;
 mod future;
 mod layer;
+mod new_site;
 mod service;
 
 pub use builder::UpgradeGuardBuilder;
