@@ -129,7 +129,14 @@ fn rows() -> Vec<Row> {
         row("healthy upstream", None, Allowed, One),
         row("200 {} (lists nothing)", body(200, "{}"), NotAnUpgrade, One),
         row("201 with valid paths", body(201, PATHS), Allowed, One),
-        row("200 []", body(200, "[]"), Unavailable(5), One),
+        // PHP's empty array is "no upgrade paths"; any other array is not an answer.
+        row("200 []", body(200, "[]"), NotAnUpgrade, One),
+        row(
+            "200 array of products",
+            body(200, r#"["professional"]"#),
+            Unavailable(5),
+            One,
+        ),
         row("200 null", body(200, "null"), Unavailable(5), One),
         row(
             "200 family not a list",

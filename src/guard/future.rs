@@ -1,7 +1,6 @@
-use super::Forward;
+use super::{Forward, SiteHold};
 use crate::body::GuardBody;
 use crate::decision::BYPASS_HEADER;
-use crate::lock::SitePermit;
 use crate::rejection::Rejection;
 use http::HeaderValue;
 use http::{Request, Response};
@@ -42,7 +41,7 @@ pin_project! {
         Forwarding {
             #[pin]
             future: S::Future,
-            permit: Option<SitePermit>,
+            permit: Option<SiteHold>,
             bypass: Option<HeaderValue>,
         },
         Done,
