@@ -196,10 +196,12 @@ impl Gate {
         Request<GuardBody<Full<Bytes>>>,
         Response = Response<Full<Bytes>>,
         Error = Infallible,
-        Future = impl Send,
+        Future = impl Send + use<>,
     > + Clone
     + Send
-    + 'static {
+    + 'static
+    // Not `&self`: the guard needs the handler's future to be `'static`.
+    + use<> {
         let gate = self.clone();
         service_fn(move |_request: Request<GuardBody<Full<Bytes>>>| {
             let gate = gate.clone();

@@ -84,6 +84,7 @@ impl UpgradeGuardBuilder {
             lock_wait: DEFAULT_LOCK_WAIT,
             mode: Mode::default(),
             on_decision: None,
+            hold: Default::default(),
         })
     }
 }

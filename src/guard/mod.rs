@@ -6,11 +6,13 @@
 //! the guard itself, as [`Rejection`] describes.
 
 mod builder;
+mod detached;
 mod future;
 mod layer;
 mod service;
 
 pub use builder::UpgradeGuardBuilder;
+pub use detached::{DEFAULT_DETACHED_CEILING, Detached};
 pub use future::ResponseFuture;
 pub use layer::UpgradeGuardLayer;
 pub use service::UpgradeGuard;
@@ -47,6 +49,7 @@ struct Config {
     lock_wait: Duration,
     mode: Mode,
     on_decision: Option<Arc<OnDecision>>,
+    hold: detached::Hold,
 }
 
 /// A partner's callback for every decision.
@@ -261,6 +264,7 @@ impl std::fmt::Debug for Config {
             .field("lock_wait", &self.lock_wait)
             .field("mode", &self.mode)
             .field("on_decision", &self.on_decision.as_ref().map(|_| ".."))
+            .field("hold", &self.hold)
             .finish()
     }
 }

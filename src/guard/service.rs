@@ -51,6 +51,7 @@ impl<S> UpgradeGuard<S> {
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for UpgradeGuard<S>
 where
     S: Service<Request<GuardBody<ReqBody>>, Response = Response<ResBody>> + Clone,
+    S::Future: Send + 'static,
     ReqBody: Body<Data = Bytes> + Send + 'static,
     ReqBody::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
@@ -67,6 +68,11 @@ where
         let clone = self.inner.clone();
         let ready = std::mem::replace(&mut self.inner, clone);
         let config = self.config.clone();
-        ResponseFuture::new(Box::pin(async move { config.check(request).await }), ready)
+        let check = config.clone();
+        ResponseFuture::new(
+            Box::pin(async move { check.check(request).await }),
+            ready,
+            config,
+        )
     }
 }

@@ -85,10 +85,12 @@ impl Recorder {
         Request<GuardBody<B>>,
         Response = Response<Full<Bytes>>,
         Error = Infallible,
-        Future = impl Send,
+        Future = impl Send + use<B>,
     > + Clone
     + Send
     + 'static
+    // Not `&self`: the guard needs the handler's future to be `'static`.
+    + use<B>
     where
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: std::fmt::Debug,
@@ -205,10 +207,12 @@ pub fn relay<B>(
     Request<GuardBody<B>>,
     Response = Response<Full<Bytes>>,
     Error = Infallible,
-    Future = impl Send,
+    Future = impl Send + use<B>,
 > + Clone
 + Send
 + 'static
+// Not `fake`: the guard needs the handler's future to be `'static`.
++ use<B>
 where
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: std::fmt::Debug,
