@@ -538,6 +538,58 @@ async fn waiting_for_detached_work_ends_when_the_last_one_does() {
     assert_eq!(detached.in_progress(), 0);
 }
 
+/// The README's layer order: a timeout outside the guard drops the guard's future, and the guard
+/// finishes the handler alone.
+#[tokio::test]
+async fn a_timeout_outside_the_guard_keeps_the_site_until_the_handler_ends() {
+    let fake = fake().await;
+    let locks = LocalLocks::new();
+    let guard = UpgradeGuardLayer::builder(client(&fake))
+        .site_locks(locks.clone())
+        .build();
+    let gate = Gate::new();
+    let service = tower::ServiceBuilder::new()
+        .timeout(Duration::from_millis(50))
+        .layer(guard.clone())
+        .service(gate.service());
+
+    let answer = service
+        .oneshot(form("siteurl=1001&plan=jetpack-scan"))
+        .await;
+    assert!(answer.unwrap_err().is::<tower::timeout::error::Elapsed>());
+    gate.wait_reached().await;
+    assert_eq!(locks.sites_in_use(), 1, "held past the timeout");
+    assert_eq!(guard.detached().in_progress(), 1);
+    gate.release(1);
+    guard.detached().wait().await;
+    assert_eq!(locks.sites_in_use(), 0);
+}
+
+/// What the guard cannot hold: a timeout inside it drops the handler's future and answers the
+/// guard with an error, so the guard sees the work as over and frees the site, while whatever the
+/// dropped handler had sent may still land. The README says to put timeouts outside.
+#[tokio::test]
+async fn a_timeout_inside_the_guard_ends_the_hold_with_the_handler() {
+    let fake = fake().await;
+    let locks = LocalLocks::new();
+    let guard = UpgradeGuardLayer::builder(client(&fake))
+        .site_locks(locks.clone())
+        .build();
+    let gate = Gate::new();
+    let service = guard.layer(tower::timeout::Timeout::new(
+        gate.service(),
+        Duration::from_millis(50),
+    ));
+
+    let answer = service
+        .oneshot(form("siteurl=1001&plan=jetpack-scan"))
+        .await;
+    assert!(answer.unwrap_err().is::<tower::timeout::error::Elapsed>());
+    gate.wait_reached().await;
+    assert_eq!(locks.sites_in_use(), 0, "the site went with the handler");
+    assert_eq!(guard.detached().in_progress(), 0);
+}
+
 #[tokio::test]
 async fn sequential_lookups_reuse_pooled_connections() {
     let fake = fake().await;

@@ -3,7 +3,9 @@
 //! For each request the guard reads the site and the product, takes the site's lock, asks for the
 //! site's upgrade paths (cached, coalesced), and forwards the request only when the product is
 //! listed, holding the lock until the inner service has answered. Everything else is answered by
-//! the guard itself, as [`Rejection`] describes.
+//! the guard itself, as [`Rejection`] describes. A client that goes away once its request was
+//! forwarded leaves the guard to finish the inner service's work alone, the site held until it
+//! ends or the route's ceiling passes (see [`Detached`]).
 
 mod builder;
 mod detached;

@@ -15,6 +15,16 @@ use tower_service::Service;
 /// when the route reads nothing from it, otherwise the same bytes, buffered. Responses and errors
 /// of the inner service pass through untouched; the guard's own answers are JSON (see
 /// [`Rejection`](crate::Rejection)).
+///
+/// # Bounds
+///
+/// The inner service's future must be `Send + 'static`: when the client goes away after the
+/// request was forwarded, the guard moves that future to a Tokio task that finishes it while the
+/// site stays held (see [`UpgradeGuardLayer::detached_ceiling`]). axum routes, hyper services on
+/// Tokio and `tower::ServiceBuilder` stacks of `Send` services meet it. An inner service whose
+/// future is not `Send` does not get a guard that would silently free the site early: it does
+/// not compile. In edition 2024, a function returning `impl Service<.., Future = impl Send>` that
+/// takes a reference captures it in the future's type; write `impl Send + use<..>` without it.
 #[derive(Clone, Debug)]
 pub struct UpgradeGuard<S> {
     inner: S,
