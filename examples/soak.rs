@@ -36,9 +36,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
 use tower::{Layer, ServiceExt, service_fn};
+use upgrade_guard::decision::Finished;
 use upgrade_guard::fake::catalogue::{self, PRODUCTS};
 use upgrade_guard::fake::{Endpoint, FakeSite, FakeUpstream, Fault};
-use upgrade_guard::decision::Finished;
 use upgrade_guard::{
     GuardBody, LocalLocks, Outcome, Site, SiteLocks, UpgradeGuardLayer, UpgradePathsClient,
 };
@@ -119,7 +119,10 @@ fn options() -> Result<Options, String> {
                     | 1
             }
             "-h" | "--help" => {
-                return Err("usage: soak [--minutes N | --quick] [--workers N] [--sites N] [--seed N]".into());
+                return Err(
+                    "usage: soak [--minutes N | --quick] [--workers N] [--sites N] [--seed N]"
+                        .into(),
+                );
             }
             other => return Err(format!("unknown argument {other:?} (try --help)")),
         }
@@ -334,7 +337,11 @@ async fn main() -> ExitCode {
             let finished_alone = finished_alone.clone();
             move |report| {
                 if let Outcome::FinishedAlone(how) = report.outcome {
-                    *finished_alone.lock().unwrap().entry(format!("{how:?}")).or_default() += 1;
+                    *finished_alone
+                        .lock()
+                        .unwrap()
+                        .entry(format!("{how:?}"))
+                        .or_default() += 1;
                 }
             }
         });
@@ -394,12 +401,11 @@ async fn main() -> ExitCode {
     ));
 
     println!(
-        "soak: {:.1} min, {} workers, {} sites, seed {}{}",
+        "soak: {:.1} min, {} workers, {} sites, seed {}",
         options.duration.as_secs_f64() / 60.0,
         options.workers,
         options.sites,
-        options.seed,
-        ""
+        options.seed
     );
     let started = Instant::now();
     let end = started + options.duration;
@@ -503,9 +509,15 @@ async fn main() -> ExitCode {
                 };
                 let request = match kind {
                     Kind::Malformed => malformed(&mut rng, &site.spelling, &product),
-                    Kind::Abandoned if rng.below(2) == 0 => malformed(&mut rng, &site.spelling, &product),
+                    Kind::Abandoned if rng.below(2) == 0 => {
+                        malformed(&mut rng, &site.spelling, &product)
+                    }
                     _ => {
-                        let fields = [("siteurl", site.spelling.as_str()), ("plan", &product), ("local_user", "admin")];
+                        let fields = [
+                            ("siteurl", site.spelling.as_str()),
+                            ("plan", &product),
+                            ("local_user", "admin"),
+                        ];
                         provision_request(&mut rng, &fields)
                     }
                 };
@@ -514,7 +526,9 @@ async fn main() -> ExitCode {
                 let sent = Sent::default();
                 request.extensions_mut().insert(sent.clone());
                 if kind == Kind::Abandoned {
-                    request.extensions_mut().insert(Transit(Duration::from_millis(rng.below(60) as u64)));
+                    request
+                        .extensions_mut()
+                        .insert(Transit(Duration::from_millis(rng.below(60) as u64)));
                 }
                 let mut call = std::pin::pin!(service.clone().oneshot(request));
                 let response = if kind == Kind::Abandoned {
@@ -541,16 +555,26 @@ async fn main() -> ExitCode {
                 };
                 let response = response.unwrap_or_else(|never| match never {});
                 let (parts, body) = response.into_parts();
-                let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                let body = body
+                    .collect()
+                    .await
+                    .map(|b| b.to_bytes())
+                    .unwrap_or_default();
                 let code = serde_json::from_slice::<serde_json::Value>(&body)
                     .ok()
                     .and_then(|json| json["error"].as_str().map(str::to_owned))
                     .unwrap_or_default();
                 let outcome = if parts.headers.contains_key(RELAYED) {
-                    format!("forwarded: provision answered {} {code}", parts.status.as_u16())
+                    format!(
+                        "forwarded: provision answered {} {code}",
+                        parts.status.as_u16()
+                    )
                 } else {
                     let pair = (parts.status.as_u16(), code.as_str());
-                    let json = parts.headers.get(header::CONTENT_TYPE).is_some_and(|v| v == "application/json");
+                    let json = parts
+                        .headers
+                        .get(header::CONTENT_TYPE)
+                        .is_some_and(|v| v == "application/json");
                     if !CONTRACT.contains(&pair) || !json {
                         let mut tally = tally.lock().unwrap();
                         tally.violations.push(format!(
@@ -561,7 +585,12 @@ async fn main() -> ExitCode {
                     }
                     format!("answered {} {code}", parts.status.as_u16())
                 };
-                *tally.lock().unwrap().by_kind.entry((kind, outcome)).or_default() += 1;
+                *tally
+                    .lock()
+                    .unwrap()
+                    .by_kind
+                    .entry((kind, outcome))
+                    .or_default() += 1;
             }
         });
     }

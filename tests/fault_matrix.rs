@@ -743,7 +743,11 @@ async fn a_client_gone_mid_relay_holds_the_site_until_its_provision_lands() {
     let t = mid_relay().await;
     t.send_and_leave("siteurl=1001&plan=jetpack-backup-realtime&local_user=admin")
         .await;
-    assert_eq!(t.locks.sites_in_use(), 1, "the client left, the site is held");
+    assert_eq!(
+        t.locks.sites_in_use(),
+        1,
+        "the client left, the site is held"
+    );
     assert_eq!(t.guard.detached().in_progress(), 1);
 
     let second = t
@@ -754,7 +758,11 @@ async fn a_client_gone_mid_relay_holds_the_site_until_its_provision_lands() {
         ))
         .await
         .unwrap();
-    assert_eq!(second.status(), 409, "checked once the first provision landed");
+    assert_eq!(
+        second.status(),
+        409,
+        "checked once the first provision landed"
+    );
     assert_eq!(t.fake.stats().provisioned, 1);
     t.guard.detached().wait().await;
     assert_eq!(t.guard.detached().in_progress(), 0);

@@ -179,7 +179,10 @@ async fn a_cancelled_holder_keeps_its_site_until_the_ceiling_then_frees_it() {
     assert!(holder.await.unwrap_err().is_cancelled());
     assert!(exists(&mut connection, &key).await, "still held");
     key_gone(&redis, &key).await;
-    assert!(left.elapsed() >= CEILING, "freed at the ceiling, not before");
+    assert!(
+        left.elapsed() >= CEILING,
+        "freed at the ceiling, not before"
+    );
     a.detached().wait().await;
 
     // The next request, on another replica, proceeds at once.
@@ -244,7 +247,9 @@ async fn a_client_gone_mid_relay_on_one_replica_holds_the_site_for_every_replica
     let (sent, mut handed_over) = tokio::sync::mpsc::unbounded_channel();
     let first = tokio::spawn(
         a.layer(relay_in_transit(&fake, TRANSIT, sent))
-            .oneshot(form("siteurl=1001&plan=jetpack-backup-realtime&local_user=a")),
+            .oneshot(form(
+                "siteurl=1001&plan=jetpack-backup-realtime&local_user=a",
+            )),
     );
     handed_over.recv().await.expect("the provision was sent");
     let left = Instant::now();
@@ -267,7 +272,11 @@ async fn a_client_gone_mid_relay_on_one_replica_holds_the_site_for_every_replica
     assert_eq!(fake.stats().provisioned, 0, "still in transit");
 
     let second = second.await.unwrap().unwrap();
-    assert_eq!(second.status(), StatusCode::CONFLICT, "checked after it landed");
+    assert_eq!(
+        second.status(),
+        StatusCode::CONFLICT,
+        "checked after it landed"
+    );
     assert!(left.elapsed() >= TRANSIT);
     a.detached().wait().await;
     let stats = fake.stats();

@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Semaphore;
 use tower::{Layer, ServiceExt, service_fn};
-use upgrade_guard::fake::{Endpoint, Fault};
 use upgrade_guard::decision::Finished;
+use upgrade_guard::fake::{Endpoint, Fault};
 use upgrade_guard::{GuardBody, LocalLocks, Outcome, SiteLocks, SitePermit, UpgradeGuardLayer};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -198,10 +198,10 @@ impl Gate {
         Response = Response<Full<Bytes>>,
         Error = Infallible,
         Future = impl Send + use<>,
-    > + Clone
+    >
+    + Clone
     + Send
     + 'static
-    // Not `&self`: the guard needs the handler's future to be `'static`.
     + use<> {
         let gate = self.clone();
         service_fn(move |_request: Request<GuardBody<Full<Bytes>>>| {

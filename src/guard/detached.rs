@@ -167,8 +167,8 @@ pub(super) fn finish_alone<F>(
     let running = config.hold.detached.start();
     let ceiling = config.hold.ceiling;
     let work = async move {
-        let ended = tokio::time::timeout(ceiling, poll_fn(|cx| poll_status(future.as_mut(), cx)))
-            .await;
+        let ended =
+            tokio::time::timeout(ceiling, poll_fn(|cx| poll_status(future.as_mut(), cx))).await;
         // Past the ceiling the work is cancelled here, before the site is freed.
         drop(future);
         drop(permit);
@@ -220,7 +220,7 @@ fn report(config: &Config, forwarded: &Forwarded, finished: Finished) {
             outcome,
             mode: config.mode,
             site: forwarded.site.as_ref(),
-            product: product,
+            product,
             rejection: None,
             latency,
         });

@@ -78,7 +78,8 @@ impl Recorder {
         self.seen.lock().unwrap().clone()
     }
 
-    /// The inner service, generic over the request body.
+    /// The inner service, generic over the request body. Its future does not capture `&self`
+    /// (`use<B>`): the guard needs the inner future to be `'static`.
     pub fn service<B>(
         &self,
     ) -> impl tower::Service<
@@ -86,10 +87,10 @@ impl Recorder {
         Response = Response<Full<Bytes>>,
         Error = Infallible,
         Future = impl Send + use<B>,
-    > + Clone
+    >
+    + Clone
     + Send
     + 'static
-    // Not `&self`: the guard needs the handler's future to be `'static`.
     + use<B>
     where
         B: Body<Data = Bytes> + Send + 'static,
@@ -200,7 +201,8 @@ pub fn multipart(
 }
 
 /// An inner service that relays the form to the fake's provision endpoint, as a partner's
-/// handler would, and answers with the fake's status and body.
+/// handler would, and answers with the fake's status and body. Its future does not capture
+/// `fake` (`use<B>`): the guard needs the inner future to be `'static`.
 pub fn relay<B>(
     fake: &FakeUpstream,
 ) -> impl tower::Service<
@@ -208,10 +210,10 @@ pub fn relay<B>(
     Response = Response<Full<Bytes>>,
     Error = Infallible,
     Future = impl Send + use<B>,
-> + Clone
+>
++ Clone
 + Send
 + 'static
-// Not `fake`: the guard needs the handler's future to be `'static`.
 + use<B>
 where
     B: Body<Data = Bytes> + Send + 'static,
