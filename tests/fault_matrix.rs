@@ -811,3 +811,83 @@ async fn a_late_provision_of_a_client_gone_mid_relay_is_never_a_downgrade() {
         ["jetpack-backup-realtime"]
     );
 }
+
+/// The black-box run, over a real server: hyper drops the handler's future when the
+/// client's connection closes. A client gives up 0.4 s into a 1.5 s provision; a downgrade of it,
+/// sent once the server has dropped that request, waits for the site and is answered 409 when the
+/// provision has landed (before the guard finished provisions alone, it was forwarded).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_a_real_server_a_client_that_times_out_mid_provision_keeps_the_site_held() {
+    use axum::body::Body;
+    use std::sync::{Arc, Mutex};
+    use upgrade_guard::Outcome;
+    use upgrade_guard::decision::Finished;
+
+    let fake = FakeUpstream::builder()
+        .site(FakeSite::new(FREE_SITE).url("https://free.example.com/"))
+        .start()
+        .await
+        .unwrap();
+    let client = UpgradePathsClient::builder()
+        .base_url(fake.url())
+        .bearer_token(fake.token())
+        .build()
+        .unwrap();
+    let finished = Arc::new(Mutex::new(Vec::new()));
+    let guard = {
+        let finished = finished.clone();
+        UpgradeGuardLayer::new(client).on_decision(move |report| {
+            if let Outcome::FinishedAlone(how) = report.outcome {
+                finished.lock().unwrap().push(how);
+            }
+        })
+    };
+    let app = axum::Router::new().route_service(
+        "/rest/v1.3/jpphp/provision",
+        tower::Layer::layer(&guard, relay::<Body>(&fake)),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!(
+        "http://{}/rest/v1.3/jpphp/provision",
+        listener.local_addr().unwrap()
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    // The provision takes 1.5 s at the upstream, then lands.
+    fake.inject(
+        Endpoint::Provision,
+        Fault::Delay(Duration::from_millis(1500)),
+    )
+    .once();
+
+    let http = reqwest::Client::new();
+    let provision = |plan: &str, timeout: Duration| {
+        http.post(&url)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("siteurl=1001&plan={plan}&local_user=admin"))
+            .timeout(timeout)
+            .send()
+    };
+    let gave_up = provision("jetpack-backup-realtime", Duration::from_millis(400)).await;
+    assert!(gave_up.unwrap_err().is_timeout());
+    eventually("the server to drop the client's request", || {
+        guard.detached().in_progress() == 1
+    })
+    .await;
+    assert_eq!(fake.stats().provisioned, 0, "still at the upstream");
+
+    let downgrade = provision("jetpack-backup-daily", Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(downgrade.status(), 409);
+    assert_eq!(
+        fake.stats().provisioned,
+        1,
+        "answered once the first landed"
+    );
+    guard.detached().wait().await;
+    assert_eq!(
+        *finished.lock().unwrap(),
+        [Finished::Answered(http::StatusCode::OK)]
+    );
+    assert_eq!(fake.stats().leaks, 0);
+}
