@@ -11,7 +11,6 @@
 use super::Config;
 use crate::Site;
 use crate::decision::{DecisionReport, Finished, Outcome};
-use crate::lock::SitePermit;
 use http::StatusCode;
 use std::fmt;
 use std::future::{Future, poll_fn};
@@ -144,16 +143,18 @@ impl Drop for Running {
     }
 }
 
-/// Drives `future` to its end in a task of its own, holding `permit` until then or until the
-/// route's ceiling passes, then reports how it ended.
-pub(super) fn finish_alone<F>(
+/// Drives `future` to its end in a task of its own, holding `permit` (whatever the guard holds
+/// while forwarding: the site's lock) until then or until the route's ceiling passes, then
+/// reports how it ended.
+pub(super) fn finish_alone<F, P>(
     config: Arc<Config>,
     mut future: Pin<Box<F>>,
     poll_status: PollStatus<F>,
-    permit: Option<SitePermit>,
+    permit: P,
     forwarded: Forwarded,
 ) where
     F: Future + Send + 'static,
+    P: Send + 'static,
 {
     let Ok(runtime) = tokio::runtime::Handle::try_current() else {
         // Dropped outside any runtime: nothing can drive the future. Say so rather than pretend.
