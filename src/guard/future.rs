@@ -30,6 +30,7 @@ pin_project! {
     /// [`detached_ceiling`](super::UpgradeGuardLayer::detached_ceiling), and only then frees the
     /// site: a provision the handler already sent may still land, and no other check of the site
     /// may pass before it has. That is why the inner service's future must be `Send + 'static`.
+    // One bound per line: pin-project-lite takes a single bound per predicate.
     pub struct ResponseFuture<S, B>
     where
         S: Service<Request<GuardBody<B>>>,
