@@ -136,6 +136,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         tokens,
         guard: guard.clone(),
     };
+    let detached = guard.detached();
 
     let app = Router::new()
         // WordPress.com's form: the guard's defaults (site from `siteurl`, product from `plan`;
@@ -183,11 +184,41 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         print_demo(listen, &fake.sites());
     }
     axum::serve(listener, app)
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
+        .with_graceful_shutdown(stop_signal())
         .await?;
+    // No new requests now. Provisions whose clients left still hold their sites until they have
+    // landed: wait for them (each ends within its route's `detached_ceiling`) before exiting.
+    if detached.in_progress() > 0 {
+        println!(
+            "waiting for {} provision(s) whose clients left",
+            detached.in_progress()
+        );
+    }
+    detached.wait().await;
     Ok(())
+}
+
+/// SIGTERM (a deploy, `docker stop`, systemd) or Ctrl-C.
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
 
 /// `POST /rest/v1.3/jpphp/provision`: relays the form as it arrived, byte for byte.

@@ -263,6 +263,10 @@ pub enum Outcome {
     FailedOpen,
     /// Would have been rejected, forwarded by a [`Mode::Shadow`] route.
     Shadowed,
+    /// Forwarded (and reported then), after which its client went away; the guard finished the
+    /// inner service's work alone, holding the site meanwhile, and this is how it ended. The
+    /// report's `latency` is then from forwarding to that end, and its `rejection` is `None`.
+    FinishedAlone(Finished),
 }
 
 impl Outcome {
@@ -273,8 +277,25 @@ impl Outcome {
             Self::Rejected => "rejected",
             Self::FailedOpen => "failed_open",
             Self::Shadowed => "shadowed",
+            Self::FinishedAlone(_) => "finished_alone",
         }
     }
+}
+
+/// How the inner service's work ended for a request whose client went away after it was
+/// forwarded ([`Outcome::FinishedAlone`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Finished {
+    /// The inner service answered with this status; the answer went nowhere, its client had
+    /// gone. A provision that landed for a client that left shows here.
+    Answered(StatusCode),
+    /// The inner service returned an error.
+    Failed,
+    /// The route's [`detached_ceiling`](crate::UpgradeGuardLayer::detached_ceiling) passed
+    /// first: the guard dropped the inner service's future and freed the site, though a
+    /// provision it had sent may still land.
+    CeilingPassed,
 }
 
 /// One decision, as `tracing` logs it and an

@@ -57,7 +57,7 @@ impl Relay {
         Request<GuardBody<Full<Bytes>>>,
         Response = Response<Full<Bytes>>,
         Error = Infallible,
-        Future = impl Send,
+        Future = impl Send + use<>,
     > + Clone
     + Send
     + 'static {

@@ -149,10 +149,12 @@ async fn a_stale_cache_on_another_replica_only_refuses() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_cancelled_holder_frees_its_site_at_once() {
+async fn a_cancelled_holder_keeps_its_site_until_the_ceiling_then_frees_it() {
+    const CEILING: Duration = Duration::from_millis(500);
     let redis = RedisServer::start();
     let fake = fake().await;
-    let (a, b) = (replica(&fake, locks(&redis)), replica(&fake, locks(&redis)));
+    let a = replica(&fake, locks(&redis)).detached_ceiling(CEILING);
+    let b = replica(&fake, locks(&redis));
     let key = locks(&redis).key(&Site::parse("1001").unwrap());
 
     // An inner service that says when it is called and never answers.
@@ -172,9 +174,17 @@ async fn a_cancelled_holder_frees_its_site_at_once() {
         "held in Redis during the inner call"
     );
 
-    // The client goes away mid inner call.
+    // The client goes away mid inner call: the guard finishes it alone, up to the ceiling.
+    let left = Instant::now();
     holder.abort();
+    assert!(holder.await.unwrap_err().is_cancelled());
+    assert!(exists(&mut connection, &key).await, "still held");
     key_gone(&redis, &key).await;
+    assert!(
+        left.elapsed() >= CEILING,
+        "freed at the ceiling, not before"
+    );
+    a.detached().wait().await;
 
     // The next request, on another replica, proceeds at once.
     let inner = Recorder::default();
@@ -187,6 +197,91 @@ async fn a_cancelled_holder_frees_its_site_at_once() {
         started.elapsed()
     );
     assert_eq!(inner.calls(), 1);
+    key_gone(&redis, &key).await;
+}
+
+/// A handler relaying provisions to the fake, where a provision takes `transit` to land once
+/// sent (it lands whatever becomes of the handler's future), and says when it has sent one.
+fn relay_in_transit(
+    fake: &FakeUpstream,
+    transit: Duration,
+    sent: tokio::sync::mpsc::UnboundedSender<()>,
+) -> impl tower::Service<
+    Request<GuardBody<Full<Bytes>>>,
+    Response = Response<Full<Bytes>>,
+    Error = Infallible,
+    Future = impl Send + use<>,
+> + Clone
++ use<> {
+    let relay = relay::<Full<Bytes>>(fake);
+    service_fn(move |request: Request<GuardBody<Full<Bytes>>>| {
+        let (relay, sent) = (relay.clone(), sent.clone());
+        async move {
+            let _ = sent.send(());
+            let landing = tokio::spawn(async move {
+                tokio::time::sleep(transit).await;
+                relay.oneshot(request).await
+            });
+            landing.await.unwrap()
+        }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_gone_mid_relay_on_one_replica_holds_the_site_for_every_replica() {
+    // The provision takes several leases to land: the lease must be renewed all along.
+    const LEASE: Duration = Duration::from_millis(600);
+    const TRANSIT: Duration = Duration::from_millis(2000);
+    let redis = RedisServer::start();
+    let fake = fake().await;
+    let short_lease = || {
+        RedisLocks::builder(redis.url())
+            .command_timeout(Duration::from_millis(150))
+            .lease(LEASE)
+            .build()
+            .unwrap()
+    };
+    let (a, b) = (replica(&fake, short_lease()), replica(&fake, short_lease()));
+    let key = short_lease().key(&Site::parse("1001").unwrap());
+
+    // On replica A, Realtime Backups is sent, and its client leaves.
+    let (sent, mut handed_over) = tokio::sync::mpsc::unbounded_channel();
+    let first = tokio::spawn(
+        a.layer(relay_in_transit(&fake, TRANSIT, sent))
+            .oneshot(form(
+                "siteurl=1001&plan=jetpack-backup-realtime&local_user=a",
+            )),
+    );
+    handed_over.recv().await.expect("the provision was sent");
+    let left = Instant::now();
+    first.abort();
+    assert!(first.await.unwrap_err().is_cancelled());
+    assert_eq!(a.detached().in_progress(), 1);
+
+    // On replica B, Daily Backups: a downgrade once the first provision lands.
+    let second = tokio::spawn(
+        b.layer(relay::<Full<Bytes>>(&fake))
+            .oneshot(form("siteurl=1001&plan=jetpack-backup-daily&local_user=b")),
+    );
+    // Past two leases, the key is still held: the renewal goes on in the detached task.
+    let mut connection = redis_connection(&redis).await;
+    tokio::time::sleep_until(left + LEASE * 2).await;
+    assert!(
+        exists(&mut connection, &key).await,
+        "renewed while the provision was finished alone"
+    );
+    assert_eq!(fake.stats().provisioned, 0, "still in transit");
+
+    let second = second.await.unwrap().unwrap();
+    assert_eq!(
+        second.status(),
+        StatusCode::CONFLICT,
+        "checked after it landed"
+    );
+    assert!(left.elapsed() >= TRANSIT);
+    a.detached().wait().await;
+    let stats = fake.stats();
+    assert_eq!((stats.provisioned, stats.leaks), (1, 0));
     key_gone(&redis, &key).await;
 }
 

@@ -90,6 +90,7 @@ impl UpgradeGuardBuilder {
             require_product: false,
             unknown_sites: UnknownSites::default(),
             cancels: false,
+            after_drop: Default::default(),
         })
     }
 }

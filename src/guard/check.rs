@@ -54,6 +54,8 @@ pub(super) struct Config {
     pub(super) unknown_sites: UnknownSites,
     /// Whether the route changes a site's products other than by provisioning (a cancel).
     pub(super) cancels: bool,
+    /// How a forwarded request whose client went away is finished.
+    pub(super) after_drop: super::detached::Hold,
 }
 
 /// A partner's callback for every decision.
@@ -493,6 +495,7 @@ impl std::fmt::Debug for Config {
             .field("require_product", &self.require_product)
             .field("unknown_sites", &self.unknown_sites)
             .field("cancels", &self.cancels)
+            .field("after_drop", &self.after_drop)
             .finish()
     }
 }

@@ -1,4 +1,4 @@
-use super::{Config, UpgradeGuard, UpgradeGuardBuilder};
+use super::{Config, Detached, UpgradeGuard, UpgradeGuardBuilder};
 use crate::decision::{DecisionReport, Mode};
 use crate::stats::GuardStats;
 use crate::upstream::{LookupError, UpgradePaths};
@@ -100,6 +100,40 @@ impl UpgradeGuardLayer {
     {
         Arc::make_mut(&mut self.config).on_decision = Some(Arc::new(f));
         self
+    }
+
+    /// How long the guard keeps finishing a forwarded request whose client went away; default
+    /// [`DEFAULT_DETACHED_CEILING`](super::DEFAULT_DETACHED_CEILING).
+    ///
+    /// Once a request is forwarded, the handler may have sent the provision to WordPress.com. If
+    /// the client then goes away (hyper drops the response future), the guard drives the
+    /// handler's future to its end in a task of its own and holds the site until then, so that no
+    /// other check of the site passes before the provision has landed. The end is logged and
+    /// reported to [`on_decision`](Self::on_decision) as
+    /// [`Outcome::FinishedAlone`](crate::Outcome::FinishedAlone). Past the ceiling the handler's
+    /// future is dropped, the site is freed and a warning says so: set it above the longest
+    /// provision your handler makes. `Duration::ZERO` frees the site as soon as the client goes
+    /// away, which lets a downgrade through in that window: only for handlers that do nothing a
+    /// dropped future would leave half done.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use upgrade_guard::{UpgradeGuardLayer, UpgradePathsClient};
+    /// # let client = UpgradePathsClient::builder().bearer_token("t").build()?;
+    /// // The handler's own call to WordPress.com times out after 30 s: never hold a site longer.
+    /// let guard = UpgradeGuardLayer::new(client).detached_ceiling(Duration::from_secs(35));
+    /// # Ok::<(), upgrade_guard::upstream::BuildError>(())
+    /// ```
+    pub fn detached_ceiling(mut self, ceiling: Duration) -> Self {
+        Arc::make_mut(&mut self.config).after_drop.ceiling = ceiling;
+        self
+    }
+
+    /// The requests this layer and its clones are finishing alone because their clients went
+    /// away (see [`detached_ceiling`](Self::detached_ceiling)): a server waits for them on
+    /// shutdown, with [`Detached::wait`].
+    pub fn detached(&self) -> Detached {
+        self.config.after_drop.detached.clone()
     }
 
     /// How long a request waits while another provision of its site is in progress; past it

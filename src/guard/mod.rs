@@ -15,17 +15,23 @@
 //! - a **cancel** route ([`cancels`](UpgradeGuardLayer::cancels)) is held per site and drops the
 //!   site's cached paths, here and in every process sharing the locks.
 //!
-//! The pipeline itself is in `check.rs`; the layer, the service and the future each in a file of
-//! their own.
+//! A client that goes away once its request was forwarded leaves the guard to finish the inner
+//! service's work alone, the site held until it ends or the route's ceiling passes (see
+//! [`Detached`]).
+//!
+//! The pipeline itself is in `check.rs`, the work finished alone in `detached.rs`; the layer, the
+//! service and the future each in a file of their own.
 
 mod builder;
 mod check;
+mod detached;
 mod future;
 mod layer;
 mod new_site;
 mod service;
 
 pub use builder::UpgradeGuardBuilder;
+pub use detached::{DEFAULT_DETACHED_CEILING, Detached};
 pub use future::ResponseFuture;
 pub use layer::{UnknownSites, UpgradeGuardLayer};
 pub use service::UpgradeGuard;

@@ -3,8 +3,8 @@
 //! An upgrade-paths answer is good for one provision only. Two provisions for one site that both
 //! checked first could both pass, and the second would be exactly the downgrade the guard exists
 //! to stop. So the guard holds the site's lock from before the lookup until the inner service's
-//! response future completes or is dropped; a request that waits sees the paths as they are after
-//! the previous provision.
+//! work has finished (when its client went away, the guard finishes it alone, up to a ceiling); a
+//! request that waits sees the paths as they are after the previous provision.
 //!
 //! [`LocalLocks`] serializes within one process. A partner running several processes needs a
 //! lock shared between them: with the `redis` feature, `RedisLocks` holds each site in Redis

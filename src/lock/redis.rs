@@ -62,7 +62,8 @@ return 0
 ///   process the requests for a site first queue on a [`LocalLocks`], so only one of them polls
 ///   Redis and the next one gets the site the moment the previous one has released it.
 /// - **Hold**: while the permit lives, a task extends the lease every third of it, with a
-///   script that extends the key only if it still holds the token.
+///   script that extends the key only if it still holds the token. The permit lives as long as
+///   the inner service's work, also when the guard finishes it alone after its client left.
 /// - **Release**: dropping the permit never blocks: it stops the renewal and spawns a script
 ///   that deletes the key only if it still holds the token. A request that goes away while its
 ///   `SET` is under way frees the key the same way, so a cancellation never leaves the site
