@@ -23,7 +23,7 @@ use crate::lock::{LockError, SiteLocks, SitePermit};
 use crate::rejection::Rejection;
 use crate::request::{Read, RequestReader};
 use crate::stats::GuardStats;
-use crate::upstream::UpgradePaths;
+use crate::upstream::{Token, UpgradePaths};
 use bytes::Bytes;
 use futures_util::FutureExt;
 use http::Request;
@@ -72,11 +72,14 @@ impl Config {
     {
         let started = Instant::now();
         let Read { mut request, named } = self.reader.read(request).await;
+        // Issue 13: a client with no token of its own looks the site up with the caller's.
+        let caller = self.shared.lookups.caller_token(request.headers());
         let named = named.and_then(|named| {
             let product = named.product.ok_or(Rejection::MissingProduct)?;
             Ok(Named {
                 site: named.site,
                 product,
+                caller,
             })
         });
         let (named, permit, stopped) = match named {
@@ -109,7 +112,7 @@ impl Config {
             self.shared.lookups.invalidate(&named.site);
         }
         let bypass = match (stopped, named) {
-            (None, Some(Named { site, product })) => {
+            (None, Some(Named { site, product, .. })) => {
                 request.extensions_mut().insert(Checked { site, product });
                 None
             }
@@ -140,8 +143,14 @@ impl Config {
     /// provision in progress only takes products off a site's paths.
     async fn judge(&self, named: &Named) -> (Option<SitePermit>, Option<Rejection>) {
         let lookups = &self.shared.lookups;
-        if let Some(paths) = lookups.known_refusal(&named.site, &named.product).await {
-            return (None, Some(not_an_upgrade(named, paths)));
+        // Issue 13: `Err` is a request without the bearer token the lookup needs.
+        match lookups
+            .known_refusal(&named.site, &named.product, named.caller.as_ref())
+            .await
+        {
+            Ok(Some(paths)) => return (None, Some(not_an_upgrade(named, paths))),
+            Err(why) => return (None, Some(Rejection::Upstream(why))),
+            Ok(None) => {}
         }
         match self.hold(&named.site).await {
             Err(why) => (None, Some(why)),
@@ -155,7 +164,7 @@ impl Config {
         let paths = self
             .shared
             .lookups
-            .upgrade_paths(&named.site, &named.product)
+            .upgrade_paths(&named.site, &named.product, named.caller.as_ref())
             .await
             .map_err(Rejection::Upstream)?;
         match Decision::new(&paths, &named.product) {
@@ -243,6 +252,8 @@ impl Config {
 struct Named {
     site: Site,
     product: String,
+    /// Issue 13: the request's bearer token, when the client uses the caller's token.
+    caller: Option<Token>,
 }
 
 fn not_an_upgrade(named: &Named, paths: Arc<UpgradePaths>) -> Rejection {
