@@ -260,6 +260,55 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_caller_without_a_token_or_refused_is_answered_401_or_403() {
+        let missing = Rejection::Upstream(LookupError::MissingToken).into_response();
+        assert_eq!(missing.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(missing.headers()[header::WWW_AUTHENTICATE], "Bearer");
+        assert!(missing.headers().get(header::RETRY_AFTER).is_none());
+        let text = body(missing).await;
+        assert!(
+            text.starts_with(r#"{"error":"missing_token","message":""#),
+            "{text}"
+        );
+
+        let upstream = br#"{"error":"invalid_token","message":"The OAuth2 token is invalid."}"#;
+        let refused = |status, body: &'static [u8], challenge: Option<&'static str>| {
+            Rejection::Upstream(LookupError::CallerRefused(
+                crate::upstream::CallerRefusal::new(
+                    status,
+                    &bytes::Bytes::from_static(body),
+                    challenge.map(HeaderValue::from_static),
+                ),
+            ))
+        };
+        let relayed = refused(StatusCode::UNAUTHORIZED, upstream, None);
+        assert_eq!(relayed.code(), "caller_unauthorized");
+        let relayed = relayed.into_response();
+        assert_eq!(relayed.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(relayed.headers()[header::CONTENT_TYPE], "application/json");
+        assert_eq!(relayed.headers()[header::WWW_AUTHENTICATE], "Bearer");
+        assert_eq!(body(relayed).await.as_bytes(), upstream);
+
+        let forbidden = refused(StatusCode::FORBIDDEN, b"<html>", Some("Bearer realm=\"x\""));
+        let forbidden = forbidden.into_response();
+        assert_eq!(forbidden.status(), StatusCode::FORBIDDEN);
+        assert_eq!(
+            forbidden.headers()[header::WWW_AUTHENTICATE],
+            "Bearer realm=\"x\""
+        );
+        let text = body(forbidden).await;
+        assert!(
+            text.starts_with(r#"{"error":"caller_unauthorized","message":""#),
+            "{text}"
+        );
+        assert!(text.contains("HTTP 403"), "{text}");
+        // A 403 without a challenge of its own gets none: only a 401 must carry one.
+        let bare = refused(StatusCode::FORBIDDEN, upstream, None)
+            .into_response::<http_body_util::Empty<bytes::Bytes>>();
+        assert!(bare.headers().get(header::WWW_AUTHENTICATE).is_none());
+    }
+
+    #[tokio::test]
     async fn unavailable_upstream_asks_to_retry() {
         let response = Rejection::Upstream(LookupError::Timeout).into_response();
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);

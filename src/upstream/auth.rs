@@ -679,6 +679,59 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_requests_bearer_token_is_read_strictly() {
+        let read = |values: &[&str]| {
+            let mut headers = HeaderMap::new();
+            for value in values {
+                headers.append(header::AUTHORIZATION, HeaderValue::from_str(value).unwrap());
+            }
+            Token::from_headers(&headers).map(|token| token.secret().to_owned())
+        };
+        assert_eq!(read(&["Bearer abc"]).as_deref(), Some("abc"));
+        assert_eq!(read(&["bearer  abc"]).as_deref(), Some("abc"));
+        assert_eq!(read(&["BEARER a#b$c(d)!"]).as_deref(), Some("a#b$c(d)!"));
+        for refused in [
+            &[][..],
+            &["Bearer"],
+            &["Bearer "],
+            &["Basic YTpi"],
+            &["Bearerabc"],
+            &["Bearer a", "Bearer b"],
+            &["Bearer a", "Bearer a"],
+        ] {
+            assert_eq!(read(refused), None, "{refused:?}");
+        }
+        let mut headers = HeaderMap::new();
+        let opaque = HeaderValue::from_bytes(b"Bearer \xff\xfe").unwrap();
+        headers.insert(header::AUTHORIZATION, opaque);
+        assert!(Token::from_headers(&headers).is_none());
+    }
+
+    #[test]
+    fn secrets_are_compared_exactly() {
+        let token = |secret| Token::new(secret).unwrap();
+        assert!(token("abc").same_secret(&token("abc")));
+        assert!(!token("abc").same_secret(&token("abd")));
+        assert!(!token("abc").same_secret(&token("abcd")));
+        assert!(!token("abc").same_secret(&token("ABC")));
+        assert_eq!(
+            format!("{:?}", TokenSource::caller()),
+            "TokenSource::Caller"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_caller_source_has_no_token_of_its_own() {
+        let source = TokenSource::caller();
+        assert!(matches!(source.token().await, Err(TokenError::CallersOwn)));
+        let token = Token::new("t").unwrap();
+        assert!(matches!(
+            source.refresh(&token).await,
+            Err(TokenError::CallersOwn)
+        ));
+    }
+
     #[tokio::test]
     async fn a_static_token_cannot_refresh() {
         let source = TokenSource::bearer("t").unwrap();

@@ -710,6 +710,33 @@ mod tests {
     }
 
     #[test]
+    fn only_a_json_error_object_is_kept_to_relay() {
+        let kept = |body: &'static [u8]| {
+            CallerRefusal::new(StatusCode::UNAUTHORIZED, &Bytes::from_static(body), None)
+                .json()
+                .is_some()
+        };
+        assert!(kept(br#"{"error":"invalid_token","message":"no"}"#));
+        assert!(kept(br#"{"message":"no","error":"x"}"#));
+        for other in [
+            &b""[..],
+            b"<html>401</html>",
+            br#"["invalid_token"]"#,
+            br#"{"error":7}"#,
+            br#"{"message":"no"}"#,
+            br#""invalid_token""#,
+        ] {
+            assert!(!kept(other), "{}", String::from_utf8_lossy(other));
+        }
+        let refusal = CallerRefusal::new(
+            StatusCode::FORBIDDEN,
+            &Bytes::from_static(br#"{"error":"invalid_token","message":"t0k3n"}"#),
+            None,
+        );
+        assert!(!format!("{refusal:?}").contains("t0k3n"));
+    }
+
+    #[test]
     fn builder_checks_its_input_and_hides_the_token() {
         assert!(matches!(
             UpgradePathsClient::builder().build(),
