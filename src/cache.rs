@@ -146,7 +146,8 @@ impl Lookups {
 
     /// A refusal of `product` for `site` known without a lookup of its own: the cache's, or the
     /// answer of a lookup already under way, fetched with the same token as this request's.
-    /// `Err` when the request has no token to look up with (a client using the caller's).
+    /// `Err` when the request has no token to look up with (a client using the caller's), or
+    /// when the lookup under way with its token was refused that token.
     ///
     /// A refusal needs neither a lookup of its own nor the site's lock: a provision in progress
     /// can only take more products off the site's paths, so a refusal stays true.
@@ -164,10 +165,13 @@ impl Lookups {
             return Ok(None);
         };
         self.inner.stats.coalesced();
-        let Ok(paths) = self.wait(site, under_way).await else {
-            return Ok(None);
-        };
-        Ok((!paths.allows(product)).then_some(paths))
+        match self.wait(site, under_way).await {
+            Ok(paths) => Ok((!paths.allows(product)).then_some(paths)),
+            // This very token was refused a moment ago: asking again, after queueing for the
+            // site behind its provisions, would only be refused again.
+            Err(refused @ LookupError::CallerRefused(_)) => Err(refused),
+            Err(_) => Ok(None),
+        }
     }
 
     fn cached_refusal(

@@ -314,6 +314,48 @@ async fn a_refused_caller_token_gets_the_upstreams_401_with_its_body() {
 }
 
 #[tokio::test]
+async fn requests_with_one_refused_token_share_its_lookup_in_flight() {
+    let fake = fake().await;
+    let guard = UpgradeGuardLayer::new(caller_client(&fake));
+    let inner = Recorder::default();
+    let service = guard.layer(inner.service::<Full<Bytes>>());
+    fake.inject(
+        Endpoint::UpgradePaths,
+        Fault::Delay(Duration::from_millis(300)),
+    )
+    .once();
+    let first = tokio::spawn(service.clone().oneshot(personal(Some(REVOKED))));
+    eventually("the lookup to reach the fake", || fake.stats().faults == 1).await;
+
+    let mut others = tokio::task::JoinSet::new();
+    for _ in 0..20 {
+        let service = service.clone();
+        others.spawn(async move {
+            let response = service.oneshot(personal(Some(REVOKED))).await.unwrap();
+            response.status()
+        });
+    }
+    let statuses = others.join_all().await;
+
+    assert_eq!(
+        first.await.unwrap().unwrap().status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert!(statuses.iter().all(|s| *s == StatusCode::UNAUTHORIZED));
+    assert_eq!(
+        fake.lookups_with(REVOKED),
+        1,
+        "one upstream call refused all 21"
+    );
+    let stats = guard.stats().snapshot();
+    assert_eq!(stats.coalesced, 20);
+    assert_eq!(
+        stats.lock_waits, 0,
+        "none queued for the site to be refused again"
+    );
+}
+
+#[tokio::test]
 async fn a_refusing_403_is_relayed_with_its_challenge_and_a_non_json_one_is_answered_as_json() {
     let fake = fake().await;
     let guard = UpgradeGuardLayer::new(caller_client(&fake));

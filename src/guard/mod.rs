@@ -143,7 +143,8 @@ impl Config {
     /// provision in progress only takes products off a site's paths.
     async fn judge(&self, named: &Named) -> (Option<SitePermit>, Option<Rejection>) {
         let lookups = &self.shared.lookups;
-        // Issue 13: `Err` is a request without the bearer token the lookup needs.
+        // Issue 13: `Err` is a request without the bearer token the lookup needs, or whose token
+        // was just refused.
         match lookups
             .known_refusal(&named.site, &named.product, named.caller.as_ref())
             .await
