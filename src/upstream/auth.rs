@@ -181,7 +181,8 @@ fn code_suffix(code: &Option<String>) -> String {
         .unwrap_or_default()
 }
 
-/// Where the partner's bearer token comes from: a fixed token, or OAuth2 client credentials.
+/// Where the partner's bearer token comes from: a fixed token, OAuth2 client credentials, or
+/// nowhere ([`caller`](Self::caller): each lookup uses the caller's own token).
 ///
 /// Cheap to clone; clones share one token. [`UpgradePathsClient`](crate::UpgradePathsClient) uses
 /// one for its lookups, and [`UpgradePathsClient::token_source`](crate::UpgradePathsClient::token_source)

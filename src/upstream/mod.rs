@@ -462,8 +462,9 @@ enum Auth {
 
 /// Builds an [`UpgradePathsClient`].
 ///
-/// One of [`bearer_token`](Self::bearer_token), [`client_credentials`](Self::client_credentials)
-/// or [`token_source`](Self::token_source) is required; the last one called wins.
+/// One of [`bearer_token`](Self::bearer_token), [`client_credentials`](Self::client_credentials),
+/// [`caller_token`](Self::caller_token) or [`token_source`](Self::token_source) is required; the
+/// last one called wins.
 #[derive(Default)]
 #[must_use]
 pub struct ClientBuilder {
@@ -646,7 +647,7 @@ impl fmt::Debug for ClientBuilder {
 #[non_exhaustive]
 pub enum BuildError {
     /// No token source was given.
-    #[error("a partner token or client credentials are required")]
+    #[error("a partner token, client credentials, or caller_token() are required")]
     MissingToken,
     /// The token is empty or cannot be sent in an HTTP header.
     #[error("the partner token is empty or holds characters an HTTP header cannot carry")]
