@@ -162,10 +162,10 @@ impl Rejection {
     /// The compact JSON body of the response: for WordPress.com's refusal of the caller's token,
     /// its own body as it came, when that was a JSON error object.
     pub fn to_json(&self) -> Vec<u8> {
-        if let Self::Upstream(LookupError::CallerRefused(refusal)) = self {
-            if let Some(json) = refusal.json() {
-                return json.to_vec();
-            }
+        if let Self::Upstream(LookupError::CallerRefused(refusal)) = self
+            && let Some(json) = refusal.json()
+        {
+            return json.to_vec();
         }
         #[derive(Serialize)]
         struct Body<'a> {
