@@ -14,7 +14,8 @@
 //! | `POST /rest/v1.3/jpphp/provision` | `siteurl`, `plan`, `local_user` as a urlencoded, multipart or JSON form; 400 `plan_downgrade_disallowed` for a product not offered (counted as a [leak](FakeStats::leaks)) |
 //! | `POST /oauth2/token` | the token for `grant_type=client_credentials` with the right client credentials and `scope=jetpack-partner` |
 //!
-//! The partner endpoints answer 401 `invalid_token` without the right bearer token, bodies over
+//! The partner endpoints answer 401 `invalid_token` without the right bearer token (the partner's,
+//! or another caller's added with [`FakeUpstreamBuilder::accept_token`]), bodies over
 //! 1 MiB are answered 413, and other paths 404 `not_found`. A site is named by its blog ID or by its
 //! URL in any form [`Site::parse`](crate::Site::parse) accepts. A successful provision adds the
 //! product to the site and drops the products it supersedes, so the site's upgrade paths change
