@@ -168,11 +168,8 @@ async fn a_caller_does_not_join_another_callers_lookup_in_flight() {
     let inner = Recorder::default();
     let service = guard.layer(inner.service::<Full<Bytes>>());
     // A's lookup is slow, so the others arrive while it is out.
-    fake.inject(
-        Endpoint::UpgradePaths,
-        Fault::Delay(Duration::from_millis(300)),
-    )
-    .once();
+    fake.inject(Endpoint::UpgradePaths, Fault::Delay(Duration::from_secs(1)))
+        .once();
     let first = tokio::spawn(service.clone().oneshot(personal(Some(TOOL_A))));
     eventually("A's lookup to reach the fake", || fake.stats().faults == 1).await;
     // The next lookup is B's own (A's is out already): B's token is told Personal is on offer.
@@ -319,11 +316,8 @@ async fn requests_with_one_refused_token_share_its_lookup_in_flight() {
     let guard = UpgradeGuardLayer::new(caller_client(&fake));
     let inner = Recorder::default();
     let service = guard.layer(inner.service::<Full<Bytes>>());
-    fake.inject(
-        Endpoint::UpgradePaths,
-        Fault::Delay(Duration::from_millis(300)),
-    )
-    .once();
+    fake.inject(Endpoint::UpgradePaths, Fault::Delay(Duration::from_secs(1)))
+        .once();
     let first = tokio::spawn(service.clone().oneshot(personal(Some(REVOKED))));
     eventually("the lookup to reach the fake", || fake.stats().faults == 1).await;
 
