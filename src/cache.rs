@@ -34,11 +34,22 @@
 //! The callers waiting for a lookup drive it themselves; one that goes away before the answer
 //! hands the lookup to a task of its own, so the others waiting on the same call and the cache
 //! still get the answer. The guard therefore needs a Tokio runtime, as reqwest does.
+//!
+//! **Whose answer.** With a client that uses the caller's token
+//! ([`ClientBuilder::caller_token`](crate::upstream::ClientBuilder::caller_token)), an answer is
+//! only ever given to requests carrying the token that fetched it: WordPress.com answers each
+//! token as it sees fit (or refuses it), and a caller must not learn, or be allowed by, what
+//! another caller's token was told. The cache stays keyed by site, so forgetting a site stays one
+//! key: an entry remembers the token that fetched it, and a lookup with another token neither uses
+//! it (nor its refusals) nor joins the other token's lookup in flight; it makes its own, whose
+//! answer then replaces the entry. Tokens are compared exactly (in a time that depends only on
+//! their lengths), so no two tokens are ever taken for one. A client with a token of its own tags
+//! every entry as the partner's.
 
 use crate::Site;
 use crate::lock::ForgetListener;
 use crate::stats::GuardStats;
-use crate::upstream::{LookupError, UpgradePaths, UpgradePathsClient};
+use crate::upstream::{LookupError, Token, UpgradePaths, UpgradePathsClient};
 use futures_util::future::{BoxFuture, FutureExt, Shared};
 use std::collections::HashMap;
 use std::future::Future;
@@ -53,6 +64,40 @@ pub const DEFAULT_CACHE_CAPACITY: u64 = 100_000;
 
 type Lookup = Shared<BoxFuture<'static, Result<Arc<UpgradePaths>, LookupError>>>;
 
+/// Whose token fetched an answer (or is fetching it).
+#[derive(Clone)]
+enum Fetcher {
+    /// The client's own: the partner's token.
+    Partner,
+    /// A caller's own token, for a client built with `caller_token()`.
+    Caller(Token),
+}
+
+impl Fetcher {
+    fn is(&self, other: &Fetcher) -> bool {
+        match (self, other) {
+            (Self::Partner, Self::Partner) => true,
+            (Self::Caller(a), Self::Caller(b)) => a.same_secret(b),
+            _ => false,
+        }
+    }
+}
+
+/// A cached answer and whose token fetched it.
+#[derive(Clone)]
+struct Entry {
+    fetched_by: Fetcher,
+    paths: Arc<UpgradePaths>,
+}
+
+/// A lookup under way, tagged so a finished task removes only its own.
+#[derive(Clone)]
+struct InFlight {
+    id: u64,
+    fetched_by: Fetcher,
+    lookup: Lookup,
+}
+
 /// The client behind a cache and a table of lookups in flight.
 #[derive(Clone)]
 pub(crate) struct Lookups {
@@ -61,9 +106,9 @@ pub(crate) struct Lookups {
 
 struct Inner {
     client: UpgradePathsClient,
-    cache: Option<moka::sync::Cache<Site, Arc<UpgradePaths>>>,
-    /// The lookup under way for each site, tagged so a finished task removes only its own.
-    in_flight: Mutex<HashMap<Site, (u64, Lookup)>>,
+    cache: Option<moka::sync::Cache<Site, Entry>>,
+    /// The lookups under way for each site: one per token asking (one in all with the partner's).
+    in_flight: Mutex<HashMap<Site, Vec<InFlight>>>,
     next_lookup: AtomicU64,
     stats: GuardStats,
 }
@@ -94,8 +139,32 @@ impl Lookups {
         }
     }
 
+    /// The token a request's lookups are to use: the request's bearer token when the client
+    /// uses the caller's token, else `None` (the client's own).
+    pub(crate) fn caller_token(&self, headers: &http::HeaderMap) -> Option<Token> {
+        if self.inner.client.uses_caller_token() {
+            Token::from_headers(headers)
+        } else {
+            None
+        }
+    }
+
+    /// Whose token looks the site up for a request that carries `caller`
+    /// ([`caller_token`](Self::caller_token)).
+    fn fetcher(&self, caller: Option<&Token>) -> Result<Fetcher, LookupError> {
+        if !self.inner.client.uses_caller_token() {
+            return Ok(Fetcher::Partner);
+        }
+        caller
+            .cloned()
+            .map(Fetcher::Caller)
+            .ok_or(LookupError::MissingToken)
+    }
+
     /// A refusal of `product` for `site` known without a lookup of its own: the cache's, or the
-    /// answer of a lookup already under way.
+    /// answer of a lookup already under way, fetched with the same token as this request's.
+    /// `Err` when the request has no token to look up with (a client using the caller's), or
+    /// when the lookup under way with its token was refused that token.
     ///
     /// A refusal needs neither a lookup of its own nor the site's lock: a provision in progress
     /// can only take more products off the site's paths, so a refusal stays true; a cancel in
@@ -104,65 +173,97 @@ impl Lookups {
         &self,
         site: &Site,
         product: &str,
-    ) -> Option<Arc<UpgradePaths>> {
-        if let Some(paths) = self.cached_refusal(site, product) {
-            return Some(paths);
+        caller: Option<&Token>,
+    ) -> Result<Option<Arc<UpgradePaths>>, LookupError> {
+        let fetcher = self.fetcher(caller)?;
+        if let Some(paths) = self.cached_refusal(site, product, &fetcher) {
+            return Ok(Some(paths));
         }
-        let (id, lookup) = self.inner.in_flight().get(site).cloned()?;
+        let Some(under_way) = self.inner.under_way(site, &fetcher) else {
+            return Ok(None);
+        };
         self.inner.stats.coalesced();
-        let paths = self.wait(site, id, lookup).await.ok()?;
-        (!paths.allows(product)).then_some(paths)
+        match self.wait(site, under_way).await {
+            Ok(paths) => Ok((!paths.allows(product)).then_some(paths)),
+            // This very token was refused a moment ago: asking again, after queueing for the
+            // site behind its provisions, would only be refused again.
+            Err(refused @ LookupError::CallerRefused(_)) => Err(refused),
+            Err(_) => Ok(None),
+        }
     }
 
-    fn cached_refusal(&self, site: &Site, product: &str) -> Option<Arc<UpgradePaths>> {
+    fn cached_refusal(
+        &self,
+        site: &Site,
+        product: &str,
+        fetcher: &Fetcher,
+    ) -> Option<Arc<UpgradePaths>> {
         let inner = &self.inner;
-        let paths = inner.cache.as_ref()?.get(site)?;
-        if paths.allows(product) {
+        let entry = inner.cache.as_ref()?.get(site)?;
+        if !entry.fetched_by.is(fetcher) || entry.paths.allows(product) {
             return None;
         }
         inner.stats.cache_hit();
         tracing::trace!(%site, product, "refused from the cache");
-        Some(paths)
+        Some(entry.paths)
     }
 
     /// Paths that may decide on `product` for `site`: a cached answer when it refuses the
-    /// product, otherwise the answer of a lookup in flight or of a new upstream call.
+    /// product, otherwise the answer of a lookup in flight or of a new upstream call; each only
+    /// when fetched with the same token as this request's.
     pub(crate) async fn upgrade_paths(
         &self,
         site: &Site,
         product: &str,
+        caller: Option<&Token>,
     ) -> Result<Arc<UpgradePaths>, LookupError> {
-        if let Some(paths) = self.cached_refusal(site, product) {
+        let fetcher = self.fetcher(caller)?;
+        if let Some(paths) = self.cached_refusal(site, product, &fetcher) {
             return Ok(paths);
         }
-        let (id, lookup) = {
+        let under_way = {
             let mut in_flight = self.inner.in_flight();
-            match in_flight.get(site) {
+            let lookups = in_flight.entry(site.clone()).or_default();
+            match lookups.iter().find(|l| l.fetched_by.is(&fetcher)) {
                 Some(under_way) => {
                     self.inner.stats.coalesced();
                     under_way.clone()
                 }
                 None => {
                     let id = self.inner.next_lookup.fetch_add(1, Ordering::Relaxed);
-                    let lookup = self.lookup(site.clone(), id).boxed().shared();
-                    in_flight.insert(site.clone(), (id, lookup.clone()));
-                    (id, lookup)
+                    let lookup = self
+                        .lookup(site.clone(), id, fetcher.clone())
+                        .boxed()
+                        .shared();
+                    let under_way = InFlight {
+                        id,
+                        fetched_by: fetcher,
+                        lookup,
+                    };
+                    lookups.push(under_way.clone());
+                    under_way
                 }
             }
         };
-        self.wait(site, id, lookup).await
+        self.wait(site, under_way).await
     }
 
     /// The site's paths for a partner's own view: the cached answer when there is one (it may
     /// list less than WordPress.com would now, never more), otherwise the answer of a lookup in
     /// flight or of a new upstream call.
-    pub(crate) async fn current(&self, site: &Site) -> Result<Arc<UpgradePaths>, LookupError> {
-        if let Some(paths) = self.inner.cache.as_ref().and_then(|cache| cache.get(site)) {
+    pub(crate) async fn current(
+        &self,
+        site: &Site,
+        caller: Option<&Token>,
+    ) -> Result<Arc<UpgradePaths>, LookupError> {
+        let fetcher = self.fetcher(caller)?;
+        let cached = self.inner.cache.as_ref().and_then(|cache| cache.get(site));
+        if let Some(entry) = cached.filter(|entry| entry.fetched_by.is(&fetcher)) {
             self.inner.stats.cache_hit();
-            return Ok(paths);
+            return Ok(entry.paths);
         }
         // No product is allowed by nothing: never a cached refusal, always a lookup.
-        self.upgrade_paths(site, "").await
+        self.upgrade_paths(site, "", caller).await
     }
 
     /// Forgets the site's paths in this process: the cached answer, and the lookup in flight,
@@ -196,24 +297,34 @@ impl Lookups {
         &self,
         site: Site,
         id: u64,
+        fetcher: Fetcher,
     ) -> impl Future<Output = Result<Arc<UpgradePaths>, LookupError>> + Send + 'static {
         let inner = self.inner.clone();
         inner.stats.lookup();
         async move {
-            let result = inner.client.upgrade_paths(&site).await.map(Arc::new);
+            let result = match &fetcher {
+                Fetcher::Partner => inner.client.upgrade_paths(&site).await,
+                Fetcher::Caller(token) => inner.client.upgrade_paths_with(&site, token).await,
+            }
+            .map(Arc::new);
             tracing::debug!(%site, ok = result.is_ok(), "upgrade-paths lookup");
             // The cache and the table change together, under the table's lock, so a forget
             // either comes first (and this answer, maybe from before the change, is not cached)
             // or after (and drops it).
             let mut in_flight = inner.in_flight();
-            if in_flight
-                .get(&site)
-                .is_some_and(|(current, _)| *current == id)
-            {
+            let lookups = in_flight.get_mut(&site);
+            if let Some(lookups) = lookups.filter(|lookups| lookups.iter().any(|l| l.id == id)) {
                 if let (Ok(paths), Some(cache)) = (&result, &inner.cache) {
-                    cache.insert(site.clone(), paths.clone());
+                    let entry = Entry {
+                        fetched_by: fetcher,
+                        paths: paths.clone(),
+                    };
+                    cache.insert(site.clone(), entry);
                 }
-                in_flight.remove(&site);
+                lookups.retain(|under_way| under_way.id != id);
+                if lookups.is_empty() {
+                    in_flight.remove(&site);
+                }
             }
             drop(in_flight);
             result
@@ -225,9 +336,9 @@ impl Lookups {
     async fn wait(
         &self,
         site: &Site,
-        id: u64,
-        lookup: Lookup,
+        under_way: InFlight,
     ) -> Result<Arc<UpgradePaths>, LookupError> {
+        let InFlight { id, lookup, .. } = under_way;
         let mut waiting = Waiting {
             inner: self.inner.clone(),
             site: site.clone(),
@@ -287,18 +398,28 @@ impl Inner {
         }
     }
 
-    /// Removes lookup `id` from the table, if it is still the one there.
+    /// The lookup of `site` under way with `fetcher`'s token, if there is one.
+    fn under_way(&self, site: &Site, fetcher: &Fetcher) -> Option<InFlight> {
+        self.in_flight()
+            .get(site)?
+            .iter()
+            .find(|under_way| under_way.fetched_by.is(fetcher))
+            .cloned()
+    }
+
+    /// Removes lookup `id` from the table, if it is still there.
     fn leave(&self, site: &Site, id: u64) {
         let mut in_flight = self.in_flight();
-        if in_flight
-            .get(site)
-            .is_some_and(|(current, _)| *current == id)
-        {
+        let Some(lookups) = in_flight.get_mut(site) else {
+            return;
+        };
+        lookups.retain(|under_way| under_way.id != id);
+        if lookups.is_empty() {
             in_flight.remove(site);
         }
     }
 
-    fn in_flight(&self) -> std::sync::MutexGuard<'_, HashMap<Site, (u64, Lookup)>> {
+    fn in_flight(&self) -> std::sync::MutexGuard<'_, HashMap<Site, Vec<InFlight>>> {
         self.in_flight
             .lock()
             .unwrap_or_else(PoisonError::into_inner)

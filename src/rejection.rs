@@ -70,7 +70,11 @@ pub enum Rejection {
         site: Site,
     },
     /// 502 `upstream_unauthorized` or 503 `upgrade_paths_unavailable` (404 `unknown_site` for
-    /// [`LookupError::UnknownSite`]): the upgrade-paths lookup gave no answer.
+    /// [`LookupError::UnknownSite`]): the upgrade-paths lookup gave no answer. With a client that
+    /// uses the caller's token
+    /// ([`ClientBuilder::caller_token`](crate::upstream::ClientBuilder::caller_token)), also
+    /// WordPress.com's own 401/403 answer when it refused that token
+    /// ([`LookupError::CallerRefused`]), and 401 `missing_token` when the request carries none.
     #[error("{}", upstream_message(.0))]
     Upstream(#[source] LookupError),
     /// 503 `site_busy`: another provision of the site held it for too long, or the site's lock
@@ -84,6 +88,13 @@ fn upstream_message(error: &LookupError) -> String {
         LookupError::UnknownSite => "WordPress.com does not know this site".into(),
         LookupError::Unauthorized { .. } => {
             "WordPress.com refused the partner's credentials for the upgrade-paths lookup".into()
+        }
+        LookupError::CallerRefused(refusal) => format!(
+            "WordPress.com refused the request's bearer token for the upgrade-paths lookup (HTTP {})",
+            refusal.status()
+        ),
+        LookupError::MissingToken => {
+            "the request carries no bearer token (Authorization: Bearer <token>) to look the site up with".into()
         }
         other => format!("the site's upgrade paths could not be checked ({other}); try again"),
     }
@@ -113,11 +124,15 @@ impl Rejection {
                 StatusCode::NOT_FOUND
             }
             Self::Upstream(LookupError::Unauthorized { .. }) => StatusCode::BAD_GATEWAY,
+            Self::Upstream(LookupError::CallerRefused(refusal)) => refusal.status(),
+            Self::Upstream(LookupError::MissingToken) => StatusCode::UNAUTHORIZED,
             Self::Upstream(_) | Self::SiteBusy(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
-    /// The `error` code of the response body.
+    /// The `error` code of the response body; for WordPress.com's own answer relayed
+    /// ([`LookupError::CallerRefused`]), `caller_unauthorized`, the code the guard reports it by
+    /// (the relayed body keeps WordPress.com's code).
     pub fn code(&self) -> &'static str {
         match self {
             Self::NotAnUpgrade { .. } => "upgrade_not_allowed",
@@ -129,6 +144,8 @@ impl Rejection {
             Self::BodyTooLarge { .. } => "body_too_large",
             Self::UnknownSite { .. } | Self::Upstream(LookupError::UnknownSite) => "unknown_site",
             Self::Upstream(LookupError::Unauthorized { .. }) => "upstream_unauthorized",
+            Self::Upstream(LookupError::CallerRefused(_)) => "caller_unauthorized",
+            Self::Upstream(LookupError::MissingToken) => "missing_token",
             Self::Upstream(_) => "upgrade_paths_unavailable",
             Self::SiteBusy(_) => "site_busy",
         }
@@ -137,7 +154,12 @@ impl Rejection {
     /// The `Retry-After` the response carries, for the 503 answers.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            Self::Upstream(LookupError::UnknownSite | LookupError::Unauthorized { .. }) => None,
+            Self::Upstream(
+                LookupError::UnknownSite
+                | LookupError::Unauthorized { .. }
+                | LookupError::CallerRefused(_)
+                | LookupError::MissingToken,
+            ) => None,
             Self::Upstream(error) => Some(
                 error
                     .retry_after()
@@ -149,8 +171,14 @@ impl Rejection {
         }
     }
 
-    /// The compact JSON body of the response.
+    /// The compact JSON body of the response: for WordPress.com's refusal of the caller's token,
+    /// its own body as it came, when that was a JSON error object.
     pub fn to_json(&self) -> Vec<u8> {
+        if let Self::Upstream(LookupError::CallerRefused(refusal)) = self
+            && let Some(json) = refusal.json()
+        {
+            return json.to_vec();
+        }
         #[derive(Serialize)]
         struct Body<'a> {
             error: &'static str,
@@ -193,7 +221,26 @@ impl Rejection {
         if let Some(wait) = self.retry_after() {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(wait.as_secs()));
         }
+        if let Some(challenge) = self.www_authenticate() {
+            headers.insert(header::WWW_AUTHENTICATE, challenge);
+        }
         response
+    }
+
+    /// The challenge a 401 must carry (RFC 9110, 11.6.1): WordPress.com's own when it sent one.
+    fn www_authenticate(&self) -> Option<HeaderValue> {
+        let Self::Upstream(error) = self else {
+            return None;
+        };
+        let bearer = HeaderValue::from_static("Bearer");
+        match error {
+            LookupError::CallerRefused(refusal) => match refusal.www_authenticate() {
+                Some(challenge) => Some(challenge.clone()),
+                None => (refusal.status() == StatusCode::UNAUTHORIZED).then_some(bearer),
+            },
+            LookupError::MissingToken => Some(bearer),
+            _ => None,
+        }
     }
 }
 
@@ -234,6 +281,55 @@ mod tests {
             body(response).await,
             r#"{"error":"unknown_site","message":"WordPress.com does not know site 4242","site":"4242"}"#
         );
+    }
+
+    #[tokio::test]
+    async fn a_caller_without_a_token_or_refused_is_answered_401_or_403() {
+        let missing = Rejection::Upstream(LookupError::MissingToken).into_response();
+        assert_eq!(missing.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(missing.headers()[header::WWW_AUTHENTICATE], "Bearer");
+        assert!(missing.headers().get(header::RETRY_AFTER).is_none());
+        let text = body(missing).await;
+        assert!(
+            text.starts_with(r#"{"error":"missing_token","message":""#),
+            "{text}"
+        );
+
+        let upstream = br#"{"error":"invalid_token","message":"The OAuth2 token is invalid."}"#;
+        let refused = |status, body: &'static [u8], challenge: Option<&'static str>| {
+            Rejection::Upstream(LookupError::CallerRefused(
+                crate::upstream::CallerRefusal::new(
+                    status,
+                    &bytes::Bytes::from_static(body),
+                    challenge.map(HeaderValue::from_static),
+                ),
+            ))
+        };
+        let relayed = refused(StatusCode::UNAUTHORIZED, upstream, None);
+        assert_eq!(relayed.code(), "caller_unauthorized");
+        let relayed = relayed.into_response();
+        assert_eq!(relayed.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(relayed.headers()[header::CONTENT_TYPE], "application/json");
+        assert_eq!(relayed.headers()[header::WWW_AUTHENTICATE], "Bearer");
+        assert_eq!(body(relayed).await.as_bytes(), upstream);
+
+        let forbidden = refused(StatusCode::FORBIDDEN, b"<html>", Some("Bearer realm=\"x\""));
+        let forbidden = forbidden.into_response();
+        assert_eq!(forbidden.status(), StatusCode::FORBIDDEN);
+        assert_eq!(
+            forbidden.headers()[header::WWW_AUTHENTICATE],
+            "Bearer realm=\"x\""
+        );
+        let text = body(forbidden).await;
+        assert!(
+            text.starts_with(r#"{"error":"caller_unauthorized","message":""#),
+            "{text}"
+        );
+        assert!(text.contains("HTTP 403"), "{text}");
+        // A 403 without a challenge of its own gets none: only a 401 must carry one.
+        let bare = refused(StatusCode::FORBIDDEN, upstream, None)
+            .into_response::<http_body_util::Empty<bytes::Bytes>>();
+        assert!(bare.headers().get(header::WWW_AUTHENTICATE).is_none());
     }
 
     #[tokio::test]

@@ -5,20 +5,30 @@
 //! site first reached by another test's thread while this one's thread-local subscriber is being
 //! set up can miss it. Alone in its binary, this test is the only one reaching them.
 
+use bytes::Bytes;
+use http::{Request, Response, header};
+use http_body_util::{BodyExt, Empty, Full};
+use std::convert::Infallible;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
+use tower::{Layer, ServiceExt, service_fn};
 use upgrade_guard::fake::{Endpoint, FakeUpstream, Fault};
 use upgrade_guard::upstream::{TokenError, TokenSource};
-use upgrade_guard::{Rejection, Site, UpgradePathsClient};
+use upgrade_guard::{Rejection, Site, Token, UpgradeGuardLayer, UpgradePathsClient};
 
 const CLIENT_ID: &str = "partner-7";
 const CLIENT_SECRET: &str = "client-s3cret-9f2b";
 const TOKEN: &str = "t0k3n-s3cret-41c7";
+/// A caller's own token, which the fake accepts.
+const CALLER_TOKEN: &str = "c4ll3r-s3cret-77ab";
+/// A caller's token the fake refuses.
+const CALLER_REFUSED: &str = "c4ll3r-r3fused-03d9";
 
 async fn fake() -> FakeUpstream {
     FakeUpstream::builder()
         .demo_sites()
         .token(TOKEN)
+        .accept_token(CALLER_TOKEN)
         .client_credentials(CLIENT_ID, CLIENT_SECRET)
         .start()
         .await
@@ -127,6 +137,48 @@ async fn secrets_never_reach_debug_output_errors_or_logs() {
     let cannot = static_source.refresh(&static_token).await.unwrap_err();
     shown.push(format!("{cannot} {cannot:?}"));
 
+    // The caller's own token: through a guard (accepted, refused, refused again from a lookup in
+    // flight), and straight through the client.
+    let builder = UpgradePathsClient::builder()
+        .base_url(fake.url())
+        .caller_token();
+    shown.push(format!("{builder:?}"));
+    let caller_client = builder.build().unwrap();
+    shown.push(format!(
+        "{caller_client:?} {:?}",
+        caller_client.token_source()
+    ));
+    let guard = UpgradeGuardLayer::new(caller_client.clone());
+    let service = guard.layer(service_fn(|_request| async {
+        Ok::<_, Infallible>(Response::new(Empty::<Bytes>::new()))
+    }));
+    for token in [CALLER_TOKEN, CALLER_REFUSED, CALLER_TOKEN] {
+        let request = Request::post("/rest/v1.3/jpphp/provision")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header(header::AUTHORIZATION, format!("Bearer {token}"))
+            .body(Full::from("siteurl=1003&plan=personal&local_user=admin"))
+            .unwrap();
+        let response = service.clone().oneshot(request).await.unwrap();
+        shown.push(format!("{response:?}"));
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        shown.push(String::from_utf8_lossy(&body).into_owned());
+    }
+    shown.push(format!("{guard:?}"));
+    let mut headers = http::HeaderMap::new();
+    let refused = format!("Bearer {CALLER_REFUSED}");
+    headers.insert(header::AUTHORIZATION, refused.parse().unwrap());
+    let caller = Token::from_headers(&headers).unwrap();
+    shown.push(format!("{caller:?}"));
+    errors.push(
+        caller_client
+            .upgrade_paths_with(&site(), &caller)
+            .await
+            .unwrap_err(),
+    );
+    errors.push(caller_client.upgrade_paths(&site()).await.unwrap_err());
+    let own = caller_client.token_source().token().await.unwrap_err();
+    shown.push(format!("{own} {own:?}"));
+
     for error in errors {
         shown.push(format!("{error} {error:?}"));
         let rejection = Rejection::Upstream(error);
@@ -134,7 +186,14 @@ async fn secrets_never_reach_debug_output_errors_or_logs() {
         shown.push(String::from_utf8(rejection.to_json()).unwrap());
     }
 
-    let secrets = [CLIENT_SECRET, TOKEN, &rotated, &stale];
+    let secrets = [
+        CLIENT_SECRET,
+        TOKEN,
+        &rotated,
+        &stale,
+        CALLER_TOKEN,
+        CALLER_REFUSED,
+    ];
     for text in &shown {
         assert_no_secret("Debug or Display output", text, &secrets);
     }
@@ -145,6 +204,8 @@ async fn secrets_never_reach_debug_output_errors_or_logs() {
         "refreshing",
         "could not fetch a partner token",
         "invalid_client",
+        "caller_unauthorized",
+        "upgrade_not_allowed",
     ] {
         assert!(logged.contains(event), "no {event:?} in the logs: {logged}");
     }

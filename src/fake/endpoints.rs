@@ -15,6 +15,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use serde::Serialize;
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 /// Bodies past this are answered 413; no partner form comes near it.
@@ -34,6 +35,10 @@ pub(crate) struct Shared {
     /// The bearer token accepted now; [`FakeUpstream::rotate_token`](super::FakeUpstream::rotate_token)
     /// replaces it.
     pub(crate) token: Mutex<String>,
+    /// Other callers' tokens, accepted too and never rotated.
+    pub(crate) other_tokens: Vec<String>,
+    /// Upgrade-paths requests by the bearer token they presented, accepted or not.
+    pub(crate) lookups_by_token: Mutex<HashMap<String, u64>>,
     pub(crate) client_id: String,
     pub(crate) client_secret: String,
     /// Whether a site offered nothing is answered `[]` (PHP's empty array) rather than `{}`.
@@ -53,6 +58,28 @@ impl Shared {
     /// Replaces the accepted token with `token`.
     pub(crate) fn set_token(&self, token: String) {
         *self.token.lock().unwrap_or_else(PoisonError::into_inner) = token;
+    }
+
+    /// How many upgrade-paths requests presented `token`.
+    pub(crate) fn lookups_with(&self, token: &str) -> u64 {
+        let counts = self.lookups_by_token.lock();
+        let counts = counts.unwrap_or_else(PoisonError::into_inner);
+        counts.get(token).copied().unwrap_or(0)
+    }
+
+    pub(crate) fn reset_lookups_by_token(&self) {
+        let counts = self.lookups_by_token.lock();
+        counts.unwrap_or_else(PoisonError::into_inner).clear();
+    }
+
+    fn count_lookup(&self, req: &Request<Incoming>) {
+        // A request without a bearer token is counted under "".
+        let token = presented_token(req).unwrap_or_default().to_owned();
+        let counts = self.lookups_by_token.lock();
+        *counts
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(token)
+            .or_default() += 1;
     }
 }
 
@@ -118,7 +145,10 @@ pub(crate) async fn handle(
     let path = req.uri().path().to_owned();
     let route = Route::of(&path);
     match route {
-        Route::UpgradePaths(_) => Counters::bump(&counters.lookups),
+        Route::UpgradePaths(_) => {
+            Counters::bump(&counters.lookups);
+            shared.count_lookup(&req);
+        }
         Route::Provision => Counters::bump(&counters.provisions),
         Route::Cancel(_) => Counters::bump(&counters.cancels),
         Route::Status(_) => Counters::bump(&counters.status_requests),
@@ -387,15 +417,20 @@ fn expect_method(req: &Request<Incoming>, method: Method) -> Result<(), Refusal>
     })
 }
 
-fn authorize(shared: &Shared, req: &Request<Incoming>) -> Result<(), Refusal> {
-    let presented = req
-        .headers()
+fn presented_token(req: &Request<Incoming>) -> Option<&str> {
+    req.headers()
         .get(AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.split_once(' '))
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, token)| token.trim());
-    if presented == Some(shared.token().as_str()) {
+        .map(|(_, token)| token.trim())
+}
+
+fn authorize(shared: &Shared, req: &Request<Incoming>) -> Result<(), Refusal> {
+    let presented = presented_token(req);
+    if presented == Some(shared.token().as_str())
+        || presented.is_some_and(|token| shared.other_tokens.iter().any(|other| other == token))
+    {
         return Ok(());
     }
     let message = "the bearer token is missing or not accepted";

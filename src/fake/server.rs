@@ -21,6 +21,7 @@ use tokio::task::{JoinHandle, JoinSet};
 #[derive(Clone, Debug)]
 pub struct FakeUpstreamBuilder {
     token: String,
+    other_tokens: Vec<String>,
     client_id: String,
     client_secret: String,
     sites: Vec<FakeSite>,
@@ -31,6 +32,7 @@ impl Default for FakeUpstreamBuilder {
     fn default() -> Self {
         Self {
             token: "fake-partner-token".into(),
+            other_tokens: Vec::new(),
             client_id: "fake-client-id".into(),
             client_secret: "fake-client-secret".into(),
             sites: Vec::new(),
@@ -45,6 +47,16 @@ impl FakeUpstreamBuilder {
     #[must_use]
     pub fn token(mut self, token: impl Into<String>) -> Self {
         self.token = token.into();
+        self
+    }
+
+    /// Another bearer token the partner endpoints accept, as another caller's own (a second tool,
+    /// a colleague's token): for testing a proxy that looks sites up with each caller's token.
+    /// It is never rotated nor handed out by `/oauth2/token`; every token sees the same sites.
+    /// [`FakeUpstream::lookups_with`] counts the lookups each token made.
+    #[must_use]
+    pub fn accept_token(mut self, token: impl Into<String>) -> Self {
+        self.other_tokens.push(token.into());
         self
     }
 
@@ -117,6 +129,8 @@ impl FakeUpstreamBuilder {
             faults: Arc::default(),
             counters: Counters::default(),
             token: Mutex::new(self.token.clone()),
+            other_tokens: self.other_tokens,
+            lookups_by_token: Mutex::default(),
             client_id: self.client_id,
             client_secret: self.client_secret,
             empty_paths_as_array: self.empty_paths_as_array,
@@ -256,9 +270,38 @@ impl FakeUpstream {
         self.shared.counters.snapshot()
     }
 
+    /// How many upgrade-paths requests presented `token` as their bearer token, accepted or
+    /// not (`""` counts those that presented none): tells whose token a client looked up with.
+    ///
+    /// ```
+    /// use upgrade_guard::fake::{FakeSite, FakeUpstream};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let fake = FakeUpstream::builder()
+    ///     .site(FakeSite::new(1001))
+    ///     .accept_token("second-tool-token")
+    ///     .start()
+    ///     .await?;
+    /// let answer = reqwest::Client::new()
+    ///     .get(format!("{}/rest/v1.3/jpphp/1001/upgrade-paths", fake.url()))
+    ///     .bearer_auth("second-tool-token")
+    ///     .send()
+    ///     .await?;
+    /// assert_eq!(answer.status(), 200);
+    /// assert_eq!(fake.lookups_with("second-tool-token"), 1);
+    /// assert_eq!(fake.lookups_with(&fake.token()), 0);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn lookups_with(&self, token: &str) -> u64 {
+        self.shared.lookups_with(token)
+    }
+
     /// Sets every counter back to zero.
     pub fn reset_stats(&self) {
         self.shared.counters.reset();
+        self.shared.reset_lookups_by_token();
     }
 
     /// Stops serving and waits until the port is closed and every connection is dropped.

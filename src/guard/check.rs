@@ -13,7 +13,7 @@ use crate::rejection::Rejection;
 use crate::request::{Named, Read, RequestReader};
 use crate::site::SiteKind;
 use crate::stats::GuardStats;
-use crate::upstream::{LookupError, UpgradePaths};
+use crate::upstream::{LookupError, Token, UpgradePaths};
 use bytes::Bytes;
 use futures_util::FutureExt;
 use http::{Request, StatusCode};
@@ -181,8 +181,10 @@ impl Config {
     {
         let started = Instant::now();
         let Read { mut request, named } = self.reader.read(request).await;
+        // A client with no token of its own looks the site up with the caller's.
+        let caller = self.shared.lookups.caller_token(request.headers());
         let verdict = match named {
-            Ok(named) => self.judge(named).await,
+            Ok(named) => self.judge(named, caller.as_ref()).await,
             Err(why) => Verdict::Stopped {
                 why,
                 site: None,
@@ -279,7 +281,8 @@ impl Config {
     }
 
     /// The route's verdict on a request it could read.
-    async fn judge(&self, named: Named) -> Verdict {
+    /// `caller` is the request's bearer token when the client uses the caller's token.
+    async fn judge(&self, named: Named, caller: Option<&Token>) -> Verdict {
         if self.cancels {
             return match self.hold(&named.site).await {
                 Ok(hold) => Verdict::Cancellation {
@@ -312,15 +315,22 @@ impl Config {
         // A refusal already known (cached, or the answer of a lookup under way) needs no lock: it
         // never forwards, and what could make it untrue (a cancel) forgets the site when it ends.
         let lookups = &self.shared.lookups;
-        if let Some(paths) = lookups.known_refusal(&named.site, &product).await {
-            return Verdict::stopped(not_an_upgrade(&named.site, &product, paths), named, None);
+        // `Err`: the request lacks the bearer token its lookup needs, or that token was refused
+        // a moment ago.
+        match lookups.known_refusal(&named.site, &product, caller).await {
+            Ok(Some(paths)) => {
+                let why = not_an_upgrade(&named.site, &product, paths);
+                return Verdict::stopped(why, named, None);
+            }
+            Err(why) => return Verdict::stopped(Rejection::Upstream(why), named, None),
+            Ok(None) => {}
         }
         let hold = match self.hold(&named.site).await {
             Ok(hold) => hold,
             Err(why) => return Verdict::stopped(why, named, None),
         };
         let site = named.site;
-        match lookups.upgrade_paths(&site, &product).await {
+        match lookups.upgrade_paths(&site, &product, caller).await {
             Ok(paths) => match Decision::new(&paths, &product) {
                 Decision::Upgrade { .. } => Verdict::Upgrade {
                     site,
@@ -342,7 +352,7 @@ impl Config {
                 if site.kind() == SiteKind::Url
                     && self.unknown_sites == UnknownSites::FirstProvision =>
             {
-                let why = match new_site::confirmed_unknown(lookups.client(), &site).await {
+                let why = match new_site::confirmed_unknown(lookups.client(), &site, caller).await {
                     Ok(true) => {
                         return Verdict::FirstProvision {
                             site,

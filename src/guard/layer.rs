@@ -1,7 +1,7 @@
 use super::{Config, Detached, UpgradeGuard, UpgradeGuardBuilder};
 use crate::decision::{DecisionReport, Mode};
 use crate::stats::GuardStats;
-use crate::upstream::{LookupError, UpgradePaths};
+use crate::upstream::{LookupError, Token, UpgradePaths};
 use crate::{Site, Source, UpgradePathsClient};
 use std::sync::Arc;
 use std::time::Duration;
@@ -237,8 +237,25 @@ impl UpgradeGuardLayer {
     /// assert!(!paths.allows("jetpack-backup-daily"));
     /// # Ok(()) }
     /// ```
+    ///
+    /// With a client that looks sites up with the caller's token
+    /// ([`caller_token`](crate::upstream::ClientBuilder::caller_token)) this answers
+    /// [`LookupError::MissingToken`]: ask [`upgrade_paths_for`](Self::upgrade_paths_for) with the
+    /// caller's token instead.
     pub async fn upgrade_paths(&self, site: &Site) -> Result<Arc<UpgradePaths>, LookupError> {
-        self.config.shared.lookups.current(site).await
+        self.config.shared.lookups.current(site, None).await
+    }
+
+    /// The site's current upgrade paths as `token` sees them, for a client that looks sites up
+    /// with the caller's token: the same cache and shared lookups as the guard's checks, and an
+    /// answer fetched with another token is never given. A client with a token of its own uses
+    /// that one, as [`upgrade_paths`](Self::upgrade_paths) does.
+    pub async fn upgrade_paths_for(
+        &self,
+        site: &Site,
+        token: &Token,
+    ) -> Result<Arc<UpgradePaths>, LookupError> {
+        self.config.shared.lookups.current(site, Some(token)).await
     }
 }
 

@@ -10,7 +10,7 @@
 //! existing site is ever forwarded unchecked because of a misleading "unknown".
 
 use crate::Site;
-use crate::upstream::{LookupError, UpgradePathsClient};
+use crate::upstream::{LookupError, Token, UpgradePathsClient};
 use http::{StatusCode, header};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -20,17 +20,24 @@ const MAX_STATUS_ANSWER: usize = 64 * 1024;
 
 /// Whether WordPress.com's `status` endpoint confirms that `site` is unknown (`invalid_blog`):
 /// `Ok(true)` only then, `Ok(false)` when it knows the site.
+///
+/// `caller` is the request's own bearer token, for a client that looks sites up with the
+/// caller's token; otherwise the client's token is used.
 pub(super) async fn confirmed_unknown(
     client: &UpgradePathsClient,
     site: &Site,
+    caller: Option<&Token>,
 ) -> Result<bool, LookupError> {
     let http = http()?;
     let ask = async {
-        let token = client
-            .token_source()
-            .token()
-            .await
-            .map_err(|error| LookupError::Transport(Arc::new(error)))?;
+        let token = match caller {
+            Some(token) => token.clone(),
+            None => client
+                .token_source()
+                .token()
+                .await
+                .map_err(|error| LookupError::Transport(Arc::new(error)))?,
+        };
         let url = format!("{}/rest/v1.4/jpphp/{site}/status", client.base_url());
         let response = http
             .get(url)

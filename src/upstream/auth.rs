@@ -1,5 +1,6 @@
-//! The partner's credentials for WordPress.com: a static bearer token, or OAuth2 client credentials
-//! exchanged for a token on first use and again when WordPress.com refuses it.
+//! The partner's credentials for WordPress.com: a static bearer token, OAuth2 client credentials
+//! exchanged for a token on first use and again when WordPress.com refuses it, or none of its own
+//! (each lookup then uses the bearer token of the request being checked).
 //!
 //! Secrets stay out of sight: [`Token`], [`TokenSource`] and [`ClientCredentialsBuilder`] print
 //! `<redacted>` in place of them in `Debug` output, [`TokenError`] never quotes them, and nothing
@@ -8,7 +9,7 @@
 use super::{BuildError, DEFAULT_ATTEMPT_TIMEOUT, DEFAULT_BASE_URL, ReadError, read_capped};
 use bytes::Bytes;
 use futures_util::future::{BoxFuture, FutureExt, Shared};
-use http::{HeaderValue, StatusCode, header};
+use http::{HeaderMap, HeaderValue, StatusCode, header};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::{fmt, time::Duration};
@@ -75,9 +76,55 @@ impl Token {
         self.inner.header.clone()
     }
 
+    /// The bearer token a request carries in `Authorization: Bearer <token>`, for a proxy that
+    /// looks sites up with its callers' own tokens ([`TokenSource::caller`]).
+    ///
+    /// `None` unless there is exactly one `Authorization` header, its scheme is `Bearer` (in any
+    /// case) and a token follows: with two headers it is not certain which one WordPress.com would
+    /// read, so neither is used.
+    ///
+    /// ```
+    /// use http::{HeaderMap, HeaderValue, header::AUTHORIZATION};
+    /// use upgrade_guard::Token;
+    ///
+    /// let mut headers = HeaderMap::new();
+    /// assert!(Token::from_headers(&headers).is_none());
+    /// headers.insert(AUTHORIZATION, HeaderValue::from_static("Bearer caller-token"));
+    /// assert_eq!(Token::from_headers(&headers).unwrap().secret(), "caller-token");
+    /// headers.insert(AUTHORIZATION, HeaderValue::from_static("Basic dXNlcjpwYXNz"));
+    /// assert!(Token::from_headers(&headers).is_none());
+    /// ```
+    pub fn from_headers(headers: &HeaderMap) -> Option<Self> {
+        let mut values = headers.get_all(header::AUTHORIZATION).iter();
+        let (value, None) = (values.next()?, values.next()) else {
+            return None;
+        };
+        let (scheme, token) = value.to_str().ok()?.trim().split_once(' ')?;
+        if !scheme.eq_ignore_ascii_case("bearer") {
+            return None;
+        }
+        Self::new(token.trim_start_matches(' '))
+    }
+
     /// Whether `self` and `other` came from the same issue of a token (not merely equal text).
     fn same_issue(&self, other: &Token) -> bool {
         Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
+    /// Whether `self` and `other` are the same token, compared exactly, in a time that depends
+    /// on their lengths only: the cache compares a caller's token with the one that fetched an
+    /// answer, and how long that takes must not tell a caller how much of its guess was right.
+    pub(crate) fn same_secret(&self, other: &Token) -> bool {
+        let (a, b) = (self.secret().as_bytes(), other.secret().as_bytes());
+        if a.len() != b.len() {
+            return false;
+        }
+        // `black_box` keeps the optimiser from turning the fold into an early exit.
+        let difference = a
+            .iter()
+            .zip(b)
+            .fold(0u8, |acc, (x, y)| std::hint::black_box(acc | (x ^ y)));
+        difference == 0
     }
 }
 
@@ -122,6 +169,10 @@ pub enum TokenError {
     /// A success status without a usable `access_token` in the answer.
     #[error("the token endpoint's answer holds no usable access_token")]
     InvalidAnswer,
+    /// The source has no token of its own ([`TokenSource::caller`]): each lookup uses the token
+    /// of the request it checks.
+    #[error("this token source has no token of its own: it uses each caller's")]
+    CallersOwn,
 }
 
 fn code_suffix(code: &Option<String>) -> String {
@@ -130,7 +181,8 @@ fn code_suffix(code: &Option<String>) -> String {
         .unwrap_or_default()
 }
 
-/// Where the partner's bearer token comes from: a fixed token, or OAuth2 client credentials.
+/// Where the partner's bearer token comes from: a fixed token, OAuth2 client credentials, or
+/// nowhere ([`caller`](Self::caller): each lookup uses the caller's own token).
 ///
 /// Cheap to clone; clones share one token. [`UpgradePathsClient`](crate::UpgradePathsClient) uses
 /// one for its lookups, and [`UpgradePathsClient::token_source`](crate::UpgradePathsClient::token_source)
@@ -176,6 +228,7 @@ pub struct TokenSource {
 enum Kind {
     Static(Token),
     ClientCredentials(Arc<Credentials>),
+    Caller,
 }
 
 impl TokenSource {
@@ -216,8 +269,33 @@ impl TokenSource {
         }
     }
 
+    /// No token of its own: every lookup uses the bearer token of the request the guard is
+    /// checking, and no answer fetched with one caller's token is served to another. Most
+    /// readably set with [`ClientBuilder::caller_token`](super::ClientBuilder::caller_token),
+    /// which says when to use it.
+    ///
+    /// [`token`](Self::token) and [`refresh`](Self::refresh) answer
+    /// [`TokenError::CallersOwn`].
+    ///
+    /// ```
+    /// use upgrade_guard::upstream::TokenSource;
+    ///
+    /// let source = TokenSource::caller();
+    /// assert!(source.is_caller());
+    /// assert!(!source.can_refresh());
+    /// ```
+    pub fn caller() -> Self {
+        Self { kind: Kind::Caller }
+    }
+
+    /// Whether lookups use the caller's token ([`caller`](Self::caller)) rather than one of the
+    /// source's own.
+    pub fn is_caller(&self) -> bool {
+        matches!(self.kind, Kind::Caller)
+    }
+
     /// Whether [`refresh`](Self::refresh) can get a new token (client credentials can, a static
-    /// token cannot).
+    /// token cannot, nor can a source that uses the caller's).
     pub fn can_refresh(&self) -> bool {
         matches!(self.kind, Kind::ClientCredentials(_))
     }
@@ -231,6 +309,7 @@ impl TokenSource {
         match &self.kind {
             Kind::Static(token) => Ok(token.clone()),
             Kind::ClientCredentials(credentials) => credentials.token(None).await,
+            Kind::Caller => Err(TokenError::CallersOwn),
         }
     }
 
@@ -243,6 +322,7 @@ impl TokenSource {
         match &self.kind {
             Kind::Static(_) => Err(TokenError::CannotRefresh),
             Kind::ClientCredentials(credentials) => credentials.token(Some(stale)).await,
+            Kind::Caller => Err(TokenError::CallersOwn),
         }
     }
 }
@@ -251,6 +331,7 @@ impl fmt::Debug for TokenSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.kind {
             Kind::Static(token) => f.debug_tuple("TokenSource::Bearer").field(token).finish(),
+            Kind::Caller => f.write_str("TokenSource::Caller"),
             Kind::ClientCredentials(credentials) => {
                 let state = match &*credentials.lock() {
                     State::Empty => "no token yet",
@@ -597,6 +678,59 @@ mod tests {
             form_urlencoded(&[("client_secret", "a&b=c d"), ("scope", PARTNER_SCOPE)]),
             "client_secret=a%26b%3Dc+d&scope=jetpack-partner"
         );
+    }
+
+    #[test]
+    fn a_requests_bearer_token_is_read_strictly() {
+        let read = |values: &[&str]| {
+            let mut headers = HeaderMap::new();
+            for value in values {
+                headers.append(header::AUTHORIZATION, HeaderValue::from_str(value).unwrap());
+            }
+            Token::from_headers(&headers).map(|token| token.secret().to_owned())
+        };
+        assert_eq!(read(&["Bearer abc"]).as_deref(), Some("abc"));
+        assert_eq!(read(&["bearer  abc"]).as_deref(), Some("abc"));
+        assert_eq!(read(&["BEARER a#b$c(d)!"]).as_deref(), Some("a#b$c(d)!"));
+        for refused in [
+            &[][..],
+            &["Bearer"],
+            &["Bearer "],
+            &["Basic YTpi"],
+            &["Bearerabc"],
+            &["Bearer a", "Bearer b"],
+            &["Bearer a", "Bearer a"],
+        ] {
+            assert_eq!(read(refused), None, "{refused:?}");
+        }
+        let mut headers = HeaderMap::new();
+        let opaque = HeaderValue::from_bytes(b"Bearer \xff\xfe").unwrap();
+        headers.insert(header::AUTHORIZATION, opaque);
+        assert!(Token::from_headers(&headers).is_none());
+    }
+
+    #[test]
+    fn secrets_are_compared_exactly() {
+        let token = |secret| Token::new(secret).unwrap();
+        assert!(token("abc").same_secret(&token("abc")));
+        assert!(!token("abc").same_secret(&token("abd")));
+        assert!(!token("abc").same_secret(&token("abcd")));
+        assert!(!token("abc").same_secret(&token("ABC")));
+        assert_eq!(
+            format!("{:?}", TokenSource::caller()),
+            "TokenSource::Caller"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_caller_source_has_no_token_of_its_own() {
+        let source = TokenSource::caller();
+        assert!(matches!(source.token().await, Err(TokenError::CallersOwn)));
+        let token = Token::new("t").unwrap();
+        assert!(matches!(
+            source.refresh(&token).await,
+            Err(TokenError::CallersOwn)
+        ));
     }
 
     #[tokio::test]

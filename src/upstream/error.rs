@@ -1,14 +1,18 @@
 //! Why an upgrade-paths lookup gave no answer.
 
-use http::StatusCode;
+use bytes::Bytes;
+use http::{HeaderValue, StatusCode};
+use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
 /// Why WordPress.com's upgrade-paths endpoint gave no usable answer.
 ///
 /// The guard maps these to its contract: [`UnknownSite`](Self::UnknownSite) is 404
-/// `unknown_site`, [`Unauthorized`](Self::Unauthorized) is 502 `upstream_unauthorized`, and every
-/// other variant is 503 `upgrade_paths_unavailable` with `Retry-After`.
+/// `unknown_site`, [`Unauthorized`](Self::Unauthorized) is 502 `upstream_unauthorized`,
+/// [`CallerRefused`](Self::CallerRefused) is the upstream's own 401/403 answer,
+/// [`MissingToken`](Self::MissingToken) is 401 `missing_token`, and every other variant is 503
+/// `upgrade_paths_unavailable` with `Retry-After`.
 #[derive(Clone, Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum LookupError {
@@ -23,6 +27,16 @@ pub enum LookupError {
         /// The refusing status: 401 or 403 from the lookup, or the token endpoint's 4xx.
         status: StatusCode,
     },
+    /// WordPress.com refused the caller's own token (401, or a 403 other than `invalid_blog`), for
+    /// a lookup made with it ([`UpgradePathsClient::upgrade_paths_with`](super::UpgradePathsClient::upgrade_paths_with)).
+    /// The caller can fix this, not the partner: the guard answers with the upstream's own
+    /// status and body.
+    #[error("WordPress.com refused the caller's token (HTTP {})", .0.status())]
+    CallerRefused(CallerRefusal),
+    /// The client has no token of its own ([`ClientBuilder::caller_token`](super::ClientBuilder::caller_token))
+    /// and the lookup was given none: the request being checked carries no bearer token.
+    #[error("the request carries no bearer token to look the site up with")]
+    MissingToken,
     /// No complete answer within the lookup deadline (or the last attempt's own timeout).
     #[error("the upgrade-paths lookup timed out")]
     Timeout,
@@ -57,5 +71,67 @@ impl LookupError {
             Self::Status { retry_after, .. } => *retry_after,
             _ => None,
         }
+    }
+}
+
+/// WordPress.com's answer refusing a caller's token, kept so that the caller gets it as
+/// WordPress.com gave it.
+///
+/// Its `Debug` output shows the status and the body's length, not the body: an upstream's error
+/// body is not ours to vouch for.
+#[derive(Clone)]
+pub struct CallerRefusal {
+    status: StatusCode,
+    json: Option<Bytes>,
+    www_authenticate: Option<HeaderValue>,
+}
+
+impl CallerRefusal {
+    /// Keeps `body` only when it is a JSON object with a string `error`, the shape of
+    /// WordPress.com's errors, so that what the guard relays is always JSON.
+    pub(crate) fn new(
+        status: StatusCode,
+        body: &Bytes,
+        www_authenticate: Option<HeaderValue>,
+    ) -> Self {
+        let is_error_object = serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(
+            body,
+        )
+        .is_ok_and(|object| {
+            object
+                .get("error")
+                .is_some_and(serde_json::Value::is_string)
+        });
+        Self {
+            status,
+            json: is_error_object.then(|| body.clone()),
+            www_authenticate,
+        }
+    }
+
+    /// The upstream's status: 401, or 403.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The upstream's body, byte for byte, when it was a JSON error object
+    /// (`{"error":"<code>",...}`); `None` for anything else (an HTML page from a proxy, say).
+    pub fn json(&self) -> Option<&Bytes> {
+        self.json.as_ref()
+    }
+
+    /// The upstream's `WWW-Authenticate` header, when it sent one.
+    pub fn www_authenticate(&self) -> Option<&HeaderValue> {
+        self.www_authenticate.as_ref()
+    }
+}
+
+impl fmt::Debug for CallerRefusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CallerRefusal")
+            .field("status", &self.status)
+            .field("json_bytes", &self.json.as_ref().map(|json| json.len()))
+            .field("www_authenticate", &self.www_authenticate.is_some())
+            .finish()
     }
 }

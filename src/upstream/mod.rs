@@ -24,6 +24,11 @@
 //! more. A fixed token, a token refused again, or client credentials the token endpoint refuses
 //! end the lookup with [`LookupError::Unauthorized`].
 //!
+//! A proxy in front of tooling that carries its own token needs no token of its own:
+//! [`ClientBuilder::caller_token`] makes every lookup use the bearer token of the request the
+//! guard is checking. Such a token is never refreshed, and its refusal is the caller's:
+//! [`LookupError::CallerRefused`], with WordPress.com's own answer to relay.
+//!
 //! # Retries and deadlines
 //!
 //! A lookup is a read, so passing failures are retried: a connection that failed or broke, an
@@ -46,7 +51,7 @@ mod paths;
 mod retry;
 
 pub use auth::{ClientCredentialsBuilder, Token, TokenError, TokenSource};
-pub use error::LookupError;
+pub use error::{CallerRefusal, LookupError};
 pub use paths::UpgradePaths;
 
 use crate::Site;
@@ -136,18 +141,68 @@ impl UpgradePathsClient {
     /// Passing failures are retried and a refused token is refreshed once, all within the lookup
     /// deadline (see the [module docs](self)). Errors are classified as the guard's contract
     /// needs them; see [`LookupError`].
+    ///
+    /// A client built with [`caller_token`](ClientBuilder::caller_token) has no token to ask
+    /// with and answers [`LookupError::MissingToken`]: use
+    /// [`upgrade_paths_with`](Self::upgrade_paths_with).
     pub async fn upgrade_paths(&self, site: &Site) -> Result<UpgradePaths, LookupError> {
+        self.lookup(site, None).await
+    }
+
+    /// Asks what may be provisioned on `site` now, with `token`, a caller's own, in place of the
+    /// client's: what a guard built on a [`caller_token`](ClientBuilder::caller_token) client does
+    /// with each request's bearer token ([`Token::from_headers`]).
+    ///
+    /// Passing failures are retried as for [`upgrade_paths`](Self::upgrade_paths), but the
+    /// token is never refreshed: when WordPress.com refuses it (401, or a 403 other than
+    /// `invalid_blog`), the lookup ends with [`LookupError::CallerRefused`], which holds
+    /// WordPress.com's answer for the caller.
+    ///
+    /// ```no_run
+    /// # async fn check(request: http::Request<()>) -> Result<(), Box<dyn std::error::Error>> {
+    /// use upgrade_guard::{LookupError, Site, Token, UpgradePathsClient};
+    ///
+    /// let client = UpgradePathsClient::builder().caller_token().build()?;
+    /// let token = Token::from_headers(request.headers()).ok_or(LookupError::MissingToken)?;
+    /// let paths = client.upgrade_paths_with(&Site::parse("example.com")?, &token).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn upgrade_paths_with(
+        &self,
+        site: &Site,
+        token: &Token,
+    ) -> Result<UpgradePaths, LookupError> {
+        self.lookup(site, Some(token)).await
+    }
+
+    /// Whether lookups use the caller's token ([`ClientBuilder::caller_token`]): the guard then
+    /// passes each request's bearer token to [`upgrade_paths_with`](Self::upgrade_paths_with).
+    pub fn uses_caller_token(&self) -> bool {
+        self.inner.tokens.is_caller()
+    }
+
+    async fn lookup(
+        &self,
+        site: &Site,
+        caller: Option<&Token>,
+    ) -> Result<UpgradePaths, LookupError> {
         let inner = &*self.inner;
         let deadline = Instant::now() + inner.lookup_timeout;
         // Attempts and waits stop themselves at the deadline; this bounds everything else.
-        tokio::time::timeout_at(deadline, inner.lookup(site, deadline))
+        tokio::time::timeout_at(deadline, inner.lookup(site, caller, deadline))
             .await
             .unwrap_or(Err(LookupError::Timeout))
     }
 }
 
 impl Inner {
-    async fn lookup(&self, site: &Site, deadline: Instant) -> Result<UpgradePaths, LookupError> {
+    /// Looks `site` up with the caller's token when given one, else with the partner's.
+    async fn lookup(
+        &self,
+        site: &Site,
+        caller: Option<&Token>,
+        deadline: Instant,
+    ) -> Result<UpgradePaths, LookupError> {
         let mut retries = Retries::new(self.max_retries, deadline);
         // The token the upstream refused, while a newer one is still to be had.
         let mut stale: Option<Token> = None;
@@ -158,7 +213,7 @@ impl Inner {
             let attempt_deadline = deadline.min(Instant::now() + self.attempt_timeout);
             let result = tokio::time::timeout_at(
                 attempt_deadline,
-                self.attempt(site, stale.as_ref(), &mut sent_with),
+                self.attempt(site, caller, stale.as_ref(), &mut sent_with),
             )
             .await
             .unwrap_or(Err(LookupError::Timeout));
@@ -199,24 +254,34 @@ impl Inner {
         }
     }
 
-    /// One try: get a token (a new one in place of `stale`), then ask. `sent_with` is set to
-    /// the token once there is one, so a refusal can be told from a token endpoint's error.
+    /// One try: get a token (the caller's, or the partner's: a new one in place of `stale`),
+    /// then ask. `sent_with` is set to the partner's token once there is one, so a refusal can be
+    /// told from a token endpoint's error.
     async fn attempt(
         &self,
         site: &Site,
+        caller: Option<&Token>,
         stale: Option<&Token>,
         sent_with: &mut Option<Token>,
     ) -> Result<UpgradePaths, LookupError> {
+        if let Some(caller) = caller {
+            return self.fetch(site, caller, Whose::Caller).await;
+        }
         let token = match stale {
             Some(stale) => self.tokens.refresh(stale).await,
             None => self.tokens.token().await,
         }
         .map_err(lookup_error)?;
         *sent_with = Some(token.clone());
-        self.fetch(site, &token).await
+        self.fetch(site, &token, Whose::Partner).await
     }
 
-    async fn fetch(&self, site: &Site, token: &Token) -> Result<UpgradePaths, LookupError> {
+    async fn fetch(
+        &self,
+        site: &Site,
+        token: &Token,
+        whose: Whose,
+    ) -> Result<UpgradePaths, LookupError> {
         // A `Site` holds only unreserved characters and `::`, so it cannot change the URL's shape.
         let url = format!(
             "{}/rest/v1.3/jpphp/{}/upgrade-paths",
@@ -233,6 +298,7 @@ impl Inner {
             .map_err(transport)?;
         let status = response.status();
         let retry_after = retry_after(response.headers());
+        let www_authenticate = response.headers().get(header::WWW_AUTHENTICATE).cloned();
         let limit = self.max_answer_bytes;
         let body = read_capped(response, limit)
             .await
@@ -240,8 +306,21 @@ impl Inner {
                 ReadError::TooLarge => LookupError::AnswerTooLarge { limit },
                 ReadError::Transport(error) => transport(error),
             })?;
-        classify(status, &body, retry_after)
+        match classify(status, &body, retry_after) {
+            // The caller's token, the caller's refusal: kept as WordPress.com gave it, to relay.
+            Err(LookupError::Unauthorized { status }) if whose == Whose::Caller => Err(
+                LookupError::CallerRefused(CallerRefusal::new(status, &body, www_authenticate)),
+            ),
+            answer => answer,
+        }
     }
+}
+
+/// Whose token a lookup is sent with.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Whose {
+    Partner,
+    Caller,
 }
 
 /// How a token source's failure ends a lookup.
@@ -252,6 +331,7 @@ fn lookup_error(error: TokenError) -> LookupError {
         TokenError::CannotRefresh => LookupError::Unauthorized {
             status: StatusCode::UNAUTHORIZED,
         },
+        TokenError::CallersOwn => LookupError::MissingToken,
         TokenError::Timeout => LookupError::Timeout,
         TokenError::Transport(error) => LookupError::Transport(error),
         TokenError::Status {
@@ -382,8 +462,9 @@ enum Auth {
 
 /// Builds an [`UpgradePathsClient`].
 ///
-/// One of [`bearer_token`](Self::bearer_token), [`client_credentials`](Self::client_credentials)
-/// or [`token_source`](Self::token_source) is required; the last one called wins.
+/// One of [`bearer_token`](Self::bearer_token), [`client_credentials`](Self::client_credentials),
+/// [`caller_token`](Self::caller_token) or [`token_source`](Self::token_source) is required; the
+/// last one called wins.
 #[derive(Default)]
 #[must_use]
 pub struct ClientBuilder {
@@ -435,6 +516,28 @@ impl ClientBuilder {
             secret: client_secret.into(),
         });
         self
+    }
+
+    /// No token of the partner's own: every lookup uses the bearer token of the request the guard
+    /// is checking (`Authorization: Bearer …`).
+    ///
+    /// Use it for a proxy in front of tooling that already carries its own token (the partner's
+    /// shell tooling or back office, pointed at the proxy instead of WordPress.com): the tooling
+    /// needs no change and the proxy holds no credentials. The guard then never serves an answer
+    /// fetched with one caller's token to another, from its cache or by joining a lookup in
+    /// flight; a caller whose token WordPress.com refuses gets WordPress.com's own 401/403
+    /// answer; a request with no bearer token is answered 401 `missing_token` without a lookup.
+    ///
+    /// ```
+    /// use upgrade_guard::{UpgradeGuardLayer, UpgradePathsClient};
+    ///
+    /// let client = UpgradePathsClient::builder().caller_token().build()?;
+    /// assert!(client.uses_caller_token());
+    /// let guard = UpgradeGuardLayer::new(client);
+    /// # Ok::<(), upgrade_guard::upstream::BuildError>(())
+    /// ```
+    pub fn caller_token(self) -> Self {
+        self.token_source(TokenSource::caller())
     }
 
     /// A token source built elsewhere, to share one token between several clients (or with code
@@ -544,7 +647,7 @@ impl fmt::Debug for ClientBuilder {
 #[non_exhaustive]
 pub enum BuildError {
     /// No token source was given.
-    #[error("a partner token or client credentials are required")]
+    #[error("a partner token, client credentials, or caller_token() are required")]
     MissingToken,
     /// The token is empty or cannot be sent in an HTTP header.
     #[error("the partner token is empty or holds characters an HTTP header cannot carry")]
@@ -607,6 +710,33 @@ mod tests {
             classify(StatusCode::BAD_GATEWAY, b"<html>", None),
             Err(LookupError::Status { .. })
         ));
+    }
+
+    #[test]
+    fn only_a_json_error_object_is_kept_to_relay() {
+        let kept = |body: &'static [u8]| {
+            CallerRefusal::new(StatusCode::UNAUTHORIZED, &Bytes::from_static(body), None)
+                .json()
+                .is_some()
+        };
+        assert!(kept(br#"{"error":"invalid_token","message":"no"}"#));
+        assert!(kept(br#"{"message":"no","error":"x"}"#));
+        for other in [
+            &b""[..],
+            b"<html>401</html>",
+            br#"["invalid_token"]"#,
+            br#"{"error":7}"#,
+            br#"{"message":"no"}"#,
+            br#""invalid_token""#,
+        ] {
+            assert!(!kept(other), "{}", String::from_utf8_lossy(other));
+        }
+        let refusal = CallerRefusal::new(
+            StatusCode::FORBIDDEN,
+            &Bytes::from_static(br#"{"error":"invalid_token","message":"t0k3n"}"#),
+            None,
+        );
+        assert!(!format!("{refusal:?}").contains("t0k3n"));
     }
 
     #[test]
