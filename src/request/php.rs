@@ -69,6 +69,13 @@ fn php_trim(body: &Bytes) -> Bytes {
     body.slice(start..end)
 }
 
+/// PHP's `parse_str`, which reads its input as a C string: nothing after a NUL byte (found by
+/// the differential test).
+fn parse_str(body: Bytes) -> Fields {
+    let end = body.iter().position(|&b| b == 0).unwrap_or(body.len());
+    Fields::form(body.slice(..end))
+}
+
 impl Reading {
     /// How WordPress.com reads a body with these headers; `Ok(None)` when it names no content
     /// type, and PHP sniffs the body ([`Reading::sniff`]).
@@ -167,7 +174,7 @@ impl Reading {
                 match Json::parse(&body) {
                     Ok(Json::Object(fields)) => fields,
                     // `json_decode` gives `null` for `null` itself: PHP then reads the form.
-                    Ok(Json::Nothing) if &body[..] == b"null" => Fields::form(body),
+                    Ok(Json::Nothing) if &body[..] == b"null" => parse_str(body),
                     Ok(Json::Nothing) => Fields::default(),
                     Ok(Json::Other) => {
                         return Err(Unreadable::Body(
@@ -184,10 +191,10 @@ impl Reading {
                                 .into(),
                         ));
                     }
-                    Err(_) => Fields::form(body),
+                    Err(_) => parse_str(body),
                 }
             }
-            Self::Form => Fields::form(php_trim(&body)),
+            Self::Form => parse_str(php_trim(&body)),
         };
         if fields.len() > MAX_FIELDS {
             return Err(Unreadable::Body(format!(
@@ -260,6 +267,8 @@ mod tests {
         assert_eq!(fields.len(), 1);
         let fields = Reading::JsonThenForm.read("plan=a\n".into()).await.unwrap();
         assert_eq!(fields.get("plan"), Ok(Some("a".into())));
+        let fields = Reading::Form.read("plan=a&x=\0&siteurl=1".into()).await.unwrap();
+        assert_eq!(fields.get("siteurl"), Ok(None));
     }
 
     #[tokio::test]
