@@ -48,6 +48,7 @@ impl Php {
                 // No php.ini: PHP's own defaults (max_input_vars 1000, file uploads on), whatever
                 // the machine's configuration.
                 .args(["-n", "-d", "max_input_vars=1000", "-d", "file_uploads=1"])
+                .args(["-d", "display_errors=0"])
                 .args(["-S", &addr.to_string(), script])
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
