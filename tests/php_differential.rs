@@ -94,12 +94,9 @@ impl Php {
             .windows(4)
             .position(|w| w == b"\r\n\r\n")
             .expect("an HTTP answer");
-        let json: serde_json::Value = serde_json::from_slice(&response[at + 4..])
-            .unwrap_or_else(|e| {
-                panic!(
-                    "php answered {:?}: {e}",
-                    String::from_utf8_lossy(&response)
-                )
+        let json: serde_json::Value =
+            serde_json::from_slice(&response[at + 4..]).unwrap_or_else(|e| {
+                panic!("php answered {:?}: {e}", String::from_utf8_lossy(&response))
             });
         let hex = |v: &serde_json::Value| {
             v.as_str().map(|h| {
@@ -302,7 +299,11 @@ fn listed_cases() -> Vec<Case> {
     let form = format!("siteurl={SITE}&plan=professional&local_user=admin");
     let json = format!(r#"{{"siteurl":"{SITE}","plan":"professional"}}"#);
     let mut cases = vec![
-        Case::new("the issue's example", Some("application/x-www-form-urlencoded"), EXAMPLE),
+        Case::new(
+            "the issue's example",
+            Some("application/x-www-form-urlencoded"),
+            EXAMPLE,
+        ),
         Case::new("the issue's example", None, EXAMPLE),
         Case::new("the issue's example", Some("text/plain"), EXAMPLE),
         Case::new("the issue's example", Some("application/json"), EXAMPLE),
@@ -329,7 +330,11 @@ fn listed_cases() -> Vec<Case> {
     types.extend(JSON_TYPES.iter().map(|t| t.to_string()));
     for content_type in &types {
         for body in [&form, &json, &format!(" {json}\n"), &format!("\n{form}\n")] {
-            cases.push(Case::new("content types", Some(content_type), body.as_bytes()));
+            cases.push(Case::new(
+                "content types",
+                Some(content_type),
+                body.as_bytes(),
+            ));
         }
     }
     for body in [&form, &json, &format!(" {json}"), &String::new()] {
@@ -342,7 +347,11 @@ fn listed_cases() -> Vec<Case> {
         format!(r#""siteurl={SITE}&plan=professional""#),
         format!(r#"{{"siteurl":"{SITE}","plan":"professional"}}&plan=jetpack-scan"#),
         format!(r#"{{"siteurl":"{SITE}","plan":"professional","n":1e400}}"#),
-        format!(r#"{{"siteurl":"{SITE}","plan":"professional","d":{}1{}}}"#, "[".repeat(200), "]".repeat(200)),
+        format!(
+            r#"{{"siteurl":"{SITE}","plan":"professional","d":{}1{}}}"#,
+            "[".repeat(200),
+            "]".repeat(200)
+        ),
         format!(r#"{{"siteurl":"{SITE}","plan":"pro\ud800"}}&plan=x"#),
         "null".into(),
         "null&plan=jetpack-scan&siteurl=1001".into(),
@@ -350,43 +359,114 @@ fn listed_cases() -> Vec<Case> {
         "true".into(),
         form.clone(),
     ] {
-        for content_type in ["application/x-www-form-urlencoded", "application/json", "text/plain"] {
-            cases.push(Case::new("JSON as a form, forms as JSON", Some(content_type), body.as_bytes()));
+        for content_type in [
+            "application/x-www-form-urlencoded",
+            "application/json",
+            "text/plain",
+        ] {
+            cases.push(Case::new(
+                "JSON as a form, forms as JSON",
+                Some(content_type),
+                body.as_bytes(),
+            ));
         }
-        cases.push(Case::new("JSON as a form, forms as JSON", None, body.as_bytes()));
+        cases.push(Case::new(
+            "JSON as a form, forms as JSON",
+            None,
+            body.as_bytes(),
+        ));
     }
     // Numbers, booleans and null as the product or the site.
     for value in [
-        "null", "true", "false", "1001", "-0", "1.0", "1e3", "9223372036854775807",
-        "9223372036854775808", "18446744073709551615", "[]", "[\"professional\"]",
-        "{\"a\":\"professional\"}", "\"\"", "\" professional\"", "\"professional \"",
+        "null",
+        "true",
+        "false",
+        "1001",
+        "-0",
+        "1.0",
+        "1e3",
+        "9223372036854775807",
+        "9223372036854775808",
+        "18446744073709551615",
+        "[]",
+        "[\"professional\"]",
+        "{\"a\":\"professional\"}",
+        "\"\"",
+        "\" professional\"",
+        "\"professional \"",
     ] {
         for (site, plan) in [("\"1001\"", value), (value, "\"professional\"")] {
             let body = format!(r#"{{"siteurl":{site},"plan":{plan}}}"#);
-            cases.push(Case::new("JSON values", Some("application/json"), body.as_bytes()));
-            cases.push(Case::new("JSON values", Some("application/x-www-form-urlencoded"), body.as_bytes()));
+            cases.push(Case::new(
+                "JSON values",
+                Some("application/json"),
+                body.as_bytes(),
+            ));
+            cases.push(Case::new(
+                "JSON values",
+                Some("application/x-www-form-urlencoded"),
+                body.as_bytes(),
+            ));
         }
     }
-    cases.push(Case::new("JSON values", Some("application/json"), r#"{"siteurl":"1001","plan":"professional","plan":null}"#));
-    cases.push(Case::new("JSON values", Some("application/json"), r#"{"siteurl":"1001","pl\u0061n":"professional"}"#));
+    cases.push(Case::new(
+        "JSON values",
+        Some("application/json"),
+        r#"{"siteurl":"1001","plan":"professional","plan":null}"#,
+    ));
+    cases.push(Case::new(
+        "JSON values",
+        Some("application/json"),
+        r#"{"siteurl":"1001","pl\u0061n":"professional"}"#,
+    ));
     cases.push(Case::new("JSON values", Some("application/json"), "{}"));
     cases.push(Case::new("JSON values", Some("application/json"), ""));
     // PHP's name mangling and repeated fields.
     for name in [
-        "plan", "+plan", "%20plan", "plan+", "pl.an", "pl+an", "plan%00x", "plan[]", "plan[x]",
-        "plan[", "plan[x", "plan]", "[plan", "plan%5B%5D", "PLAN", "plan%2E", "%70lan",
+        "plan",
+        "+plan",
+        "%20plan",
+        "plan+",
+        "pl.an",
+        "pl+an",
+        "plan%00x",
+        "plan[]",
+        "plan[x]",
+        "plan[",
+        "plan[x",
+        "plan]",
+        "[plan",
+        "plan%5B%5D",
+        "PLAN",
+        "plan%2E",
+        "%70lan",
     ] {
         for body in [
             format!("siteurl=1001&{name}=professional"),
             format!("siteurl=1001&plan=jetpack-scan&{name}=professional"),
             format!("siteurl=1001&{name}=professional&plan=jetpack-scan"),
         ] {
-            cases.push(Case::new("name mangling, repeats", Some("application/x-www-form-urlencoded"), body.as_bytes()));
+            cases.push(Case::new(
+                "name mangling, repeats",
+                Some("application/x-www-form-urlencoded"),
+                body.as_bytes(),
+            ));
         }
         cases.push(Case::new(
             "name mangling, repeats",
             Some("multipart/form-data; boundary=b"),
-            multipart("b", "\r\n", &[(&cd("siteurl"), "1001"), (&cd(&name.replace("%00", "\0").replace('+', " ")), "professional")], ""),
+            multipart(
+                "b",
+                "\r\n",
+                &[
+                    (&cd("siteurl"), "1001"),
+                    (
+                        &cd(&name.replace("%00", "\0").replace('+', " ")),
+                        "professional",
+                    ),
+                ],
+                "",
+            ),
         ));
     }
     for body in [
@@ -406,22 +486,52 @@ fn listed_cases() -> Vec<Case> {
         "siteurl=1001&plan=professional&=x&&=",
         "siteurl=1001&plan=pro%zzfessional",
     ] {
-        cases.push(Case::new("name mangling, repeats", Some("application/x-www-form-urlencoded"), body));
+        cases.push(Case::new(
+            "name mangling, repeats",
+            Some("application/x-www-form-urlencoded"),
+            body,
+        ));
     }
     // PHP stops reading at max_input_vars (1000).
     for fill in [998, 999, 1000] {
         let body = format!("{}siteurl=1001&plan=professional", "a=1&".repeat(fill));
-        cases.push(Case::new("max_input_vars", Some("application/x-www-form-urlencoded"), body.as_bytes()));
+        cases.push(Case::new(
+            "max_input_vars",
+            Some("application/x-www-form-urlencoded"),
+            body.as_bytes(),
+        ));
     }
     // The query string.
-    for query in ["plan=professional", "plan=jetpack-scan", "plan=", "siteurl=1003", "pl.an=x", "force=secure"] {
-        for body in ["siteurl=1001&plan=professional", "siteurl=1001", "plan=professional"] {
-            cases.push(Case::new("query string", Some("application/x-www-form-urlencoded"), body).query(query));
+    for query in [
+        "plan=professional",
+        "plan=jetpack-scan",
+        "plan=",
+        "siteurl=1003",
+        "pl.an=x",
+        "force=secure",
+    ] {
+        for body in [
+            "siteurl=1001&plan=professional",
+            "siteurl=1001",
+            "plan=professional",
+        ] {
+            cases.push(
+                Case::new(
+                    "query string",
+                    Some("application/x-www-form-urlencoded"),
+                    body,
+                )
+                .query(query),
+            );
         }
     }
     // Content-Encoding.
     for encoding in ["gzip", "identity", "Identity", "deflate, identity"] {
-        let mut case = Case::new("content encoding", Some("application/x-www-form-urlencoded"), form.as_bytes());
+        let mut case = Case::new(
+            "content encoding",
+            Some("application/x-www-form-urlencoded"),
+            form.as_bytes(),
+        );
         case.encoding = Some(encoding);
         cases.push(case);
     }
@@ -430,35 +540,313 @@ fn listed_cases() -> Vec<Case> {
     let plain: Vec<(&str, &str)> = plain.iter().map(|(d, v)| (d.as_str(), *v)).collect();
     let mp = |class, content_type: &str, body: Vec<u8>| Case::new(class, Some(content_type), body);
     let mut multi = vec![
-        mp("multipart", "multipart/form-data; boundary=b", multipart("b", "\r\n", &plain, "")),
-        mp("multipart", "multipart/form-data;; boundary=b", multipart("b", "\r\n", &plain, "")),
-        mp("multipart", "multipart/form-data; boundary=\"b\"", multipart("b", "\r\n", &plain, "")),
-        mp("multipart", "Multipart/Form-Data; boundary=b", multipart("b", "\r\n", &plain, "")),
-        mp("multipart", "multipart/form-data; BOUNDARY=b", multipart("b", "\r\n", &plain, "")),
-        mp("multipart", "multipart/form-data; boundary= b", multipart("b", "\r\n", &plain, "")),
-        mp("multipart", "multipart/form-data; boundary=b; charset=boundary", multipart("b", "\r\n", &plain, "")),
-        mp("multipart", "multipart/form-data; boundary=b,c", multipart("b", "\r\n", &plain, "")),
-        mp("multipart", "multipart/form-data; boundary=b", multipart("b", "\n", &plain, "")),
-        mp("multipart", "multipart/form-data; boundary=b", multipart("b", "\r\n", &plain, "--b\r\nContent-Disposition: form-data; name=\"plan\"\r\n\r\njetpack-scan\r\n--b--\r\n")),
-        mp("multipart", "multipart/form-data; boundary=b", multipart("b", "\r\n", &plain, "epilogue\r\n")),
-        mp("multipart", "multipart/form-data; boundary=b", [b"preamble\r\n".as_slice(), &multipart("b", "\r\n", &plain, "")].concat()),
-        mp("multipart", "multipart/form-data; boundary=b", [b"--b\0x\r\n".as_slice(), &multipart("b", "\r\n", &plain, "")].concat()),
-        mp("multipart", "multipart/form-data; boundary=b", multipart("b", "\r\n", &[(&cd("siteurl"), "1001"), (&cd("plan"), "professional\r\n--bb\r\nContent-Disposition: form-data; name=\"plan\"\r\n\r\njetpack-scan")], "")),
-        mp("multipart", "multipart/form-data; boundary=bb", multipart("bb", "\r\n", &[(&cd("siteurl"), "1001"), (&cd("plan"), "professional\r\n--b\r\n")], "")),
-        mp("multipart", "multipart/form-data; boundary=b", multipart("b", "\r\n", &[(&cd("siteurl"), "1001"), ("Content-Disposition: form-data; name=plan", "professional")], "")),
-        mp("multipart", "multipart/form-data; boundary=b", multipart("b", "\r\n", &[(&cd("siteurl"), "1001"), ("Content-Disposition: form-data; name='plan'", "professional")], "")),
-        mp("multipart", "multipart/form-data; boundary=b", multipart("b", "\r\n", &[(&cd("siteurl"), "1001"), ("content-disposition: form-data; name=\"plan\"", "professional")], "")),
-        mp("multipart", "multipart/form-data; boundary=b", multipart("b", "\r\n", &[(&cd("siteurl"), "1001"), ("CONTENT-DISPOSITION: FORM-DATA; NAME=\"plan\"", "professional")], "")),
-        mp("multipart", "multipart/form-data; boundary=b", multipart("b", "\r\n", &[(&cd("siteurl"), "1001"), ("Content-Disposition: form-data; name=\"plan\"; filename=\"p.txt\"", "professional")], "")),
-        mp("multipart", "multipart/form-data; boundary=b", multipart("b", "\r\n", &[(&cd("siteurl"), "1001"), ("Content-Disposition: form-data; name=\"plan\"; filename=\"\"", "professional")], "")),
-        mp("multipart", "multipart/form-data; boundary=b", multipart("b", "\r\n", &[(&cd("siteurl"), "1001"), (&cd("plan"), "professional"), ("Content-Disposition: form-data; name=\"plan\"; filename=\"x\"", "jetpack-scan")], "")),
-        mp("multipart", "multipart/form-data; boundary=b", multipart("b", "\r\n", &[(&cd("siteurl"), "1001"), ("Content-Disposition: form-data; name=\"x\"; name=\"plan\"", "professional")], "")),
-        mp("multipart", "multipart/form-data; boundary=b", multipart("b", "\r\n", &[(&cd("siteurl"), "1001"), ("Content-Disposition: form-data;\r\n name=\"plan\"", "professional")], "")),
-        mp("multipart", "multipart/form-data; boundary=b", multipart("b", "\r\n", &[(&cd("siteurl"), "1001"), ("Content-Type: text/plain", "x"), (&cd("plan"), "professional")], "")),
-        mp("multipart", "multipart/form-data; boundary=b", multipart("b", "\r\n", &[(&cd("siteurl"), "1001"), ("Content-Disposition: form-data", "x"), (&cd("plan"), "professional")], "")),
-        mp("multipart", "multipart/form-data; boundary=b", multipart("b", "\r\n", &[(&cd("siteurl"), "1001"), (&cd("plan"), "professional\\")], "")),
-        mp("multipart", "multipart/form-data; boundary=b", multipart("b", "\r\n", &[(&cd("siteurl"), "1001"), (&cd("pl\\\"an"), "professional")], "")),
-        mp("multipart", "multipart/form-data; boundary=b", multipart("b", "\r\n", &[(&cd("siteurl"), "1001"), (&cd("plan"), " professional")], "")),
+        mp(
+            "multipart",
+            "multipart/form-data; boundary=b",
+            multipart("b", "\r\n", &plain, ""),
+        ),
+        mp(
+            "multipart",
+            "multipart/form-data;; boundary=b",
+            multipart("b", "\r\n", &plain, ""),
+        ),
+        mp(
+            "multipart",
+            "multipart/form-data; boundary=\"b\"",
+            multipart("b", "\r\n", &plain, ""),
+        ),
+        mp(
+            "multipart",
+            "Multipart/Form-Data; boundary=b",
+            multipart("b", "\r\n", &plain, ""),
+        ),
+        mp(
+            "multipart",
+            "multipart/form-data; BOUNDARY=b",
+            multipart("b", "\r\n", &plain, ""),
+        ),
+        mp(
+            "multipart",
+            "multipart/form-data; boundary= b",
+            multipart("b", "\r\n", &plain, ""),
+        ),
+        mp(
+            "multipart",
+            "multipart/form-data; boundary=b; charset=boundary",
+            multipart("b", "\r\n", &plain, ""),
+        ),
+        mp(
+            "multipart",
+            "multipart/form-data; boundary=b,c",
+            multipart("b", "\r\n", &plain, ""),
+        ),
+        mp(
+            "multipart",
+            "multipart/form-data; boundary=b",
+            multipart("b", "\n", &plain, ""),
+        ),
+        mp(
+            "multipart",
+            "multipart/form-data; boundary=b",
+            multipart(
+                "b",
+                "\r\n",
+                &plain,
+                "--b\r\nContent-Disposition: form-data; name=\"plan\"\r\n\r\njetpack-scan\r\n--b--\r\n",
+            ),
+        ),
+        mp(
+            "multipart",
+            "multipart/form-data; boundary=b",
+            multipart("b", "\r\n", &plain, "epilogue\r\n"),
+        ),
+        mp(
+            "multipart",
+            "multipart/form-data; boundary=b",
+            [
+                b"preamble\r\n".as_slice(),
+                &multipart("b", "\r\n", &plain, ""),
+            ]
+            .concat(),
+        ),
+        mp(
+            "multipart",
+            "multipart/form-data; boundary=b",
+            [
+                b"--b\0x\r\n".as_slice(),
+                &multipart("b", "\r\n", &plain, ""),
+            ]
+            .concat(),
+        ),
+        mp(
+            "multipart",
+            "multipart/form-data; boundary=b",
+            multipart(
+                "b",
+                "\r\n",
+                &[
+                    (&cd("siteurl"), "1001"),
+                    (
+                        &cd("plan"),
+                        "professional\r\n--bb\r\nContent-Disposition: form-data; name=\"plan\"\r\n\r\njetpack-scan",
+                    ),
+                ],
+                "",
+            ),
+        ),
+        mp(
+            "multipart",
+            "multipart/form-data; boundary=bb",
+            multipart(
+                "bb",
+                "\r\n",
+                &[
+                    (&cd("siteurl"), "1001"),
+                    (&cd("plan"), "professional\r\n--b\r\n"),
+                ],
+                "",
+            ),
+        ),
+        mp(
+            "multipart",
+            "multipart/form-data; boundary=b",
+            multipart(
+                "b",
+                "\r\n",
+                &[
+                    (&cd("siteurl"), "1001"),
+                    ("Content-Disposition: form-data; name=plan", "professional"),
+                ],
+                "",
+            ),
+        ),
+        mp(
+            "multipart",
+            "multipart/form-data; boundary=b",
+            multipart(
+                "b",
+                "\r\n",
+                &[
+                    (&cd("siteurl"), "1001"),
+                    (
+                        "Content-Disposition: form-data; name='plan'",
+                        "professional",
+                    ),
+                ],
+                "",
+            ),
+        ),
+        mp(
+            "multipart",
+            "multipart/form-data; boundary=b",
+            multipart(
+                "b",
+                "\r\n",
+                &[
+                    (&cd("siteurl"), "1001"),
+                    (
+                        "content-disposition: form-data; name=\"plan\"",
+                        "professional",
+                    ),
+                ],
+                "",
+            ),
+        ),
+        mp(
+            "multipart",
+            "multipart/form-data; boundary=b",
+            multipart(
+                "b",
+                "\r\n",
+                &[
+                    (&cd("siteurl"), "1001"),
+                    (
+                        "CONTENT-DISPOSITION: FORM-DATA; NAME=\"plan\"",
+                        "professional",
+                    ),
+                ],
+                "",
+            ),
+        ),
+        mp(
+            "multipart",
+            "multipart/form-data; boundary=b",
+            multipart(
+                "b",
+                "\r\n",
+                &[
+                    (&cd("siteurl"), "1001"),
+                    (
+                        "Content-Disposition: form-data; name=\"plan\"; filename=\"p.txt\"",
+                        "professional",
+                    ),
+                ],
+                "",
+            ),
+        ),
+        mp(
+            "multipart",
+            "multipart/form-data; boundary=b",
+            multipart(
+                "b",
+                "\r\n",
+                &[
+                    (&cd("siteurl"), "1001"),
+                    (
+                        "Content-Disposition: form-data; name=\"plan\"; filename=\"\"",
+                        "professional",
+                    ),
+                ],
+                "",
+            ),
+        ),
+        mp(
+            "multipart",
+            "multipart/form-data; boundary=b",
+            multipart(
+                "b",
+                "\r\n",
+                &[
+                    (&cd("siteurl"), "1001"),
+                    (&cd("plan"), "professional"),
+                    (
+                        "Content-Disposition: form-data; name=\"plan\"; filename=\"x\"",
+                        "jetpack-scan",
+                    ),
+                ],
+                "",
+            ),
+        ),
+        mp(
+            "multipart",
+            "multipart/form-data; boundary=b",
+            multipart(
+                "b",
+                "\r\n",
+                &[
+                    (&cd("siteurl"), "1001"),
+                    (
+                        "Content-Disposition: form-data; name=\"x\"; name=\"plan\"",
+                        "professional",
+                    ),
+                ],
+                "",
+            ),
+        ),
+        mp(
+            "multipart",
+            "multipart/form-data; boundary=b",
+            multipart(
+                "b",
+                "\r\n",
+                &[
+                    (&cd("siteurl"), "1001"),
+                    (
+                        "Content-Disposition: form-data;\r\n name=\"plan\"",
+                        "professional",
+                    ),
+                ],
+                "",
+            ),
+        ),
+        mp(
+            "multipart",
+            "multipart/form-data; boundary=b",
+            multipart(
+                "b",
+                "\r\n",
+                &[
+                    (&cd("siteurl"), "1001"),
+                    ("Content-Type: text/plain", "x"),
+                    (&cd("plan"), "professional"),
+                ],
+                "",
+            ),
+        ),
+        mp(
+            "multipart",
+            "multipart/form-data; boundary=b",
+            multipart(
+                "b",
+                "\r\n",
+                &[
+                    (&cd("siteurl"), "1001"),
+                    ("Content-Disposition: form-data", "x"),
+                    (&cd("plan"), "professional"),
+                ],
+                "",
+            ),
+        ),
+        mp(
+            "multipart",
+            "multipart/form-data; boundary=b",
+            multipart(
+                "b",
+                "\r\n",
+                &[(&cd("siteurl"), "1001"), (&cd("plan"), "professional\\")],
+                "",
+            ),
+        ),
+        mp(
+            "multipart",
+            "multipart/form-data; boundary=b",
+            multipart(
+                "b",
+                "\r\n",
+                &[(&cd("siteurl"), "1001"), (&cd("pl\\\"an"), "professional")],
+                "",
+            ),
+        ),
+        mp(
+            "multipart",
+            "multipart/form-data; boundary=b",
+            multipart(
+                "b",
+                "\r\n",
+                &[(&cd("siteurl"), "1001"), (&cd("plan"), " professional")],
+                "",
+            ),
+        ),
     ];
     // curl's own body for `-H 'Content-Type: multipart/form-data;' -F ...`.
     let curl = "------------------------abc123";
@@ -469,7 +857,11 @@ fn listed_cases() -> Vec<Case> {
     ));
     let mut truncated = multipart("b", "\r\n", &plain, "");
     truncated.truncate(truncated.len() - 8);
-    multi.push(mp("multipart", "multipart/form-data; boundary=b", truncated));
+    multi.push(mp(
+        "multipart",
+        "multipart/form-data; boundary=b",
+        truncated,
+    ));
     cases.extend(multi);
     cases
 }
@@ -500,7 +892,11 @@ fn the_listed_classes_are_read_as_php_reads_them_or_refused() {
 fn the_example_of_the_issue_is_read_as_json() {
     let php = Php::start();
     let runtime = runtime();
-    let case = Case::new("example", Some("application/x-www-form-urlencoded"), EXAMPLE);
+    let case = Case::new(
+        "example",
+        Some("application/x-www-form-urlencoded"),
+        EXAMPLE,
+    );
     assert_eq!(check(&php, &runtime, &case), Ok(Outcome::Alike));
     let request = Request::post("/provision")
         .header("content-type", "application/x-www-form-urlencoded")
@@ -572,13 +968,18 @@ fn fields() -> impl Strategy<Value = Vec<(&'static str, String)>> {
 
 /// A urlencoded form: names and values percent-encoded or not, joined by `&`.
 fn form_body() -> impl Strategy<Value = Vec<u8>> {
-    (fields(), any::<bool>(), proptest::sample::select(vec!["", " ", "\n", "&"])).prop_map(
-        |(fields, encode, pad)| {
+    (
+        fields(),
+        any::<bool>(),
+        proptest::sample::select(vec!["", " ", "\n", "&"]),
+    )
+        .prop_map(|(fields, encode, pad)| {
             let pairs: Vec<String> = fields
                 .iter()
                 .map(|(name, value)| {
                     if encode {
-                        let name: String = form_urlencoded::byte_serialize(name.as_bytes()).collect();
+                        let name: String =
+                            form_urlencoded::byte_serialize(name.as_bytes()).collect();
                         let value: String =
                             form_urlencoded::byte_serialize(value.as_bytes()).collect();
                         format!("{name}={value}")
@@ -588,8 +989,7 @@ fn form_body() -> impl Strategy<Value = Vec<u8>> {
                 })
                 .collect();
             format!("{pad}{}{pad}", pairs.join("&")).into_bytes()
-        },
-    )
+        })
 }
 
 fn json_value() -> impl Strategy<Value = String> {
@@ -604,19 +1004,31 @@ fn json_value() -> impl Strategy<Value = String> {
 
 /// A JSON text: usually an object, sometimes something else, sometimes broken.
 fn json_body() -> impl Strategy<Value = Vec<u8>> {
-    let members = (fields(), proptest::collection::vec((names(), json_value()), 0..3)).prop_map(
-        |(fields, odd)| {
+    let members = (
+        fields(),
+        proptest::collection::vec((names(), json_value()), 0..3),
+    )
+        .prop_map(|(fields, odd)| {
             fields
                 .into_iter()
                 .map(|(name, value)| (name, serde_json::to_string(&value).unwrap()))
                 .chain(odd)
                 .map(|(name, value)| format!("{}:{value}", serde_json::to_string(name).unwrap()))
                 .collect::<Vec<_>>()
-        },
-    );
+        });
     (
         members,
-        proptest::sample::select(vec!["", "", "", "", " ", "\n", "&plan=jetpack-scan", "]", "{"]),
+        proptest::sample::select(vec![
+            "",
+            "",
+            "",
+            "",
+            " ",
+            "\n",
+            "&plan=jetpack-scan",
+            "]",
+            "{",
+        ]),
         proptest::sample::select(vec!["{}", "{}", "{}", "[]", "x"]),
     )
         .prop_map(|(members, tail, shape)| {
@@ -647,16 +1059,18 @@ fn multipart_body() -> impl Strategy<Value = (String, Vec<u8>)> {
         ]),
     )
         .prop_map(|(name, form)| form.replace("{}", name));
-    let parts = (fields(), proptest::collection::vec((disposition, values()), 0..3)).prop_flat_map(
-        |(fields, odd)| {
+    let parts = (
+        fields(),
+        proptest::collection::vec((disposition, values()), 0..3),
+    )
+        .prop_flat_map(|(fields, odd)| {
             let parts: Vec<(String, String)> = fields
                 .into_iter()
                 .map(|(name, value)| (cd(name), value))
                 .chain(odd)
                 .collect();
             Just(parts).prop_shuffle()
-        },
-    );
+        });
     (
         parts,
         proptest::sample::select(vec!["b", "bb", "------------------------abc123"]),
@@ -680,9 +1094,15 @@ fn multipart_body() -> impl Strategy<Value = (String, Vec<u8>)> {
         ]),
     )
         .prop_map(|(parts, boundary, eol, preamble, epilogue, content_type)| {
-            let parts: Vec<(&str, &str)> =
-                parts.iter().map(|(d, v)| (d.as_str(), v.as_str())).collect();
-            let body = [preamble.as_bytes(), &multipart(boundary, eol, &parts, epilogue)].concat();
+            let parts: Vec<(&str, &str)> = parts
+                .iter()
+                .map(|(d, v)| (d.as_str(), v.as_str()))
+                .collect();
+            let body = [
+                preamble.as_bytes(),
+                &multipart(boundary, eol, &parts, epilogue),
+            ]
+            .concat();
             (content_type.replace("{}", boundary), body)
         })
 }
@@ -704,7 +1124,11 @@ fn generated_case() -> impl Strategy<Value = Case> {
         "plan=",
     ]));
     prop_oneof![
-        (form_body(), content_type.clone()).prop_map(|(body, ct)| Case::new("generated forms", ct, body)),
+        (form_body(), content_type.clone()).prop_map(|(body, ct)| Case::new(
+            "generated forms",
+            ct,
+            body
+        )),
         (json_body(), content_type).prop_map(|(body, ct)| Case::new("generated JSON", ct, body)),
         multipart_body().prop_map(|(ct, body)| Case::new("generated multipart", Some(&ct), body)),
     ]

@@ -347,7 +347,11 @@ async fn the_query_string_of_a_form_route_is_read_too() {
         Ok(("1001".into(), Some("professional".into())))
     );
     assert_eq!(
-        read(with_query("/provision?plan=professional", "siteurl=1001&plan=professional")).await,
+        read(with_query(
+            "/provision?plan=professional",
+            "siteurl=1001&plan=professional"
+        ))
+        .await,
         Ok(("1001".into(), Some("professional".into())))
     );
     let (code, message) = read(with_query(
@@ -359,9 +363,12 @@ async fn the_query_string_of_a_form_route_is_read_too() {
     assert_eq!(code, "invalid_body");
     assert!(message.contains("query string"), "{message}");
     // `force=secure` makes WordPress.com read another body.
-    let (code, _) = read(with_query("/provision?force=secure", "siteurl=1001&plan=professional"))
-        .await
-        .unwrap_err();
+    let (code, _) = read(with_query(
+        "/provision?force=secure",
+        "siteurl=1001&plan=professional",
+    ))
+    .await
+    .unwrap_err();
     assert_eq!(code, "invalid_body");
 }
 

@@ -136,7 +136,9 @@ pub(crate) enum FieldError {
     Repeated(String),
     #[error("field `{0}` is not text (WordPress.com reads a string: send the value as one)")]
     NotText(String),
-    #[error("field `{0}` is a file upload; WordPress.com reads no value from it: send it as a plain field")]
+    #[error(
+        "field `{0}` is a file upload; WordPress.com reads no value from it: send it as a plain field"
+    )]
     File(String),
     #[error("field `{found}` would be read as `{name}` by WordPress.com; send it as `{name}`")]
     Disguised { found: String, name: String },
@@ -209,7 +211,10 @@ fn php_url_decode(raw: &[u8]) -> Cow<'_, [u8]> {
     while at < raw.len() {
         let byte = match raw[at] {
             b'+' => b' ',
-            b'%' => match (raw.get(at + 1).and_then(|&b| hex(b)), raw.get(at + 2).and_then(|&b| hex(b))) {
+            b'%' => match (
+                raw.get(at + 1).and_then(|&b| hex(b)),
+                raw.get(at + 2).and_then(|&b| hex(b)),
+            ) {
                 (Some(high), Some(low)) => {
                     at += 2;
                     (high * 16 + low) as u8
@@ -395,7 +400,11 @@ fn php_name(raw: &str) -> Cow<'_, str> {
         Some(at) => {
             let mut key: String = raw[..at].chars().map(underscore).collect();
             key.push('_');
-            key.extend(raw[at + 1..].chars().map(|c| if c == '[' { '_' } else { underscore(c) }));
+            key.extend(
+                raw[at + 1..]
+                    .chars()
+                    .map(|c| if c == '[' { '_' } else { underscore(c) }),
+            );
             Cow::Owned(key)
         }
         None => raw.chars().map(underscore).collect(),

@@ -12,10 +12,10 @@ use crate::body::GuardBody;
 use crate::rejection::Rejection;
 use bytes::{Bytes, BytesMut};
 use fields::Fields;
-use php::{Reading, Unreadable};
 use http::{Request, header::CONTENT_LENGTH, request::Parts};
 use http_body::Body;
 use http_body_util::BodyExt;
+use php::{Reading, Unreadable};
 use std::borrow::Cow;
 
 /// The largest body the guard buffers by default: provision forms are a few hundred bytes.

@@ -142,6 +142,9 @@ fn is_space(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r')
 }
 
+/// A part's header as PHP keeps it: the text before the first `:`, and the value.
+type Header = (Vec<u8>, Vec<u8>);
+
 struct Reader<'a> {
     body: &'a [u8],
     at: usize,
@@ -167,9 +170,9 @@ impl<'a> Reader<'a> {
     }
 
     /// A part's headers, `(key, value)`, up to the first empty line (or one starting with NUL).
-    fn headers(&mut self) -> Result<Vec<(Vec<u8>, Vec<u8>)>, String> {
+    fn headers(&mut self) -> Result<Vec<Header>, String> {
         let mut headers = Vec::new();
-        let mut current: Option<(Vec<u8>, Vec<u8>)> = None;
+        let mut current: Option<Header> = None;
         while let Some(line) = self.line()? {
             let line = c_str(line);
             if line.is_empty() {
@@ -382,7 +385,10 @@ mod tests {
 
     #[test]
     fn boundaries_as_php_finds_them() {
-        assert_eq!(php_boundary("multipart/form-data; boundary=abc"), Some("abc"));
+        assert_eq!(
+            php_boundary("multipart/form-data; boundary=abc"),
+            Some("abc")
+        );
         assert_eq!(
             php_boundary("multipart/form-data;; boundary=\"a b\"; x"),
             Some("a b")

@@ -65,7 +65,12 @@ fn is_php_trim(b: u8) -> bool {
 /// `body` without what PHP's `trim()` takes off either end.
 fn php_trim(body: &Bytes) -> Bytes {
     let start = body.iter().take_while(|&&b| is_php_trim(b)).count();
-    let end = body.len() - body[start..].iter().rev().take_while(|&&b| is_php_trim(b)).count();
+    let end = body.len()
+        - body[start..]
+            .iter()
+            .rev()
+            .take_while(|&&b| is_php_trim(b))
+            .count();
     body.slice(start..end)
 }
 
@@ -148,9 +153,9 @@ impl Reading {
     /// The fields PHP reads from `body`.
     pub(crate) async fn read(&self, body: Bytes) -> Result<Fields, Unreadable> {
         let fields = match self {
-            Self::Multipart { boundary } => multipart::read(boundary, body)
-                .await
-                .map_err(|e| Unreadable::Body(format!("the multipart form could not be read: {e}")))?,
+            Self::Multipart { boundary } => multipart::read(boundary, body).await.map_err(|e| {
+                Unreadable::Body(format!("the multipart form could not be read: {e}"))
+            })?,
             Self::Json => {
                 let body = php_trim(&body);
                 if body.is_empty() {
@@ -218,7 +223,10 @@ mod tests {
 
     #[test]
     fn content_types_as_wordpress_com_matches_them() {
-        assert_eq!(reading("application/json; charset=utf-8"), Ok(Some(Reading::Json)));
+        assert_eq!(
+            reading("application/json; charset=utf-8"),
+            Ok(Some(Reading::Json))
+        );
         assert_eq!(reading("text/x-json"), Ok(Some(Reading::Json)));
         assert_eq!(
             reading("application/x-www-form-urlencoded ;x"),
@@ -228,14 +236,20 @@ mod tests {
         assert_eq!(reading(""), Ok(None));
         assert_eq!(reading("0"), Ok(None));
         assert_eq!(reading("Application/JSON"), Err(Unreadable::MediaType));
-        assert_eq!(reading("application/vnd.api+json"), Err(Unreadable::MediaType));
+        assert_eq!(
+            reading("application/vnd.api+json"),
+            Err(Unreadable::MediaType)
+        );
         assert_eq!(
             reading("Multipart/Form-Data; boundary=b"),
             Ok(Some(Reading::Multipart {
                 boundary: "b".into()
             }))
         );
-        assert_eq!(reading("multipart/mixed; boundary=b"), Err(Unreadable::MediaType));
+        assert_eq!(
+            reading("multipart/mixed; boundary=b"),
+            Err(Unreadable::MediaType)
+        );
         assert_eq!(
             reading("multipart/form-data; boundary= b"),
             Err(Unreadable::MediaType)
@@ -261,13 +275,21 @@ mod tests {
         assert_eq!(fields.get("plan"), Ok(Some("a".into())));
         let fields = Reading::Form.read(body.into()).await.unwrap();
         assert_eq!(fields.get("plan"), Ok(Some("b\"}".into())));
-        assert!(Reading::JsonThenForm.read(r#"{"plan":1e400}"#.into()).await.is_err());
+        assert!(
+            Reading::JsonThenForm
+                .read(r#"{"plan":1e400}"#.into())
+                .await
+                .is_err()
+        );
         let fields = Reading::JsonThenForm.read("null".into()).await.unwrap();
         assert_eq!(fields.get("null"), Ok(Some("".into())));
         assert_eq!(fields.len(), 1);
         let fields = Reading::JsonThenForm.read("plan=a\n".into()).await.unwrap();
         assert_eq!(fields.get("plan"), Ok(Some("a".into())));
-        let fields = Reading::Form.read("plan=a&x=\0&siteurl=1".into()).await.unwrap();
+        let fields = Reading::Form
+            .read("plan=a&x=\0&siteurl=1".into())
+            .await
+            .unwrap();
         assert_eq!(fields.get("siteurl"), Ok(None));
     }
 

@@ -160,13 +160,16 @@ impl Source {
     pub(super) fn find<'a>(&self, parts: &'a Parts, fields: Option<&'a Fields>) -> Found<'a> {
         match &self.kind {
             Kind::Field(name) => {
-                let body = field_value(fields.map(|f| f.get(name)).transpose().map(Option::flatten))?;
+                let body =
+                    field_value(fields.map(|f| f.get(name)).transpose().map(Option::flatten))?;
                 let query = Fields::parse_query(parts.uri.query().unwrap_or_default());
                 let query = field_value(query.get(name))?.map(|v| Cow::Owned(v.into_owned()));
                 match (body, query) {
-                    (Some(body), Some(query)) if body != query => Err(Rejection::InvalidBody(format!(
-                        "field `{name}` has one value in the body ({body:?}) and another in the query string ({query:?})"
-                    ))),
+                    (Some(body), Some(query)) if body != query => {
+                        Err(Rejection::InvalidBody(format!(
+                            "field `{name}` has one value in the body ({body:?}) and another in the query string ({query:?})"
+                        )))
+                    }
                     (body, query) => Ok(body.or(query)),
                 }
             }
