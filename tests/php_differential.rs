@@ -855,6 +855,31 @@ fn listed_cases() -> Vec<Case> {
         &format!("multipart/form-data;; boundary={curl}"),
         multipart(curl, "\r\n", &plain, ""),
     ));
+    // PHP reads values through a 5 KiB buffer and matches a boundary cut by its end: values
+    // around that size, some with starts of a delimiter near the cut.
+    for len in (5100..5130).chain([1023, 1024, 10230, 10240]) {
+        let long = "x".repeat(len);
+        let value = format!("{}\r\n-yy\r\n--c\n-", "y".repeat(len));
+        for parts in [
+            vec![
+                (cd("note"), long.as_str()),
+                (cd("siteurl"), "1001"),
+                (cd("plan"), "professional"),
+            ],
+            vec![
+                (cd("siteurl"), "1001"),
+                (cd("note"), value.as_str()),
+                (cd("plan"), "professional"),
+            ],
+        ] {
+            let parts: Vec<(&str, &str)> = parts.iter().map(|(d, v)| (d.as_str(), *v)).collect();
+            multi.push(mp(
+                "multipart, long values",
+                "multipart/form-data; boundary=b",
+                multipart("b", "\r\n", &parts, ""),
+            ));
+        }
+    }
     let mut truncated = multipart("b", "\r\n", &plain, "");
     truncated.truncate(truncated.len() - 8);
     multi.push(mp(
