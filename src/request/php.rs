@@ -104,16 +104,23 @@ impl Reading {
                 Ok(None)
             };
         };
-        let value = value.to_str().map_err(|_| Unreadable::MediaType)?;
+        // HTTP servers strip white space around a header value before PHP sees it.
+        let value = value
+            .to_str()
+            .map_err(|_| Unreadable::MediaType)?
+            .trim_matches([' ', '\t']);
         if value.is_empty() || value == "0" {
             return Ok(None);
         }
-        if value.to_ascii_lowercase().starts_with("multipart/") {
+        let essence = value.split(';').next().unwrap_or_default();
+        let essence = essence.trim_matches(|c: char| c.is_ascii() && is_php_trim(c as u8));
+        if essence.to_ascii_lowercase().starts_with("multipart/") {
             // PHP fills `$_POST` only when the type, lower-cased and cut at `;`, `,` or a space,
             // is `multipart/form-data`; the guard also wants nothing else before the `;`.
             let mut params = value.split(';');
-            let essence = params.next().unwrap_or_default();
-            if !essence.eq_ignore_ascii_case("multipart/form-data") {
+            if params.next() != Some(essence)
+                || !essence.eq_ignore_ascii_case("multipart/form-data")
+            {
                 return Err(Unreadable::MediaType);
             }
             return match BodyFormat::multipart(value, params) {
@@ -121,8 +128,6 @@ impl Reading {
                 _ => Err(Unreadable::MediaType),
             };
         }
-        let essence = value.split(';').next().unwrap_or_default();
-        let essence = essence.trim_matches(|c: char| c.is_ascii() && is_php_trim(c as u8));
         if JSON_TYPES.contains(&essence) {
             Ok(Some(Self::Json))
         } else if essence == FORM_TYPE {
@@ -256,6 +261,12 @@ mod tests {
         );
         assert_eq!(
             reading("multipart/form-data,x; boundary=b"),
+            Err(Unreadable::MediaType)
+        );
+        // Nothing but the type before the `;`: refused rather than followed through PHP's
+        // cut at a space.
+        assert_eq!(
+            reading("multipart/form-data ; boundary=b"),
             Err(Unreadable::MediaType)
         );
         let mut headers = HeaderMap::new();
