@@ -436,3 +436,22 @@ async fn siteurl_zero_gets_a_message_that_makes_sense() {
     assert!(message.contains("blog ID"), "{message}");
     assert!(!message.contains("domain name"), "{message}");
 }
+
+/// Issue 11's body: a form hidden in a JSON string. WordPress.com reads the JSON (Realtime Backups
+/// for a site holding Professional: a downgrade), so the guard must too, and refuses it.
+#[tokio::test]
+async fn json_sent_as_a_form_is_checked_as_the_json_wordpress_com_reads() {
+    let fake = fake().await;
+    let guard = UpgradeGuardLayer::new(client(&fake));
+    let body = r#"{"plan":"jetpack-backup-realtime","siteurl":"https://professional.example.com/","x":"&plan=professional&siteurl=https://realtime.example.com/&local_user=admin&z="}"#;
+    let request = Request::post("/rest/v1.3/jpphp/provision")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(Full::from(body))
+        .unwrap();
+    let inner = Recorder::default();
+    let answer = send(&guard, &inner, request).await;
+    assert_eq!(answer.status, StatusCode::CONFLICT, "{:?}", answer.body);
+    assert_eq!(answer.json()["site"], "professional.example.com");
+    assert_eq!(answer.json()["product"], "jetpack-backup-realtime");
+    assert_eq!(inner.calls(), 0);
+}
