@@ -203,7 +203,12 @@ impl<'a> Reader<'a> {
     /// reaches the end of the body), without the `\r` before it.
     fn value(&mut self, next: &[u8]) -> Vec<u8> {
         let rest = &self.body[self.at..];
-        let end = (0..rest.len())
+        // `next` starts with `\n`: only a line end can start it.
+        let end = rest
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| **b == b'\n')
+            .map(|(at, _)| at)
             .find(|&at| {
                 let tail = &rest[at..];
                 tail.starts_with(next) || next.starts_with(tail)
