@@ -1148,7 +1148,7 @@ fn generated_case() -> impl Strategy<Value = Case> {
         "siteurl=1001",
         "plan=",
     ]));
-    prop_oneof![
+    let base = prop_oneof![
         (form_body(), content_type.clone()).prop_map(|(body, ct)| Case::new(
             "generated forms",
             ct,
@@ -1156,6 +1156,35 @@ fn generated_case() -> impl Strategy<Value = Case> {
         )),
         (json_body(), content_type).prop_map(|(body, ct)| Case::new("generated JSON", ct, body)),
         multipart_body().prop_map(|(ct, body)| Case::new("generated multipart", Some(&ct), body)),
+    ];
+    // A quarter of the cases get 1-3 byte edits with the bytes the parsers care about.
+    let edit = (
+        any::<proptest::sample::Index>(),
+        0..3u8,
+        proptest::sample::select(b"\r\n-\";=&%[] \0{}b:'\\".to_vec()),
+    );
+    let edits = proptest::collection::vec(edit, 1..=3);
+    prop_oneof![
+        3 => base.clone(),
+        1 => (base, edits).prop_map(|(mut case, edits)| {
+            for (at, kind, byte) in edits {
+                let at = at.index(case.body.len() + 1);
+                match kind {
+                    0 => case.body.insert(at, byte),
+                    1 if at < case.body.len() => {
+                        case.body.remove(at);
+                    }
+                    _ if at < case.body.len() => case.body[at] = byte,
+                    _ => case.body.push(byte),
+                }
+            }
+            case.class = match case.class {
+                "generated forms" => "generated forms, edited",
+                "generated JSON" => "generated JSON, edited",
+                _ => "generated multipart, edited",
+            };
+            case
+        }),
     ]
     .prop_flat_map(move |case| {
         query.clone().prop_map(move |query| match query {
