@@ -68,6 +68,11 @@ pub enum InvalidSite {
     /// An IPv4 or IPv6 address instead of a host name.
     #[error("a site is named by its domain, not by an IP address")]
     IpLiteral,
+    /// Digits that are no blog ID: `0`, a leading zero, or past 64 bits.
+    #[error(
+        "a blog ID is a whole number from 1 up without leading zeros (such as 12345), and a site URL names a host; this is neither"
+    )]
+    BlogId,
     /// A host that is not a valid DNS name.
     #[error("the host name is not a valid domain name")]
     Host,
@@ -138,7 +143,7 @@ impl Site {
 fn parse_blog_id(digits: &str) -> Result<Site, InvalidSite> {
     // A leading zero would make two spellings of one blog; u64 bounds the length.
     if digits.starts_with('0') || digits.parse::<u64>().is_err() {
-        return Err(InvalidSite::Host);
+        return Err(InvalidSite::BlogId);
     }
     Ok(Site {
         id: digits.into(),
@@ -263,8 +268,11 @@ mod tests {
         assert_eq!(ok("12345"), "12345");
         assert_eq!(ok(" 42\n"), "42");
         assert_eq!(Site::parse("42").unwrap().kind(), SiteKind::BlogId);
-        assert_eq!(err("0123"), InvalidSite::Host);
-        assert_eq!(err("99999999999999999999999"), InvalidSite::Host);
+        assert_eq!(err("0123"), InvalidSite::BlogId);
+        assert_eq!(err("0"), InvalidSite::BlogId);
+        assert_eq!(err("99999999999999999999999"), InvalidSite::BlogId);
+        // What a new user sent: the message must not talk about domain names.
+        assert!(!err("0").to_string().contains("domain"));
     }
 
     #[test]

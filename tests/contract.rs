@@ -174,15 +174,19 @@ async fn invalid_body() {
 async fn unsupported_media_type() {
     let fake = fake().await;
     let guard = UpgradeGuardLayer::new(client(&fake));
-    let text = Request::post("/provision")
-        .header("content-type", "text/plain")
+    // WordPress.com matches JSON types exactly and would read this one as a form.
+    let json_in_capitals = Request::post("/provision")
+        .header("content-type", "Application/JSON")
+        .body(Full::from(r#"{"siteurl":"1001","plan":"personal"}"#))
+        .unwrap();
+    refused(&guard, json_in_capitals, 415, "unsupported_media_type").await;
+    // PHP does not decode bodies.
+    let gzip = Request::post("/provision")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("content-encoding", "gzip")
         .body(Full::from("siteurl=1001&plan=personal"))
         .unwrap();
-    refused(&guard, text, 415, "unsupported_media_type").await;
-    let untyped = Request::post("/provision")
-        .body(Full::from("siteurl=1001&plan=personal"))
-        .unwrap();
-    refused(&guard, untyped, 415, "unsupported_media_type").await;
+    refused(&guard, gzip, 415, "unsupported_media_type").await;
     // multipart without a boundary cannot be read.
     let no_boundary = Request::post("/provision")
         .header("content-type", "multipart/form-data;")

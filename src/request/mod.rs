@@ -1,6 +1,8 @@
 //! Reading the site and the product from a request, and the body when a source needs it.
 
 pub(crate) mod fields;
+mod multipart;
+mod php;
 mod source;
 
 pub use source::Source;
@@ -9,10 +11,11 @@ use crate::Site;
 use crate::body::GuardBody;
 use crate::rejection::Rejection;
 use bytes::{Bytes, BytesMut};
-use fields::{BodyFormat, Fields};
+use fields::Fields;
 use http::{Request, header::CONTENT_LENGTH, request::Parts};
 use http_body::Body;
 use http_body_util::BodyExt;
+use php::{Reading, Unreadable};
 use std::borrow::Cow;
 
 /// The largest body the guard buffers by default: provision forms are a few hundred bytes.
@@ -94,19 +97,19 @@ impl RequestReader {
             let request = Request::from_parts(parts, GuardBody::original(body));
             return Read { request, named };
         }
-        let format = match BodyFormat::from_headers(&parts.headers) {
-            Ok(format) => format,
-            Err(_) => {
+        let reading = match Reading::from_headers(&parts.headers) {
+            Ok(reading) => reading,
+            Err(unreadable) => {
                 let request = Request::from_parts(parts, GuardBody::original(body));
                 return Read {
                     request,
-                    named: Err(Rejection::UnsupportedMediaType),
+                    named: Err(unreadable.into()),
                 };
             }
         };
         let (body, bytes) = self.buffer(&parts, body).await;
         let named = match bytes {
-            Ok(bytes) => self.find_in_body(&parts, format, bytes).await,
+            Ok(bytes) => self.find_in_body(&parts, reading, bytes).await,
             Err(rejection) => Err(rejection),
         };
         Read {
@@ -118,17 +121,21 @@ impl RequestReader {
     async fn find_in_body(
         &self,
         parts: &Parts,
-        format: Option<BodyFormat>,
+        reading: Option<Reading>,
         bytes: Bytes,
     ) -> Result<Named, Rejection> {
-        let fields = match format {
-            Some(format) => Fields::parse(&format, bytes)
-                .await
-                .map_err(Rejection::InvalidBody)?,
-            // No Content-Type: an empty body simply has no fields; anything else is unreadable.
-            None if bytes.is_empty() => Fields::default(),
-            None => return Err(Rejection::UnsupportedMediaType),
-        };
+        // `input()` reads another body altogether when the query says `force=secure` and the
+        // body has a `secure_key`: what the guard reads here would not be what is provisioned.
+        let query = Fields::parse_query(parts.uri.query().unwrap_or_default());
+        if matches!(query.as_php_reads("force"), Some(fields::Value::Text(force)) if force == "secure")
+        {
+            return Err(Rejection::InvalidBody(
+                "`force=secure` in the query string makes WordPress.com read another body than this one"
+                    .into(),
+            ));
+        }
+        let reading = reading.unwrap_or_else(|| Reading::sniff(&bytes));
+        let fields = reading.read(bytes).await?;
         self.find(parts, Some(&fields))
     }
 
@@ -139,6 +146,16 @@ impl RequestReader {
             .ok_or(Rejection::MissingSite)?;
         let site = Site::parse(&site)?;
         let product = self.product.find(parts, fields)?.map(Cow::into_owned);
+        if let Some(product) = &product
+            && product.trim() != product
+        {
+            // WordPress.com does not trim values: ` premium` is no product there, and a 409
+            // listing `premium` as an upgrade would only confuse.
+            return Err(Rejection::InvalidBody(format!(
+                "{} has white space around it ({product:?}); WordPress.com reads it as it is, and no product is called that: send the product's slug alone",
+                self.product.describe()
+            )));
+        }
         Ok(Named { site, product })
     }
 
@@ -194,6 +211,15 @@ impl RequestReader {
             GuardBody::buffered_with_trailers(bytes.clone(), trailers),
             Ok(bytes),
         )
+    }
+}
+
+impl From<Unreadable> for Rejection {
+    fn from(unreadable: Unreadable) -> Self {
+        match unreadable {
+            Unreadable::MediaType => Rejection::UnsupportedMediaType,
+            Unreadable::Body(message) => Rejection::InvalidBody(message),
+        }
     }
 }
 

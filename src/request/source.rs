@@ -52,12 +52,15 @@ enum Segment {
 pub(super) type Found<'a> = Result<Option<Cow<'a, str>>, Rejection>;
 
 impl Source {
-    /// A field of the body: an `application/x-www-form-urlencoded` form, a `multipart/form-data`
-    /// form, or a JSON object (top-level key; a string or a number), read by `Content-Type`.
+    /// A field of the body, read as WordPress.com reads it: an `application/x-www-form-urlencoded`
+    /// form (tried as JSON first), a `multipart/form-data` form, a JSON object (top-level key; a
+    /// string or an integer; `null` is no value), or, for other content types, a form.
     ///
     /// A route with a body source buffers the body (within the limit) to read it. A field that
     /// appears twice is refused: the provision endpoint would use another copy than the one
-    /// checked.
+    /// checked. The query string's parameter of the same name is read too: one value in either
+    /// place is that value, two different values are refused (WordPress.com's `input()` reads
+    /// only the body, but an endpoint may also read its query arguments).
     #[must_use]
     pub fn field(name: impl Into<String>) -> Self {
         Self {
@@ -131,6 +134,19 @@ impl Source {
         }
     }
 
+    /// What this source reads, for messages: "field `plan`".
+    pub(super) fn describe(&self) -> String {
+        match &self.kind {
+            Kind::Field(name) => format!("field `{name}`"),
+            Kind::Query(name) => format!("query parameter `{name}`"),
+            Kind::Path { template, param } => match &template[*param] {
+                Segment::Param(name) | Segment::Literal(name) => format!("path parameter `{name}`"),
+            },
+            Kind::Fn(_) => "the value".into(),
+            Kind::FirstOf(sources) => sources.first().map_or_else(String::new, Source::describe),
+        }
+    }
+
     /// Whether reading this source needs the body.
     pub(super) fn needs_body(&self) -> bool {
         match &self.kind {
@@ -142,16 +158,29 @@ impl Source {
 
     /// Finds the value in the request head and, when the route reads it, the body's fields.
     pub(super) fn find<'a>(&self, parts: &'a Parts, fields: Option<&'a Fields>) -> Found<'a> {
-        let found = match &self.kind {
-            Kind::Field(name) => fields.map(|fields| fields.get(name)).transpose(),
+        match &self.kind {
+            Kind::Field(name) => {
+                let body =
+                    field_value(fields.map(|f| f.get(name)).transpose().map(Option::flatten))?;
+                let query = Fields::parse_query(parts.uri.query().unwrap_or_default());
+                let query = field_value(query.get(name))?.map(|v| Cow::Owned(v.into_owned()));
+                match (body, query) {
+                    (Some(body), Some(query)) if body != query => {
+                        Err(Rejection::InvalidBody(format!(
+                            "field `{name}` has one value in the body ({body:?}) and another in the query string ({query:?})"
+                        )))
+                    }
+                    (body, query) => Ok(body.or(query)),
+                }
+            }
             Kind::Query(name) => {
                 let query = Fields::parse_query(parts.uri.query().unwrap_or_default());
-                return field_value(query.get(name)).map(|v| v.map(|v| v.into_owned().into()));
+                field_value(query.get(name)).map(|v| v.map(|v| v.into_owned().into()))
             }
             Kind::Path { template, param } => {
-                return Ok(match_path(template, *param, parts.uri.path()).map(Into::into));
+                Ok(match_path(template, *param, parts.uri.path()).map(Into::into))
             }
-            Kind::Fn(f) => return Ok(f(parts).map(Into::into)),
+            Kind::Fn(f) => Ok(f(parts).map(Into::into)),
             Kind::FirstOf(sources) => {
                 // Every place is read: a request naming two different values would have the
                 // guard check one while the handler provisions the other.
@@ -167,10 +196,9 @@ impl Source {
                         _ => {}
                     }
                 }
-                return Ok(found);
+                Ok(found)
             }
-        };
-        field_value(found.map(Option::flatten))
+        }
     }
 }
 

@@ -1,0 +1,405 @@
+//! `multipart/form-data` read as PHP reads it, and cross-checked against `multer`.
+//!
+//! PHP's own multipart parser (`main/rfc1867.c`) fills `$_POST` and `$_FILES`, which is what
+//! WordPress.com's `input()` reads. It is line based and lenient where RFC 7578 parsers are
+//! strict, so a body can hold fields that one reads and the other does not:
+//!
+//! - a part starts at any line that is exactly `--boundary` (cut at a NUL byte), so a part after
+//!   the closing `--boundary--` (in the "epilogue") is read too, and lines may end in LF alone;
+//! - a value ends at the first `\n--boundary`, even when more text follows (`--boundaryX`), and
+//!   everything up to the next `--boundary` line is then skipped;
+//! - the part's name comes from the *last* `name=` parameter of `Content-Disposition`, matched
+//!   case-insensitively, with PHP's own quoting; any `filename=` (even empty) makes it a file,
+//!   and a file shadows a field of the same name (`array_merge($_POST, $_FILES)`);
+//! - a part without `Content-Disposition` is skipped; one with neither name nor file name stops
+//!   the parsing there.
+//!
+//! The guard reads the body with a copy of that algorithm, so it sees the fields PHP sees. It
+//! then reads the body again with `multer` (what axum's `Multipart` uses) and refuses the body
+//! unless both agree part for part: a partner handler that reads the form itself, and any
+//! corner of PHP's parser this copy might get wrong, then meet a refusal rather than another
+//! reading.
+
+use super::fields::{FieldValue, Fields};
+use bytes::Bytes;
+
+/// PHP reads at most this many variables from a form (`max_input_vars`) and drops the rest; a
+/// body with more is refused rather than read past the point PHP stops.
+pub(crate) const MAX_FIELDS: usize = 1000;
+
+/// PHP reads lines through a 5 KiB buffer and splits longer ones; lines that long are refused
+/// (values are not read by line, only the preamble, headers and skipped parts are).
+const MAX_LINE: usize = 4096;
+
+/// One part as read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Part {
+    /// The `name` parameter as PHP reads it (`None`: an anonymous file).
+    name: Option<Vec<u8>>,
+    /// Whether a `filename` parameter was given: then PHP puts the part in `$_FILES`.
+    file: bool,
+    value: Vec<u8>,
+}
+
+/// Reads a multipart body with boundary `boundary` (as PHP extracts it from the header).
+pub(crate) async fn read(boundary: &str, body: Bytes) -> Result<Fields, String> {
+    let parts = read_as_php(boundary.as_bytes(), &body)?;
+    if parts.len() > MAX_FIELDS {
+        return Err(format!(
+            "the form has more than {MAX_FIELDS} parts; WordPress.com (PHP) reads only the first {MAX_FIELDS}"
+        ));
+    }
+    let strict = read_as_multer(boundary, body).await;
+    if strict.as_ref() != Ok(&parts) {
+        return Err(
+            "the multipart body is not a plain form: parsers read it differently (send CRLF line ends, \
+             quoted names, no text after the closing boundary, and values without the boundary in them)"
+                .into(),
+        );
+    }
+    let pairs = parts
+        .into_iter()
+        .filter_map(|part| {
+            let name = String::from_utf8_lossy(&part.name?).into_owned();
+            let value = if part.file {
+                FieldValue::File
+            } else {
+                String::from_utf8(part.value).map_or(FieldValue::NotText, FieldValue::Text)
+            };
+            Some((name, value))
+        })
+        .collect();
+    Ok(Fields::pairs(pairs, true))
+}
+
+async fn read_as_multer(boundary: &str, body: Bytes) -> Result<Vec<Part>, multer::Error> {
+    let stream = futures_util::stream::once(async move { Ok::<_, std::convert::Infallible>(body) });
+    let mut multipart = multer::Multipart::new(stream, boundary);
+    let mut parts = Vec::new();
+    while let Some(field) = multipart.next_field().await? {
+        let name = field.name().map(|n| n.as_bytes().to_vec());
+        let file = field.file_name().is_some();
+        let value = field.bytes().await?.to_vec();
+        parts.push(Part { name, file, value });
+    }
+    Ok(parts)
+}
+
+/// The parts PHP registers, in order. A body PHP would only partly read (garbled headers,
+/// over-long lines) is an error.
+fn read_as_php(boundary: &[u8], body: &[u8]) -> Result<Vec<Part>, String> {
+    let mut delimiter = b"--".to_vec();
+    delimiter.extend_from_slice(boundary);
+    let mut next = b"\n".to_vec();
+    next.extend_from_slice(&delimiter);
+
+    let mut reader = Reader { body, at: 0 };
+    let mut parts = Vec::new();
+    while reader.at < body.len() {
+        // Each part begins with a line that is the delimiter, whatever came before it.
+        loop {
+            match reader.line()? {
+                None => return Ok(parts),
+                Some(line) if c_str(line) == delimiter.as_slice() => break,
+                Some(_) => {}
+            }
+        }
+        let headers = reader.headers()?;
+        let Some(disposition) = headers
+            .iter()
+            .find(|(key, _)| key.eq_ignore_ascii_case(b"content-disposition"))
+        else {
+            // PHP skips the part; its lines are read while looking for the next delimiter.
+            continue;
+        };
+        let (name, filename) = disposition_params(&disposition.1);
+        if name.is_none() && filename.is_none() {
+            return Err(
+                "a multipart part has no name: WordPress.com (PHP) stops reading the form there"
+                    .into(),
+            );
+        }
+        let value = reader.value(&next);
+        parts.push(Part {
+            name,
+            file: filename.is_some(),
+            value,
+        });
+    }
+    Ok(parts)
+}
+
+/// A C string's bytes: PHP compares lines and header text with `strcmp`, up to a NUL.
+fn c_str(bytes: &[u8]) -> &[u8] {
+    bytes
+        .iter()
+        .position(|&b| b == 0)
+        .map_or(bytes, |end| &bytes[..end])
+}
+
+/// C's `isspace` in the C locale.
+fn is_space(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r')
+}
+
+/// A part's header as PHP keeps it: the text before the first `:`, and the value.
+type Header = (Vec<u8>, Vec<u8>);
+
+struct Reader<'a> {
+    body: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    /// The next line without its LF or CRLF; `None` when no LF is left (PHP does not return a
+    /// last line without one).
+    fn line(&mut self) -> Result<Option<&'a [u8]>, String> {
+        let rest = &self.body[self.at..];
+        let Some(end) = rest.iter().position(|&b| b == b'\n') else {
+            if rest.len() > MAX_LINE {
+                return Err("a line of the multipart body is too long".into());
+            }
+            return Ok(None);
+        };
+        if end > MAX_LINE {
+            return Err("a line of the multipart body is too long".into());
+        }
+        self.at += end + 1;
+        let line = &rest[..end];
+        Ok(Some(line.strip_suffix(b"\r").unwrap_or(line)))
+    }
+
+    /// A part's headers, `(key, value)`, up to the first empty line (or one starting with NUL).
+    fn headers(&mut self) -> Result<Vec<Header>, String> {
+        let mut headers = Vec::new();
+        let mut current: Option<Header> = None;
+        while let Some(line) = self.line()? {
+            let line = c_str(line);
+            if line.is_empty() {
+                break;
+            }
+            // A line starting with white space continues the previous header.
+            let colon = if is_space(line[0]) {
+                None
+            } else {
+                line.iter().position(|&b| b == b':')
+            };
+            match (colon, &mut current) {
+                (Some(colon), _) => {
+                    headers.extend(current.take());
+                    let value = &line[colon + 1..];
+                    let skip = value.iter().take_while(|&&b| is_space(b)).count();
+                    current = Some((line[..colon].to_vec(), value[skip..].to_vec()));
+                }
+                (None, Some((_, value))) => value.extend_from_slice(line),
+                (None, None) => {}
+            }
+        }
+        headers.extend(current);
+        Ok(headers)
+    }
+
+    /// A part's value: everything up to the next `\n--boundary` (or up to a start of it that
+    /// reaches the end of the body), without the `\r` before it.
+    fn value(&mut self, next: &[u8]) -> Vec<u8> {
+        let rest = &self.body[self.at..];
+        // `next` starts with `\n`: only a line end can start it.
+        let end = rest
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| **b == b'\n')
+            .map(|(at, _)| at)
+            .find(|&at| {
+                let tail = &rest[at..];
+                tail.starts_with(next) || next.starts_with(tail)
+            })
+            .unwrap_or(rest.len());
+        self.at += end;
+        let mut value = &rest[..end];
+        if end < rest.len() {
+            value = value.strip_suffix(b"\r").unwrap_or(value);
+        }
+        value.to_vec()
+    }
+}
+
+/// The `name` and `filename` parameters of a `Content-Disposition` value, as PHP reads them:
+/// `;`-separated pairs (quotes protect separators), keys matched case-insensitively, the last of
+/// each kept.
+fn disposition_params(value: &[u8]) -> (Option<Vec<u8>>, Option<Vec<u8>>) {
+    let value = c_str(value);
+    let mut rest = &value[value.iter().take_while(|&&b| is_space(b)).count()..];
+    let (mut name, mut filename) = (None, None);
+    while !rest.is_empty() {
+        let pair = get_word(&mut rest, b';');
+        rest = &rest[rest.iter().take_while(|&&b| is_space(b)).count()..];
+        if pair.contains(&b'=') {
+            let mut pair = pair;
+            let key = get_word(&mut pair, b'=');
+            if key.eq_ignore_ascii_case(b"name") {
+                name = Some(get_word_conf(pair));
+            } else if key.eq_ignore_ascii_case(b"filename") {
+                filename = Some(get_word_conf(pair));
+            }
+        }
+    }
+    (name, filename)
+}
+
+/// PHP's `php_ap_getword`: up to `stop` outside quotes, then past every `stop`.
+fn get_word<'a>(line: &mut &'a [u8], stop: u8) -> &'a [u8] {
+    let bytes = *line;
+    let mut at = 0;
+    while at < bytes.len() && bytes[at] != stop {
+        let quote = bytes[at];
+        if quote == b'"' || quote == b'\'' {
+            at += 1;
+            while at < bytes.len() && bytes[at] != quote {
+                if bytes[at] == b'\\' && bytes.get(at + 1) == Some(&quote) {
+                    at += 2;
+                } else {
+                    at += 1;
+                }
+            }
+            if at < bytes.len() {
+                at += 1;
+            }
+        } else {
+            at += 1;
+        }
+    }
+    let at = at.min(bytes.len());
+    let word = &bytes[..at];
+    let mut end = at;
+    while end < bytes.len() && bytes[end] == stop {
+        end += 1;
+    }
+    *line = &bytes[end..];
+    word
+}
+
+/// PHP's `php_ap_getword_conf`: a quoted or unquoted value, with `\\` and `\"` unescaped.
+fn get_word_conf(bytes: &[u8]) -> Vec<u8> {
+    let bytes = &bytes[bytes.iter().take_while(|&&b| is_space(b)).count()..];
+    match bytes.first() {
+        None => Vec::new(),
+        Some(&quote) if quote == b'"' || quote == b'\'' => {
+            let inner = &bytes[1..];
+            substring_conf(inner, inner.len(), Some(quote))
+        }
+        Some(_) => {
+            let len = bytes.iter().take_while(|&&b| !is_space(b)).count();
+            substring_conf(bytes, len, None)
+        }
+    }
+}
+
+fn substring_conf(bytes: &[u8], len: usize, quote: Option<u8>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len);
+    let mut i = 0;
+    while i < len && Some(bytes[i]) != quote {
+        let escaped = bytes
+            .get(i + 1)
+            .is_some_and(|&b| b == b'\\' || Some(b) == quote);
+        if bytes[i] == b'\\' && escaped {
+            i += 1;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    out
+}
+
+/// The boundary as PHP finds it in a `multipart/form-data` header: after the first `=` that
+/// follows the first `boundary` (case-sensitive, then case-insensitive), quoted or up to `,`/`;`.
+/// The guard then takes it only when it is plain (see `fields::is_plain_boundary`).
+pub(crate) fn php_boundary(content_type: &str) -> Option<&str> {
+    let at = content_type
+        .find("boundary")
+        .or_else(|| content_type.to_ascii_lowercase().find("boundary"))?;
+    let after = &content_type[at..];
+    let value = &after[after.find('=')? + 1..];
+    if let Some(quoted) = value.strip_prefix('"') {
+        return quoted.find('"').map(|end| &quoted[..end]);
+    }
+    Some(value.find([',', ';']).map_or(value, |end| &value[..end]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn php(body: &str) -> Vec<(String, bool, String)> {
+        read_as_php(b"b", body.as_bytes())
+            .unwrap()
+            .into_iter()
+            .map(|p| {
+                (
+                    String::from_utf8(p.name.unwrap_or_default()).unwrap(),
+                    p.file,
+                    String::from_utf8(p.value).unwrap(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn php_reads_parts_after_the_closing_boundary() {
+        let body = "--b\r\nContent-Disposition: form-data; name=\"plan\"\r\n\r\nprofessional\r\n--b--\r\n\
+                    --b\r\nContent-Disposition: form-data; name=\"plan\"\r\n\r\njetpack-scan\r\n--b--\r\n";
+        assert_eq!(
+            php(body),
+            [
+                ("plan".into(), false, "professional".into()),
+                ("plan".into(), false, "jetpack-scan".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn php_ends_a_value_at_a_longer_boundary_and_skips_to_the_next_line() {
+        let body = "--b\nContent-Disposition: form-data; NAME=plan\n\np\n--bc\nContent-Disposition: form-data; name=siteurl\n\nq\n--b--\n";
+        assert_eq!(php(body), [("plan".into(), false, "p".into())]);
+    }
+
+    #[test]
+    fn disposition_parameters_as_php_reads_them() {
+        let params = |v: &str| {
+            let (name, file) = disposition_params(v.as_bytes());
+            (name.map(|n| String::from_utf8(n).unwrap()), file.is_some())
+        };
+        assert_eq!(
+            params("form-data; name=\"plan\""),
+            (Some("plan".into()), false)
+        );
+        assert_eq!(params("form-data; NAME=plan"), (Some("plan".into()), false));
+        assert_eq!(
+            params("attachment; name=\"a\"; name='plan'; filename=\"\""),
+            (Some("plan".into()), true)
+        );
+        assert_eq!(
+            params("form-data; name=\"pl\\\"an\""),
+            (Some("pl\"an".into()), false)
+        );
+        assert_eq!(params("form-data; name =plan"), (None, false));
+        assert_eq!(
+            params("form-data; name=\"a;b\"; x=1"),
+            (Some("a;b".into()), false)
+        );
+    }
+
+    #[test]
+    fn boundaries_as_php_finds_them() {
+        assert_eq!(
+            php_boundary("multipart/form-data; boundary=abc"),
+            Some("abc")
+        );
+        assert_eq!(
+            php_boundary("multipart/form-data;; boundary=\"a b\"; x"),
+            Some("a b")
+        );
+        assert_eq!(php_boundary("multipart/form-data; BOUNDARY=x,y"), Some("x"));
+        assert_eq!(php_boundary("multipart/form-data; boundary= x"), Some(" x"));
+        assert_eq!(php_boundary("multipart/form-data"), None);
+    }
+}
