@@ -38,7 +38,7 @@ pub enum StartError {
     #[error(transparent)]
     Upstream(#[from] InvalidUpstream),
     /// The certificate or key can't be served, or no CA certificates to reach the upstream.
-    #[error("TLS: {0}")]
+    #[error(transparent)]
     Tls(#[from] TlsError),
     /// The guard's upgrade-paths client could not be built from the flags.
     #[error("the guard's upstream client (--upstream, --token, --client-id/--client-secret)")]
