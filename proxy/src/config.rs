@@ -77,6 +77,12 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1..))]
     pub request_timeout_secs: u64,
 
+    /// How long a site's upgrade paths are reused by the guard (0: no cache; concurrent lookups
+    /// are still coalesced). A cached answer only ever refuses: an upgrade is always confirmed
+    /// by a fresh lookup.
+    #[arg(long = "cache-ttl", env = "UPGRADE_GUARD_CACHE_TTL", default_value_t = 30, value_name = "SECONDS")]
+    pub cache_ttl_secs: u64,
+
     /// How long requests under way may take to finish after SIGTERM/SIGINT.
     #[arg(long = "shutdown-grace", env = "UPGRADE_GUARD_SHUTDOWN_GRACE", default_value_t = 30, value_name = "SECONDS")]
     pub shutdown_grace_secs: u64,
@@ -117,6 +123,11 @@ impl Config {
         Duration::from_secs(self.request_timeout_secs)
     }
 
+    /// `--cache-ttl` as a duration.
+    pub fn cache_ttl(&self) -> Duration {
+        Duration::from_secs(self.cache_ttl_secs)
+    }
+
     /// `--shutdown-grace` as a duration.
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_secs(self.shutdown_grace_secs)
@@ -134,6 +145,7 @@ impl std::fmt::Debug for Config {
             .field("admin", &self.admin)
             .field("credentials", &self.credentials())
             .field("request_timeout", &self.request_timeout())
+            .field("cache_ttl", &self.cache_ttl())
             .finish()
     }
 }

@@ -137,7 +137,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     };
     let connector = tls::upstream_connector(upstream.is_https())?;
 
-    let mut guard = UpgradeGuardLayer::builder(lookup_client(&config)?);
+    let mut guard =
+        UpgradeGuardLayer::builder(lookup_client(&config)?).cache_ttl(config.cache_ttl());
     if let Some(url) = &config.redis {
         guard = guard.site_locks(redis_locks(url).await?);
     } else {

@@ -329,6 +329,18 @@ async fn metrics_and_health_are_on_the_admin_listener_only() {
     .await;
     assert_eq!(allowed.status, 200, "{}", allowed.text());
 
+    // A cancel goes to the upstream on its own route (the fake has no partner-cancel: 404).
+    let cancel = send(
+        &client,
+        Request::post(format!("{url}/rest/v1.3/jpphp/free.example.com/partner-cancel"))
+            .header("authorization", format!("Bearer {token}"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(full("plan=personal"))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(cancel.status, 404, "{}", cancel.text());
+
     let admin = http_client();
     let admin_url = format!("http://{}", proxy.admin_addr());
     let get = |path: &str| {
@@ -346,6 +358,7 @@ async fn metrics_and_health_are_on_the_admin_listener_only() {
         r#"upgrade_guard_proxy_requests_total{route="provision",status="409"} 1"#,
         r#"upgrade_guard_proxy_requests_total{route="provision",status="200"} 1"#,
         r#"upgrade_guard_proxy_upstream_seconds_count{route="provision"} 1"#,
+        r#"upgrade_guard_proxy_requests_total{route="cancel",status="404"} 1"#,
         "upgrade_guard_lookups_total 2",
     ] {
         assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
