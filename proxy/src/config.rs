@@ -34,15 +34,30 @@ use std::time::Duration;
 )]
 pub struct Config {
     /// Where the proxy listens.
-    #[arg(long, env = "UPGRADE_GUARD_LISTEN", default_value = "127.0.0.1:8080", value_name = "ADDR")]
+    #[arg(
+        long,
+        env = "UPGRADE_GUARD_LISTEN",
+        default_value = "127.0.0.1:8080",
+        value_name = "ADDR"
+    )]
     pub listen: SocketAddr,
 
     /// The certificate chain (PEM) to serve HTTPS with; needs --tls-key.
-    #[arg(long, env = "UPGRADE_GUARD_TLS_CERT", requires = "tls_key", value_name = "PEM")]
+    #[arg(
+        long,
+        env = "UPGRADE_GUARD_TLS_CERT",
+        requires = "tls_key",
+        value_name = "PEM"
+    )]
     pub tls_cert: Option<PathBuf>,
 
     /// The private key (PEM) of --tls-cert.
-    #[arg(long, env = "UPGRADE_GUARD_TLS_KEY", requires = "tls_cert", value_name = "PEM")]
+    #[arg(
+        long,
+        env = "UPGRADE_GUARD_TLS_KEY",
+        requires = "tls_cert",
+        value_name = "PEM"
+    )]
     pub tls_key: Option<PathBuf>,
 
     /// The partner API requests are forwarded to.
@@ -55,20 +70,42 @@ pub struct Config {
     pub redis: Option<String>,
 
     /// Where `GET /metrics` (Prometheus text) and `GET /healthz` are served; never on --listen.
-    #[arg(long, env = "UPGRADE_GUARD_ADMIN", default_value = "127.0.0.1:9090", value_name = "ADDR")]
+    #[arg(
+        long,
+        env = "UPGRADE_GUARD_ADMIN",
+        default_value = "127.0.0.1:9090",
+        value_name = "ADDR"
+    )]
     pub admin: SocketAddr,
 
     /// The partner token for the guard's upgrade-paths lookups.
-    #[arg(long, env = "WPCOM_TOKEN", hide_env_values = true, conflicts_with = "client_id", value_name = "TOKEN")]
+    #[arg(
+        long,
+        env = "WPCOM_TOKEN",
+        hide_env_values = true,
+        conflicts_with = "client_id",
+        value_name = "TOKEN"
+    )]
     pub token: Option<String>,
 
     /// The partner's OAuth2 client ID, exchanged for a token for the lookups; needs
     /// --client-secret.
-    #[arg(long, env = "WPCOM_CLIENT_ID", requires = "client_secret", value_name = "ID")]
+    #[arg(
+        long,
+        env = "WPCOM_CLIENT_ID",
+        requires = "client_secret",
+        value_name = "ID"
+    )]
     pub client_id: Option<String>,
 
     /// The partner's OAuth2 client secret.
-    #[arg(long, env = "WPCOM_CLIENT_SECRET", hide_env_values = true, requires = "client_id", value_name = "SECRET")]
+    #[arg(
+        long,
+        env = "WPCOM_CLIENT_SECRET",
+        hide_env_values = true,
+        requires = "client_id",
+        value_name = "SECRET"
+    )]
     pub client_secret: Option<String>,
 
     /// How long the upstream may take to start answering a forwarded request; past it the
@@ -80,11 +117,21 @@ pub struct Config {
     /// How long a site's upgrade paths are reused by the guard (0: no cache; concurrent lookups
     /// are still coalesced). A cached answer only ever refuses: an upgrade is always confirmed
     /// by a fresh lookup.
-    #[arg(long = "cache-ttl", env = "UPGRADE_GUARD_CACHE_TTL", default_value_t = 30, value_name = "SECONDS")]
+    #[arg(
+        long = "cache-ttl",
+        env = "UPGRADE_GUARD_CACHE_TTL",
+        default_value_t = 30,
+        value_name = "SECONDS"
+    )]
     pub cache_ttl_secs: u64,
 
     /// How long requests under way may take to finish after SIGTERM/SIGINT.
-    #[arg(long = "shutdown-grace", env = "UPGRADE_GUARD_SHUTDOWN_GRACE", default_value_t = 30, value_name = "SECONDS")]
+    #[arg(
+        long = "shutdown-grace",
+        env = "UPGRADE_GUARD_SHUTDOWN_GRACE",
+        default_value_t = 30,
+        value_name = "SECONDS"
+    )]
     pub shutdown_grace_secs: u64,
 }
 

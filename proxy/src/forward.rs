@@ -73,7 +73,10 @@ impl Upstream {
             return Err(invalid());
         }
         let authority = uri.authority().cloned().ok_or_else(invalid)?;
-        let bare_path = matches!(uri.path_and_query().map(PathAndQuery::as_str), None | Some("/"));
+        let bare_path = matches!(
+            uri.path_and_query().map(PathAndQuery::as_str),
+            None | Some("/")
+        );
         if !bare_path || authority.as_str().contains('@') {
             return Err(invalid());
         }
@@ -182,7 +185,9 @@ impl Forwarder {
         .await;
         match sent {
             Ok(Ok(response)) => {
-                inner.metrics.upstream_latency(self.route, started.elapsed());
+                inner
+                    .metrics
+                    .upstream_latency(self.route, started.elapsed());
                 let (mut parts, body) = response.into_parts();
                 drop_hop_by_hop(&mut parts.headers);
                 Response::from_parts(parts, body.map_err(BoxError::from).boxed_unsync())
@@ -244,7 +249,11 @@ pub fn drop_hop_by_hop(headers: &mut HeaderMap) {
 /// One of the proxy's own answers: compact JSON `{"error":"<code>","message":"<text>"}`.
 pub fn error_response(status: StatusCode, code: &str, message: &str) -> Response<ProxyBody> {
     let body = serde_json::json!({ "error": code, "message": message }).to_string();
-    let mut response = Response::new(Full::new(Bytes::from(body)).map_err(|never| match never {}).boxed_unsync());
+    let mut response = Response::new(
+        Full::new(Bytes::from(body))
+            .map_err(|never| match never {})
+            .boxed_unsync(),
+    );
     *response.status_mut() = status;
     response.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -304,8 +313,16 @@ mod tests {
 
     #[test]
     fn upstreams_are_bare_http_urls() {
-        assert!(Upstream::parse("https://public-api.wordpress.com").unwrap().is_https());
-        assert!(!Upstream::parse("http://127.0.0.1:8000/").unwrap().is_https());
+        assert!(
+            Upstream::parse("https://public-api.wordpress.com")
+                .unwrap()
+                .is_https()
+        );
+        assert!(
+            !Upstream::parse("http://127.0.0.1:8000/")
+                .unwrap()
+                .is_https()
+        );
         for bad in [
             "public-api.wordpress.com",
             "ftp://example.com",

@@ -86,7 +86,9 @@ impl Metrics {
 
     /// Counts a request the proxy answered on `route` with `status`.
     pub fn answered(&self, route: Route, status: u16) {
-        *lock(&self.inner.requests).entry((route, status)).or_default() += 1;
+        *lock(&self.inner.requests)
+            .entry((route, status))
+            .or_default() += 1;
     }
 
     /// Records how long the upstream took to start answering on `route`.
@@ -115,12 +117,36 @@ impl Metrics {
 
         let stats = inner.guard.snapshot();
         let counters: [(&str, &str, f64); 6] = [
-            ("lookups", "Upstream upgrade-paths lookups made.", stats.lookups as f64),
-            ("cache_hits", "Decisions answered from the cache.", stats.cache_hits as f64),
-            ("coalesced", "Requests that joined a lookup in flight.", stats.coalesced as f64),
-            ("lock_waits", "Requests that waited for another provision of their site.", stats.lock_waits as f64),
-            ("lock_wait_seconds", "Time spent in those waits.", stats.lock_wait_time.as_secs_f64()),
-            ("site_busy", "Requests answered site_busy.", stats.site_busy as f64),
+            (
+                "lookups",
+                "Upstream upgrade-paths lookups made.",
+                stats.lookups as f64,
+            ),
+            (
+                "cache_hits",
+                "Decisions answered from the cache.",
+                stats.cache_hits as f64,
+            ),
+            (
+                "coalesced",
+                "Requests that joined a lookup in flight.",
+                stats.coalesced as f64,
+            ),
+            (
+                "lock_waits",
+                "Requests that waited for another provision of their site.",
+                stats.lock_waits as f64,
+            ),
+            (
+                "lock_wait_seconds",
+                "Time spent in those waits.",
+                stats.lock_wait_time.as_secs_f64(),
+            ),
+            (
+                "site_busy",
+                "Requests answered site_busy.",
+                stats.site_busy as f64,
+            ),
         ];
         for (name, help, value) in counters {
             let _ = writeln!(out, "# HELP upgrade_guard_{name}_total {help}");
@@ -128,7 +154,9 @@ impl Metrics {
             let _ = writeln!(out, "upgrade_guard_{name}_total {value}");
         }
 
-        out.push_str("# HELP upgrade_guard_proxy_requests_total Requests answered, by route and status.\n");
+        out.push_str(
+            "# HELP upgrade_guard_proxy_requests_total Requests answered, by route and status.\n",
+        );
         out.push_str("# TYPE upgrade_guard_proxy_requests_total counter\n");
         for ((route, status), n) in lock(&inner.requests).iter() {
             let route = route.as_str();
@@ -143,7 +171,11 @@ impl Metrics {
             inner.upstream_latency[route as usize].render(
                 &mut out,
                 "upgrade_guard_proxy_upstream_seconds",
-                if first { "Until the upstream's response head, by route." } else { "" },
+                if first {
+                    "Until the upstream's response head, by route."
+                } else {
+                    ""
+                },
                 &[&label],
             );
             first = false;
@@ -183,7 +215,12 @@ impl Histogram {
             let _ = writeln!(out, "# HELP {name} {help}");
             let _ = writeln!(out, "# TYPE {name} histogram");
         }
-        let labels = labels.iter().filter(|l| !l.is_empty()).copied().collect::<Vec<_>>().join(",");
+        let labels = labels
+            .iter()
+            .filter(|l| !l.is_empty())
+            .copied()
+            .collect::<Vec<_>>()
+            .join(",");
         let with = |extra: &str| match (labels.is_empty(), extra.is_empty()) {
             (true, true) => String::new(),
             (true, false) => format!("{{{extra}}}"),
@@ -194,7 +231,11 @@ impl Histogram {
         for (i, count) in self.buckets.iter().enumerate() {
             cumulative += count.load(Relaxed);
             let le = BUCKETS.get(i).map_or("+Inf".to_owned(), |b| b.to_string());
-            let _ = writeln!(out, "{name}_bucket{} {cumulative}", with(&format!("le=\"{le}\"")));
+            let _ = writeln!(
+                out,
+                "{name}_bucket{} {cumulative}",
+                with(&format!("le=\"{le}\""))
+            );
         }
         let sum = self.sum_micros.load(Relaxed) as f64 / 1e6;
         let _ = writeln!(out, "{name}_sum{} {sum}", with(""));
@@ -226,11 +267,15 @@ mod tests {
             "upgrade_guard_lookups_total 0",
             "# TYPE upgrade_guard_decision_seconds histogram",
         ] {
-            assert!(text.lines().any(|l| l == line), "no line {line:?} in\n{text}");
+            assert!(
+                text.lines().any(|l| l == line),
+                "no line {line:?} in\n{text}"
+            );
         }
         // One TYPE line per metric name, as the format requires.
         assert_eq!(
-            text.matches("# TYPE upgrade_guard_proxy_upstream_seconds ").count(),
+            text.matches("# TYPE upgrade_guard_proxy_upstream_seconds ")
+                .count(),
             1
         );
     }

@@ -137,7 +137,10 @@ mod tests {
             assert_eq!(route(&Method::POST, path), Route::Provision, "{path}");
         }
         assert_eq!(
-            route(&Method::POST, "/rest/v1.3/jpphp/example.com::blog/partner-cancel"),
+            route(
+                &Method::POST,
+                "/rest/v1.3/jpphp/example.com::blog/partner-cancel"
+            ),
             Route::Cancel
         );
         for (method, path) in [

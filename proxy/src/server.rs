@@ -23,7 +23,9 @@ use tokio_rustls::TlsAcceptor;
 use tower_service::Service;
 use upgrade_guard::lock::{LockError, RedisBuildError};
 use upgrade_guard::upstream::BuildError;
-use upgrade_guard::{LocalLocks, RedisLocks, Site, SiteLocks, UpgradeGuardLayer, UpgradePathsClient};
+use upgrade_guard::{
+    LocalLocks, RedisLocks, Site, SiteLocks, UpgradeGuardLayer, UpgradePathsClient,
+};
 
 /// How long a client has to finish its TLS handshake, and to send a request's headers.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -150,7 +152,12 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         let metrics = metrics.clone();
         move |report| metrics.decision(report)
     });
-    let forwarder = Forwarder::new(upstream, connector, config.request_timeout(), metrics.clone());
+    let forwarder = Forwarder::new(
+        upstream,
+        connector,
+        config.request_timeout(),
+        metrics.clone(),
+    );
     let proxy = Proxy::new(&guard, &forwarder, metrics.clone());
 
     let listener = bind("--listen", config.listen).await?;
@@ -163,7 +170,13 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let https = acceptor.is_some();
     let servers = vec![
         tokio::spawn(serve(listener, acceptor, proxy, stopped.clone(), grace)),
-        tokio::spawn(serve(admin_listener, None, Admin::new(metrics), stopped, grace)),
+        tokio::spawn(serve(
+            admin_listener,
+            None,
+            Admin::new(metrics),
+            stopped,
+            grace,
+        )),
     ];
     tracing::info!(?config, %addr, %admin_addr, https, "upgrade-guard-proxy listening");
     Ok(Running {
@@ -262,20 +275,28 @@ async fn serve<S>(
             http.timer(TokioTimer::new())
                 .header_read_timeout(HEADER_READ_TIMEOUT);
             let served = match tls {
-                None => watcher.watch(http.serve_connection(TokioIo::new(stream), service)).await,
-                Some(tls) => match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
-                    Ok(Ok(stream)) => {
-                        watcher.watch(http.serve_connection(TokioIo::new(stream), service)).await
+                None => {
+                    watcher
+                        .watch(http.serve_connection(TokioIo::new(stream), service))
+                        .await
+                }
+                Some(tls) => {
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
+                        Ok(Ok(stream)) => {
+                            watcher
+                                .watch(http.serve_connection(TokioIo::new(stream), service))
+                                .await
+                        }
+                        Ok(Err(error)) => {
+                            tracing::debug!(%peer, %error, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "TLS handshake timed out");
+                            return;
+                        }
                     }
-                    Ok(Err(error)) => {
-                        tracing::debug!(%peer, %error, "TLS handshake failed");
-                        return;
-                    }
-                    Err(_) => {
-                        tracing::debug!(%peer, "TLS handshake timed out");
-                        return;
-                    }
-                },
+                }
             };
             if let Err(error) = served {
                 tracing::debug!(%peer, %error, "connection ended with an error");
@@ -283,7 +304,13 @@ async fn serve<S>(
         });
     }
     drop(listener);
-    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
-        tracing::warn!(?grace, "requests still under way after the shutdown grace; closing");
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            ?grace,
+            "requests still under way after the shutdown grace; closing"
+        );
     }
 }

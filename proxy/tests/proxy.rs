@@ -67,7 +67,12 @@ async fn partner_tooling_provisions_upgrades_and_is_refused_downgrades() {
     // An upgrade: Realtime Backups to Professional.
     let upgrade = send(
         &client,
-        provision(&url, &token, "https://realtime.example.com/", Some("professional")),
+        provision(
+            &url,
+            &token,
+            "https://realtime.example.com/",
+            Some("professional"),
+        ),
     )
     .await;
     assert_eq!(upgrade.status, 200, "{}", upgrade.text());
@@ -92,28 +97,54 @@ async fn partner_tooling_provisions_upgrades_and_is_refused_downgrades() {
     assert_eq!(downgrade.status, StatusCode::CONFLICT);
     assert_eq!(downgrade.headers["content-type"], "application/json");
     assert!(
-        downgrade.text().contains(r#""error":"upgrade_not_allowed""#),
+        downgrade
+            .text()
+            .contains(r#""error":"upgrade_not_allowed""#),
         "{}",
         downgrade.text()
     );
-    assert_eq!(fake.stats().provisions, provisions, "the downgrade was forwarded");
+    assert_eq!(
+        fake.stats().provisions,
+        provisions,
+        "the downgrade was forwarded"
+    );
 
     // The site just upgraded may not go back down either: the guard saw the provision.
     let back_down = send(
         &client,
-        provision(&url, &token, "https://realtime.example.com/", Some("jetpack-backup-realtime")),
+        provision(
+            &url,
+            &token,
+            "https://realtime.example.com/",
+            Some("jetpack-backup-realtime"),
+        ),
     )
     .await;
-    assert_eq!(back_down.status, StatusCode::CONFLICT, "{}", back_down.text());
+    assert_eq!(
+        back_down.status,
+        StatusCode::CONFLICT,
+        "{}",
+        back_down.text()
+    );
     assert_eq!(fake.stats().leaks, 0);
 
     // The upstream's own refusals pass through as WordPress.com gave them.
     let refused = send(
         &client,
-        provision(&url, "not-the-token", "https://free.example.com/", Some("personal")),
+        provision(
+            &url,
+            "not-the-token",
+            "https://free.example.com/",
+            Some("personal"),
+        ),
     )
     .await;
-    assert_eq!(refused.status, StatusCode::UNAUTHORIZED, "{}", refused.text());
+    assert_eq!(
+        refused.status,
+        StatusCode::UNAUTHORIZED,
+        "{}",
+        refused.text()
+    );
     assert!(refused.text().contains(r#""error":""#));
     proxy.shutdown().await;
 }
@@ -129,7 +160,12 @@ async fn a_new_site_and_a_connection_request_pass() {
 
     let new_site = send(
         &client,
-        provision(&url, &token, "https://brand-new.example.com/", Some("jetpack-scan")),
+        provision(
+            &url,
+            &token,
+            "https://brand-new.example.com/",
+            Some("jetpack-scan"),
+        ),
     )
     .await;
     assert_eq!(new_site.status, 200, "{}", new_site.text());
@@ -138,7 +174,11 @@ async fn a_new_site_and_a_connection_request_pass() {
         ["jetpack-scan"]
     );
 
-    let connect = send(&client, provision(&url, &token, "https://free.example.com/", None)).await;
+    let connect = send(
+        &client,
+        provision(&url, &token, "https://free.example.com/", None),
+    )
+    .await;
     assert_eq!(connect.status, 200, "{}", connect.text());
     assert_eq!(fake.stats().leaks, 0);
     proxy.shutdown().await;
@@ -158,7 +198,8 @@ async fn other_paths_pass_through_byte_for_byte() {
 
     // Several MiB with a Content-Length, a query string kept exactly as sent.
     let body = pattern(5 * 1024 * 1024 + 7);
-    let query = "/rest/v1.4/jpphp/1002/backups?after=2026-01-01T00%3A00%3A00Z&page=2&empty=&x=%2F..%2F";
+    let query =
+        "/rest/v1.4/jpphp/1002/backups?after=2026-01-01T00%3A00%3A00Z&page=2&empty=&x=%2F..%2F";
     let answer = send(
         &client,
         Request::put(format!("{url}{query}"))
@@ -177,12 +218,21 @@ async fn other_paths_pass_through_byte_for_byte() {
     assert_eq!(answer.headers["x-echo-host"], upstream.to_string());
     let seen = answer.headers["x-echo-headers"].to_str().unwrap();
     for kept in ["authorization", "x-partner-trace", "content-length"] {
-        assert!(seen.split(',').any(|h| h == kept), "{kept} not forwarded: {seen}");
+        assert!(
+            seen.split(',').any(|h| h == kept),
+            "{kept} not forwarded: {seen}"
+        );
     }
     for dropped in ["x-hop-secret", "keep-alive"] {
-        assert!(!seen.split(',').any(|h| h == dropped), "{dropped} forwarded: {seen}");
+        assert!(
+            !seen.split(',').any(|h| h == dropped),
+            "{dropped} forwarded: {seen}"
+        );
     }
-    assert!(!answer.headers.contains_key("x-upstream-hop"), "upstream hop-by-hop header relayed");
+    assert!(
+        !answer.headers.contains_key("x-upstream-hop"),
+        "upstream hop-by-hop header relayed"
+    );
     assert_eq!(answer.body.len(), body.len());
     assert!(answer.body == body, "the body changed on the way");
 
@@ -202,7 +252,10 @@ async fn other_paths_pass_through_byte_for_byte() {
     .await;
     assert_eq!(answer.status, 200);
     assert_eq!(answer.headers["x-echo-transfer-encoding"], "chunked");
-    assert!(answer.body == expected, "the chunked body changed on the way");
+    assert!(
+        answer.body == expected,
+        "the chunked body changed on the way"
+    );
 
     // A GET of the provision path is not a provision: passed through, unguarded.
     let get = send(
@@ -230,7 +283,11 @@ fn futures_stream(
 #[tokio::test]
 async fn the_fakes_answers_pass_through_unchanged() {
     let fake = FakeUpstream::builder()
-        .site(FakeSite::new(1002).url("https://example.com/").holding(["jetpack-scan"]))
+        .site(
+            FakeSite::new(1002)
+                .url("https://example.com/")
+                .holding(["jetpack-scan"]),
+        )
         .start()
         .await
         .unwrap();
@@ -238,7 +295,11 @@ async fn the_fakes_answers_pass_through_unchanged() {
     let proxy = start_https(fake.url(), &cert, &["--token", &fake.token()]).await;
     let (client, url) = (cert.client(), proxy.url());
     let direct = http_client();
-    for path in ["/rest/v1.3/jpphp/1002/upgrade-paths", "/rest/v1.4/jpphp/1002/status?x=1", "/no/such/path"] {
+    for path in [
+        "/rest/v1.3/jpphp/1002/upgrade-paths",
+        "/rest/v1.4/jpphp/1002/status?x=1",
+        "/no/such/path",
+    ] {
         let request = |base: &str| {
             Request::get(format!("{base}{path}"))
                 .header("authorization", format!("Bearer {}", fake.token()))
@@ -249,7 +310,10 @@ async fn the_fakes_answers_pass_through_unchanged() {
         let straight: Answer = send(&direct, request(fake.url())).await;
         assert_eq!(through.status, straight.status, "{path}");
         assert_eq!(through.body, straight.body, "{path}");
-        assert_eq!(through.headers.get("content-type"), straight.headers.get("content-type"));
+        assert_eq!(
+            through.headers.get("content-type"),
+            straight.headers.get("content-type")
+        );
     }
     proxy.shutdown().await;
 }
@@ -271,12 +335,26 @@ async fn an_unreachable_upstream_is_502_json() {
         let answer = send(&client, request.unwrap()).await;
         assert_eq!(answer.status, StatusCode::BAD_GATEWAY);
         assert_eq!(answer.headers["content-type"], "application/json");
-        assert!(answer.text().starts_with(r#"{"error":"upstream_unreachable","message":""#), "{}", answer.text());
+        assert!(
+            answer
+                .text()
+                .starts_with(r#"{"error":"upstream_unreachable","message":""#),
+            "{}",
+            answer.text()
+        );
     }
     // The guard's own lookup can't reach it either: 503, nothing forwarded.
-    let answer = send(&client, provision(&proxy.url(), "t", "https://example.com/", Some("personal"))).await;
+    let answer = send(
+        &client,
+        provision(&proxy.url(), "t", "https://example.com/", Some("personal")),
+    )
+    .await;
     assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
-    assert!(answer.text().contains(r#""error":"upgrade_paths_unavailable""#));
+    assert!(
+        answer
+            .text()
+            .contains(r#""error":"upgrade_paths_unavailable""#)
+    );
     proxy.shutdown().await;
 }
 
@@ -300,7 +378,9 @@ async fn a_silent_upstream_is_504_after_the_request_timeout() {
     .await;
     let answer = send(
         &cert.client(),
-        Request::get(format!("{}/anything", proxy.url())).body(full(Bytes::new())).unwrap(),
+        Request::get(format!("{}/anything", proxy.url()))
+            .body(full(Bytes::new()))
+            .unwrap(),
     )
     .await;
     assert_eq!(answer.status, StatusCode::GATEWAY_TIMEOUT);
@@ -318,7 +398,12 @@ async fn metrics_and_health_are_on_the_admin_listener_only() {
     let token = fake.token();
     let refused = send(
         &client,
-        provision(&url, &token, "https://professional.example.com/", Some("personal")),
+        provision(
+            &url,
+            &token,
+            "https://professional.example.com/",
+            Some("personal"),
+        ),
     )
     .await;
     assert_eq!(refused.status, StatusCode::CONFLICT);
@@ -332,11 +417,13 @@ async fn metrics_and_health_are_on_the_admin_listener_only() {
     // A cancel goes to the upstream on its own route (the fake has no partner-cancel: 404).
     let cancel = send(
         &client,
-        Request::post(format!("{url}/rest/v1.3/jpphp/free.example.com/partner-cancel"))
-            .header("authorization", format!("Bearer {token}"))
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(full("plan=personal"))
-            .unwrap(),
+        Request::post(format!(
+            "{url}/rest/v1.3/jpphp/free.example.com/partner-cancel"
+        ))
+        .header("authorization", format!("Bearer {token}"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(full("plan=personal"))
+        .unwrap(),
     )
     .await;
     assert_eq!(cancel.status, 404, "{}", cancel.text());
@@ -344,13 +431,20 @@ async fn metrics_and_health_are_on_the_admin_listener_only() {
     let admin = http_client();
     let admin_url = format!("http://{}", proxy.admin_addr());
     let get = |path: &str| {
-        Request::get(format!("{admin_url}{path}")).body(full(Bytes::new())).unwrap()
+        Request::get(format!("{admin_url}{path}"))
+            .body(full(Bytes::new()))
+            .unwrap()
     };
     let health = send(&admin, get("/healthz")).await;
     assert_eq!(health.status, 200);
     let metrics = send(&admin, get("/metrics")).await;
     assert_eq!(metrics.status, 200);
-    assert!(metrics.headers["content-type"].to_str().unwrap().starts_with("text/plain; version=0.0.4"));
+    assert!(
+        metrics.headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4")
+    );
     let text = metrics.text();
     for line in [
         r#"upgrade_guard_decisions_total{outcome="rejected",code="upgrade_not_allowed"} 1"#,
@@ -369,11 +463,17 @@ async fn metrics_and_health_are_on_the_admin_listener_only() {
     for path in ["/metrics", "/healthz"] {
         let through = send(
             &client,
-            Request::get(format!("{url}{path}")).body(full(Bytes::new())).unwrap(),
+            Request::get(format!("{url}{path}"))
+                .body(full(Bytes::new()))
+                .unwrap(),
         )
         .await;
         assert_eq!(through.status, 404, "{path}");
-        assert!(through.text().contains(r#""error":"not_found""#), "{}", through.text());
+        assert!(
+            through.text().contains(r#""error":"not_found""#),
+            "{}",
+            through.text()
+        );
     }
     proxy.shutdown().await;
 }
@@ -409,19 +509,34 @@ async fn shutdown_finishes_the_requests_under_way_and_stops_accepting() {
     let under_way = tokio::spawn({
         let (client, url) = (client.clone(), proxy.url());
         async move {
-            send(&client, Request::get(format!("{url}/slow")).body(full(Bytes::new())).unwrap()).await
+            send(
+                &client,
+                Request::get(format!("{url}/slow"))
+                    .body(full(Bytes::new()))
+                    .unwrap(),
+            )
+            .await
         }
     });
-    arrived.recv().await.expect("the request reached the upstream");
+    arrived
+        .recv()
+        .await
+        .expect("the request reached the upstream");
 
     let shutdown = tokio::spawn(proxy.shutdown());
     // New connections are refused once the listener is closed.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while tokio::net::TcpStream::connect(addr).await.is_ok() {
-        assert!(tokio::time::Instant::now() < deadline, "still accepting after shutdown");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still accepting after shutdown"
+        );
         tokio::task::yield_now().await;
     }
-    assert!(!shutdown.is_finished(), "shutdown did not wait for the request under way");
+    assert!(
+        !shutdown.is_finished(),
+        "shutdown did not wait for the request under way"
+    );
     release_tx.send(true).unwrap();
     let answer = under_way.await.unwrap();
     assert_eq!(answer.status, 200);
@@ -445,27 +560,59 @@ async fn each_caller_is_checked_with_its_own_token() {
     // The partner's caller: its lookup is answered, and caches the site's paths.
     let downgrade = send(
         &client,
-        provision(&url, &token, "https://professional.example.com/", Some("personal")),
+        provision(
+            &url,
+            &token,
+            "https://professional.example.com/",
+            Some("personal"),
+        ),
     )
     .await;
-    assert_eq!(downgrade.status, StatusCode::CONFLICT, "{}", downgrade.text());
+    assert_eq!(
+        downgrade.status,
+        StatusCode::CONFLICT,
+        "{}",
+        downgrade.text()
+    );
     let lookups = fake.stats().lookups;
 
     // Another caller, whose token WordPress.com refuses, asks about the same site: it gets the
     // upstream's own 401, never the answer fetched with the first caller's token.
     let stranger = send(
         &client,
-        provision(&url, "someone-elses-token", "https://professional.example.com/", Some("personal")),
+        provision(
+            &url,
+            "someone-elses-token",
+            "https://professional.example.com/",
+            Some("personal"),
+        ),
     )
     .await;
-    assert_eq!(stranger.status, StatusCode::UNAUTHORIZED, "{}", stranger.text());
-    assert!(stranger.text().contains(r#""error":"invalid_token""#), "{}", stranger.text());
-    assert!(fake.stats().lookups > lookups, "the stranger was answered from the cache");
+    assert_eq!(
+        stranger.status,
+        StatusCode::UNAUTHORIZED,
+        "{}",
+        stranger.text()
+    );
+    assert!(
+        stranger.text().contains(r#""error":"invalid_token""#),
+        "{}",
+        stranger.text()
+    );
+    assert!(
+        fake.stats().lookups > lookups,
+        "the stranger was answered from the cache"
+    );
 
     // And the other way round: a refused caller's failure is not reused for the partner.
     let upgrade = send(
         &client,
-        provision(&url, &token, "https://realtime.example.com/", Some("professional")),
+        provision(
+            &url,
+            &token,
+            "https://realtime.example.com/",
+            Some("professional"),
+        ),
     )
     .await;
     assert_eq!(upgrade.status, 200, "{}", upgrade.text());

@@ -26,7 +26,9 @@ const PRODUCTS: [&str; 7] = [
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn racing_provisions_through_three_replicas_leak_nothing() {
     let redis = RedisServer::start();
-    let sites: Vec<String> = (0..6).map(|i| format!("https://race{i}.example.com/")).collect();
+    let sites: Vec<String> = (0..6)
+        .map(|i| format!("https://race{i}.example.com/"))
+        .collect();
     let mut fake = FakeUpstream::builder();
     for (i, url) in sites.iter().enumerate() {
         fake = fake.site(FakeSite::new(2000 + i as u64).url(url));
@@ -37,7 +39,12 @@ async fn racing_provisions_through_three_replicas_leak_nothing() {
     let mut replicas = Vec::new();
     for _ in 0..3 {
         replicas.push(
-            start_https(fake.url(), &cert, &["--token", &token, "--redis", &redis.url()]).await,
+            start_https(
+                fake.url(),
+                &cert,
+                &["--token", &token, "--redis", &redis.url()],
+            )
+            .await,
         );
     }
     let client = cert.client();
@@ -48,8 +55,11 @@ async fn racing_provisions_through_three_replicas_leak_nothing() {
         for (s, site) in sites.iter().enumerate() {
             for (p, product) in PRODUCTS.iter().enumerate() {
                 let replica = &replicas[(round + s + p) % replicas.len()];
-                let (content_type, body) =
-                    multipart(&[("siteurl", site), ("plan", product), ("local_user", "admin")]);
+                let (content_type, body) = multipart(&[
+                    ("siteurl", site),
+                    ("plan", product),
+                    ("local_user", "admin"),
+                ]);
                 let request = Request::post(format!("{}/rest/v1.3/jpphp/provision", replica.url()))
                     .header("authorization", format!("Bearer {token}"))
                     .header("content-type", content_type)
@@ -62,19 +72,32 @@ async fn racing_provisions_through_three_replicas_leak_nothing() {
     let answers = join_all(requests).await;
 
     let stats = fake.stats();
-    assert_eq!(stats.leaks, 0, "a downgrade reached the provision call: {stats:?}");
+    assert_eq!(
+        stats.leaks, 0,
+        "a downgrade reached the provision call: {stats:?}"
+    );
     let mut allowed = 0;
     for answer in &answers {
         match answer.status.as_u16() {
             200 => allowed += 1,
             409 => assert!(answer.text().contains(r#""error":"upgrade_not_allowed""#)),
             // A site held past the lock wait is fail-closed, never forwarded.
-            503 => assert!(answer.text().contains(r#""error":"site_busy""#), "{}", answer.text()),
+            503 => assert!(
+                answer.text().contains(r#""error":"site_busy""#),
+                "{}",
+                answer.text()
+            ),
             other => panic!("unexpected {other}: {}", answer.text()),
         }
     }
-    assert_eq!(allowed, stats.provisioned, "every forwarded provision succeeded");
-    assert!(allowed >= sites.len() as u64, "every site got at least one product");
+    assert_eq!(
+        allowed, stats.provisioned,
+        "every forwarded provision succeeded"
+    );
+    assert!(
+        allowed >= sites.len() as u64,
+        "every site got at least one product"
+    );
     for replica in replicas {
         replica.shutdown().await;
     }

@@ -49,12 +49,21 @@ fn refused(args: &[&str], expected: &[&str]) {
 
 #[test]
 fn bad_flags_are_refused_with_the_flag_named() {
-    refused(&["--listen", "nowhere"], &["--listen", "invalid socket address"]);
+    refused(
+        &["--listen", "nowhere"],
+        &["--listen", "invalid socket address"],
+    );
     refused(&["--token", "t", "--no-such-flag"], &["--no-such-flag"]);
     refused(&["--token", "t", "--tls-cert", "cert.pem"], &["--tls-key"]);
     refused(&["--client-id", "id"], &["--client-secret"]);
-    refused(&["--token", "t", "--upstream", "ftp://example.com"], &["--upstream", "ftp://example.com"]);
-    refused(&["--token", "t", "--upstream", "https://example.com/rest"], &["--upstream"]);
+    refused(
+        &["--token", "t", "--upstream", "ftp://example.com"],
+        &["--upstream", "ftp://example.com"],
+    );
+    refused(
+        &["--token", "t", "--upstream", "https://example.com/rest"],
+        &["--upstream"],
+    );
     refused(&[], &["--token", "--client-id", "--client-secret"]);
 }
 
@@ -63,22 +72,50 @@ fn an_unreadable_certificate_or_key_is_named() {
     let cert = common::TestCert::new();
     let (cert_path, key_path) = (cert.cert.to_str().unwrap(), cert.key.to_str().unwrap());
     refused(
-        &["--token", "t", "--tls-cert", "/no/such/cert.pem", "--tls-key", key_path],
+        &[
+            "--token",
+            "t",
+            "--tls-cert",
+            "/no/such/cert.pem",
+            "--tls-key",
+            key_path,
+        ],
         &["cannot read the certificate chain from /no/such/cert.pem"],
     );
     refused(
-        &["--token", "t", "--tls-cert", cert_path, "--tls-key", "/no/such/key.pem"],
+        &[
+            "--token",
+            "t",
+            "--tls-cert",
+            cert_path,
+            "--tls-key",
+            "/no/such/key.pem",
+        ],
         &["cannot read a private key from /no/such/key.pem"],
     );
     // A certificate file where the key should be holds no key.
     refused(
-        &["--token", "t", "--tls-cert", cert_path, "--tls-key", cert_path],
+        &[
+            "--token",
+            "t",
+            "--tls-cert",
+            cert_path,
+            "--tls-key",
+            cert_path,
+        ],
         &["cannot read a private key from"],
     );
     // Another certificate's key.
     let other = common::TestCert::new();
     refused(
-        &["--token", "t", "--tls-cert", cert_path, "--tls-key", other.key.to_str().unwrap()],
+        &[
+            "--token",
+            "t",
+            "--tls-cert",
+            cert_path,
+            "--tls-key",
+            other.key.to_str().unwrap(),
+        ],
         &["the certificate and key can't be served together"],
     );
 }
@@ -93,11 +130,16 @@ fn an_unreachable_redis_is_named_without_its_password() {
     let url = format!("redis://:hunter2@127.0.0.1:{closed}/0");
     refused(
         &["--token", "t", "--redis", &url],
-        &[&format!("cannot reach Redis at redis://***@127.0.0.1:{closed}/0 (--redis)")],
+        &[&format!(
+            "cannot reach Redis at redis://***@127.0.0.1:{closed}/0 (--redis)"
+        )],
     );
     let output = run(&["--token", "t", "--redis", &url]);
     assert!(!String::from_utf8_lossy(&output.stderr).contains("hunter2"));
-    refused(&["--token", "t", "--redis", "not a url"], &["--redis not a url"]);
+    refused(
+        &["--token", "t", "--redis", "not a url"],
+        &["--redis not a url"],
+    );
 }
 
 #[test]
@@ -111,7 +153,10 @@ fn a_taken_port_is_named() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains(&format!("cannot listen on {addr} (--listen)")), "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot listen on {addr} (--listen)")),
+        "{stderr}"
+    );
 }
 
 /// Kills the child if the test fails half-way.
@@ -128,7 +173,14 @@ impl Drop for Running {
 fn sigterm_stops_it_cleanly() {
     let mut child = Running(
         Command::new(BINARY)
-            .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--token", "t"])
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--admin",
+                "127.0.0.1:0",
+                "--token",
+                "t",
+            ])
             .args(["--upstream", "http://127.0.0.1:9"])
             .env_clear()
             .env("RUST_LOG", "info")
@@ -159,7 +211,10 @@ fn sigterm_stops_it_cleanly() {
         if let Some(status) = child.0.try_wait().unwrap() {
             break status;
         }
-        assert!(Instant::now() < deadline, "still running 10 s after SIGTERM");
+        assert!(
+            Instant::now() < deadline,
+            "still running 10 s after SIGTERM"
+        );
         std::thread::sleep(Duration::from_millis(20));
     };
     assert!(status.success(), "{status}");

@@ -61,7 +61,9 @@ impl TestCert {
     /// An HTTPS client that trusts this certificate only.
     pub fn client(&self) -> HttpsClient {
         let mut roots = RootCertStore::empty();
-        roots.add(self.der.clone()).expect("the test certificate is a root");
+        roots
+            .add(self.der.clone())
+            .expect("the test certificate is a root");
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let config = ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
