@@ -102,13 +102,14 @@ request = function()
 end
 LUA
 
-# Runs wrk; prints "req/s p99_ms".
+# Runs wrk; prints "req/s p99_ms non_2xx_3xx" (answers outside 2xx/3xx, e.g. the 409s).
 measure() {
     local url="$1"; shift
     local out
     out="$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency "$@" "$url")"
-    local rps p99
+    local rps p99 other
     rps="$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")"
+    other="$(awk '/Non-2xx or 3xx responses:/ {print $NF}' <<<"$out")"
     p99="$(awk '$1 == "99%" {print $2}' <<<"$out")"
     # wrk prints latencies as 812.00us, 1.23ms or 1.05s.
     p99="$(awk -v v="$p99" 'BEGIN {
@@ -116,24 +117,24 @@ measure() {
         else if (v ~ /ms$/) { sub(/ms$/, "", v); print v + 0 }
         else if (v ~ /s$/) { sub(/s$/, "", v); print v * 1000 }
     }')"
-    echo "$rps $p99"
+    echo "$rps $p99 ${other:-0}"
 }
 
 declare -a nginx_rps proxy_rps nginx_p99 proxy_p99
 echo "== passthrough, GET, $ROUNDS alternating rounds of ${DURATION}s, $CONNECTIONS connections" >&2
 for round in $(seq "$ROUNDS"); do
-    read -r r p < <(measure "http://127.0.0.1:$NGINX_PORT/rest/v1.4/jpphp/1002/status")
+    read -r r p _ < <(measure "http://127.0.0.1:$NGINX_PORT/rest/v1.4/jpphp/1002/status")
     nginx_rps+=("$r"); nginx_p99+=("$p")
-    read -r r p < <(measure "http://127.0.0.1:$PROXY_PORT/rest/v1.4/jpphp/1002/status")
+    read -r r p _ < <(measure "http://127.0.0.1:$PROXY_PORT/rest/v1.4/jpphp/1002/status")
     proxy_rps+=("$r"); proxy_p99+=("$p")
     echo "round $round: nginx ${nginx_rps[-1]} req/s p99 ${nginx_p99[-1]} ms; proxy ${proxy_rps[-1]} req/s p99 ${proxy_p99[-1]} ms" >&2
 done
 
 echo "== POST: passthrough vs the guarded provision route (allowed: lookup + forward; refused: cached 409)" >&2
-read -r pass_rps pass_p99 < <(measure "http://127.0.0.1:$PROXY_PORT" -s "$work/passthrough_post.lua")
-read -r allowed_rps allowed_p99 < <(PLAN=professional measure "http://127.0.0.1:$PROXY_PORT" -s "$work/provision.lua")
+read -r pass_rps pass_p99 pass_other < <(measure "http://127.0.0.1:$PROXY_PORT" -s "$work/passthrough_post.lua")
+read -r allowed_rps allowed_p99 allowed_other < <(PLAN=professional measure "http://127.0.0.1:$PROXY_PORT" -s "$work/provision.lua")
 # Refused: personal is not in the answer; after a site's first lookup its refusal is cached.
-read -r refused_rps refused_p99 < <(PLAN=personal measure "http://127.0.0.1:$PROXY_PORT" -s "$work/provision.lua")
+read -r refused_rps refused_p99 refused_other < <(PLAN=personal measure "http://127.0.0.1:$PROXY_PORT" -s "$work/provision.lua")
 
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
 n_rps="$(median "${nginx_rps[@]}")"; p_rps="$(median "${proxy_rps[@]}")"
@@ -151,11 +152,11 @@ Run: $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, wrk -t$THREADS -c$CONNECTIONS 
 | upgrade-guard-proxy | $p_rps | $p_p99 |
 | **ratio proxy / nginx** (target >= 0.8) | **$ratio** | |
 
-| upgrade-guard-proxy, POST form | req/s | p99 (ms) |
-|---|---|---|
-| passthrough (\`/rest/v1.3/jpphp/passthrough\`) | $pass_rps | $pass_p99 |
-| provision, allowed (a lookup, then forwarded) | $allowed_rps | $allowed_p99 |
-| provision, refused (409 from the cache) | $refused_rps | $refused_p99 |
+| upgrade-guard-proxy, POST form | req/s | p99 (ms) | answers not 2xx |
+|---|---|---|---|
+| passthrough (\`/rest/v1.3/jpphp/passthrough\`) | $pass_rps | $pass_p99 | $pass_other |
+| provision, allowed (a lookup, then forwarded) | $allowed_rps | $allowed_p99 | $allowed_other |
+| provision, refused (409 from the cache) | $refused_rps | $refused_p99 | $refused_other (all of them) |
 
 Upstream lookups made by the guard in this run: $lookups.
 Rounds (nginx / proxy req/s): ${nginx_rps[*]} / ${proxy_rps[*]}.
