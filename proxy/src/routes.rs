@@ -43,11 +43,13 @@ pub fn route(method: &Method, path: &str) -> Route {
 
 /// The layer around the partner-cancel route, built in this one place.
 ///
-/// Today it is the identity: cancels are forwarded without a hold, because a guarded route needs
-/// a product to check and would refuse a cancel. Once the library's `UpgradeGuardLayer::cancels`
-/// is merged this becomes
-/// `guard.clone().site(Source::path("/rest/v1.3/jpphp/{site}/partner-cancel", "site")).cancels()`:
-/// held per site like a provision, the site's cached paths dropped.
+/// Today it is the identity: cancels are forwarded without a per-site hold, because a guarded
+/// route needs a product to check and would refuse a cancel, so a refusal cached before a cancel
+/// can be repeated for up to `--cache-ttl`. Once the library's `UpgradeGuardLayer::cancels` is
+/// merged, this returns
+/// `guard.clone().site(Source::path("/rest/v1.3/jpphp/{site}/partner-cancel", "site")).cancels()`
+/// (an [`UpgradeGuardLayer`]; [`Proxy::new`] takes either): held per site like a provision, the
+/// site's cached paths dropped.
 pub fn cancel_layer(_guard: &UpgradeGuardLayer) -> Identity {
     Identity::new()
 }

@@ -194,8 +194,9 @@ fn lookup_client(config: &Config) -> Result<UpgradePathsClient, StartError> {
     let builder = match config.credentials() {
         Credentials::Token(token) => builder.bearer_token(token),
         Credentials::ClientCredentials { id, secret } => builder.client_credentials(id, secret),
-        // The one switch for the caller's own token: once the library can look sites up with
-        // each request's bearer token, this arm configures that instead of refusing to start.
+        // The one switch for the caller's own token: once the library's
+        // `ClientBuilder::caller_token()` is merged, this arm is `builder.caller_token()` (each
+        // lookup carries the checked request's bearer token) instead of refusing to start.
         Credentials::Caller => return Err(StartError::NoCredentials),
     };
     builder.build().map_err(StartError::Client)
