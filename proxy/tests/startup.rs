@@ -64,6 +64,12 @@ fn bad_flags_are_refused_with_the_flag_named() {
         &["--token", "t", "--upstream", "https://example.com/rest"],
         &["--upstream"],
     );
+}
+
+/// Goes when `server::lookup_client` switches to the caller's own token (then no credentials
+/// is a valid configuration, tested in `tests/proxy.rs`).
+#[test]
+fn no_credentials_are_refused_until_the_caller_token_switch() {
     refused(&[], &["--token", "--client-id", "--client-secret"]);
 }
 
