@@ -105,6 +105,9 @@ impl Service<Request<Incoming>> for Proxy {
     fn call(&mut self, request: Request<Incoming>) -> Self::Future {
         let route = route(request.method(), request.uri().path());
         let metrics = self.metrics.clone();
+        // The path only: a query string may carry what should not be logged.
+        let (method, path) = (request.method().clone(), request.uri().path().to_owned());
+        let started = std::time::Instant::now();
         let answered = match route {
             Route::Provision => {
                 let future = self.provision.call(request);
@@ -115,7 +118,16 @@ impl Service<Request<Incoming>> for Proxy {
         };
         Box::pin(async move {
             let response = answered.await?;
-            metrics.answered(route, response.status().as_u16());
+            let status = response.status().as_u16();
+            metrics.answered(route, status);
+            tracing::debug!(
+                %method,
+                path,
+                route = route.as_str(),
+                status,
+                latency_ms = started.elapsed().as_secs_f64() * 1000.0,
+                "answered"
+            );
             Ok(response)
         })
     }

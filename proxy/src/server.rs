@@ -23,9 +23,7 @@ use tokio_rustls::TlsAcceptor;
 use tower_service::Service;
 use upgrade_guard::lock::{LockError, RedisBuildError};
 use upgrade_guard::upstream::BuildError;
-use upgrade_guard::{
-    LocalLocks, RedisLocks, Site, SiteLocks, UpgradeGuardLayer, UpgradePathsClient,
-};
+use upgrade_guard::{RedisLocks, Site, SiteLocks, UpgradeGuardLayer, UpgradePathsClient};
 
 /// How long a client has to finish its TLS handshake, and to send a request's headers.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -141,10 +139,9 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
 
     let mut guard =
         UpgradeGuardLayer::builder(lookup_client(&config)?).cache_ttl(config.cache_ttl());
+    // Without --redis, the builder's default: in-process locks.
     if let Some(url) = &config.redis {
         guard = guard.site_locks(redis_locks(url).await?);
-    } else {
-        guard = guard.site_locks(LocalLocks::new());
     }
     let guard = guard.build();
     let metrics = Metrics::new(guard.stats());
