@@ -15,6 +15,15 @@ async fn main() -> ExitCode {
         // Colours only for a person at a terminal, never in a log file or a pipe.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .init();
+    // Listening for the signals before serving: one that comes right after the start-up log
+    // line must shut down gracefully, not kill the process.
+    let signals = match ShutdownSignals::new() {
+        Ok(signals) => signals,
+        Err(error) => {
+            eprintln!("upgrade-guard-proxy: cannot listen for signals: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
     let running = match start(config).await {
         Ok(running) => running,
         Err(error) => {
@@ -23,28 +32,41 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Err(error) = shutdown_signal().await {
-        eprintln!("upgrade-guard-proxy: cannot listen for signals: {error}");
-        return ExitCode::FAILURE;
-    }
+    signals.recv().await;
     tracing::info!("shutting down: no new connections, finishing the requests under way");
     running.shutdown().await;
     ExitCode::SUCCESS
 }
 
 /// SIGTERM (what an orchestrator sends) or SIGINT (Ctrl-C).
-async fn shutdown_signal() -> std::io::Result<()> {
+struct ShutdownSignals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut term = signal(SignalKind::terminate())?;
-        tokio::select! {
-            _ = term.recv() => Ok(()),
-            result = tokio::signal::ctrl_c() => result,
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignals {
+    fn new() -> std::io::Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Self {
+                term: signal(SignalKind::terminate())?,
+                interrupt: signal(SignalKind::interrupt())?,
+            })
         }
+        #[cfg(not(unix))]
+        Ok(Self {})
     }
-    #[cfg(not(unix))]
-    {
-        tokio::signal::ctrl_c().await
+
+    async fn recv(mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.interrupt.recv() => {}
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
     }
 }
