@@ -66,7 +66,12 @@ pub struct Config {
 
     /// Redis shared by several proxy replicas: provisions of one site are serialized across all
     /// of them (the library's `RedisLocks`).
-    #[arg(long, env = "UPGRADE_GUARD_REDIS", value_name = "URL")]
+    #[arg(
+        long,
+        env = "UPGRADE_GUARD_REDIS",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
     pub redis: Option<String>,
 
     /// Where `GET /metrics` (Prometheus text) and `GET /healthz` are served; never on --listen.
