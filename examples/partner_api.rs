@@ -22,25 +22,34 @@
 //!
 //! Routes:
 //! - `POST /rest/v1.3/jpphp/provision`: WordPress.com's own provision form (`siteurl`, `plan`,
-//!   `local_user`, …; urlencoded or multipart), so existing partner tooling can point at it.
+//!   `local_user`, …; urlencoded or multipart), so existing partner tooling can point at it. A
+//!   new site's first provision and a connection request (no `plan`, or `free`) go through.
 //! - `POST /sites/{site}/plans`: `{"plan": "…"}` (JSON or a form); the site, a blog ID or a
-//!   domain, from the path.
+//!   domain, from the path. A plan is required here.
+//! - `POST /rest/v1.3/jpphp/{site}/partner-cancel`: WordPress.com's cancel form (`plan` or
+//!   `cancel-all`), held per site; the guard forgets the site's cached paths, so what the cancel
+//!   gave back can be provisioned at once.
+//! - `GET /sites/{site}/upgrade-paths`: what the site may get now, for a dashboard, through the
+//!   guard's own cached, coalesced lookups.
 //!
-//! Each handler relays the provision to the upstream with the partner's token and answers with
-//! the upstream's status and JSON. The guard stops downgrades before they get there.
+//! Each handler relays to the upstream with the partner's token and answers with the upstream's
+//! status and JSON. The guard stops downgrades before they get there. Every decision is logged to
+//! stderr: `RUST_LOG=upgrade_guard=debug` for more, `RUST_LOG=warn` for less.
 
 use axum::{
     Extension, Router,
     body::Bytes,
-    extract::State,
+    extract::{Path, State},
     http::{HeaderMap, StatusCode, header},
     response::{IntoResponse, Response},
-    routing::post,
+    routing::{get, post},
 };
 use std::{collections::HashMap, env, net::SocketAddr, process::ExitCode};
 use upgrade_guard::{
-    Checked, Source, TokenSource, UpgradeGuardLayer, UpgradePathsClient,
+    Checked, LookupError, Rejection, Site, Source, TokenSource, UpgradeGuardLayer,
+    UpgradePathsClient,
     fake::{FakeUpstream, SiteSnapshot},
+    site::SiteKind,
 };
 
 /// The example's settings, from flags and environment variables.
@@ -52,13 +61,16 @@ struct Settings {
     redis: Option<String>,
 }
 
-/// What the handlers need to relay a provision.
+/// What the handlers need to relay a provision or a cancellation.
 #[derive(Clone)]
 struct Relay {
     http: reqwest::Client,
-    provision_url: String,
+    /// The upstream's base URL.
+    upstream: String,
     /// The guard's own token source: one token for lookups and provisions.
     tokens: TokenSource,
+    /// The guard, for the dashboard's upgrade paths.
+    guard: UpgradeGuardLayer,
 }
 
 #[tokio::main]
@@ -74,6 +86,14 @@ async fn main() -> ExitCode {
 
 async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let settings = Settings::from_args()?;
+    // Each decision of the guard is an `info` event: shown by default, on stderr.
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
 
     // No upstream named: run against the embedded fake, seeded with demo sites.
     let fake = match settings.upstream {
@@ -108,24 +128,46 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     .build()?;
+    let tokens = client.token_source().clone();
+    let guard = guard(client, settings.redis.as_deref())?;
     let relay = Relay {
         http,
-        provision_url: format!("{upstream}/rest/v1.3/jpphp/provision"),
-        tokens: client.token_source().clone(),
+        upstream: upstream.clone(),
+        tokens,
+        guard: guard.clone(),
     };
-    let guard = guard(client, settings.redis.as_deref())?;
+    let detached = guard.detached();
 
     let app = Router::new()
-        // WordPress.com's form: the guard's defaults (site from `siteurl`, product from `plan`).
+        // WordPress.com's form: the guard's defaults (site from `siteurl`, product from `plan`;
+        // no plan, or `free`, is a connection request; a new site's first provision goes through).
         .route(
             "/rest/v1.3/jpphp/provision",
             post(provision).route_layer(guard.clone()),
         )
-        // The site from the path, the product from the body's `plan`.
+        // The site from the path, the product from the body's `plan`, which is required.
         .route(
             "/sites/{site}/plans",
-            post(add_plan).route_layer(guard.site(Source::path("/sites/{site}/plans", "site"))),
+            post(add_plan).route_layer(
+                guard
+                    .clone()
+                    .site(Source::path("/sites/{site}/plans", "site"))
+                    .require_product(),
+            ),
         )
+        // A cancel gives products back: held per site, and the site's cached paths forgotten.
+        .route(
+            "/rest/v1.3/jpphp/{site}/partner-cancel",
+            post(cancel).route_layer(
+                guard
+                    .site(Source::path(
+                        "/rest/v1.3/jpphp/{site}/partner-cancel",
+                        "site",
+                    ))
+                    .cancels(),
+            ),
+        )
+        .route("/sites/{site}/upgrade-paths", get(upgrade_paths))
         .with_state(relay);
 
     let listener = tokio::net::TcpListener::bind(settings.listen)
@@ -142,21 +184,106 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         print_demo(listen, &fake.sites());
     }
     axum::serve(listener, app)
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
+        .with_graceful_shutdown(stop_signal())
         .await?;
+    // No new requests now. Provisions whose clients left still hold their sites until they have
+    // landed: wait for them (each ends within its route's `detached_ceiling`) before exiting.
+    if detached.in_progress() > 0 {
+        println!(
+            "waiting for {} provision(s) whose clients left",
+            detached.in_progress()
+        );
+    }
+    detached.wait().await;
     Ok(())
+}
+
+/// SIGTERM (a deploy, `docker stop`, systemd) or Ctrl-C.
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
 
 /// `POST /rest/v1.3/jpphp/provision`: relays the form as it arrived, byte for byte.
 async fn provision(State(relay): State<Relay>, headers: HeaderMap, body: Bytes) -> Response {
-    let content_type = headers
+    let url = format!("{}/rest/v1.3/jpphp/provision", relay.upstream);
+    relay.send(url, content_type(&headers), body).await
+}
+
+/// `POST /rest/v1.3/jpphp/{site}/partner-cancel`: relays the cancel form for the site the guard
+/// held (in the request's extensions), as it arrived.
+async fn cancel(
+    State(relay): State<Relay>,
+    Extension(site): Extension<Site>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let url = format!("{}/rest/v1.3/jpphp/{site}/partner-cancel", relay.upstream);
+    relay.send(url, content_type(&headers), body).await
+}
+
+/// `GET /sites/{site}/upgrade-paths`: the products the site may get now, as WordPress.com's
+/// family -> products JSON, through the guard's cached, coalesced lookups.
+async fn upgrade_paths(State(relay): State<Relay>, Path(site): Path<String>) -> Response {
+    let site = match Site::parse(&site) {
+        Ok(site) => site,
+        Err(invalid) => return guard_answer(Rejection::InvalidSite(invalid)),
+    };
+    match relay.guard.upgrade_paths(&site).await {
+        Ok(paths) => axum::Json(&*paths).into_response(),
+        Err(LookupError::UnknownSite) => guard_answer(Rejection::UnknownSite { site }),
+        Err(error) => guard_answer(Rejection::Upstream(error)),
+    }
+}
+
+/// The guard's own answer for `why`, as an axum response.
+fn guard_answer(why: Rejection) -> Response {
+    let mut response = (
+        why.status(),
+        [(header::CONTENT_TYPE, "application/json")],
+        why.to_json(),
+    )
+        .into_response();
+    if let Some(wait) = why.retry_after() {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, wait.as_secs().into());
+    }
+    response
+}
+
+fn content_type(headers: &HeaderMap) -> String {
+    headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("application/x-www-form-urlencoded")
-        .to_owned();
-    relay.send(content_type, body).await
+        .to_owned()
+}
+
+/// The site as WordPress.com's provision takes it in `siteurl`: a blog ID as it is, a domain
+/// site as its URL (`example.com::blog` -> `https://example.com/blog/`).
+fn siteurl(site: &Site) -> String {
+    match site.kind() {
+        SiteKind::Url => format!("https://{}/", site.as_str().replace("::", "/")),
+        _ => site.as_str().to_owned(),
+    }
 }
 
 /// `POST /sites/{site}/plans`: turns `{"plan": …}` into the provision form for that site.
@@ -187,21 +314,23 @@ async fn add_plan(
             .ok()
             .and_then(|mut fields| fields.remove("local_user"))
     };
+    let site = siteurl(checked.site());
     let form = [
-        ("siteurl", checked.site().as_str()),
+        ("siteurl", site.as_str()),
         ("plan", checked.product()),
         ("local_user", local_user.as_deref().unwrap_or("admin")),
     ];
     let form = serde_urlencoded::to_string(form).expect("strings always encode");
+    let url = format!("{}/rest/v1.3/jpphp/provision", relay.upstream);
     relay
-        .send("application/x-www-form-urlencoded".into(), form.into())
+        .send(url, "application/x-www-form-urlencoded".into(), form.into())
         .await
 }
 
 impl Relay {
-    /// Sends the provision with the current token; a token WordPress.com refuses is refreshed
-    /// once and the provision sent again.
-    async fn send(&self, content_type: String, body: Bytes) -> Response {
+    /// Sends the form to `url` with the current token; a token WordPress.com refuses is
+    /// refreshed once and the form sent again.
+    async fn send(&self, url: String, content_type: String, body: Bytes) -> Response {
         let mut token = match self.tokens.token().await {
             Ok(token) => token,
             Err(error) => return bad_gateway(&error.to_string()),
@@ -209,7 +338,7 @@ impl Relay {
         for attempt in 0..2 {
             let sent = self
                 .http
-                .post(&self.provision_url)
+                .post(&url)
                 .header(header::AUTHORIZATION, token.authorization())
                 .header(header::CONTENT_TYPE, &content_type)
                 .body(body.clone())
@@ -259,19 +388,34 @@ fn print_demo(listen: SocketAddr, sites: &[SiteSnapshot]) {
         println!("  blog {blog_id:<6} {url:<34} holds {held}");
     }
     let base = format!("http://{listen}");
+    let provision = format!("curl -s -X POST {base}/rest/v1.3/jpphp/provision");
     println!(
         "\nAn upgrade, forwarded (the site has Realtime Backups, Professional adds to it; sent again,\n\
          it is 409, because the site has Professional now):\n  \
-         curl -s -X POST {base}/rest/v1.3/jpphp/provision \\\n    \
+         {provision} \\\n    \
          -d siteurl=https://realtime.example.com/ -d plan=professional -d local_user=admin\n\
          \nA downgrade, refused with 409 (the site has Professional, Realtime Backups adds nothing):\n  \
-         curl -s -X POST {base}/rest/v1.3/jpphp/provision \\\n    \
+         {provision} \\\n    \
          -d siteurl=https://professional.example.com/ -d plan=jetpack-backup-realtime -d local_user=admin\n\
          \nThe same with partner tooling's multipart form:\n  \
-         curl -s -X POST {base}/rest/v1.3/jpphp/provision -H 'Content-Type: multipart/form-data;' \\\n    \
+         {provision} -H 'Content-Type: multipart/form-data;' \\\n    \
          -F siteurl=https://professional.example.com/ -F plan=jetpack-backup-realtime -F local_user=admin\n\
          \nThe site from the path, the plan as JSON (blog 1001 is free: anything is an upgrade):\n  \
-         curl -s -X POST {base}/sites/1001/plans -H 'Content-Type: application/json' -d '{{\"plan\":\"jetpack-scan\"}}'\n"
+         curl -s -X POST {base}/sites/1001/plans -H 'Content-Type: application/json' -d '{{\"plan\":\"jetpack-scan\"}}'\n\
+         \nA brand-new customer site: WordPress.com does not know it yet, so this is its first\n\
+         provision, which registers it (a downgrade on it is refused from then on):\n  \
+         {provision} \\\n    \
+         -d siteurl=https://brand-new.example/ -d plan=jetpack-backup-daily -d local_user=admin\n\
+         \nA connection or repair without a plan: forwarded, no product changes:\n  \
+         {provision} \\\n    \
+         -d siteurl=https://professional.example.com/ -d local_user=admin -d force_connect=1\n\
+         \nWhat a site may get now, for a dashboard (blog 1004 has Daily Backups):\n  \
+         curl -s {base}/sites/1004/upgrade-paths\n\
+         \nCancel, then provision what the cancel gave back (the downgrade refused above is an\n\
+         upgrade at once: the guard forgot the site's cached paths):\n  \
+         curl -s -X POST {base}/rest/v1.3/jpphp/professional.example.com/partner-cancel -d plan=professional\n  \
+         {provision} \\\n    \
+         -d siteurl=https://professional.example.com/ -d plan=jetpack-backup-realtime -d local_user=admin\n"
     );
 }
 

@@ -9,18 +9,19 @@
 //! ```
 //!
 //! Options: `--minutes N` (default 0.5), `--quick` (5 s), `--workers N` (default 32),
-//! `--sites N` (default 400), `--seed N` (default: from the clock), `--abandon-anywhere`.
+//! `--sites N` (default 400), `--seed N` (default: from the clock).
 //!
 //! Abandoned requests are dropped after 0-40 ms, wherever they are: reading, waiting for the
-//! site's lock, looking the site up. By default a request whose handler has already started
-//! sending the provision is not dropped: a sent provision lands whatever becomes of the future,
-//! and the guard releases the site when the future is dropped, so a request checked meanwhile can
-//! be a downgrade by the time it lands (TESTING.md, "Findings"). `--abandon-anywhere` drops those
-//! too, to measure that window.
+//! site's lock, looking the site up, or while the handler relays the provision. The handler
+//! gives an abandoned request's provision 0-60 ms of transit once it has started sending it, so
+//! many are dropped mid-relay: such a provision lands whatever becomes of the future, and the
+//! guard must keep the site held until it has (it finishes the handler alone), or a request
+//! checked meanwhile could be a downgrade by the time it lands (TESTING.md, "Findings").
 //!
-//! At the end it checks that the fake's leak counter is 0 (no downgrade reached the provision
-//! call), that every answer the guard made was one of the contract's `(status, error)` pairs, that
-//! no site lock is held, and that memory is flat (RSS from `/proc/self/status`, sampled every
+//! At the end it waits for the requests the guard is finishing alone, then checks that the fake's
+//! leak counter is 0 (no downgrade reached the provision call), that every answer the guard made
+//! was one of the contract's `(status, error)` pairs, that no request finished alone ran into its
+//! ceiling, that no site lock is held, and that memory is flat (RSS from `/proc/self/status`, sampled every
 //! second: the last quarter's median may exceed the median after warm-up by at most 25% + 16 MiB).
 //! It prints its figures and exits with status 1 on any violation.
 
@@ -35,10 +36,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
 use tower::{Layer, ServiceExt, service_fn};
+use upgrade_guard::decision::Finished;
 use upgrade_guard::fake::catalogue::{self, PRODUCTS};
 use upgrade_guard::fake::{Endpoint, FakeSite, FakeUpstream, Fault};
 use upgrade_guard::{
-    GuardBody, LocalLocks, Site, SiteLocks, UpgradeGuardLayer, UpgradePathsClient,
+    GuardBody, LocalLocks, Outcome, Site, SiteLocks, UpgradeGuardLayer, UpgradePathsClient,
 };
 
 /// Every `(status, error)` the guard itself answers, from the contract.
@@ -66,13 +68,14 @@ const HOLDINGS: [&[&str]; 6] = [
 ];
 const BODY_LIMIT: usize = 16 * 1024;
 const RELAYED: &str = "x-soak-relayed";
+/// How long the guard finishes a request alone at most.
+const DETACHED_CEILING: Duration = Duration::from_secs(10);
 
 struct Options {
     duration: Duration,
     workers: usize,
     sites: usize,
     seed: u64,
-    abandon_anywhere: bool,
 }
 
 fn options() -> Result<Options, String> {
@@ -84,7 +87,6 @@ fn options() -> Result<Options, String> {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(1, |d| d.as_nanos() as u64)
             | 1,
-        abandon_anywhere: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -100,7 +102,6 @@ fn options() -> Result<Options, String> {
                 options.duration = Duration::from_secs_f64(minutes * 60.0);
             }
             "--quick" => options.duration = Duration::from_secs(5),
-            "--abandon-anywhere" => options.abandon_anywhere = true,
             "--workers" => {
                 options.workers = value("--workers")?
                     .parse()
@@ -118,7 +119,10 @@ fn options() -> Result<Options, String> {
                     | 1
             }
             "-h" | "--help" => {
-                return Err("usage: soak [--minutes N | --quick] [--workers N] [--sites N] [--seed N] [--abandon-anywhere]".into());
+                return Err(
+                    "usage: soak [--minutes N | --quick] [--workers N] [--sites N] [--seed N]"
+                        .into(),
+                );
             }
             other => return Err(format!("unknown argument {other:?} (try --help)")),
         }
@@ -264,6 +268,10 @@ fn malformed(rng: &mut Rng, site: &str, product: &str) -> Request<Full<Bytes>> {
 #[derive(Clone, Default)]
 struct Sent(Arc<AtomicBool>);
 
+/// How long an abandoned request's provision is in transit once its handler has started sending.
+#[derive(Clone, Copy)]
+struct Transit(Duration);
+
 #[derive(Default)]
 struct Tally {
     by_kind: BTreeMap<(Kind, String), u64>,
@@ -312,6 +320,7 @@ async fn main() -> ExitCode {
         .build()
         .expect("the client builds");
     let locks = LocalLocks::new();
+    let finished_alone: Arc<Mutex<BTreeMap<String, u64>>> = Arc::default();
     // The soak puts saturated sites back to their starting holdings behind the guard's back: their
     // upgrade paths grow, which a cached refusal does not see until it expires (the cache's
     // documented trade-off). A short TTL keeps most upgrades forwarded; the cache still serves
@@ -321,7 +330,21 @@ async fn main() -> ExitCode {
         .cache_ttl(Duration::from_secs(1))
         .build()
         .body_limit(BODY_LIMIT)
-        .lock_wait(Duration::from_secs(2));
+        .lock_wait(Duration::from_secs(2))
+        // Well above the relay's own 2 s deadline: no request finished alone should reach it.
+        .detached_ceiling(DETACHED_CEILING)
+        .on_decision({
+            let finished_alone = finished_alone.clone();
+            move |report| {
+                if let Outcome::FinishedAlone(how) = report.outcome {
+                    *finished_alone
+                        .lock()
+                        .unwrap()
+                        .entry(format!("{how:?}"))
+                        .or_default() += 1;
+                }
+            }
+        });
 
     // The partner's handler: relays the form to the provision endpoint, marks its answers.
     // With a deadline, as any real handler's: a stalled provision answer (an injected fault)
@@ -340,17 +363,32 @@ async fn main() -> ExitCode {
                 if let Some(sent) = parts.extensions.get::<Sent>() {
                     sent.0.store(true, Ordering::SeqCst);
                 }
+                let transit = parts.extensions.get::<Transit>().copied();
                 let body = body.collect().await.expect("a buffered body").to_bytes();
                 let mut relayed = http.post(url).bearer_auth(token).body(body);
                 if let Some(content_type) = parts.headers.get(header::CONTENT_TYPE) {
                     relayed = relayed.header(header::CONTENT_TYPE, content_type.clone());
                 }
-                let (status, body) = match relayed.send().await {
-                    Ok(answer) => (answer.status(), answer.bytes().await.unwrap_or_default()),
-                    Err(_) => (
-                        StatusCode::BAD_GATEWAY,
-                        Bytes::from_static(b"{\"error\":\"relay_failed\"}"),
-                    ),
+                let relay = async move {
+                    match relayed.send().await {
+                        Ok(answer) => (answer.status(), answer.bytes().await.unwrap_or_default()),
+                        Err(_) => (
+                            StatusCode::BAD_GATEWAY,
+                            Bytes::from_static(b"{\"error\":\"relay_failed\"}"),
+                        ),
+                    }
+                };
+                let (status, body) = match transit {
+                    // The bytes are on the wire: the provision lands after its transit, whatever
+                    // becomes of this future.
+                    Some(Transit(transit)) => {
+                        let landing = tokio::spawn(async move {
+                            tokio::time::sleep(transit).await;
+                            relay.await
+                        });
+                        landing.await.expect("the relay does not panic")
+                    }
+                    None => relay.await,
                 };
                 let mut response = Response::new(Full::from(body));
                 *response.status_mut() = status;
@@ -363,16 +401,11 @@ async fn main() -> ExitCode {
     ));
 
     println!(
-        "soak: {:.1} min, {} workers, {} sites, seed {}{}",
+        "soak: {:.1} min, {} workers, {} sites, seed {}",
         options.duration.as_secs_f64() / 60.0,
         options.workers,
         options.sites,
-        options.seed,
-        if options.abandon_anywhere {
-            ", abandoning anywhere"
-        } else {
-            ""
-        }
+        options.seed
     );
     let started = Instant::now();
     let end = started + options.duration;
@@ -436,7 +469,6 @@ async fn main() -> ExitCode {
         let (service, fake, sites, locks) =
             (service.clone(), fake.clone(), sites.clone(), locks.clone());
         let (tally, requests, resets) = (tally.clone(), requests.clone(), resets.clone());
-        let abandon_anywhere = options.abandon_anywhere;
         let mut rng = Rng(options
             .seed
             .wrapping_add((worker as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15))
@@ -477,9 +509,15 @@ async fn main() -> ExitCode {
                 };
                 let request = match kind {
                     Kind::Malformed => malformed(&mut rng, &site.spelling, &product),
-                    Kind::Abandoned if rng.below(2) == 0 => malformed(&mut rng, &site.spelling, &product),
+                    Kind::Abandoned if rng.below(2) == 0 => {
+                        malformed(&mut rng, &site.spelling, &product)
+                    }
                     _ => {
-                        let fields = [("siteurl", site.spelling.as_str()), ("plan", &product), ("local_user", "admin")];
+                        let fields = [
+                            ("siteurl", site.spelling.as_str()),
+                            ("plan", &product),
+                            ("local_user", "admin"),
+                        ];
                         provision_request(&mut rng, &fields)
                     }
                 };
@@ -487,22 +525,29 @@ async fn main() -> ExitCode {
                 let mut request = request;
                 let sent = Sent::default();
                 request.extensions_mut().insert(sent.clone());
+                if kind == Kind::Abandoned {
+                    request
+                        .extensions_mut()
+                        .insert(Transit(Duration::from_millis(rng.below(60) as u64)));
+                }
                 let mut call = std::pin::pin!(service.clone().oneshot(request));
                 let response = if kind == Kind::Abandoned {
                     // The client goes away while the guard reads, waits for the site, looks it
-                    // up, or (with --abandon-anywhere) while the provision is being relayed.
+                    // up, or while the provision is being relayed.
                     let patience = Duration::from_millis(rng.below(40) as u64);
                     tokio::select! {
                         response = &mut call => response,
                         () = tokio::time::sleep(patience) => {
-                            // Checked while the guard's future is not being polled: the handler
+                            // Read while the guard's future is not being polled: the handler
                             // cannot start sending in between.
-                            if abandon_anywhere || !sent.0.load(Ordering::SeqCst) {
-                                let mut tally = tally.lock().unwrap();
-                                *tally.by_kind.entry((kind, "dropped mid-flight".into())).or_default() += 1;
-                                continue;
-                            }
-                            call.await
+                            let phase = if sent.0.load(Ordering::SeqCst) {
+                                "dropped mid-relay"
+                            } else {
+                                "dropped before forwarding"
+                            };
+                            let mut tally = tally.lock().unwrap();
+                            *tally.by_kind.entry((kind, phase.into())).or_default() += 1;
+                            continue;
                         }
                     }
                 } else {
@@ -510,16 +555,26 @@ async fn main() -> ExitCode {
                 };
                 let response = response.unwrap_or_else(|never| match never {});
                 let (parts, body) = response.into_parts();
-                let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                let body = body
+                    .collect()
+                    .await
+                    .map(|b| b.to_bytes())
+                    .unwrap_or_default();
                 let code = serde_json::from_slice::<serde_json::Value>(&body)
                     .ok()
                     .and_then(|json| json["error"].as_str().map(str::to_owned))
                     .unwrap_or_default();
                 let outcome = if parts.headers.contains_key(RELAYED) {
-                    format!("forwarded: provision answered {} {code}", parts.status.as_u16())
+                    format!(
+                        "forwarded: provision answered {} {code}",
+                        parts.status.as_u16()
+                    )
                 } else {
                     let pair = (parts.status.as_u16(), code.as_str());
-                    let json = parts.headers.get(header::CONTENT_TYPE).is_some_and(|v| v == "application/json");
+                    let json = parts
+                        .headers
+                        .get(header::CONTENT_TYPE)
+                        .is_some_and(|v| v == "application/json");
                     if !CONTRACT.contains(&pair) || !json {
                         let mut tally = tally.lock().unwrap();
                         tally.violations.push(format!(
@@ -530,7 +585,12 @@ async fn main() -> ExitCode {
                     }
                     format!("answered {} {code}", parts.status.as_u16())
                 };
-                *tally.lock().unwrap().by_kind.entry((kind, outcome)).or_default() += 1;
+                *tally
+                    .lock()
+                    .unwrap()
+                    .by_kind
+                    .entry((kind, outcome))
+                    .or_default() += 1;
             }
         });
     }
@@ -544,6 +604,19 @@ async fn main() -> ExitCode {
         }
     }
     let elapsed = started.elapsed();
+    // Provisions whose clients left are still landing: the checks below are about after them.
+    let detached = guard.detached();
+    let still_finishing = detached.in_progress();
+    if tokio::time::timeout(DETACHED_CEILING * 2, detached.wait())
+        .await
+        .is_err()
+    {
+        tally
+            .lock()
+            .unwrap()
+            .violations
+            .push("requests finished alone outlived their ceiling".into());
+    }
     stop.store(true, Ordering::Relaxed);
     let _ = faults.await;
     fake.clear_faults();
@@ -607,6 +680,15 @@ async fn main() -> ExitCode {
         tally.violations.push(format!(
             "memory grew: {warm} KiB after warm-up, {last} KiB at the end"
         ));
+    }
+    let finished_alone = finished_alone.lock().unwrap().clone();
+    println!(
+        "finished alone after their clients left: {finished_alone:?} ({still_finishing} still running when the workers stopped)"
+    );
+    if finished_alone.contains_key(&format!("{:?}", Finished::CeilingPassed)) {
+        tally
+            .violations
+            .push("a request finished alone ran into its ceiling".into());
     }
     let in_use = locks.sites_in_use();
     println!("site locks held at the end: {in_use}");

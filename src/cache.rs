@@ -1,25 +1,42 @@
 //! Cached, coalesced upgrade-paths lookups.
 //!
-//! A site's paths are kept until a request for that site is forwarded (the guard drops the entry
-//! then, whatever the inner response) or the time to live passes. Concurrent lookups of one site
-//! share one upstream call. Errors are never cached.
+//! A site's paths are kept until the site is *forgotten* or the time to live passes. The guard
+//! forgets a site when it forwards a request for it (whatever the inner response), again when a
+//! [`cancels`](crate::UpgradeGuardLayer::cancels) route's inner service has finished, and when a
+//! partner calls [`forget`](crate::UpgradeGuardLayer::forget). Forgetting also disowns a lookup of
+//! the site still in flight: its answer, which may predate the change, reaches the requests
+//! already waiting for it but never the cache, and the next request starts a fresh one.
+//! Concurrent lookups of one site share one upstream call. Errors are never cached.
 //!
 //! **The cache only ever refuses.** A cached answer decides a request only when it does *not*
-//! list the product; an upgrade is always confirmed by a fresh lookup. A provision only ever takes
-//! products off a site's upgrade paths (a product that overlaps what a site holds without adding
-//! to it stays that way when the site gains more), so a stale entry, whether from a provision
-//! through another spelling of the site, another process, or WordPress.com itself, can make the
-//! guard answer 409 for a while, never forward a downgrade. Hot refused requests (a partner's
-//! tooling retrying a downgrade) cost no upstream call; an allowed provision costs exactly one.
+//! list the product; an upgrade is always confirmed by a fresh lookup made under the site's
+//! lock. So whatever a cached entry says, it can make the guard answer 409, never forward a
+//! downgrade. Hot refused requests (a partner's tooling retrying a downgrade) cost no upstream
+//! call; an allowed provision costs exactly one.
+//!
+//! How long a refusal stays *true* is another matter:
+//!
+//! - A provision only ever takes products off a site's upgrade paths (a product that overlaps what
+//!   a site holds without adding to it stays that way when the site gains more), so a refusal
+//!   cached before a provision stays true after it.
+//! - A **cancellation** gives products back: a refusal cached before it is stale after it. That
+//!   is why a cancel route must be marked [`cancels`](crate::UpgradeGuardLayer::cancels) (the
+//!   site is forgotten when the cancel is forwarded and again when it has finished), and why a
+//!   change the guard cannot see must be told with [`forget`](crate::UpgradeGuardLayer::forget).
+//!   Across processes, `RedisLocks` carries each forgotten site to every other process (see
+//!   [`SiteLocks::announce_forget`](crate::SiteLocks::announce_forget)). A refusal answered
+//!   while a cancel of the same site is still under way reflects the site before it; no refusal
+//!   is cached past the cancel's end.
+//! - A **first provision** (a site WordPress.com does not know yet) caches nothing: the lookup
+//!   failed, and errors are never cached. The next request for the site looks it up again and
+//!   sees what the first provision left.
 //!
 //! The callers waiting for a lookup drive it themselves; one that goes away before the answer
 //! hands the lookup to a task of its own, so the others waiting on the same call and the cache
 //! still get the answer. The guard therefore needs a Tokio runtime, as reqwest does.
-//!
-//! The trade-off: a site whose upgrade paths grow outside this process (a subscription cancelled
-//! on WordPress.com) is refused until its entry expires.
 
 use crate::Site;
+use crate::lock::ForgetListener;
 use crate::stats::GuardStats;
 use crate::upstream::{LookupError, UpgradePaths, UpgradePathsClient};
 use futures_util::future::{BoxFuture, FutureExt, Shared};
@@ -81,7 +98,8 @@ impl Lookups {
     /// answer of a lookup already under way.
     ///
     /// A refusal needs neither a lookup of its own nor the site's lock: a provision in progress
-    /// can only take more products off the site's paths, so a refusal stays true.
+    /// can only take more products off the site's paths, so a refusal stays true; a cancel in
+    /// progress may make it untrue, and forgets the site when it has finished.
     pub(crate) async fn known_refusal(
         &self,
         site: &Site,
@@ -135,11 +153,37 @@ impl Lookups {
         self.wait(site, id, lookup).await
     }
 
-    /// Forgets the site's paths: a provision is about to change them.
-    pub(crate) fn invalidate(&self, site: &Site) {
-        if let Some(cache) = &self.inner.cache {
-            cache.invalidate(site);
+    /// The site's paths for a partner's own view: the cached answer when there is one (it may
+    /// list less than WordPress.com would now, never more), otherwise the answer of a lookup in
+    /// flight or of a new upstream call.
+    pub(crate) async fn current(&self, site: &Site) -> Result<Arc<UpgradePaths>, LookupError> {
+        if let Some(paths) = self.inner.cache.as_ref().and_then(|cache| cache.get(site)) {
+            self.inner.stats.cache_hit();
+            return Ok(paths);
         }
+        // No product is allowed by nothing: never a cached refusal, always a lookup.
+        self.upgrade_paths(site, "").await
+    }
+
+    /// Forgets the site's paths in this process: the cached answer, and the lookup in flight,
+    /// whose answer may predate the change (its waiters still get it; the cache does not).
+    pub(crate) fn forget(&self, site: &Site) {
+        self.inner.forget(site);
+    }
+
+    /// What other processes' forgets are handed to. It holds the cache weakly: a listener that
+    /// outlives the guard keeps nothing alive.
+    pub(crate) fn forget_listener(&self) -> ForgetListener {
+        let inner = Arc::downgrade(&self.inner);
+        Arc::new(move |site: Option<&Site>| {
+            let Some(inner) = inner.upgrade() else {
+                return;
+            };
+            match site {
+                Some(site) => inner.forget(site),
+                None => inner.forget_all(),
+            }
+        })
     }
 
     pub(crate) fn client(&self) -> &UpgradePathsClient {
@@ -158,11 +202,20 @@ impl Lookups {
         async move {
             let result = inner.client.upgrade_paths(&site).await.map(Arc::new);
             tracing::debug!(%site, ok = result.is_ok(), "upgrade-paths lookup");
-            // The cache first, then the table: a request never misses both.
-            if let (Ok(paths), Some(cache)) = (&result, &inner.cache) {
-                cache.insert(site.clone(), paths.clone());
+            // The cache and the table change together, under the table's lock, so a forget
+            // either comes first (and this answer, maybe from before the change, is not cached)
+            // or after (and drops it).
+            let mut in_flight = inner.in_flight();
+            if in_flight
+                .get(&site)
+                .is_some_and(|(current, _)| *current == id)
+            {
+                if let (Ok(paths), Some(cache)) = (&result, &inner.cache) {
+                    cache.insert(site.clone(), paths.clone());
+                }
+                in_flight.remove(&site);
             }
-            inner.leave(&site, id);
+            drop(in_flight);
             result
         }
     }
@@ -217,6 +270,23 @@ impl Drop for Waiting {
 }
 
 impl Inner {
+    fn forget(&self, site: &Site) {
+        let mut in_flight = self.in_flight();
+        in_flight.remove(site);
+        if let Some(cache) = &self.cache {
+            cache.invalidate(site);
+        }
+    }
+
+    /// Forgets every site: forgets may have been missed.
+    fn forget_all(&self) {
+        let mut in_flight = self.in_flight();
+        in_flight.clear();
+        if let Some(cache) = &self.cache {
+            cache.invalidate_all();
+        }
+    }
+
     /// Removes lookup `id` from the table, if it is still the one there.
     fn leave(&self, site: &Site, id: u64) {
         let mut in_flight = self.in_flight();

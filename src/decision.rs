@@ -35,11 +35,14 @@ impl<'a> Decision<'a> {
     }
 }
 
-/// What the guard checked, in the extensions of every request it forwards.
+/// What the guard checked, in the extensions of every request it forwards with a product: a
+/// checked upgrade ([`Admission::Upgrade`]) or the first provision of a site WordPress.com does
+/// not know yet ([`Admission::FirstProvision`]).
 ///
 /// A handler should provision exactly this site and product rather than read the request again:
 /// two parsers of one request can disagree, and then the guard would have checked something else
-/// than what is provisioned.
+/// than what is provisioned. Connection requests and cancellations carry no `Checked` (no product
+/// was checked): look at the [`Admission`] extension to tell them apart.
 ///
 /// ```
 /// use axum::Extension;
@@ -53,6 +56,7 @@ impl<'a> Decision<'a> {
 pub struct Checked {
     pub(crate) site: Site,
     pub(crate) product: String,
+    pub(crate) admission: Admission,
 }
 
 impl Checked {
@@ -61,9 +65,69 @@ impl Checked {
         &self.site
     }
 
-    /// The product, found in the site's upgrade paths.
+    /// The product: found in the site's upgrade paths, or the first product of a new site.
     pub fn product(&self) -> &str {
         &self.product
+    }
+
+    /// Why the guard let it through: [`Admission::Upgrade`] or [`Admission::FirstProvision`].
+    pub fn admission(&self) -> Admission {
+        self.admission
+    }
+}
+
+/// Why the guard let a request through, by the route's own rules. In the extensions of every
+/// request the guard forwards, beside the [`Site`] it held for it (not of those a
+/// [`Mode::FailOpen`] or [`Mode::Shadow`] route forwards although the guard would have stopped
+/// them: those carry a [`Bypass`]), and in the [`DecisionReport`]. A handler should relay that
+/// `Site` (and, with a product, the [`Checked`] one) rather than read the request again.
+///
+/// ```
+/// use axum::Extension;
+/// use upgrade_guard::Admission;
+///
+/// async fn provision(admission: Option<Extension<Admission>>) -> &'static str {
+///     match admission.map(|Extension(admission)| admission) {
+///         Some(Admission::Upgrade) => "an upgrade, checked against the site's upgrade paths",
+///         Some(Admission::FirstProvision) => "a site WordPress.com does not know yet",
+///         Some(Admission::Connection) => "no product: connect or repair the site",
+///         Some(Admission::Cancellation) => "a cancellation",
+///         _ => "not checked by the guard",
+///     }
+/// }
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Admission {
+    /// The product is in the site's upgrade paths.
+    Upgrade,
+    /// WordPress.com does not know the site (named by URL or domain) yet: it holds nothing, so
+    /// any product is its first. The provision registers it.
+    FirstProvision,
+    /// The request names no product (absent or empty) or `free`: it connects or repairs the site
+    /// and provisions no paid product.
+    Connection,
+    /// A route that changes a site's products other than by provisioning
+    /// ([`cancels`](crate::UpgradeGuardLayer::cancels)): nothing to check, the site held and its
+    /// cached paths dropped.
+    Cancellation,
+}
+
+impl Admission {
+    /// The admission's name, as the logs write it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Upgrade => "upgrade",
+            Self::FirstProvision => "first_provision",
+            Self::Connection => "connection",
+            Self::Cancellation => "cancellation",
+        }
+    }
+}
+
+impl fmt::Display for Admission {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -190,7 +254,8 @@ impl Bypass {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Outcome {
-    /// An upgrade: forwarded.
+    /// Forwarded by the route's rules; the report's [`admission`](DecisionReport::admission)
+    /// says why (an upgrade, a first provision, a connection request, a cancellation).
     Allowed,
     /// Answered by the guard; the report's rejection says why (409, 400, an upstream error…).
     Rejected,
@@ -198,6 +263,10 @@ pub enum Outcome {
     FailedOpen,
     /// Would have been rejected, forwarded by a [`Mode::Shadow`] route.
     Shadowed,
+    /// Forwarded (and reported then), after which its client went away; the guard finished the
+    /// inner service's work alone, holding the site meanwhile, and this is how it ended. The
+    /// report's `latency` is then from forwarding to that end, and its `rejection` is `None`.
+    FinishedAlone(Finished),
 }
 
 impl Outcome {
@@ -208,8 +277,25 @@ impl Outcome {
             Self::Rejected => "rejected",
             Self::FailedOpen => "failed_open",
             Self::Shadowed => "shadowed",
+            Self::FinishedAlone(_) => "finished_alone",
         }
     }
+}
+
+/// How the inner service's work ended for a request whose client went away after it was
+/// forwarded ([`Outcome::FinishedAlone`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Finished {
+    /// The inner service answered with this status; the answer went nowhere, its client had
+    /// gone. A provision that landed for a client that left shows here.
+    Answered(StatusCode),
+    /// The inner service returned an error.
+    Failed,
+    /// The route's [`detached_ceiling`](crate::UpgradeGuardLayer::detached_ceiling) passed
+    /// first: the guard dropped the inner service's future and freed the site, though a
+    /// provision it had sent may still land.
+    CeilingPassed,
 }
 
 /// One decision, as `tracing` logs it and an
@@ -219,6 +305,8 @@ impl Outcome {
 pub struct DecisionReport<'a> {
     /// What became of the request.
     pub outcome: Outcome,
+    /// Why the route let it through, when [`Outcome::Allowed`].
+    pub admission: Option<Admission>,
     /// The route's mode.
     pub mode: Mode,
     /// The site, when the request named a valid one.

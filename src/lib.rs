@@ -23,10 +23,12 @@
 //! let app: Router = Router::new()
 //!     // The provision API's own form: site from `siteurl`, product from `plan`.
 //!     .route("/rest/v1.3/jpphp/provision", post(provision).route_layer(guard.clone()))
-//!     // The site from the path, the product from a JSON or form field.
+//!     // The site from the path, the product from a JSON or form field, required here.
 //!     .route(
 //!         "/sites/{site}/plans",
-//!         post(add_plan).route_layer(guard.site(Source::path("/sites/{site}/plans", "site"))),
+//!         post(add_plan).route_layer(
+//!             guard.site(Source::path("/sites/{site}/plans", "site")).require_product(),
+//!         ),
 //!     );
 //! # Ok(()) }
 //! ```
@@ -35,18 +37,22 @@
 //!
 //! | situation | status | `error` |
 //! |---|---|---|
-//! | product not in the site's upgrade paths | 409 | `upgrade_not_allowed` |
-//! | site or product absent or empty | 400 | `missing_site` / `missing_product` |
+//! | product not in the site's upgrade paths (`{}` or PHP's `[]`: none) | 409 | `upgrade_not_allowed` |
+//! | site absent or empty | 400 | `missing_site` |
+//! | product absent or empty on a route that [requires one](UpgradeGuardLayer::require_product) | 400 | `missing_product` |
 //! | site identifier malformed | 400 | `invalid_site` |
 //! | body (or query) malformed, or a read field repeated | 400 | `invalid_body` |
 //! | body content type the route can't read | 415 | `unsupported_media_type` |
 //! | body over the limit | 413 | `body_too_large` |
-//! | upstream: unknown site | 404 | `unknown_site` |
+//! | upstream: unknown blog ID (or any unknown site, on a route that [refuses them](UnknownSites::Refuse)) | 404 | `unknown_site` |
 //! | upstream: the partner's token is refused | 502 | `upstream_unauthorized` |
 //! | upstream: timeout, connect error, 5xx, 429, bad answer | 503 + `Retry-After` | `upgrade_paths_unavailable` |
 //! | waited too long for another provision of the same site | 503 + `Retry-After` | `site_busy` |
 //!
-//! Nothing is forwarded in any of these cases. Provisions of one site are serialized (see
+//! Nothing is forwarded in any of these cases. Forwarded besides upgrades, with the site held and
+//! marked by an [`Admission`]: a request naming no product, or `free` (a connection request); the
+//! first provision of a site named by URL that WordPress.com does not know yet; a request on a
+//! [`cancels`](UpgradeGuardLayer::cancels) route. Provisions of one site are serialized (see
 //! [`lock`]) and lookups are cached and coalesced (see [`cache`]). The inner service's responses and errors pass
 //! through untouched, and the service's error type is the inner one's, so it works behind axum.
 //!
@@ -71,8 +77,12 @@ pub mod stats;
 pub mod upstream;
 
 pub use body::GuardBody;
-pub use decision::{BYPASS_HEADER, Bypass, Checked, Decision, DecisionReport, Mode, Outcome};
-pub use guard::{ResponseFuture, UpgradeGuard, UpgradeGuardBuilder, UpgradeGuardLayer};
+pub use decision::{
+    Admission, BYPASS_HEADER, Bypass, Checked, Decision, DecisionReport, Mode, Outcome,
+};
+pub use guard::{
+    ResponseFuture, UnknownSites, UpgradeGuard, UpgradeGuardBuilder, UpgradeGuardLayer,
+};
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use lock::RedisLocks;

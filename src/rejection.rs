@@ -60,8 +60,17 @@ pub enum Rejection {
         /// The limit, in bytes.
         limit: usize,
     },
-    /// 404 `unknown_site`, 502 `upstream_unauthorized` or 503 `upgrade_paths_unavailable`: the
-    /// upgrade-paths lookup gave no answer.
+    /// 404 `unknown_site`: WordPress.com does not know the site (`invalid_blog`), and the
+    /// request cannot be its first provision: the site is named by a blog ID (which exists only
+    /// once WordPress.com knows the site), or the route refuses unknown sites
+    /// ([`UnknownSites::Refuse`](crate::UnknownSites::Refuse)).
+    #[error("WordPress.com does not know site {site}")]
+    UnknownSite {
+        /// The site, as it was looked up.
+        site: Site,
+    },
+    /// 502 `upstream_unauthorized` or 503 `upgrade_paths_unavailable` (404 `unknown_site` for
+    /// [`LookupError::UnknownSite`]): the upgrade-paths lookup gave no answer.
     #[error("{}", upstream_message(.0))]
     Upstream(#[source] LookupError),
     /// 503 `site_busy`: another provision of the site held it for too long, or the site's lock
@@ -100,7 +109,9 @@ impl Rejection {
             | Self::InvalidBody(_) => StatusCode::BAD_REQUEST,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::Upstream(LookupError::UnknownSite) => StatusCode::NOT_FOUND,
+            Self::UnknownSite { .. } | Self::Upstream(LookupError::UnknownSite) => {
+                StatusCode::NOT_FOUND
+            }
             Self::Upstream(LookupError::Unauthorized { .. }) => StatusCode::BAD_GATEWAY,
             Self::Upstream(_) | Self::SiteBusy(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -116,7 +127,7 @@ impl Rejection {
             Self::InvalidBody(_) => "invalid_body",
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::BodyTooLarge { .. } => "body_too_large",
-            Self::Upstream(LookupError::UnknownSite) => "unknown_site",
+            Self::UnknownSite { .. } | Self::Upstream(LookupError::UnknownSite) => "unknown_site",
             Self::Upstream(LookupError::Unauthorized { .. }) => "upstream_unauthorized",
             Self::Upstream(_) => "upgrade_paths_unavailable",
             Self::SiteBusy(_) => "site_busy",
@@ -157,6 +168,7 @@ impl Rejection {
                 product,
                 upgrade_paths,
             } => (Some(site), Some(product.as_str()), Some(&**upgrade_paths)),
+            Self::UnknownSite { site } => (Some(site), None, None),
             _ => (None, None, None),
         };
         let body = Body {
@@ -211,6 +223,17 @@ mod tests {
             "{text}"
         );
         assert!(text.contains(r#""site":"example.com","product":"jetpack-backup-realtime","upgrade_paths":{"jetpack-scan":["jetpack-scan"]}"#), "{text}");
+    }
+
+    #[tokio::test]
+    async fn unknown_site_names_the_site() {
+        let site = Site::parse("4242").unwrap();
+        let response = Rejection::UnknownSite { site }.into_response();
+        assert_eq!(response.status(), StatusCode::NOT_FOUND);
+        assert_eq!(
+            body(response).await,
+            r#"{"error":"unknown_site","message":"WordPress.com does not know site 4242","site":"4242"}"#
+        );
     }
 
     #[tokio::test]

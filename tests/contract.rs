@@ -6,8 +6,8 @@ use common::*;
 use http::{Request, StatusCode};
 use http_body_util::{Full, StreamBody};
 use std::time::Duration;
-use upgrade_guard::UpgradeGuardLayer;
 use upgrade_guard::fake::{Endpoint, Fault};
+use upgrade_guard::{UnknownSites, UpgradeGuardLayer};
 
 #[tokio::test]
 async fn realtime_backups_to_professional_is_forwarded() {
@@ -95,8 +95,10 @@ async fn missing_site_and_product() {
         "missing_site",
     )
     .await;
-    refused(&guard, form("siteurl=1001"), 400, "missing_product").await;
-    refused(&guard, form("siteurl=1001&plan="), 400, "missing_product").await;
+    // On a route that requires a product (by default it is a connection request: lifecycle.rs).
+    let plans = guard.clone().require_product();
+    refused(&plans, form("siteurl=1001"), 400, "missing_product").await;
+    refused(&plans, form("siteurl=1001&plan="), 400, "missing_product").await;
     refused(&guard, json("{}"), 400, "missing_site").await;
     // No body at all, no content type: nothing names a site.
     let empty = Request::post("/provision").body(Full::default()).unwrap();
@@ -225,8 +227,11 @@ async fn body_too_large_by_content_length_and_while_streaming() {
 async fn unknown_site_is_404() {
     let fake = fake().await;
     let guard = UpgradeGuardLayer::new(client(&fake));
+    // A site named by URL is a first provision by default (lifecycle.rs), unless the route
+    // refuses unknown sites.
+    let existing_only = guard.clone().unknown_sites(UnknownSites::Refuse);
     refused(
-        &guard,
+        &existing_only,
         form("siteurl=https://nobody.example.com/&plan=personal"),
         404,
         "unknown_site",
@@ -315,9 +320,11 @@ async fn upstream_failures_are_503_with_retry_after() {
 async fn a_success_status_with_the_wrong_body_is_503_never_allowed() {
     let fake = fake().await;
     let guard = UpgradeGuardLayer::new(client(&fake));
+    // PHP's `[]` is "no upgrade paths" (409, in lifecycle.rs); any other array is not an answer.
     for body in [
         "",
-        "[]",
+        "[[]]",
+        r#"["personal"]"#,
         "null",
         "<html>maintenance</html>",
         r#"{"jetpack-plans": "personal"}"#,

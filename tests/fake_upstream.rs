@@ -288,12 +288,9 @@ async fn provision_errors() {
             "invalid_siteurl",
         ),
         (
-            "siteurl=unknown.example&plan=personal&local_user=a",
-            "invalid_siteurl",
+            "siteurl=1001&plan=personal-ish&local_user=a",
+            "invalid_plan",
         ),
-        ("siteurl=4242&plan=personal&local_user=a", "invalid_siteurl"),
-        ("siteurl=1001&local_user=a", "invalid_plan"),
-        ("siteurl=1001&plan=free&local_user=a", "invalid_plan"),
         ("siteurl=1001&plan=personal", "missing_local_user"),
         (
             "siteurl=1001&plan=personal&local_user=",
@@ -320,10 +317,18 @@ async fn provision_errors() {
             "{form}"
         );
     }
+    // A blog ID exists only once WordPress.com knows the site.
+    let answer = partner
+        .provision_form("siteurl=4242&plan=personal&local_user=a")
+        .await;
+    assert_eq!(
+        (answer.status, answer.error()),
+        (403, "invalid_blog".into())
+    );
     let stats = partner.fake.stats();
     assert_eq!(
         (stats.provisions, stats.provisioned, stats.leaks),
-        (12, 0, 3)
+        (10, 0, 3)
     );
     assert_eq!(
         partner.fake.held_products("1002").unwrap(),
@@ -637,4 +642,179 @@ async fn shutdown_closes_the_port_and_open_connections() {
         .await
         .expect("the connection outlived the fake")
         .ok();
+}
+
+#[tokio::test]
+async fn a_first_provision_by_url_registers_the_site() {
+    let partner = Partner::new().await;
+    assert_eq!(partner.lookup("brand-new.example").await.status, 403);
+    let answer = partner
+        .provision_form("siteurl=https://brand-new.example/&plan=professional&local_user=admin")
+        .await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    // The demo sites are 1001 to 1004: the new site gets the next blog ID.
+    assert!(answer.body.contains("/home/1005"), "{}", answer.body);
+    assert_eq!(
+        partner.fake.held_products("1005").unwrap(),
+        ["professional"]
+    );
+    assert_eq!(partner.lookup("brand-new.example").await.body, "{}");
+    let stats = partner.fake.stats();
+    assert_eq!(
+        (stats.registered, stats.provisioned, stats.leaks),
+        (1, 1, 0)
+    );
+
+    // Then a downgrade on it is refused as on any site, and counted.
+    let answer = partner
+        .provision_form("siteurl=brand-new.example&plan=jetpack-scan&local_user=admin")
+        .await;
+    assert_eq!(
+        (answer.status, answer.error()),
+        (400, "plan_downgrade_disallowed".into())
+    );
+    assert_eq!(partner.fake.stats().leaks, 1);
+}
+
+#[tokio::test]
+async fn no_plan_or_free_connects_and_changes_nothing() {
+    let partner = Partner::with(
+        FakeUpstream::builder()
+            .site(
+                FakeSite::new(7)
+                    .url("https://broken.example/")
+                    .holding(["premium"])
+                    .disconnected(),
+            )
+            .start()
+            .await
+            .unwrap(),
+    );
+    async fn status(partner: &Partner) -> Answer {
+        let url = partner.url("/rest/v1.4/jpphp/7/status");
+        let request = partner.client.get(url).bearer_auth(partner.fake.token());
+        partner.send(request).await
+    }
+    let before = status(&partner).await;
+    assert!(
+        before.body.contains(r#""is_connected":false"#),
+        "{}",
+        before.body
+    );
+    for form in [
+        "siteurl=7&local_user=admin&force_connect=1",
+        "siteurl=https://broken.example/&plan=&local_user=admin",
+        "siteurl=7&plan=free&local_user=admin",
+        "siteurl=https://another-new.example/&local_user=admin",
+    ] {
+        let answer = partner.provision_form(form).await;
+        assert_eq!(answer.status, 200, "{form}: {}", answer.body);
+    }
+    assert_eq!(partner.fake.held_products("7").unwrap(), ["premium"]);
+    assert_eq!(
+        partner.fake.held_products("another-new.example").unwrap(),
+        Vec::<String>::new()
+    );
+    let after = status(&partner).await;
+    assert_eq!(
+        after.body,
+        concat!(
+            r#"{"blog":{"is_connected":true,"has_backups_credentials":false},"#,
+            r#""products":[{"slug":"premium","is_provisioned_by_partner":true,"#,
+            r#""is_provisioned_by_calling_partner":true,"is_pending":false}]}"#
+        )
+    );
+    let stats = partner.fake.stats();
+    assert_eq!(
+        (
+            stats.connected,
+            stats.provisioned,
+            stats.registered,
+            stats.leaks
+        ),
+        (4, 0, 1, 0)
+    );
+    assert_eq!(status(&partner).await.status, 200);
+    let unknown = partner.url("/rest/v1.4/jpphp/99/status");
+    let answer = partner
+        .send(
+            partner
+                .client
+                .get(unknown)
+                .bearer_auth(partner.fake.token()),
+        )
+        .await;
+    assert_eq!(
+        (answer.status, answer.error()),
+        (403, "invalid_blog".into())
+    );
+    assert_eq!(partner.fake.stats().status_requests, 4);
+}
+
+#[tokio::test]
+async fn partner_cancel_gives_products_back() {
+    let partner = Partner::new().await;
+    let cancel = |site: &str, form: &str| {
+        let request = partner
+            .client
+            .post(partner.url(&format!("/rest/v1.3/jpphp/{site}/partner-cancel")))
+            .bearer_auth(partner.fake.token())
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(form.to_owned());
+        partner.send(request)
+    };
+    // Professional.example.com holds Professional and is offered nothing.
+    assert_eq!(partner.lookup("1003").await.body, "{}");
+    let answer = cancel("professional.example.com", "plan=professional").await;
+    assert_eq!(
+        (answer.status, answer.body.as_str()),
+        (200, r#"{"success":true}"#)
+    );
+    assert_eq!(partner.lookup("1003").await.body, FREE_SITE);
+    // Nothing left to cancel.
+    let answer = cancel("1003", "").await;
+    assert_eq!(
+        (answer.status, answer.body.as_str()),
+        (200, r#"{"success":false}"#)
+    );
+
+    let answer = cancel("1002", "cancel-all=true").await;
+    assert_eq!(answer.status, 200);
+    assert!(partner.fake.held_products("1002").unwrap().is_empty());
+
+    for (site, form, status, code) in [
+        ("1002", "plan=no-such-product", 400, "not_jps_plan"),
+        ("1002", "cancel-all=maybe", 400, "invalid_input"),
+        (
+            "1002",
+            "cancel-all=true&plan=personal",
+            400,
+            "invalid_input",
+        ),
+        ("4242", "cancel-all=true", 403, "invalid_blog"),
+        ("unknown.example", "plan=personal", 403, "invalid_blog"),
+    ] {
+        let answer = cancel(site, form).await;
+        assert_eq!(
+            (answer.status, answer.error()),
+            (status, code.into()),
+            "{form}"
+        );
+    }
+    let stats = partner.fake.stats();
+    assert_eq!((stats.cancels, stats.cancelled), (8, 2));
+}
+
+#[tokio::test]
+async fn nothing_offered_can_be_answered_as_phps_empty_array() {
+    let partner = Partner::with(
+        FakeUpstream::builder()
+            .demo_sites()
+            .empty_paths_as_php_array()
+            .start()
+            .await
+            .unwrap(),
+    );
+    assert_eq!(partner.lookup("1003").await.body, "[]");
+    assert_eq!(partner.lookup("1001").await.body, FREE_SITE);
 }

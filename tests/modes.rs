@@ -40,7 +40,7 @@ async fn fail_open_forwards_only_when_the_upstream_cannot_answer() {
     for fault in [
         Fault::status(503),
         Fault::DropConnection,
-        Fault::status_with_body(200, "[]"),
+        Fault::status_with_body(200, r#"["personal"]"#),
         Fault::status(401),
     ] {
         fake.inject(Endpoint::UpgradePaths, fault).once();

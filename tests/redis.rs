@@ -10,6 +10,7 @@ mod redis_server;
 
 use bytes::Bytes;
 use common::*;
+use futures_util::StreamExt;
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use redis_server::RedisServer;
@@ -148,10 +149,12 @@ async fn a_stale_cache_on_another_replica_only_refuses() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_cancelled_holder_frees_its_site_at_once() {
+async fn a_cancelled_holder_keeps_its_site_until_the_ceiling_then_frees_it() {
+    const CEILING: Duration = Duration::from_millis(500);
     let redis = RedisServer::start();
     let fake = fake().await;
-    let (a, b) = (replica(&fake, locks(&redis)), replica(&fake, locks(&redis)));
+    let a = replica(&fake, locks(&redis)).detached_ceiling(CEILING);
+    let b = replica(&fake, locks(&redis));
     let key = locks(&redis).key(&Site::parse("1001").unwrap());
 
     // An inner service that says when it is called and never answers.
@@ -171,9 +174,17 @@ async fn a_cancelled_holder_frees_its_site_at_once() {
         "held in Redis during the inner call"
     );
 
-    // The client goes away mid inner call.
+    // The client goes away mid inner call: the guard finishes it alone, up to the ceiling.
+    let left = Instant::now();
     holder.abort();
+    assert!(holder.await.unwrap_err().is_cancelled());
+    assert!(exists(&mut connection, &key).await, "still held");
     key_gone(&redis, &key).await;
+    assert!(
+        left.elapsed() >= CEILING,
+        "freed at the ceiling, not before"
+    );
+    a.detached().wait().await;
 
     // The next request, on another replica, proceeds at once.
     let inner = Recorder::default();
@@ -186,6 +197,91 @@ async fn a_cancelled_holder_frees_its_site_at_once() {
         started.elapsed()
     );
     assert_eq!(inner.calls(), 1);
+    key_gone(&redis, &key).await;
+}
+
+/// A handler relaying provisions to the fake, where a provision takes `transit` to land once
+/// sent (it lands whatever becomes of the handler's future), and says when it has sent one.
+fn relay_in_transit(
+    fake: &FakeUpstream,
+    transit: Duration,
+    sent: tokio::sync::mpsc::UnboundedSender<()>,
+) -> impl tower::Service<
+    Request<GuardBody<Full<Bytes>>>,
+    Response = Response<Full<Bytes>>,
+    Error = Infallible,
+    Future = impl Send + use<>,
+> + Clone
++ use<> {
+    let relay = relay::<Full<Bytes>>(fake);
+    service_fn(move |request: Request<GuardBody<Full<Bytes>>>| {
+        let (relay, sent) = (relay.clone(), sent.clone());
+        async move {
+            let _ = sent.send(());
+            let landing = tokio::spawn(async move {
+                tokio::time::sleep(transit).await;
+                relay.oneshot(request).await
+            });
+            landing.await.unwrap()
+        }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_gone_mid_relay_on_one_replica_holds_the_site_for_every_replica() {
+    // The provision takes several leases to land: the lease must be renewed all along.
+    const LEASE: Duration = Duration::from_millis(600);
+    const TRANSIT: Duration = Duration::from_millis(2000);
+    let redis = RedisServer::start();
+    let fake = fake().await;
+    let short_lease = || {
+        RedisLocks::builder(redis.url())
+            .command_timeout(Duration::from_millis(150))
+            .lease(LEASE)
+            .build()
+            .unwrap()
+    };
+    let (a, b) = (replica(&fake, short_lease()), replica(&fake, short_lease()));
+    let key = short_lease().key(&Site::parse("1001").unwrap());
+
+    // On replica A, Realtime Backups is sent, and its client leaves.
+    let (sent, mut handed_over) = tokio::sync::mpsc::unbounded_channel();
+    let first = tokio::spawn(
+        a.layer(relay_in_transit(&fake, TRANSIT, sent))
+            .oneshot(form(
+                "siteurl=1001&plan=jetpack-backup-realtime&local_user=a",
+            )),
+    );
+    handed_over.recv().await.expect("the provision was sent");
+    let left = Instant::now();
+    first.abort();
+    assert!(first.await.unwrap_err().is_cancelled());
+    assert_eq!(a.detached().in_progress(), 1);
+
+    // On replica B, Daily Backups: a downgrade once the first provision lands.
+    let second = tokio::spawn(
+        b.layer(relay::<Full<Bytes>>(&fake))
+            .oneshot(form("siteurl=1001&plan=jetpack-backup-daily&local_user=b")),
+    );
+    // Past two leases, the key is still held: the renewal goes on in the detached task.
+    let mut connection = redis_connection(&redis).await;
+    tokio::time::sleep_until(left + LEASE * 2).await;
+    assert!(
+        exists(&mut connection, &key).await,
+        "renewed while the provision was finished alone"
+    );
+    assert_eq!(fake.stats().provisioned, 0, "still in transit");
+
+    let second = second.await.unwrap().unwrap();
+    assert_eq!(
+        second.status(),
+        StatusCode::CONFLICT,
+        "checked after it landed"
+    );
+    assert!(left.elapsed() >= TRANSIT);
+    a.detached().wait().await;
+    let stats = fake.stats();
+    assert_eq!((stats.provisioned, stats.leaks), (1, 0));
     key_gone(&redis, &key).await;
 }
 
@@ -411,4 +507,220 @@ async fn a_redis_down_at_start_up_is_waited_for_not_fatal() {
             Err(other) => panic!("{other:?}"),
         }
     }
+}
+
+// The partner lifecycle across replicas: a cancel forwarded by one replica, or a site forgotten
+// there, reaches the others' caches.
+
+/// Waits until `count` guards listen on `locks`' forgotten-sites channel.
+async fn listening(redis: &RedisServer, locks: &RedisLocks, count: i64) {
+    let mut connection = redis_connection(redis).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, listeners): (String, i64) = redis::cmd("PUBSUB")
+            .arg("NUMSUB")
+            .arg(locks.forget_channel())
+            .query_async(&mut connection)
+            .await
+            .unwrap();
+        if listeners >= count {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{listeners} of {count} listening"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// A replica's cancel route, relaying to the fake's partner-cancel.
+fn cancel_route(
+    fake: &FakeUpstream,
+    guard: &UpgradeGuardLayer,
+) -> impl tower::Service<
+    Request<Full<Bytes>>,
+    Response = Response<GuardBody<Full<Bytes>>>,
+    Error = Infallible,
+    Future = impl Send,
+> + Clone {
+    let (http, base, token) = (reqwest::Client::new(), fake.url().to_owned(), fake.token());
+    guard
+        .clone()
+        .site(upgrade_guard::Source::path(
+            "/rest/v1.3/jpphp/{site}/partner-cancel",
+            "site",
+        ))
+        .cancels()
+        .layer(service_fn(
+            move |request: Request<GuardBody<Full<Bytes>>>| {
+                let (http, url, token) = (
+                    http.clone(),
+                    format!("{base}{}", request.uri().path()),
+                    token.clone(),
+                );
+                async move {
+                    use http_body_util::BodyExt;
+                    let body = request.into_body().collect().await.unwrap().to_bytes();
+                    let answer = http
+                        .post(url)
+                        .bearer_auth(token)
+                        .header("content-type", "application/x-www-form-urlencoded")
+                        .body(body)
+                        .send()
+                        .await
+                        .unwrap();
+                    let mut response = Response::new(Full::from(answer.bytes().await.unwrap()));
+                    *response.status_mut() = StatusCode::OK;
+                    Ok::<_, Infallible>(response)
+                }
+            },
+        ))
+}
+
+fn cancel_all(site: &str) -> Request<Full<Bytes>> {
+    Request::post(format!("/rest/v1.3/jpphp/{site}/partner-cancel"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(Full::from("cancel-all=true"))
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_on_one_replica_is_forgotten_by_the_others() {
+    const ROUNDS: usize = 20;
+    let redis = RedisServer::start();
+    let fake = fake().await;
+    let a_locks = locks(&redis);
+    let a = replica(&fake, a_locks.clone());
+    let b = replica(&fake, locks(&redis));
+    // A bystander on the channel, to time the announcement itself.
+    let mut bystander = redis::Client::open(redis.url())
+        .unwrap()
+        .get_async_pubsub()
+        .await
+        .unwrap();
+    bystander.subscribe(a_locks.forget_channel()).await.unwrap();
+    listening(&redis, &a_locks, 3).await;
+    let cancel = cancel_route(&fake, &a);
+    let provision = b.layer(relay::<Full<Bytes>>(&fake));
+    let downgrade = "siteurl=1003&plan=jetpack-backup-realtime&local_user=admin";
+
+    let mut windows = Vec::new();
+    for round in 0..ROUNDS {
+        fake.add_site(
+            upgrade_guard::fake::FakeSite::new(1003)
+                .url("https://professional.example.com/")
+                .holding(["professional"]),
+        );
+        // Replica B refuses the downgrade and caches the refusal.
+        for _ in 0..2 {
+            let refused = provision.clone().oneshot(form(downgrade)).await.unwrap();
+            assert_eq!(refused.status(), StatusCode::CONFLICT, "round {round}");
+        }
+        // Replica A forwards a cancel of the site.
+        let cancelled = cancel.clone().oneshot(cancel_all("1003")).await.unwrap();
+        assert_eq!(cancelled.status(), StatusCode::OK);
+        let done = Instant::now();
+        // Announced twice: when the cancel was forwarded, and when it had finished.
+        let mut messages = bystander.on_message();
+        for _ in 0..2 {
+            let message = tokio::time::timeout(Duration::from_secs(5), messages.next())
+                .await
+                .expect("the forget is announced")
+                .unwrap();
+            assert_eq!(message.get_payload::<String>().unwrap(), "1003");
+        }
+        drop(messages);
+        let heard = done.elapsed();
+        // B provisions it as soon as it has heard of the cancel.
+        let mut stale = 0;
+        loop {
+            let status = provision
+                .clone()
+                .oneshot(form(downgrade))
+                .await
+                .unwrap()
+                .status();
+            if status == StatusCode::OK {
+                break;
+            }
+            assert_eq!(status, StatusCode::CONFLICT);
+            stale += 1;
+            assert!(done.elapsed() < Duration::from_secs(5), "B kept refusing");
+        }
+        windows.push((heard, done.elapsed(), stale));
+    }
+    let stale: usize = windows.iter().map(|(_, _, stale)| stale).sum();
+    let stale_rounds = windows.iter().filter(|(_, _, stale)| *stale > 0).count();
+    let mut heard: Vec<_> = windows.iter().map(|w| w.0).collect();
+    let mut b_ok: Vec<_> = windows.iter().map(|w| w.1).collect();
+    heard.sort();
+    b_ok.sort();
+    println!(
+        "cancel answered on A -> its last forget heard on the channel: median {:?}, max {:?}; \
+         -> B's first 200: median {:?}, max {:?}; {stale} stale 409s on B in {stale_rounds} of \
+         {ROUNDS} rounds",
+        heard[ROUNDS / 2],
+        heard[ROUNDS - 1],
+        b_ok[ROUNDS / 2],
+        b_ok[ROUNDS - 1]
+    );
+    assert_eq!(fake.stats().leaks, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forget_on_one_replica_reaches_the_others_and_a_lost_subscription_forgets_all() {
+    let mut redis = RedisServer::start();
+    let fake = fake().await;
+    let a_locks = locks(&redis);
+    let a = replica(&fake, a_locks.clone());
+    let b = replica(&fake, locks(&redis));
+    listening(&redis, &a_locks, 2).await;
+    let provision = b.layer(relay::<Full<Bytes>>(&fake));
+    let site = Site::parse("1003").unwrap();
+    let holding_professional = || {
+        upgrade_guard::fake::FakeSite::new(1003)
+            .url("https://professional.example.com/")
+            .holding(["professional"])
+    };
+    let refused = |plan: &'static str| {
+        let provision = provision.clone();
+        async move {
+            let body = format!("siteurl=1003&plan={plan}&local_user=admin");
+            provision.oneshot(form(&body)).await.unwrap().status()
+        }
+    };
+    let eventually_ok = |plan: &'static str| async move {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while refused(plan).await != StatusCode::OK {
+            assert!(Instant::now() < deadline, "{plan} still refused");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    };
+
+    // A change made elsewhere, told to replica A only.
+    assert_eq!(refused("jetpack-scan").await, StatusCode::CONFLICT);
+    fake.add_site(
+        upgrade_guard::fake::FakeSite::new(1003).url("https://professional.example.com/"),
+    );
+    assert_eq!(
+        refused("jetpack-scan").await,
+        StatusCode::CONFLICT,
+        "cached"
+    );
+    a.forget(&site);
+    eventually_ok("jetpack-scan").await;
+
+    // Redis goes away while B holds a refusal; a forget published meanwhile is lost. Once B
+    // listens again it forgets everything, since it cannot know what it missed.
+    fake.add_site(holding_professional());
+    assert_eq!(refused("premium").await, StatusCode::CONFLICT);
+    redis.stop();
+    fake.add_site(
+        upgrade_guard::fake::FakeSite::new(1003).url("https://professional.example.com/"),
+    );
+    a.forget(&site);
+    redis.restart();
+    eventually_ok("premium").await;
+    assert_eq!(fake.stats().leaks, 0);
 }

@@ -11,8 +11,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Semaphore;
 use tower::{Layer, ServiceExt, service_fn};
+use upgrade_guard::decision::Finished;
 use upgrade_guard::fake::{Endpoint, Fault};
-use upgrade_guard::{GuardBody, LocalLocks, SiteLocks, SitePermit, UpgradeGuardLayer};
+use upgrade_guard::{GuardBody, LocalLocks, Outcome, SiteLocks, SitePermit, UpgradeGuardLayer};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn racing_conflicting_provisions_never_leak() {
@@ -196,10 +197,12 @@ impl Gate {
         Request<GuardBody<Full<Bytes>>>,
         Response = Response<Full<Bytes>>,
         Error = Infallible,
-        Future = impl Send,
-    > + Clone
+        Future = impl Send + use<>,
+    >
+    + Clone
     + Send
-    + 'static {
+    + 'static
+    + use<> {
         let gate = self.clone();
         service_fn(move |_request: Request<GuardBody<Full<Bytes>>>| {
             let gate = gate.clone();
@@ -340,22 +343,23 @@ async fn cancelled_during_the_lookup_the_lookup_still_serves_the_next_request() 
 }
 
 #[tokio::test]
-async fn cancelled_during_the_inner_call() {
+async fn cancelled_during_the_inner_call_the_site_stays_held_until_it_ends() {
     let fake = fake().await;
     let locks = LocalLocks::new();
-    let guard = UpgradeGuardLayer::builder(client(&fake))
-        .site_locks(locks.clone())
-        .build();
+    let finished = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let guard = {
+        let finished = finished.clone();
+        UpgradeGuardLayer::builder(client(&fake))
+            .site_locks(locks.clone())
+            .build()
+            .on_decision(move |report| {
+                if let Outcome::FinishedAlone(how) = report.outcome {
+                    finished.lock().unwrap().push(how);
+                }
+            })
+    };
     let gate = Gate::new();
     let service = guard.layer(gate.service());
-
-    let first = tokio::spawn(
-        service
-            .clone()
-            .oneshot(form("siteurl=1003&plan=personal&x=1")),
-    );
-    // 1003 holds Professional: personal is refused before the inner call. Use a free site.
-    assert_eq!(first.await.unwrap().unwrap().status(), StatusCode::CONFLICT);
 
     let first = tokio::spawn(
         service
@@ -368,22 +372,222 @@ async fn cancelled_during_the_inner_call() {
     assert!(first.await.unwrap_err().is_cancelled());
     assert_eq!(
         locks.sites_in_use(),
-        0,
-        "dropping the response future frees the site"
+        1,
+        "the handler may have sent the provision: the site stays held"
     );
+    assert_eq!(guard.detached().in_progress(), 1);
 
-    // The provision may or may not have happened: the next request looks up afresh.
+    // The next request for the site waits for the handler the client left.
     let lookups = fake.stats().lookups;
     let next = tokio::spawn(
         service
             .clone()
             .oneshot(form("siteurl=1001&plan=jetpack-anti-spam")),
     );
+    let site = upgrade_guard::Site::parse("1001").unwrap();
+    eventually("the next request to queue", || locks.users(&site) == 2).await;
+    assert_eq!(fake.stats().lookups, lookups, "not checked while held");
+    gate.release(1);
     gate.wait_reached().await;
+    assert_eq!(
+        *finished.lock().unwrap(),
+        [Finished::Answered(StatusCode::OK)],
+        "the handler the client left ended first, and was reported"
+    );
+    assert_eq!(guard.detached().in_progress(), 0);
     gate.release(1);
     assert_eq!(next.await.unwrap().unwrap().status(), StatusCode::OK);
     assert_eq!(fake.stats().lookups, lookups + 1);
     assert_eq!(locks.sites_in_use(), 0);
+}
+
+/// An inner future that never ends, and says when it is dropped.
+fn never_ending(
+    reached: Arc<Semaphore>,
+    dropped: Arc<std::sync::atomic::AtomicBool>,
+) -> impl tower::Service<
+    Request<GuardBody<Full<Bytes>>>,
+    Response = Response<Full<Bytes>>,
+    Error = Infallible,
+    Future = impl Send + use<>,
+> + Clone
++ use<> {
+    struct OnDrop(Arc<std::sync::atomic::AtomicBool>);
+    impl Drop for OnDrop {
+        fn drop(&mut self) {
+            self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+    service_fn(move |_request: Request<GuardBody<Full<Bytes>>>| {
+        let (reached, on_drop) = (reached.clone(), OnDrop(dropped.clone()));
+        async move {
+            let _on_drop = on_drop;
+            reached.add_permits(1);
+            std::future::pending::<Result<Response<Full<Bytes>>, Infallible>>().await
+        }
+    })
+}
+
+#[tokio::test]
+async fn an_inner_call_that_never_ends_frees_the_site_after_the_ceiling_with_a_warning() {
+    const CEILING: Duration = Duration::from_millis(200);
+    let (logs, _logging) = capture_logs();
+    let fake = fake().await;
+    let locks = LocalLocks::new();
+    let (report_tx, report_rx) = tokio::sync::oneshot::channel();
+    let report_tx = std::sync::Mutex::new(Some(report_tx));
+    let guard = UpgradeGuardLayer::builder(client(&fake))
+        .site_locks(locks.clone())
+        .build()
+        .detached_ceiling(CEILING)
+        .on_decision(move |report| {
+            if let Outcome::FinishedAlone(how) = report.outcome {
+                let tx = report_tx.lock().unwrap().take();
+                tx.expect("one report").send(how).unwrap();
+            }
+        });
+    let reached = Arc::new(Semaphore::new(0));
+    let dropped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let service = guard.layer(never_ending(reached.clone(), dropped.clone()));
+
+    let first = tokio::spawn(service.oneshot(form("siteurl=1001&plan=jetpack-scan")));
+    reached.acquire().await.unwrap().forget();
+    // Before the abort, so no later than the drop that starts the ceiling.
+    let left = tokio::time::Instant::now();
+    first.abort();
+    assert!(first.await.unwrap_err().is_cancelled());
+    assert_eq!(locks.sites_in_use(), 1, "held while the ceiling runs");
+
+    let finished = tokio::time::timeout(Duration::from_secs(10), report_rx)
+        .await
+        .expect("the ceiling ends the wait")
+        .unwrap();
+    assert_eq!(finished, Finished::CeilingPassed);
+    assert!(left.elapsed() >= CEILING, "not before the ceiling");
+    assert_eq!(locks.sites_in_use(), 0, "freed at the ceiling");
+    assert!(
+        dropped.load(std::sync::atomic::Ordering::SeqCst),
+        "the never-ending work was cancelled before the site was freed"
+    );
+    guard.detached().wait().await;
+    let logs = logs.text();
+    let warning = logs
+        .lines()
+        .find(|line| line.contains("did not finish within the ceiling"))
+        .unwrap_or_else(|| panic!("no warning in:\n{logs}"));
+    assert!(
+        warning.contains("WARN")
+            && warning.contains("site=\"1001\"")
+            && warning.contains("ceiling_ms=200"),
+        "{warning}"
+    );
+}
+
+#[tokio::test]
+async fn an_inner_call_that_panics_frees_the_site() {
+    let fake = fake().await;
+    let locks = LocalLocks::new();
+    let guard = UpgradeGuardLayer::builder(client(&fake))
+        .site_locks(locks.clone())
+        .build();
+    let service = guard.layer(service_fn(
+        |_request: Request<GuardBody<Full<Bytes>>>| async move {
+            if true {
+                panic!("the handler panics");
+            }
+            Ok::<_, Infallible>(Response::new(Full::<Bytes>::from("never")))
+        },
+    ));
+
+    let first = tokio::spawn(service.oneshot(form("siteurl=1001&plan=jetpack-scan")));
+    assert!(first.await.unwrap_err().is_panic());
+    assert_eq!(guard.detached().in_progress(), 0, "nothing left to finish");
+    assert_eq!(locks.sites_in_use(), 0);
+}
+
+#[tokio::test]
+async fn waiting_for_detached_work_ends_when_the_last_one_does() {
+    let fake = fake().await;
+    let guard = UpgradeGuardLayer::new(client(&fake));
+    let detached = guard.detached();
+    // Nothing detached: the wait ends at once.
+    detached.wait().await;
+
+    let gate = Gate::new();
+    let service = guard.layer(gate.service());
+    let mut clients = Vec::new();
+    for site in ["1001", "1002"] {
+        let body = format!("siteurl={site}&plan=jetpack-scan");
+        clients.push(tokio::spawn(service.clone().oneshot(form(&body))));
+        gate.wait_reached().await;
+    }
+    for client in clients {
+        client.abort();
+        assert!(client.await.unwrap_err().is_cancelled());
+    }
+    assert_eq!(detached.in_progress(), 2);
+    let mut wait = std::pin::pin!(detached.wait());
+    assert!(futures_util::FutureExt::now_or_never(wait.as_mut()).is_none());
+    gate.release(1);
+    eventually("one to end", || detached.in_progress() == 1).await;
+    assert!(futures_util::FutureExt::now_or_never(wait.as_mut()).is_none());
+    gate.release(1);
+    tokio::time::timeout(Duration::from_secs(10), wait)
+        .await
+        .expect("the wait ends with the last detached request");
+    assert_eq!(detached.in_progress(), 0);
+}
+
+/// The README's layer order: a timeout outside the guard drops the guard's future, and the guard
+/// finishes the handler alone.
+#[tokio::test]
+async fn a_timeout_outside_the_guard_keeps_the_site_until_the_handler_ends() {
+    let fake = fake().await;
+    let locks = LocalLocks::new();
+    let guard = UpgradeGuardLayer::builder(client(&fake))
+        .site_locks(locks.clone())
+        .build();
+    let gate = Gate::new();
+    let service = tower::ServiceBuilder::new()
+        .timeout(Duration::from_millis(50))
+        .layer(guard.clone())
+        .service(gate.service());
+
+    let answer = service
+        .oneshot(form("siteurl=1001&plan=jetpack-scan"))
+        .await;
+    assert!(answer.unwrap_err().is::<tower::timeout::error::Elapsed>());
+    gate.wait_reached().await;
+    assert_eq!(locks.sites_in_use(), 1, "held past the timeout");
+    assert_eq!(guard.detached().in_progress(), 1);
+    gate.release(1);
+    guard.detached().wait().await;
+    assert_eq!(locks.sites_in_use(), 0);
+}
+
+/// What the guard cannot hold: a timeout inside it drops the handler's future and answers the
+/// guard with an error, so the guard sees the work as over and frees the site, while whatever the
+/// dropped handler had sent may still land. The README says to put timeouts outside.
+#[tokio::test]
+async fn a_timeout_inside_the_guard_ends_the_hold_with_the_handler() {
+    let fake = fake().await;
+    let locks = LocalLocks::new();
+    let guard = UpgradeGuardLayer::builder(client(&fake))
+        .site_locks(locks.clone())
+        .build();
+    let gate = Gate::new();
+    let service = guard.layer(tower::timeout::Timeout::new(
+        gate.service(),
+        Duration::from_millis(50),
+    ));
+
+    let answer = service
+        .oneshot(form("siteurl=1001&plan=jetpack-scan"))
+        .await;
+    assert!(answer.unwrap_err().is::<tower::timeout::error::Elapsed>());
+    gate.wait_reached().await;
+    assert_eq!(locks.sites_in_use(), 0, "the site went with the handler");
+    assert_eq!(guard.detached().in_progress(), 0);
 }
 
 #[tokio::test]

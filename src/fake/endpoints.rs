@@ -4,7 +4,7 @@ use super::catalogue::{self, Product};
 use super::faults::{Endpoint, Fault, Faults};
 use super::faulty_body::{self, AnswerBody};
 use super::stats::Counters;
-use super::store::{ProvisionError, Store};
+use super::store::{Cancel, CancelError, ProvisionError, Store};
 use crate::request::fields::{BodyFormat, Fields, Value};
 use crate::site::Site;
 use bytes::{Bytes, BytesMut};
@@ -36,6 +36,8 @@ pub(crate) struct Shared {
     pub(crate) token: Mutex<String>,
     pub(crate) client_id: String,
     pub(crate) client_secret: String,
+    /// Whether a site offered nothing is answered `[]` (PHP's empty array) rather than `{}`.
+    pub(crate) empty_paths_as_array: bool,
 }
 
 impl Shared {
@@ -62,20 +64,36 @@ pub(crate) struct DroppedConnection;
 enum Route<'a> {
     UpgradePaths(&'a str),
     Provision,
+    Cancel(&'a str),
+    Status(&'a str),
     Token,
     NotFound,
 }
 
 impl<'a> Route<'a> {
     fn of(path: &'a str) -> Self {
+        // `{site}` of `/rest/v1.x/jpphp/{site}/<endpoint>`: one path segment.
+        let site = |version: &str, endpoint: &str| {
+            path.strip_prefix(version)
+                .and_then(|rest| rest.strip_prefix("/jpphp/"))
+                .and_then(|rest| rest.strip_suffix(endpoint))
+                .and_then(|rest| rest.strip_suffix('/'))
+                .filter(|site| !site.contains('/'))
+        };
         match path {
             "/rest/v1.3/jpphp/provision" => Route::Provision,
             "/oauth2/token" => Route::Token,
-            _ => path
-                .strip_prefix("/rest/v1.3/jpphp/")
-                .and_then(|rest| rest.strip_suffix("/upgrade-paths"))
-                .filter(|site| !site.contains('/'))
-                .map_or(Route::NotFound, Route::UpgradePaths),
+            _ => {
+                if let Some(site) = site("/rest/v1.3", "upgrade-paths") {
+                    Route::UpgradePaths(site)
+                } else if let Some(site) = site("/rest/v1.3", "partner-cancel") {
+                    Route::Cancel(site)
+                } else if let Some(site) = site("/rest/v1.4", "status") {
+                    Route::Status(site)
+                } else {
+                    Route::NotFound
+                }
+            }
         }
     }
 
@@ -83,6 +101,8 @@ impl<'a> Route<'a> {
         match self {
             Route::UpgradePaths(_) => Some(Endpoint::UpgradePaths),
             Route::Provision => Some(Endpoint::Provision),
+            Route::Cancel(_) => Some(Endpoint::Cancel),
+            Route::Status(_) => Some(Endpoint::Status),
             Route::Token => Some(Endpoint::Token),
             Route::NotFound => None,
         }
@@ -100,6 +120,8 @@ pub(crate) async fn handle(
     match route {
         Route::UpgradePaths(_) => Counters::bump(&counters.lookups),
         Route::Provision => Counters::bump(&counters.provisions),
+        Route::Cancel(_) => Counters::bump(&counters.cancels),
+        Route::Status(_) => Counters::bump(&counters.status_requests),
         Route::Token => Counters::bump(&counters.token_requests),
         Route::NotFound => {}
     }
@@ -137,6 +159,8 @@ pub(crate) async fn handle(
     let answer = match route {
         Route::UpgradePaths(site) => upgrade_paths(&shared, &req, site),
         Route::Provision => provision(&shared, req).await,
+        Route::Cancel(site) => cancel(&shared, req, site).await,
+        Route::Status(site) => status(&shared, &req, site),
         Route::Token => token(&shared, req).await,
         Route::NotFound => Err(Refusal::new(
             StatusCode::NOT_FOUND,
@@ -161,8 +185,99 @@ fn upgrade_paths(
     let held = Site::parse(site)
         .ok()
         .and_then(|site| shared.store.held(&site))
-        .ok_or_else(|| Refusal::new(StatusCode::FORBIDDEN, "invalid_blog", "unknown blog"))?;
-    Ok(json(StatusCode::OK, &catalogue::offered(held)))
+        .ok_or_else(invalid_blog)?;
+    let offered = catalogue::offered(held);
+    if offered.is_empty() && shared.empty_paths_as_array {
+        // What PHP's json_encode makes of an empty array.
+        return Ok(with_status(StatusCode::OK, Full::from("[]")));
+    }
+    Ok(json(StatusCode::OK, &offered))
+}
+
+fn invalid_blog() -> Refusal {
+    Refusal::new(StatusCode::FORBIDDEN, "invalid_blog", "unknown blog")
+}
+
+#[derive(Serialize)]
+struct Cancelled {
+    success: bool,
+}
+
+/// `partner-cancel`: `plan` (a product; the site's plan when absent) or `cancel-all=true`.
+async fn cancel(shared: &Shared, req: Request<Incoming>, site: &str) -> Result<Response, Refusal> {
+    expect_method(&req, Method::POST)?;
+    authorize(shared, &req)?;
+    let site = Site::parse(site).map_err(|_| invalid_blog())?;
+    let fields = read_fields(req).await?;
+    let all = last_text(&fields, "cancel-all");
+    let plan = last_text(&fields, "plan");
+    let cancel = match (all.as_deref(), plan) {
+        (Some("true" | "1"), None) => Cancel::All,
+        (Some(_), _) => {
+            let message = "send either plan or cancel-all=true";
+            return Err(Refusal::bad_request("invalid_input", message));
+        }
+        (None, None) => Cancel::Plan,
+        (None, Some(plan)) => Cancel::Product(Product::find(&plan).ok_or_else(|| {
+            Refusal::bad_request("not_jps_plan", "plan is not a Jetpack product")
+        })?),
+    };
+    let success = match shared.store.cancel(&site, cancel) {
+        Ok(()) => {
+            Counters::bump(&shared.counters.cancelled);
+            true
+        }
+        Err(CancelError::NotHeld) => false,
+        Err(CancelError::UnknownSite) => return Err(invalid_blog()),
+    };
+    Ok(json(StatusCode::OK, &Cancelled { success }))
+}
+
+#[derive(Serialize)]
+struct Status {
+    blog: BlogStatus,
+    products: Vec<ProductStatus>,
+}
+
+#[derive(Serialize)]
+struct BlogStatus {
+    is_connected: bool,
+    has_backups_credentials: bool,
+}
+
+#[derive(Serialize)]
+struct ProductStatus {
+    slug: &'static str,
+    is_provisioned_by_partner: bool,
+    is_provisioned_by_calling_partner: bool,
+    is_pending: bool,
+}
+
+/// v1.4 `status`: whether the site is connected and what it holds (all of it provisioned by the
+/// one partner the fake knows).
+fn status(shared: &Shared, req: &Request<Incoming>, site: &str) -> Result<Response, Refusal> {
+    expect_method(req, Method::GET)?;
+    authorize(shared, req)?;
+    let (connected, held) = Site::parse(site)
+        .ok()
+        .and_then(|site| shared.store.status(&site))
+        .ok_or_else(invalid_blog)?;
+    let answer = Status {
+        blog: BlogStatus {
+            is_connected: connected,
+            has_backups_credentials: false,
+        },
+        products: held
+            .into_iter()
+            .map(|slug| ProductStatus {
+                slug,
+                is_provisioned_by_partner: true,
+                is_provisioned_by_calling_partner: true,
+                is_pending: false,
+            })
+            .collect(),
+    };
+    Ok(json(StatusCode::OK, &answer))
 }
 
 #[derive(Serialize)]
@@ -181,9 +296,14 @@ async fn provision(shared: &Shared, req: Request<Incoming>) -> Result<Response, 
         .ok_or_else(|| {
             Refusal::bad_request("invalid_siteurl", "siteurl must be a site URL or a blog ID")
         })?;
-    let product = last_text(&fields, "plan")
-        .and_then(|plan| Product::find(&plan))
-        .ok_or_else(|| Refusal::bad_request("invalid_plan", "plan is not a known product"))?;
+    // No plan, or `free`: the site is registered or connected and no product changes.
+    let product =
+        match last_text(&fields, "plan").as_deref() {
+            None | Some("free") => None,
+            Some(plan) => Some(Product::find(plan).ok_or_else(|| {
+                Refusal::bad_request("invalid_plan", "plan is not a known product")
+            })?),
+        };
     if last_text(&fields, "local_user").is_none() {
         return Err(Refusal::bad_request(
             "missing_local_user",
@@ -191,18 +311,25 @@ async fn provision(shared: &Shared, req: Request<Incoming>) -> Result<Response, 
         ));
     }
     match shared.store.provision(&site, product) {
-        Ok(()) => {
-            Counters::bump(&shared.counters.provisioned);
+        Ok(done) => {
+            if done.registered {
+                Counters::bump(&shared.counters.registered);
+            }
+            match product {
+                Some(_) => Counters::bump(&shared.counters.provisioned),
+                None => Counters::bump(&shared.counters.connected),
+            }
+            let home = done
+                .blog_id
+                .map_or_else(|| site.to_string(), |id| id.to_string());
             let answer = Provisioned {
                 success: true,
                 auth_required: false,
-                next_url: format!("https://wordpress.com/home/{site}"),
+                next_url: format!("https://wordpress.com/home/{home}"),
             };
             Ok(json(StatusCode::OK, &answer))
         }
-        Err(ProvisionError::UnknownSite) => {
-            Err(Refusal::bad_request("invalid_siteurl", "unknown site"))
-        }
+        Err(ProvisionError::UnknownBlogId) => Err(invalid_blog()),
         Err(ProvisionError::NotOffered) => {
             Counters::bump(&shared.counters.leaks);
             let message = "the site already has everything this plan gives";
@@ -437,6 +564,18 @@ mod tests {
         ));
         assert!(matches!(Route::of("/oauth2/token"), Route::Token));
         assert!(matches!(Route::of("/oauth2/token/"), Route::NotFound));
+        assert!(matches!(
+            Route::of("/rest/v1.3/jpphp/example.com::blog/partner-cancel"),
+            Route::Cancel("example.com::blog")
+        ));
+        assert!(matches!(
+            Route::of("/rest/v1.4/jpphp/1002/status"),
+            Route::Status("1002")
+        ));
+        assert!(matches!(
+            Route::of("/rest/v1.3/jpphp/1002/status"),
+            Route::NotFound
+        ));
     }
 
     #[test]

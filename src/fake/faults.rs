@@ -16,6 +16,10 @@ pub enum Endpoint {
     Provision,
     /// `POST /oauth2/token`.
     Token,
+    /// `POST /rest/v1.3/jpphp/{site}/partner-cancel`.
+    Cancel,
+    /// `GET /rest/v1.4/jpphp/{site}/status`.
+    Status,
     /// Every request, including those to unknown paths.
     Any,
 }

@@ -10,8 +10,10 @@
 //!
 //! | endpoint | answers |
 //! |---|---|
-//! | `GET /rest/v1.3/jpphp/{site}/upgrade-paths` | family -> offered product slugs, by the [`catalogue`] rule; 403 `invalid_blog` for an unknown site |
-//! | `POST /rest/v1.3/jpphp/provision` | `siteurl`, `plan`, `local_user` as a urlencoded, multipart or JSON form; 400 `plan_downgrade_disallowed` for a product not offered (counted as a [leak](FakeStats::leaks)) |
+//! | `GET /rest/v1.3/jpphp/{site}/upgrade-paths` | family -> offered product slugs, by the [`catalogue`] rule (`{}`, or `[]` with [`empty_paths_as_php_array`](FakeUpstreamBuilder::empty_paths_as_php_array), when nothing is offered); 403 `invalid_blog` for an unknown site |
+//! | `POST /rest/v1.3/jpphp/provision` | `siteurl`, `plan`, `local_user` as a urlencoded, multipart or JSON form. A site named by URL that the fake does not know is registered (a new blog ID, holding nothing); an unknown blog ID is 403 `invalid_blog`. No `plan`, or `free`, connects the site and changes no product. A product not offered is 400 `plan_downgrade_disallowed`, counted as a [leak](FakeStats::leaks) |
+//! | `POST /rest/v1.3/jpphp/{site}/partner-cancel` | `plan` (the site's plan when absent) or `cancel-all=true` takes products off the site, so its upgrade paths grow again: `{"success":true}`, or `false` when it held nothing to cancel; 400 `not_jps_plan` for an unknown product, 400 `invalid_input` for a `cancel-all` other than `true` or beside a `plan`, 403 `invalid_blog` for an unknown site |
+//! | `GET /rest/v1.4/jpphp/{site}/status` | `{"blog":{"is_connected":..,"has_backups_credentials":false},"products":[{"slug":..,..}]}`; 403 `invalid_blog` for an unknown site |
 //! | `POST /oauth2/token` | the token for `grant_type=client_credentials` with the right client credentials and `scope=jetpack-partner` |
 //!
 //! The partner endpoints answer 401 `invalid_token` without the right bearer token, bodies over

@@ -24,6 +24,7 @@ pub struct FakeUpstreamBuilder {
     client_id: String,
     client_secret: String,
     sites: Vec<FakeSite>,
+    empty_paths_as_array: bool,
 }
 
 impl Default for FakeUpstreamBuilder {
@@ -33,6 +34,7 @@ impl Default for FakeUpstreamBuilder {
             client_id: "fake-client-id".into(),
             client_secret: "fake-client-secret".into(),
             sites: Vec::new(),
+            empty_paths_as_array: false,
         }
     }
 }
@@ -94,6 +96,14 @@ impl FakeUpstreamBuilder {
             )
     }
 
+    /// Answers a site that is offered nothing with `[]`, PHP's empty array, as WordPress.com may,
+    /// instead of `{}`.
+    #[must_use]
+    pub fn empty_paths_as_php_array(mut self) -> Self {
+        self.empty_paths_as_array = true;
+        self
+    }
+
     /// Binds `127.0.0.1` on a free port and starts serving on the current tokio runtime.
     pub async fn start(self) -> io::Result<FakeUpstream> {
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
@@ -109,6 +119,7 @@ impl FakeUpstreamBuilder {
             token: Mutex::new(self.token.clone()),
             client_id: self.client_id,
             client_secret: self.client_secret,
+            empty_paths_as_array: self.empty_paths_as_array,
         });
         let task = tokio::spawn(accept_loop(listener, shared.clone()));
         Ok(FakeUpstream {

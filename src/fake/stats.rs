@@ -20,7 +20,18 @@ pub struct FakeStats {
     /// Provisions that succeeded.
     pub provisioned: u64,
     /// Provisions answered `plan_downgrade_disallowed`: downgrades that got past the guard.
+    /// Only provisions that reach the fake count: a downgrade the guard stopped is not a leak.
     pub leaks: u64,
+    /// Provisions without a product (no `plan`, or `free`) that connected a site.
+    pub connected: u64,
+    /// Sites registered by their first provision (by URL).
+    pub registered: u64,
+    /// Requests to `/rest/v1.3/jpphp/{site}/partner-cancel`.
+    pub cancels: u64,
+    /// Cancellations that took a product off a site (`cancel-all` always counts).
+    pub cancelled: u64,
+    /// Requests to `/rest/v1.4/jpphp/{site}/status`.
+    pub status_requests: u64,
     /// Requests to `/oauth2/token`.
     pub token_requests: u64,
     /// Requests answered (or dropped, or delayed) by an injected fault.
@@ -36,6 +47,11 @@ pub(crate) struct Counters {
     pub(crate) provisions: AtomicU64,
     pub(crate) provisioned: AtomicU64,
     pub(crate) leaks: AtomicU64,
+    pub(crate) connected: AtomicU64,
+    pub(crate) registered: AtomicU64,
+    pub(crate) cancels: AtomicU64,
+    pub(crate) cancelled: AtomicU64,
+    pub(crate) status_requests: AtomicU64,
     pub(crate) token_requests: AtomicU64,
     pub(crate) faults: AtomicU64,
 }
@@ -54,6 +70,11 @@ impl Counters {
             provisions: get(&self.provisions),
             provisioned: get(&self.provisioned),
             leaks: get(&self.leaks),
+            connected: get(&self.connected),
+            registered: get(&self.registered),
+            cancels: get(&self.cancels),
+            cancelled: get(&self.cancelled),
+            status_requests: get(&self.status_requests),
             token_requests: get(&self.token_requests),
             faults: get(&self.faults),
         }
@@ -67,6 +88,11 @@ impl Counters {
             &self.provisions,
             &self.provisioned,
             &self.leaks,
+            &self.connected,
+            &self.registered,
+            &self.cancels,
+            &self.cancelled,
+            &self.status_requests,
             &self.token_requests,
             &self.faults,
         ] {

@@ -1,6 +1,9 @@
 //! The sites the fake knows and the products each holds.
 
 use super::catalogue::{PRODUCTS, Product};
+
+/// The family of plans, which a cancellation without `plan` cancels.
+const PLANS: &str = "jetpack-plans";
 use crate::site::{Site, SiteKind};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
@@ -18,6 +21,7 @@ pub struct FakeSite {
     blog_id: Option<u64>,
     url: Option<(String, Site)>,
     held: Vec<&'static str>,
+    connected: bool,
 }
 
 impl FakeSite {
@@ -27,6 +31,7 @@ impl FakeSite {
             blog_id: None,
             url: None,
             held: Vec::new(),
+            connected: true,
         }
         .blog_id(blog_id)
     }
@@ -41,6 +46,7 @@ impl FakeSite {
             blog_id: None,
             url: None,
             held: Vec::new(),
+            connected: true,
         }
         .url(url)
     }
@@ -89,6 +95,15 @@ impl FakeSite {
         self
     }
 
+    /// Marks the site as registered but no longer connected (its `status` says
+    /// `"is_connected":false`), as a site in need of a repair is; any provision, with or without
+    /// a plan, connects it again.
+    #[must_use]
+    pub fn disconnected(mut self) -> Self {
+        self.connected = false;
+        self
+    }
+
     fn is(&self, site: &Site) -> bool {
         match site.kind() {
             SiteKind::BlogId => self
@@ -109,6 +124,7 @@ impl FakeSite {
             url: self.url.as_ref().map(|(given, _)| given.clone()),
             site_id: self.url.as_ref().map(|(_, site)| site.clone()),
             held: self.held.iter().map(|&s| s.to_owned()).collect(),
+            connected: self.connected,
         }
     }
 }
@@ -133,13 +149,44 @@ pub struct SiteSnapshot {
     pub site_id: Option<Site>,
     /// The products held, in catalogue order.
     pub held: Vec<String>,
+    /// Whether the site is connected (`status`'s `is_connected`).
+    pub connected: bool,
 }
 
 /// Why a provision was refused by the store.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum ProvisionError {
-    UnknownSite,
+    /// A blog ID the fake does not know: a blog ID exists only once a site is registered.
+    UnknownBlogId,
     NotOffered,
+}
+
+/// What a provision did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Provisioned {
+    /// The site's blog ID (a new one when the provision registered the site).
+    pub(crate) blog_id: Option<u64>,
+    /// Whether the site was unknown and the provision registered it.
+    pub(crate) registered: bool,
+}
+
+/// What a cancellation removes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Cancel {
+    /// This product.
+    Product(&'static Product),
+    /// The site's plan (`jetpack-plans` family), when `plan` is not given.
+    Plan,
+    /// Everything (`cancel-all`).
+    All,
+}
+
+/// Why a cancellation was refused by the store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum CancelError {
+    UnknownSite,
+    /// Nothing held matched: the answer is `{"success":false}`.
+    NotHeld,
 }
 
 /// The fake's sites, behind one lock so that check-then-provision is atomic.
@@ -167,23 +214,71 @@ impl Store {
         self.lock().iter().map(FakeSite::snapshot).collect()
     }
 
-    /// Provisions `product` on `site` if it is offered; the products it supersedes are dropped.
+    /// The site's connection state and held products; `None` for a site the fake does not know.
+    pub(crate) fn status(&self, site: &Site) -> Option<(bool, Vec<&'static str>)> {
+        self.lock()
+            .iter()
+            .find(|s| s.is(site))
+            .map(|s| (s.connected, s.held.clone()))
+    }
+
+    /// Provisions `product` on `site` if it is offered (the products it supersedes are
+    /// dropped), or with no product only connects it. A site named by URL that the fake does
+    /// not know is registered first, with a new blog ID and nothing held, as WordPress.com's
+    /// provision does.
     pub(crate) fn provision(
         &self,
         site: &Site,
-        product: &'static Product,
-    ) -> Result<(), ProvisionError> {
+        product: Option<&'static Product>,
+    ) -> Result<Provisioned, ProvisionError> {
+        let mut sites = self.lock();
+        let registered = !sites.iter().any(|s| s.is(site));
+        if registered {
+            if site.kind() != SiteKind::Url {
+                return Err(ProvisionError::UnknownBlogId);
+            }
+            let blog_id = sites.iter().filter_map(|s| s.blog_id).max().unwrap_or(0) + 1;
+            let url = format!("https://{}/", site.as_str().replace("::", "/"));
+            sites.push(FakeSite::new(blog_id).url(&url));
+        }
+        let found = sites
+            .iter_mut()
+            .find(|s| s.is(site))
+            .expect("the site is known or was just registered");
+        if let Some(product) = product {
+            if !product.is_offered(&found.held) {
+                return Err(ProvisionError::NotOffered);
+            }
+            found
+                .held
+                .retain(|slug| Product::find(slug).is_none_or(|held| !product.supersedes(held)));
+            hold(&mut found.held, product);
+        }
+        found.connected = true;
+        Ok(Provisioned {
+            blog_id: found.blog_id,
+            registered,
+        })
+    }
+
+    /// Takes products off `site`: what a partner's cancellation does.
+    pub(crate) fn cancel(&self, site: &Site, cancel: Cancel) -> Result<(), CancelError> {
         let mut sites = self.lock();
         let site = sites
             .iter_mut()
             .find(|s| s.is(site))
-            .ok_or(ProvisionError::UnknownSite)?;
-        if !product.is_offered(&site.held) {
-            return Err(ProvisionError::NotOffered);
+            .ok_or(CancelError::UnknownSite)?;
+        let before = site.held.len();
+        match cancel {
+            Cancel::All => site.held.clear(),
+            Cancel::Product(product) => site.held.retain(|slug| *slug != product.slug),
+            Cancel::Plan => site
+                .held
+                .retain(|slug| Product::find(slug).is_none_or(|p| p.family != PLANS)),
         }
-        site.held
-            .retain(|slug| Product::find(slug).is_none_or(|held| !product.supersedes(held)));
-        hold(&mut site.held, product);
+        if site.held.len() == before && cancel != Cancel::All {
+            return Err(CancelError::NotHeld);
+        }
         Ok(())
     }
 
@@ -231,17 +326,58 @@ mod tests {
         store.add(FakeSite::new(1).holding(["jetpack-scan", "jetpack-backup-realtime"]));
         let product = |slug| Product::find(slug).unwrap();
         assert_eq!(
-            store.provision(&site("1"), product("premium")),
+            store.provision(&site("1"), Some(product("premium"))),
             Err(ProvisionError::NotOffered)
         );
         assert_eq!(
-            store.provision(&site("2"), product("premium")),
-            Err(ProvisionError::UnknownSite)
+            store.provision(&site("2"), Some(product("premium"))),
+            Err(ProvisionError::UnknownBlogId)
         );
         store
-            .provision(&site("1"), product("professional"))
+            .provision(&site("1"), Some(product("professional")))
             .unwrap();
         assert_eq!(store.held(&site("1")), Some(vec!["professional"]));
+    }
+
+    #[test]
+    fn a_first_provision_by_url_registers_the_site() {
+        let store = Store::default();
+        store.add(FakeSite::new(41));
+        let scan = Product::find("jetpack-scan").unwrap();
+        let done = store.provision(&site("https://new.example/"), Some(scan));
+        assert_eq!(
+            done,
+            Ok(Provisioned {
+                blog_id: Some(42),
+                registered: true
+            })
+        );
+        assert_eq!(store.held(&site("42")), Some(vec!["jetpack-scan"]));
+        assert_eq!(store.held(&site("new.example")), Some(vec!["jetpack-scan"]));
+        // Without a product it connects and changes nothing.
+        let done = store.provision(&site("new.example"), None).unwrap();
+        assert!(!done.registered);
+        assert_eq!(store.held(&site("42")), Some(vec!["jetpack-scan"]));
+    }
+
+    #[test]
+    fn cancellations_give_products_back() {
+        let store = Store::default();
+        store.add(FakeSite::new(1).holding(["jetpack-scan", "professional"]));
+        let scan = Product::find("jetpack-scan").unwrap();
+        store.cancel(&site("1"), Cancel::Plan).unwrap();
+        assert_eq!(store.held(&site("1")), Some(vec!["jetpack-scan"]));
+        assert_eq!(
+            store.cancel(&site("1"), Cancel::Plan),
+            Err(CancelError::NotHeld)
+        );
+        store.cancel(&site("1"), Cancel::Product(scan)).unwrap();
+        assert_eq!(store.held(&site("1")), Some(vec![]));
+        store.cancel(&site("1"), Cancel::All).unwrap();
+        assert_eq!(
+            store.cancel(&site("2"), Cancel::All),
+            Err(CancelError::UnknownSite)
+        );
     }
 
     #[test]

@@ -1,4 +1,4 @@
-use super::{Config, Shared, UpgradeGuardLayer};
+use super::{Config, Shared, UnknownSites, UpgradeGuardLayer};
 use crate::UpgradePathsClient;
 use crate::cache::{DEFAULT_CACHE_CAPACITY, DEFAULT_CACHE_TTL, Lookups};
 use crate::decision::Mode;
@@ -68,13 +68,16 @@ impl UpgradeGuardBuilder {
     /// from; configure those per route on clones of it.
     pub fn build(self) -> UpgradeGuardLayer {
         let stats = GuardStats::default();
+        let lookups = Lookups::new(
+            self.client,
+            self.cache_ttl,
+            self.cache_capacity,
+            stats.clone(),
+        );
+        // Sites other processes forget (a cancel forwarded there) are forgotten here too.
+        self.locks.listen_for_forgets(lookups.forget_listener());
         let shared = Shared {
-            lookups: Lookups::new(
-                self.client,
-                self.cache_ttl,
-                self.cache_capacity,
-                stats.clone(),
-            ),
+            lookups,
             locks: self.locks,
             stats,
         };
@@ -84,6 +87,10 @@ impl UpgradeGuardBuilder {
             lock_wait: DEFAULT_LOCK_WAIT,
             mode: Mode::default(),
             on_decision: None,
+            require_product: false,
+            unknown_sites: UnknownSites::default(),
+            cancels: false,
+            after_drop: Default::default(),
         })
     }
 }

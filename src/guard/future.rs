@@ -1,14 +1,16 @@
-use super::Forward;
+use super::detached::{self, Forwarded, PollStatus};
+use super::{Config, Forward, SiteHold};
 use crate::body::GuardBody;
-use crate::decision::BYPASS_HEADER;
-use crate::lock::SitePermit;
+use crate::decision::{BYPASS_HEADER, Bypass, Checked};
 use crate::rejection::Rejection;
 use http::HeaderValue;
 use http::{Request, Response};
 use pin_project_lite::pin_project;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
+use std::time::Instant;
 use tower_service::Service;
 
 /// The check of one request: read it, look its site up, decide.
@@ -18,46 +20,76 @@ pin_project! {
     /// Response future of [`UpgradeGuard`](super::UpgradeGuard).
     ///
     /// First the check (which does I/O and is boxed), then, only when allowed, the inner
-    /// service's own future, polled in place while the site's lock is held. Dropping the future
-    /// at any point releases whatever it held.
+    /// service's own future, polled while the site's lock is held.
+    ///
+    /// Dropped during the check, it releases whatever it held. Dropped once the request was
+    /// forwarded (the client went away, a timeout outside the guard fired), it hands the inner
+    /// service's future and the site's lock to a Tokio task that drives the future to its end,
+    /// bounded by the route's
+    /// [`detached_ceiling`](super::UpgradeGuardLayer::detached_ceiling), and only then frees the
+    /// site: a provision the handler already sent may still land, and no other check of the site
+    /// may pass before it has. That is why the inner service's future must be `Send + 'static`.
+    // One bound per line: pin-project-lite takes a single bound per predicate.
     pub struct ResponseFuture<S, B>
     where
         S: Service<Request<GuardBody<B>>>,
+        S::Future: Send,
+        S::Future: 'static,
     {
-        #[pin]
         state: State<S, B>,
+    }
+
+    impl<S, B> PinnedDrop for ResponseFuture<S, B>
+    where
+        S: Service<Request<GuardBody<B>>>,
+        S::Future: Send,
+        S::Future: 'static,
+    {
+        fn drop(this: Pin<&mut Self>) {
+            let state = std::mem::replace(this.project().state, State::Done);
+            // While unwinding from a panic of the inner future there is nothing left to finish.
+            if let State::Forwarding { future, permit, poll_status, config, forwarded, .. } = state
+                && !std::thread::panicking()
+            {
+                detached::finish_alone(config, future, poll_status, permit, forwarded);
+            }
+        }
     }
 }
 
-pin_project! {
-    #[project = StateProj]
-    enum State<S, B>
-    where
-        S: Service<Request<GuardBody<B>>>,
-    {
-        Checking {
-            check: Check<B>,
-            inner: Option<S>,
-        },
-        Forwarding {
-            #[pin]
-            future: S::Future,
-            permit: Option<SitePermit>,
-            bypass: Option<HeaderValue>,
-        },
-        Done,
-    }
+/// The inner future is boxed so that it can move to a task of its own if the response future is
+/// dropped: a pinned future cannot move out of its place otherwise.
+enum State<S, B>
+where
+    S: Service<Request<GuardBody<B>>>,
+{
+    Checking {
+        check: Check<B>,
+        inner: Option<S>,
+        config: Arc<Config>,
+    },
+    Forwarding {
+        future: Pin<Box<S::Future>>,
+        permit: Option<SiteHold>,
+        bypass: Option<HeaderValue>,
+        poll_status: PollStatus<S::Future>,
+        config: Arc<Config>,
+        forwarded: Forwarded,
+    },
+    Done,
 }
 
 impl<S, B> ResponseFuture<S, B>
 where
     S: Service<Request<GuardBody<B>>>,
+    S::Future: Send + 'static,
 {
-    pub(super) fn new(check: Check<B>, inner: S) -> Self {
+    pub(super) fn new(check: Check<B>, inner: S, config: Arc<Config>) -> Self {
         Self {
             state: State::Checking {
                 check,
                 inner: Some(inner),
+                config,
             },
         }
     }
@@ -66,32 +98,44 @@ where
 impl<S, B, ResBody> Future for ResponseFuture<S, B>
 where
     S: Service<Request<GuardBody<B>>, Response = Response<ResBody>>,
+    S::Future: Send + 'static,
 {
     type Output = Result<Response<GuardBody<ResBody>>, S::Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut this = self.project();
+        let state = self.project().state;
         loop {
-            match this.state.as_mut().project() {
-                StateProj::Checking { check, inner } => match ready!(check.as_mut().poll(cx)) {
+            match state {
+                State::Checking {
+                    check,
+                    inner,
+                    config,
+                } => match ready!(check.as_mut().poll(cx)) {
                     Ok(forward) => {
                         let mut inner = inner
                             .take()
                             .expect("polled after the inner service was called");
-                        let future = inner.call(forward.request);
-                        this.state.set(State::Forwarding {
+                        let forwarded = forwarded(&forward.request);
+                        let future = Box::pin(inner.call(forward.request));
+                        *state = State::Forwarding {
                             future,
                             permit: forward.permit,
                             bypass: forward.bypass.map(|bypass| bypass.header_value()),
-                        });
+                            poll_status: detached::poll_status::<_, ResBody, S::Error>,
+                            config: config.clone(),
+                            forwarded,
+                        };
                     }
-                    Err(rejection) => return Poll::Ready(Ok(rejection.into_response())),
+                    Err(rejection) => {
+                        *state = State::Done;
+                        return Poll::Ready(Ok(rejection.into_response()));
+                    }
                 },
-                StateProj::Forwarding { future, bypass, .. } => {
-                    let output = ready!(future.poll(cx));
+                State::Forwarding { future, bypass, .. } => {
+                    let output = ready!(future.as_mut().poll(cx));
                     let bypass = bypass.take();
                     // The inner service has answered: the next provision of the site may start.
-                    this.state.set(State::Done);
+                    *state = State::Done;
                     return Poll::Ready(output.map(|response| {
                         let mut response = response.map(GuardBody::original);
                         if let Some(bypass) = bypass {
@@ -100,8 +144,29 @@ where
                         response
                     }));
                 }
-                StateProj::Done => panic!("ResponseFuture polled after completion"),
+                State::Done => panic!("ResponseFuture polled after completion"),
             }
         }
+    }
+}
+
+/// What the report of a request finished alone names: what the guard checked, what it would
+/// have stopped, or the site it held.
+fn forwarded<B>(request: &Request<B>) -> Forwarded {
+    let extensions = request.extensions();
+    let (site, product) = match (extensions.get::<Checked>(), extensions.get::<Bypass>()) {
+        (Some(checked), _) => (
+            Some(checked.site().clone()),
+            Some(checked.product().to_owned()),
+        ),
+        (None, Some(bypass)) => (bypass.site().cloned(), bypass.product().map(str::to_owned)),
+        // A connection request or a cancel: the held site alone.
+        (None, None) => (extensions.get::<crate::Site>().cloned(), None),
+    };
+    Forwarded {
+        site,
+        product,
+        admission: extensions.get::<crate::Admission>().copied(),
+        at: Instant::now(),
     }
 }

@@ -1,7 +1,8 @@
-use super::{Config, UpgradeGuard, UpgradeGuardBuilder};
+use super::{Config, Detached, UpgradeGuard, UpgradeGuardBuilder};
 use crate::decision::{DecisionReport, Mode};
 use crate::stats::GuardStats;
-use crate::{Source, UpgradePathsClient};
+use crate::upstream::{LookupError, UpgradePaths};
+use crate::{Site, Source, UpgradePathsClient};
 use std::sync::Arc;
 use std::time::Duration;
 use tower_layer::Layer;
@@ -101,12 +102,165 @@ impl UpgradeGuardLayer {
         self
     }
 
+    /// How long the guard keeps finishing a forwarded request whose client went away; default
+    /// [`DEFAULT_DETACHED_CEILING`](super::DEFAULT_DETACHED_CEILING).
+    ///
+    /// Once a request is forwarded, the handler may have sent the provision to WordPress.com. If
+    /// the client then goes away (hyper drops the response future), the guard drives the
+    /// handler's future to its end in a task of its own and holds the site until then, so that no
+    /// other check of the site passes before the provision has landed. The end is logged and
+    /// reported to [`on_decision`](Self::on_decision) as
+    /// [`Outcome::FinishedAlone`](crate::Outcome::FinishedAlone). Past the ceiling the handler's
+    /// future is dropped, the site is freed and a warning says so: set it above the longest
+    /// provision your handler makes. `Duration::ZERO` frees the site as soon as the client goes
+    /// away, which lets a downgrade through in that window: only for handlers that do nothing a
+    /// dropped future would leave half done.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use upgrade_guard::{UpgradeGuardLayer, UpgradePathsClient};
+    /// # let client = UpgradePathsClient::builder().bearer_token("t").build()?;
+    /// // The handler's own call to WordPress.com times out after 30 s: never hold a site longer.
+    /// let guard = UpgradeGuardLayer::new(client).detached_ceiling(Duration::from_secs(35));
+    /// # Ok::<(), upgrade_guard::upstream::BuildError>(())
+    /// ```
+    pub fn detached_ceiling(mut self, ceiling: Duration) -> Self {
+        Arc::make_mut(&mut self.config).after_drop.ceiling = ceiling;
+        self
+    }
+
+    /// The requests this layer and its clones are finishing alone because their clients went
+    /// away (see [`detached_ceiling`](Self::detached_ceiling)): a server waits for them on
+    /// shutdown, with [`Detached::wait`].
+    pub fn detached(&self) -> Detached {
+        self.config.after_drop.detached.clone()
+    }
+
     /// How long a request waits while another provision of its site is in progress; past it
     /// the answer is 503 `site_busy`. Default [`DEFAULT_LOCK_WAIT`](crate::lock::DEFAULT_LOCK_WAIT).
     pub fn lock_wait(mut self, wait: Duration) -> Self {
         Arc::make_mut(&mut self.config).lock_wait = wait;
         self
     }
+
+    /// This route needs a product: a request naming none is 400 `missing_product`, and `free`
+    /// is checked like any product (it is never in any upgrade paths: 409).
+    ///
+    /// By default a request naming no product (absent, or empty) or `free` is a *connection
+    /// request*, as on WordPress.com's provision: it registers or connects the site (a repair,
+    /// with `force_register` or `force_connect`) and provisions no paid product. The guard
+    /// forwards it with the site held as for a provision, marked
+    /// [`Admission::Connection`](crate::Admission::Connection). Use this on routes whose whole
+    /// point is a product, such as a `/sites/{site}/plans` route.
+    ///
+    /// ```
+    /// use upgrade_guard::{Source, UpgradeGuardLayer, UpgradePathsClient};
+    ///
+    /// let client = UpgradePathsClient::builder().bearer_token("partner-token").build()?;
+    /// let plans = UpgradeGuardLayer::new(client)
+    ///     .site(Source::path("/sites/{site}/plans", "site"))
+    ///     .require_product();
+    /// # Ok::<(), upgrade_guard::upstream::BuildError>(())
+    /// ```
+    pub fn require_product(mut self) -> Self {
+        Arc::make_mut(&mut self.config).require_product = true;
+        self
+    }
+
+    /// What this route does with a site WordPress.com does not know (`invalid_blog`); default
+    /// [`UnknownSites::FirstProvision`].
+    pub fn unknown_sites(mut self, unknown: UnknownSites) -> Self {
+        Arc::make_mut(&mut self.config).unknown_sites = unknown;
+        self
+    }
+
+    /// This route changes a site's products other than by provisioning: WordPress.com's
+    /// `partner-cancel`, say. Nothing is checked (the product is not read for a decision, and
+    /// the site is not looked up), but the request is held per site like a provision, and the
+    /// site's cached upgrade paths are dropped when it is forwarded and again when the inner
+    /// service has finished, whatever it answered, in this process and in every process sharing
+    /// the [site locks](crate::SiteLocks::announce_forget). Without it, a product a cancel gave
+    /// back would be refused from the cache until the entry expired.
+    ///
+    /// ```
+    /// use upgrade_guard::{Source, UpgradeGuardLayer, UpgradePathsClient};
+    ///
+    /// let client = UpgradePathsClient::builder().bearer_token("partner-token").build()?;
+    /// let guard = UpgradeGuardLayer::new(client);
+    /// let cancel = guard
+    ///     .clone()
+    ///     .site(Source::path("/rest/v1.3/jpphp/{site}/partner-cancel", "site"))
+    ///     .cancels();
+    /// # Ok::<(), upgrade_guard::upstream::BuildError>(())
+    /// ```
+    pub fn cancels(mut self) -> Self {
+        Arc::make_mut(&mut self.config).cancels = true;
+        self
+    }
+
+    /// Drops `site`'s cached upgrade paths, in this process and in every process sharing the
+    /// site locks: for a change the guard cannot see, such as a subscription cancelled on
+    /// WordPress.com itself or through a route the guard does not wrap. A lookup of the site
+    /// under way is disowned too: its answer may predate the change.
+    ///
+    /// The cache never forwards a downgrade whatever it holds (it only ever refuses); what a
+    /// forgotten entry would do is refuse, until it expired, a product the change made an
+    /// upgrade again.
+    pub fn forget(&self, site: &Site) {
+        self.config.shared.forget(site);
+    }
+
+    /// The site's upgrade paths now, as the guard sees them: for a partner's dashboard that
+    /// shows only the products that can be provisioned. Through the guard's own client, cache
+    /// and coalesced lookups, so a dashboard costs no more upstream calls than it must. A
+    /// cached answer may list less than WordPress.com would now (a provision elsewhere), never
+    /// more than the site's last lookup.
+    ///
+    /// ```
+    /// use upgrade_guard::fake::{FakeSite, FakeUpstream};
+    /// use upgrade_guard::{Site, UpgradeGuardLayer, UpgradePathsClient};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let fake = FakeUpstream::builder()
+    ///     .site(FakeSite::new(1002).holding(["jetpack-backup-realtime"]))
+    ///     .start()
+    ///     .await?;
+    /// let client = UpgradePathsClient::builder()
+    ///     .base_url(fake.url())
+    ///     .bearer_token(fake.token())
+    ///     .build()?;
+    /// let guard = UpgradeGuardLayer::new(client);
+    ///
+    /// let paths = guard.upgrade_paths(&Site::parse("1002")?).await?;
+    /// assert!(paths.allows("professional"));
+    /// assert!(!paths.allows("jetpack-backup-daily"));
+    /// # Ok(()) }
+    /// ```
+    pub async fn upgrade_paths(&self, site: &Site) -> Result<Arc<UpgradePaths>, LookupError> {
+        self.config.shared.lookups.current(site).await
+    }
+}
+
+/// What a route does with a site WordPress.com does not know: its upgrade-paths lookup answers
+/// `invalid_blog`. Set per route with [`UpgradeGuardLayer::unknown_sites`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum UnknownSites {
+    /// A site named by URL or domain that WordPress.com does not know yet holds nothing: the
+    /// request is forwarded as its first provision (which registers it), held per site like any
+    /// provision, so a second first provision of the same site waits and is then checked
+    /// against what the first left. Since it is forwarded unchecked, "unknown" must be true: the
+    /// guard asks WordPress.com's v1.4 `status` endpoint too, and forwards only when it also
+    /// answers `invalid_blog` (otherwise 503 `upgrade_paths_unavailable`). Marked
+    /// [`Admission::FirstProvision`](crate::Admission::FirstProvision). A blog ID WordPress.com
+    /// does not know is 404 `unknown_site` all the same: a blog ID exists only once the site
+    /// is registered.
+    #[default]
+    FirstProvision,
+    /// Every site WordPress.com does not know is 404 `unknown_site`: for routes that only ever
+    /// change existing sites.
+    Refuse,
 }
 
 impl<S> Layer<S> for UpgradeGuardLayer {

@@ -15,6 +15,16 @@ use tower_service::Service;
 /// when the route reads nothing from it, otherwise the same bytes, buffered. Responses and errors
 /// of the inner service pass through untouched; the guard's own answers are JSON (see
 /// [`Rejection`](crate::Rejection)).
+///
+/// # Bounds
+///
+/// The inner service's future must be `Send + 'static`: when the client goes away after the
+/// request was forwarded, the guard moves that future to a Tokio task that finishes it while the
+/// site stays held (see [`UpgradeGuardLayer::detached_ceiling`]). axum routes, hyper services on
+/// Tokio and `tower::ServiceBuilder` stacks of `Send` services meet it. An inner service whose
+/// future is not `Send` does not get a guard that would silently free the site early: it does
+/// not compile. In edition 2024, a function returning `impl Service<.., Future = impl Send>` that
+/// takes a reference captures it in the future's type; write `impl Send + use<..>` without it.
 #[derive(Clone, Debug)]
 pub struct UpgradeGuard<S> {
     inner: S,
@@ -51,6 +61,7 @@ impl<S> UpgradeGuard<S> {
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for UpgradeGuard<S>
 where
     S: Service<Request<GuardBody<ReqBody>>, Response = Response<ResBody>> + Clone,
+    S::Future: Send + 'static,
     ReqBody: Body<Data = Bytes> + Send + 'static,
     ReqBody::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
@@ -67,6 +78,11 @@ where
         let clone = self.inner.clone();
         let ready = std::mem::replace(&mut self.inner, clone);
         let config = self.config.clone();
-        ResponseFuture::new(Box::pin(async move { config.check(request).await }), ready)
+        let check = config.clone();
+        ResponseFuture::new(
+            Box::pin(async move { check.check(request).await }),
+            ready,
+            config,
+        )
     }
 }

@@ -3,15 +3,19 @@
 //! An upgrade-paths answer is good for one provision only. Two provisions for one site that both
 //! checked first could both pass, and the second would be exactly the downgrade the guard exists
 //! to stop. So the guard holds the site's lock from before the lookup until the inner service's
-//! response future completes or is dropped; a request that waits sees the paths as they are after
-//! the previous provision.
+//! work has finished (when its client went away, the guard finishes it alone, up to a ceiling); a
+//! request that waits sees the paths as they are after the previous provision.
 //!
 //! [`LocalLocks`] serializes within one process. A partner running several processes needs a
 //! lock shared between them: with the `redis` feature, `RedisLocks` holds each site in Redis
 //! (leases renewed while held, freed on drop, bounded waits, fail closed when Redis is away); or
-//! implement [`SiteLocks`] on another shared engine. The lookup cache needs no shared
-//! invalidation either way: it only ever refuses (see [`cache`](crate::cache)), so a stale entry
-//! in another process can cause a `409` until it expires, never a forwarded downgrade.
+//! implement [`SiteLocks`] on another shared engine.
+//!
+//! The processes sharing locks also share *forgets*: when one forwards a cancellation (or is
+//! told of a change with [`forget`](crate::UpgradeGuardLayer::forget)), the others drop their
+//! cached paths of the site too ([`SiteLocks::announce_forget`]). A stale entry could never
+//! forward a downgrade (the cache only ever refuses, see [`cache`](crate::cache)), but after a
+//! cancellation it would refuse what is an upgrade again, until it expired.
 
 mod local;
 #[cfg(feature = "redis")]
@@ -26,10 +30,14 @@ pub use self::redis::{
 pub use local::LocalLocks;
 
 use crate::Site;
-use std::{fmt, future::Future, pin::Pin, time::Duration};
+use std::{fmt, future::Future, pin::Pin, sync::Arc, time::Duration};
 
 /// How long a request waits by default for another provision of its site to finish.
 pub const DEFAULT_LOCK_WAIT: Duration = Duration::from_secs(20);
+
+/// Handed the sites other processes forgot (see [`SiteLocks::listen_for_forgets`]); `None` when
+/// some may have been missed (a lost connection): every site is forgotten.
+pub type ForgetListener = Arc<dyn Fn(Option<&Site>) + Send + Sync>;
 
 /// A future that resolves to a held site lock.
 pub type Acquire<'a> = Pin<Box<dyn Future<Output = Result<SitePermit, LockError>> + Send + 'a>>;
@@ -42,6 +50,19 @@ pub trait SiteLocks: fmt::Debug + Send + Sync + 'static {
     /// Waits at most `wait` for `site`'s lock. Dropping the returned future gives up waiting and
     /// leaves nothing held.
     fn acquire<'a>(&'a self, site: &'a Site, wait: Duration) -> Acquire<'a>;
+
+    /// Tells every other process sharing these locks that `site`'s upgrade paths changed, so
+    /// that they drop their cached copy. Must not block (send it from a task). The default does
+    /// nothing: locks within one process have no other process to tell.
+    fn announce_forget(&self, site: &Site) {
+        let _ = site;
+    }
+
+    /// Starts handing `listener` the sites other processes announce, for as long as the locks
+    /// live. Called once by each guard built on these locks. The default never calls it.
+    fn listen_for_forgets(&self, listener: ForgetListener) {
+        let _ = listener;
+    }
 }
 
 /// A held site lock; dropping it frees the site.

@@ -1,9 +1,10 @@
 //! Site locks shared by every process through Redis.
 
-use super::{Acquire, LocalLocks, LockError, SiteLocks, SitePermit};
+use super::{Acquire, ForgetListener, LocalLocks, LockError, SiteLocks, SitePermit};
 use crate::Site;
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use ::redis::{Client, IntoConnectionInfo, RedisError, Script, Value};
+use futures_util::StreamExt;
 use std::fmt;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
@@ -21,9 +22,16 @@ pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(1);
 /// The default prefix of the sites' Redis keys.
 pub const DEFAULT_KEY_PREFIX: &str = "upgrade-guard:site:";
 
+/// What the forgotten-sites channel is named after the key prefix.
+const FORGET_CHANNEL: &str = "forgotten";
+/// How long a quiet subscription waits before it checks its connection with a `PING`.
+const SUBSCRIPTION_PING: Duration = Duration::from_secs(5);
+
 /// The first pause between two tries of a busy site; it doubles up to [`MAX_BACKOFF`].
 const MIN_BACKOFF: Duration = Duration::from_millis(5);
 const MAX_BACKOFF: Duration = Duration::from_millis(50);
+/// The longest pause between two tries to subscribe again.
+const MAX_SUBSCRIBE_BACKOFF: Duration = Duration::from_secs(1);
 
 /// Deletes the key only while it still holds our token: a lock whose lease ran out and that
 /// another process took since is theirs, not ours to free.
@@ -54,7 +62,8 @@ return 0
 ///   process the requests for a site first queue on a [`LocalLocks`], so only one of them polls
 ///   Redis and the next one gets the site the moment the previous one has released it.
 /// - **Hold**: while the permit lives, a task extends the lease every third of it, with a
-///   script that extends the key only if it still holds the token.
+///   script that extends the key only if it still holds the token. The permit lives as long as
+///   the inner service's work, also when the guard finishes it alone after its client left.
 /// - **Release**: dropping the permit never blocks: it stops the renewal and spawns a script
 ///   that deletes the key only if it still holds the token. A request that goes away while its
 ///   `SET` is under way frees the key the same way, so a cancellation never leaves the site
@@ -75,13 +84,29 @@ return 0
 /// provision that is not an upgrade; the lock is what keeps two checks of one site from passing
 /// together.
 ///
-/// # The lookup cache needs no shared invalidation
+/// # Forgotten sites reach every process
 ///
-/// Each process keeps its own cache of upgrade paths, dropped only locally when it forwards a
-/// request. That is safe across processes because the cache only ever refuses (see
-/// [`cache`](crate::cache)): an upgrade is always confirmed by a fresh lookup made under the site's
-/// lock, and a provision only takes products off a site's paths. A stale entry in another
-/// process can make it answer `409` until the entry expires, never forward a downgrade.
+/// Each process keeps its own cache of upgrade paths. A provision only takes products off a
+/// site's paths, so another process's cached refusals stay true after it: they need no news of
+/// it. A cancellation gives products back, so a process that forwards one (on a
+/// [`cancels`](crate::UpgradeGuardLayer::cancels) route), or is told of a change with
+/// [`forget`](crate::UpgradeGuardLayer::forget), tells the others: it `PUBLISH`es the site on the
+/// channel [`forget_channel`](Self::forget_channel) (`<prefix>forgotten`), once when the cancel
+/// is forwarded and again when it has finished. Every guard built on these locks listens on that
+/// channel on a connection of its own and drops the site from its cache, disowning any lookup of
+/// it in flight.
+///
+/// - **The window** is one Redis round trip: from the cancel's end in one process to the others'
+///   forgetting it, measured at well under a millisecond on loopback (see the README). A request
+///   for the site on another process within that window may still be refused from the cache.
+/// - **Lost messages**: Redis pub/sub delivers to whoever listens at the time. A listener whose
+///   connection broke (noticed when the stream ends, or by a `PING` unanswered within the command
+///   timeout after 5 s of silence) reconnects and, as it cannot know what it
+///   missed, forgets *every* site once it listens again. While Redis is away, a process may keep
+///   refusing a product a cancel elsewhere gave back, for at most the cache's time to live.
+/// - None of this can forward a downgrade: the cache only ever refuses (see
+///   [`cache`](crate::cache)), and an upgrade is always confirmed by a fresh lookup made under
+///   the site's lock.
 ///
 /// # Example
 ///
@@ -108,6 +133,8 @@ pub struct RedisLocks {
 }
 
 struct Inner {
+    /// For the forgotten-sites subscriptions, which need connections of their own.
+    client: Client,
     connection: ConnectionManager,
     local: LocalLocks,
     key_prefix: String,
@@ -117,6 +144,20 @@ struct Inner {
     renew: Script,
     /// The Redis address with any password hidden, for `Debug`.
     address: String,
+    /// The guards' forgotten-sites listeners, stopped with the locks.
+    listeners: std::sync::Mutex<Vec<AbortHandle>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let listeners = self
+            .listeners
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for listener in listeners.drain(..) {
+            listener.abort();
+        }
+    }
 }
 
 /// Builds [`RedisLocks`]; from [`RedisLocks::builder`].
@@ -194,6 +235,21 @@ impl RedisLocks {
     pub fn lease(&self) -> Duration {
         self.inner.lease
     }
+
+    /// The Redis channel forgotten sites are published on: `<prefix>forgotten`.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use upgrade_guard::RedisLocks;
+    ///
+    /// let locks = RedisLocks::builder("redis://127.0.0.1/").build().unwrap();
+    /// assert_eq!(locks.forget_channel(), "upgrade-guard:site:forgotten");
+    /// # }
+    /// ```
+    pub fn forget_channel(&self) -> String {
+        format!("{}{FORGET_CHANNEL}", self.inner.key_prefix)
+    }
 }
 
 impl RedisLocksBuilder {
@@ -248,10 +304,11 @@ impl RedisLocksBuilder {
             .set_number_of_retries(1)
             .set_min_delay(Duration::from_millis(50))
             .set_max_delay(self.command_timeout);
-        let connection = ConnectionManager::new_lazy_with_config(client, config)
+        let connection = ConnectionManager::new_lazy_with_config(client.clone(), config)
             .map_err(RedisBuildError::InvalidAddress)?;
         Ok(RedisLocks {
             inner: Arc::new(Inner {
+                client,
                 connection,
                 local: LocalLocks::new(),
                 key_prefix: self.key_prefix,
@@ -260,6 +317,7 @@ impl RedisLocksBuilder {
                 release: Script::new(RELEASE),
                 renew: Script::new(RENEW),
                 address,
+                listeners: std::sync::Mutex::default(),
             }),
         })
     }
@@ -301,6 +359,110 @@ impl SiteLocks for RedisLocks {
                 _claim: claim,
             }))
         })
+    }
+
+    fn announce_forget(&self, site: &Site) {
+        let Ok(runtime) = Handle::try_current() else {
+            tracing::warn!(%site, "no Tokio runtime: the other processes are not told to forget a site");
+            return;
+        };
+        let inner = self.inner.clone();
+        let channel = self.forget_channel();
+        let site = site.as_str().to_owned();
+        runtime.spawn(async move {
+            let mut connection = inner.connection.clone();
+            let published = inner
+                .run(
+                    "PUBLISH",
+                    ::redis::cmd("PUBLISH")
+                        .arg(&channel)
+                        .arg(&site)
+                        .query_async::<i64>(&mut connection),
+                )
+                .await;
+            if let Err(error) = published {
+                tracing::warn!(
+                    site,
+                    %error,
+                    "could not tell the other processes to forget a site; their cached refusals \
+                     of it last until they expire"
+                );
+            }
+        });
+    }
+
+    fn listen_for_forgets(&self, listener: ForgetListener) {
+        let Ok(runtime) = Handle::try_current() else {
+            // Built outside a runtime (the locks were not, so this is a guard built later).
+            tracing::warn!(
+                "guard built outside a Tokio runtime: it will not hear the sites other processes \
+                 forget, and keeps their cached refusals until they expire"
+            );
+            return;
+        };
+        let task = runtime.spawn(listen(
+            self.inner.client.clone(),
+            self.forget_channel(),
+            self.inner.command_timeout,
+            listener,
+        ));
+        self.inner
+            .listeners
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(task.abort_handle());
+    }
+}
+
+/// Hands `listener` every site published on `channel`, for as long as the task lives: it holds
+/// no reference to the locks, so the locks' drop can stop it.
+async fn listen(client: Client, channel: String, timeout: Duration, listener: ForgetListener) {
+    let mut backoff = MIN_BACKOFF;
+    loop {
+        let subscribed = tokio::time::timeout(timeout, async {
+            let mut pubsub = client.get_async_pubsub().await?;
+            pubsub.subscribe(&channel).await?;
+            Ok::<_, RedisError>(pubsub)
+        })
+        .await;
+        match subscribed {
+            Ok(Ok(pubsub)) => {
+                // What was published while nobody here listened is lost: forget every site.
+                listener(None);
+                backoff = MIN_BACKOFF;
+                tracing::debug!(channel, "listening for forgotten sites");
+                let (mut sink, mut stream) = pubsub.split();
+                loop {
+                    match tokio::time::timeout(SUBSCRIPTION_PING, stream.next()).await {
+                        Ok(Some(message)) => {
+                            let site = message.get_payload::<String>().ok();
+                            match site.as_deref().map(Site::parse) {
+                                Some(Ok(site)) => listener(Some(&site)),
+                                _ => tracing::debug!(channel, "ignored a malformed forgotten site"),
+                            }
+                        }
+                        Ok(None) => break,
+                        // Quiet for a while: make sure the connection is still there.
+                        Err(_) => {
+                            let pong = tokio::time::timeout(timeout, sink.ping::<String>()).await;
+                            if !matches!(pong, Ok(Ok(_))) {
+                                break;
+                            }
+                        }
+                    }
+                }
+                tracing::warn!(
+                    channel,
+                    "lost the subscription to forgotten sites; subscribing again"
+                );
+            }
+            Ok(Err(error)) => {
+                tracing::debug!(channel, %error, "could not subscribe to forgotten sites");
+            }
+            Err(_) => tracing::debug!(channel, "subscribing to forgotten sites timed out"),
+        }
+        tokio::time::sleep(jitter(backoff)).await;
+        backoff = (backoff * 2).min(MAX_SUBSCRIBE_BACKOFF);
     }
 }
 

@@ -570,8 +570,10 @@ mod tests {
         )
         .unwrap();
         assert!(ok.allows("jetpack-scan"));
+        // PHP's `[]` is "no upgrade paths"; any other array fails closed.
+        assert!(classify(StatusCode::OK, b"[]", None).unwrap().is_empty());
         assert!(matches!(
-            classify(StatusCode::OK, b"[]", None),
+            classify(StatusCode::OK, br#"["jetpack-scan"]"#, None),
             Err(LookupError::InvalidAnswer(_))
         ));
         assert!(matches!(

@@ -9,7 +9,9 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 ///
 /// The set of families is whatever the upstream sends: none is hard-coded. Parsing is strict: the
 /// answer must be a JSON object whose values are arrays of strings, or it is an error (never an
-/// empty, "nothing allowed" or "everything allowed" list).
+/// empty, "nothing allowed" or "everything allowed" list). The one exception is PHP's empty
+/// array: WordPress.com is PHP, and `json_encode(array())` is `[]`, so `[]` is read as `{}`, "no
+/// upgrade paths". Any other array (`[[]]`, `["professional"]`) is still an error.
 ///
 /// ```
 /// use upgrade_guard::UpgradePaths;
@@ -19,6 +21,8 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 /// assert_eq!(paths.family_of("professional"), Some("jetpack-plans"));
 /// assert!(!paths.allows("jetpack-backup-realtime"));
 /// assert!(UpgradePaths::from_json(br#"{"jetpack-plans": "professional"}"#).is_err());
+/// assert!(UpgradePaths::from_json(b"[]")?.is_empty());
+/// assert!(UpgradePaths::from_json(br#"["professional"]"#).is_err());
 /// # Ok::<(), serde_json::Error>(())
 /// ```
 ///
@@ -114,7 +118,21 @@ impl Serialize for UpgradePaths {
 
 impl<'de> Deserialize<'de> for UpgradePaths {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        BTreeMap::<String, Vec<String>>::deserialize(deserializer).map(Self::from_map)
+        /// An object of string arrays, or PHP's empty array (a `Vec` of nothing: a non-empty
+        /// array has elements no type here accepts, so it fails).
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Answer {
+            Families(BTreeMap<String, Vec<String>>),
+            EmptyPhpArray([(); 0]),
+        }
+        match Answer::deserialize(deserializer) {
+            Ok(Answer::Families(map)) => Ok(Self::from_map(map)),
+            Ok(Answer::EmptyPhpArray([])) => Ok(Self::default()),
+            Err(_) => Err(serde::de::Error::custom(
+                "expected an object of product families to arrays of product slugs (or [])",
+            )),
+        }
     }
 }
 
@@ -163,7 +181,10 @@ mod tests {
         for bad in [
             &b""[..],
             b"null",
-            b"[]",
+            b"[[]]",
+            b"[{}]",
+            br#"["professional"]"#,
+            b"[] trailing",
             b"\"professional\"",
             br#"{"jetpack-plans": null}"#,
             br#"{"jetpack-plans": [1]}"#,
@@ -178,6 +199,15 @@ mod tests {
             );
         }
         assert!(UpgradePaths::from_json(b"{}").unwrap().is_empty());
+    }
+
+    #[test]
+    fn phps_empty_array_is_no_upgrade_paths() {
+        for empty in [&b"[]"[..], b" [ ] ", b"{}"] {
+            let paths = UpgradePaths::from_json(empty).unwrap();
+            assert!(paths.is_empty() && !paths.allows("professional"));
+            assert_eq!(serde_json::to_string(&paths).unwrap(), "{}");
+        }
     }
 
     #[test]

@@ -78,17 +78,20 @@ impl Recorder {
         self.seen.lock().unwrap().clone()
     }
 
-    /// The inner service, generic over the request body.
+    /// The inner service, generic over the request body. Its future does not capture `&self`
+    /// (`use<B>`): the guard needs the inner future to be `'static`.
     pub fn service<B>(
         &self,
     ) -> impl tower::Service<
         Request<GuardBody<B>>,
         Response = Response<Full<Bytes>>,
         Error = Infallible,
-        Future = impl Send,
-    > + Clone
+        Future = impl Send + use<B>,
+    >
+    + Clone
     + Send
     + 'static
+    + use<B>
     where
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: std::fmt::Debug,
@@ -198,17 +201,20 @@ pub fn multipart(
 }
 
 /// An inner service that relays the form to the fake's provision endpoint, as a partner's
-/// handler would, and answers with the fake's status and body.
+/// handler would, and answers with the fake's status and body. Its future does not capture
+/// `fake` (`use<B>`): the guard needs the inner future to be `'static`.
 pub fn relay<B>(
     fake: &FakeUpstream,
 ) -> impl tower::Service<
     Request<GuardBody<B>>,
     Response = Response<Full<Bytes>>,
     Error = Infallible,
-    Future = impl Send,
-> + Clone
+    Future = impl Send + use<B>,
+>
++ Clone
 + Send
 + 'static
++ use<B>
 where
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: std::fmt::Debug,

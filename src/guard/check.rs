@@ -1,0 +1,501 @@
+//! The check pipeline: what one route does with one request, in the order of the contract.
+//!
+//! [`Config::check`] reads the request, reaches a [`Verdict`], lets the route's [`Mode`] settle
+//! what is stopped, reports the decision, and hands the future a [`Forward`] or a [`Rejection`].
+
+use super::{UnknownSites, new_site};
+use crate::Site;
+use crate::body::GuardBody;
+use crate::cache::Lookups;
+use crate::decision::{Admission, Bypass, Checked, Decision, DecisionReport, Mode, Outcome};
+use crate::lock::{LockError, SiteLocks, SitePermit};
+use crate::rejection::Rejection;
+use crate::request::{Named, Read, RequestReader};
+use crate::site::SiteKind;
+use crate::stats::GuardStats;
+use crate::upstream::{LookupError, UpgradePaths};
+use bytes::Bytes;
+use futures_util::FutureExt;
+use http::{Request, StatusCode};
+use http_body::Body;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The product slug WordPress.com's provision takes for "no paid product": it connects the site.
+const FREE: &str = "free";
+
+/// What every route of one guard shares: the lookups and their cache, the site locks, the stats.
+#[derive(Debug)]
+pub(super) struct Shared {
+    pub(super) lookups: Lookups,
+    pub(super) locks: Arc<dyn SiteLocks>,
+    pub(super) stats: GuardStats,
+}
+
+impl Shared {
+    /// Forgets the site's cached paths here and in every process sharing the locks.
+    pub(super) fn forget(&self, site: &Site) {
+        self.lookups.forget(site);
+        self.locks.announce_forget(site);
+    }
+}
+
+/// One route's configuration, around the shared state: the route's engine.
+#[derive(Clone)]
+pub(super) struct Config {
+    pub(super) shared: Arc<Shared>,
+    pub(super) reader: RequestReader,
+    pub(super) lock_wait: Duration,
+    pub(super) mode: Mode,
+    pub(super) on_decision: Option<Arc<OnDecision>>,
+    /// Whether a request naming no product is 400 `missing_product` rather than a connection
+    /// request.
+    pub(super) require_product: bool,
+    pub(super) unknown_sites: UnknownSites,
+    /// Whether the route changes a site's products other than by provisioning (a cancel).
+    pub(super) cancels: bool,
+    /// How a forwarded request whose client went away is finished.
+    pub(super) after_drop: super::detached::Hold,
+}
+
+/// A partner's callback for every decision.
+pub(super) type OnDecision = dyn Fn(&DecisionReport<'_>) + Send + Sync;
+
+/// A request to forward: with its site held until the inner service has answered (when the
+/// guard could take the lock), and what the guard would have answered had the route not let it
+/// through.
+pub(crate) struct Forward<B> {
+    pub(super) request: Request<GuardBody<B>>,
+    pub(super) permit: Option<SiteHold>,
+    pub(super) bypass: Option<Bypass>,
+}
+
+/// A held site, for as long as the inner service works on the request. For a route that
+/// [`cancels`](super::UpgradeGuardLayer::cancels), dropping it first forgets the site's cached
+/// paths (here and in every process sharing the locks), then frees the site: the cancel has
+/// changed what the site may get, and no request may be decided on the paths from before it.
+/// (A cancel that a fail-open route forwards without its lock still forgets at its end: then
+/// there is no permit.)
+pub(crate) struct SiteHold {
+    forget: Option<(Arc<Shared>, Site)>,
+    _permit: Option<SitePermit>,
+}
+
+impl Drop for SiteHold {
+    fn drop(&mut self) {
+        // Runs before the fields drop: the site is forgotten while it is still held.
+        if let Some((shared, site)) = self.forget.take() {
+            shared.forget(&site);
+        }
+    }
+}
+
+impl std::fmt::Debug for SiteHold {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SiteHold")
+            .field("forgets", &self.forget.as_ref().map(|(_, site)| site))
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the route decided for one request.
+enum Verdict {
+    /// The product is in the site's upgrade paths.
+    Upgrade {
+        site: Site,
+        product: String,
+        hold: SiteHold,
+    },
+    /// WordPress.com does not know the site, named by URL: the provision registers it.
+    FirstProvision {
+        site: Site,
+        product: String,
+        hold: SiteHold,
+    },
+    /// No product (`None`), or `free`: the request connects or repairs the site.
+    Connection {
+        site: Site,
+        product: Option<String>,
+        hold: SiteHold,
+    },
+    /// A cancel route: nothing to check.
+    Cancellation { site: Site, hold: SiteHold },
+    /// The guard stops the request (unless the route's mode forwards it all the same), holding
+    /// the site when it got that far.
+    Stopped {
+        why: Rejection,
+        site: Option<Site>,
+        product: Option<String>,
+        hold: Option<SiteHold>,
+    },
+}
+
+impl Verdict {
+    fn stopped(why: Rejection, named: Named, hold: Option<SiteHold>) -> Self {
+        Self::Stopped {
+            why,
+            site: Some(named.site),
+            product: named.product,
+            hold,
+        }
+    }
+
+    fn admission(&self) -> Option<Admission> {
+        match self {
+            Self::Upgrade { .. } => Some(Admission::Upgrade),
+            Self::FirstProvision { .. } => Some(Admission::FirstProvision),
+            Self::Connection { .. } => Some(Admission::Connection),
+            Self::Cancellation { .. } => Some(Admission::Cancellation),
+            Self::Stopped { .. } => None,
+        }
+    }
+
+    fn site(&self) -> Option<&Site> {
+        match self {
+            Self::Upgrade { site, .. }
+            | Self::FirstProvision { site, .. }
+            | Self::Connection { site, .. }
+            | Self::Cancellation { site, .. } => Some(site),
+            Self::Stopped { site, .. } => site.as_ref(),
+        }
+    }
+
+    fn product(&self) -> Option<&str> {
+        match self {
+            Self::Upgrade { product, .. } | Self::FirstProvision { product, .. } => Some(product),
+            Self::Connection { product, .. } | Self::Stopped { product, .. } => product.as_deref(),
+            Self::Cancellation { .. } => None,
+        }
+    }
+}
+
+impl Config {
+    /// The contract, in order: read the request (400, 413, 415); then by the route's kind, hold
+    /// the site (503 `site_busy`) and, for a product, look the site up (404, 502, 503) and
+    /// decide (409, or forward as an upgrade or a first provision). Then the route's mode
+    /// settles what is stopped, and the decision is reported.
+    pub(super) async fn check<B>(&self, request: Request<B>) -> Result<Forward<B>, Rejection>
+    where
+        B: Body<Data = Bytes>,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let started = Instant::now();
+        let Read { mut request, named } = self.reader.read(request).await;
+        let verdict = match named {
+            Ok(named) => self.judge(named).await,
+            Err(why) => Verdict::Stopped {
+                why,
+                site: None,
+                product: None,
+                hold: None,
+            },
+        };
+        let outcome = match &verdict {
+            Verdict::Stopped { why, .. } if !self.mode.forwards(why) => Outcome::Rejected,
+            Verdict::Stopped { .. } if self.mode == Mode::Shadow => Outcome::Shadowed,
+            Verdict::Stopped { .. } => Outcome::FailedOpen,
+            _ => Outcome::Allowed,
+        };
+        self.report(&DecisionReport {
+            outcome,
+            admission: verdict.admission(),
+            mode: self.mode,
+            site: verdict.site(),
+            product: verdict.product(),
+            rejection: match &verdict {
+                Verdict::Stopped { why, .. } => Some(why),
+                _ => None,
+            },
+            latency: started.elapsed(),
+        });
+        if let Some(site) = verdict.site().filter(|_| outcome != Outcome::Rejected) {
+            // What is forwarded may change the site's paths: nobody here may reuse these,
+            // whatever it answers. Other processes need telling only of a cancel: a provision
+            // only takes products off a site's paths, so their cached refusals stay true.
+            if self.cancels {
+                self.shared.forget(site);
+            } else {
+                self.shared.lookups.forget(site);
+            }
+        }
+        let admission = verdict.admission();
+        if let (Some(admission), Some(site)) = (admission, verdict.site()) {
+            // A handler relays what was held, never its own reading of the request.
+            request.extensions_mut().insert(site.clone());
+            request.extensions_mut().insert(admission);
+        }
+        let (hold, bypass) = match verdict {
+            Verdict::Stopped { why, .. } if outcome == Outcome::Rejected => return Err(why),
+            Verdict::Upgrade {
+                site,
+                product,
+                hold,
+            }
+            | Verdict::FirstProvision {
+                site,
+                product,
+                hold,
+            } => {
+                request.extensions_mut().insert(Checked {
+                    site,
+                    product,
+                    admission: admission.unwrap_or(Admission::Upgrade),
+                });
+                (Some(hold), None)
+            }
+            Verdict::Connection { hold, .. } | Verdict::Cancellation { hold, .. } => {
+                (Some(hold), None)
+            }
+            Verdict::Stopped {
+                why,
+                site,
+                product,
+                hold,
+            } => {
+                let bypass = Bypass {
+                    mode: self.mode,
+                    status: why.status(),
+                    code: why.code(),
+                    message: why.to_string(),
+                    site,
+                    product,
+                };
+                request.extensions_mut().insert(bypass.clone());
+                let hold = match (hold, &bypass.site) {
+                    (None, Some(site)) if self.cancels => Some(SiteHold {
+                        forget: Some((self.shared.clone(), site.clone())),
+                        _permit: None,
+                    }),
+                    (hold, _) => hold,
+                };
+                (hold, Some(bypass))
+            }
+        };
+        Ok(Forward {
+            request,
+            permit: hold,
+            bypass,
+        })
+    }
+
+    /// The route's verdict on a request it could read.
+    async fn judge(&self, named: Named) -> Verdict {
+        if self.cancels {
+            return match self.hold(&named.site).await {
+                Ok(hold) => Verdict::Cancellation {
+                    site: named.site,
+                    hold,
+                },
+                Err(why) => Verdict::stopped(why, named, None),
+            };
+        }
+        let product = match named.product.as_deref() {
+            None if self.require_product => {
+                return Verdict::stopped(Rejection::MissingProduct, named, None);
+            }
+            // `free` is never in any upgrade paths, yet provisions nothing: on a route that
+            // requires a product it is checked (and refused) like any other.
+            None => None,
+            Some(FREE) if !self.require_product => None,
+            Some(product) => Some(product.to_owned()),
+        };
+        let Some(product) = product else {
+            return match self.hold(&named.site).await {
+                Ok(hold) => Verdict::Connection {
+                    site: named.site,
+                    product: named.product,
+                    hold,
+                },
+                Err(why) => Verdict::stopped(why, named, None),
+            };
+        };
+        // A refusal already known (cached, or the answer of a lookup under way) needs no lock: it
+        // never forwards, and what could make it untrue (a cancel) forgets the site when it ends.
+        let lookups = &self.shared.lookups;
+        if let Some(paths) = lookups.known_refusal(&named.site, &product).await {
+            return Verdict::stopped(not_an_upgrade(&named.site, &product, paths), named, None);
+        }
+        let hold = match self.hold(&named.site).await {
+            Ok(hold) => hold,
+            Err(why) => return Verdict::stopped(why, named, None),
+        };
+        let site = named.site;
+        match lookups.upgrade_paths(&site, &product).await {
+            Ok(paths) => match Decision::new(&paths, &product) {
+                Decision::Upgrade { .. } => Verdict::Upgrade {
+                    site,
+                    product,
+                    hold,
+                },
+                Decision::NotAnUpgrade => Verdict::Stopped {
+                    why: not_an_upgrade(&site, &product, paths),
+                    site: Some(site),
+                    product: Some(product),
+                    hold: Some(hold),
+                },
+            },
+            // A site named by URL that WordPress.com does not know holds nothing: this provision
+            // is its first, and registers it. Held like any provision, so a second first
+            // provision waits and is checked against what this one left. Forwarded unchecked, so
+            // only once a second endpoint agrees that the site is unknown (see `new_site`).
+            Err(LookupError::UnknownSite)
+                if site.kind() == SiteKind::Url
+                    && self.unknown_sites == UnknownSites::FirstProvision =>
+            {
+                let why = match new_site::confirmed_unknown(lookups.client(), &site).await {
+                    Ok(true) => {
+                        return Verdict::FirstProvision {
+                            site,
+                            product,
+                            hold,
+                        };
+                    }
+                    Ok(false) => {
+                        tracing::warn!(
+                            %site,
+                            "upgrade-paths answered invalid_blog for a site WordPress.com's status \
+                             knows: not forwarded as a first provision"
+                        );
+                        LookupError::Status {
+                            status: StatusCode::FORBIDDEN,
+                            retry_after: None,
+                        }
+                    }
+                    Err(error) => error,
+                };
+                Verdict::Stopped {
+                    why: Rejection::Upstream(why),
+                    site: Some(site),
+                    product: Some(product),
+                    hold: Some(hold),
+                }
+            }
+            // A blog ID exists only once WordPress.com knows the site.
+            Err(LookupError::UnknownSite) => Verdict::Stopped {
+                why: Rejection::UnknownSite { site: site.clone() },
+                site: Some(site),
+                product: Some(product),
+                hold: Some(hold),
+            },
+            Err(error) => Verdict::Stopped {
+                why: Rejection::Upstream(error),
+                site: Some(site),
+                product: Some(product),
+                hold: Some(hold),
+            },
+        }
+    }
+
+    /// Counts, logs and hands the decision to the partner's callback.
+    fn report(&self, report: &DecisionReport<'_>) {
+        let stats = &self.shared.stats;
+        match report.outcome {
+            Outcome::Rejected => stats.rejected(),
+            _ => stats.forwarded(),
+        }
+        let site = report.site.map(Site::as_str);
+        let code = report.rejection.map(Rejection::code);
+        let latency_ms = report.latency.as_secs_f64() * 1000.0;
+        let (outcome, mode) = (report.outcome.as_str(), report.mode.as_str());
+        match (report.outcome, report.rejection) {
+            (Outcome::Allowed, _) => {
+                let admission = report.admission.map(Admission::as_str);
+                let message = match report.admission {
+                    Some(Admission::FirstProvision) => "first provision of a new site forwarded",
+                    Some(Admission::Connection) => "connection request forwarded (no product)",
+                    Some(Admission::Cancellation) => "cancellation forwarded",
+                    _ => "upgrade allowed",
+                };
+                tracing::info!(
+                    site,
+                    product = report.product,
+                    outcome,
+                    admission,
+                    mode,
+                    latency_ms,
+                    "{message}"
+                );
+            }
+            (Outcome::Rejected, Some(why)) if why.status().is_client_error() => {
+                tracing::info!(site, product = report.product, outcome, mode, code, latency_ms, reason = %why, "request stopped");
+            }
+            (outcome_kind, _) => {
+                let message = match outcome_kind {
+                    Outcome::Rejected => "request stopped: the guard could not check it",
+                    _ => "forwarded although the guard would have stopped it",
+                };
+                tracing::warn!(
+                    site,
+                    product = report.product,
+                    outcome,
+                    mode,
+                    code,
+                    latency_ms,
+                    reason = report.rejection.map(tracing::field::display),
+                    "{message}"
+                );
+            }
+        }
+        if let Some(callback) = &self.on_decision {
+            callback(report);
+        }
+    }
+
+    /// Takes the site's lock, counting the requests that had to wait. On a cancel route the
+    /// hold forgets the site when it ends.
+    async fn hold(&self, site: &Site) -> Result<SiteHold, Rejection> {
+        let stats = &self.shared.stats;
+        // Bounded here too, so a lock implementation that overstays its wait cannot hang requests;
+        // the margin leaves a shared lock time to finish its last attempt and report it.
+        let bound = self.lock_wait.saturating_add(Duration::from_secs(5));
+        let mut acquire = Box::pin(async move {
+            tokio::time::timeout(bound, self.shared.locks.acquire(site, self.lock_wait))
+                .await
+                .unwrap_or(Err(LockError::Busy))
+        });
+        let acquired = match (&mut acquire).now_or_never() {
+            Some(acquired) => acquired,
+            None => {
+                let started = Instant::now();
+                let acquired = acquire.await;
+                stats.lock_waited(started.elapsed());
+                tracing::debug!(%site, waited = ?started.elapsed(), ok = acquired.is_ok(), "waited for the site's lock");
+                acquired
+            }
+        };
+        match acquired {
+            Ok(permit) => Ok(SiteHold {
+                forget: self.cancels.then(|| (self.shared.clone(), site.clone())),
+                _permit: Some(permit),
+            }),
+            Err(error) => {
+                stats.site_busy();
+                Err(Rejection::SiteBusy(error))
+            }
+        }
+    }
+}
+
+fn not_an_upgrade(site: &Site, product: &str, paths: Arc<UpgradePaths>) -> Rejection {
+    Rejection::NotAnUpgrade {
+        site: site.clone(),
+        product: product.to_owned(),
+        upgrade_paths: paths,
+    }
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("shared", &self.shared)
+            .field("reader", &self.reader)
+            .field("lock_wait", &self.lock_wait)
+            .field("mode", &self.mode)
+            .field("on_decision", &self.on_decision.as_ref().map(|_| ".."))
+            .field("require_product", &self.require_product)
+            .field("unknown_sites", &self.unknown_sites)
+            .field("cancels", &self.cancels)
+            .field("after_drop", &self.after_drop)
+            .finish()
+    }
+}
