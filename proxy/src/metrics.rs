@@ -2,7 +2,7 @@
 //!
 //! | metric | type | labels |
 //! |---|---|---|
-//! | `upgrade_guard_decisions_total` | counter | `outcome` (allowed, rejected, ...), `code` (the rejection's, or `none`) |
+//! | `upgrade_guard_decisions_total` | counter | `outcome` (allowed, rejected, ...), `code` (the rejection's, or `none`), `admission` (upgrade, first provision, connection, cancellation, or `none`) |
 //! | `upgrade_guard_decision_seconds` | histogram | from the request's arrival to the guard's decision |
 //! | `upgrade_guard_lookups_total`, `upgrade_guard_cache_hits_total`, `upgrade_guard_coalesced_total` | counter | |
 //! | `upgrade_guard_lock_waits_total`, `upgrade_guard_lock_wait_seconds_total`, `upgrade_guard_site_busy_total` | counter | |
@@ -55,7 +55,7 @@ pub struct Metrics {
 #[derive(Debug)]
 struct Inner {
     guard: GuardStats,
-    decisions: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
+    decisions: Mutex<BTreeMap<(&'static str, &'static str, &'static str), u64>>,
     decision_latency: Histogram,
     requests: Mutex<BTreeMap<(Route, u16), u64>>,
     upstream_latency: [Histogram; 3],
@@ -78,8 +78,11 @@ impl Metrics {
     /// Counts one of the guard's decisions (its `on_decision` callback).
     pub fn decision(&self, report: &DecisionReport<'_>) {
         let code = report.rejection.map_or("none", |why| why.code());
+        let admission = report
+            .admission
+            .map_or("none", |admission| admission.as_str());
         *lock(&self.inner.decisions)
-            .entry((report.outcome.as_str(), code))
+            .entry((report.outcome.as_str(), code, admission))
             .or_default() += 1;
         self.inner.decision_latency.observe(report.latency);
     }
@@ -100,12 +103,12 @@ impl Metrics {
     pub fn render(&self) -> String {
         let inner = &*self.inner;
         let mut out = String::with_capacity(4096);
-        out.push_str("# HELP upgrade_guard_decisions_total Decisions of the guard, by outcome and rejection code.\n");
+        out.push_str("# HELP upgrade_guard_decisions_total Decisions of the guard, by outcome, rejection code and admission.\n");
         out.push_str("# TYPE upgrade_guard_decisions_total counter\n");
-        for ((outcome, code), n) in lock(&inner.decisions).iter() {
+        for ((outcome, code, admission), n) in lock(&inner.decisions).iter() {
             let _ = writeln!(
                 out,
-                "upgrade_guard_decisions_total{{outcome=\"{outcome}\",code=\"{code}\"}} {n}"
+                "upgrade_guard_decisions_total{{outcome=\"{outcome}\",code=\"{code}\",admission=\"{admission}\"}} {n}"
             );
         }
         inner.decision_latency.render(

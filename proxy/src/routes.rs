@@ -15,10 +15,8 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use tower::ServiceBuilder;
-use tower::util::BoxCloneSyncService;
-use tower_layer::Identity;
 use tower_service::Service;
-use upgrade_guard::{UpgradeGuard, UpgradeGuardLayer};
+use upgrade_guard::{Source, UpgradeGuard, UpgradeGuardLayer};
 
 /// The route a request takes.
 pub fn route(method: &Method, path: &str) -> Route {
@@ -41,27 +39,36 @@ pub fn route(method: &Method, path: &str) -> Route {
     }
 }
 
-/// The layer around the partner-cancel route, built in this one place.
-///
-/// Today it is the identity: cancels are forwarded without a per-site hold, because a guarded
-/// route needs a product to check and would refuse a cancel, so a refusal cached before a cancel
-/// can be repeated for up to `--cache-ttl`. Once the library's `UpgradeGuardLayer::cancels` is
-/// merged, this returns
-/// `guard.clone().site(Source::path("/rest/v1.3/jpphp/{site}/partner-cancel", "site")).cancels()`
-/// (an [`UpgradeGuardLayer`]; [`Proxy::new`] takes either): held per site like a provision, the
-/// site's cached paths dropped.
-pub fn cancel_layer(_guard: &UpgradeGuardLayer) -> Identity {
-    Identity::new()
+/// The layer around the partner-cancel route, built in this one place: the guard's
+/// [`cancels`](UpgradeGuardLayer::cancels) route, site from the path. Nothing is checked, but
+/// the cancel is held per site like a provision (across replicas with `--redis`), and the site's
+/// cached upgrade paths are dropped, so a product the cancel gave back is an upgrade at once.
+pub fn cancel_layer(guard: &UpgradeGuardLayer) -> UpgradeGuardLayer {
+    guard.clone().site(Source::from_fn(cancel_site)).cancels()
 }
 
-/// The cancel route's service, whatever [`cancel_layer`] makes of the forwarder.
-type CancelService = BoxCloneSyncService<Request<Incoming>, Response<ProxyBody>, Infallible>;
+/// The site a partner-cancel path names, as sent: `{site}` in
+/// `/rest/{version}/jpphp/{site}/partner-cancel`, read from any spelling [`route`] sends to the
+/// cancel route. Not percent-decoded: [`Site::parse`](upgrade_guard::Site::parse) refuses a `%`
+/// (400 `invalid_site`) rather than guess how the upstream would decode it.
+fn cancel_site(request: &http::request::Parts) -> Option<String> {
+    let segments: Vec<&str> = request
+        .uri
+        .path()
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .collect();
+    match segments.as_slice() {
+        [_, _, _, site, _] => Some((*site).to_owned()),
+        _ => None,
+    }
+}
 
 /// The proxy's front service: routes each request and counts what it answered.
 #[derive(Clone)]
 pub struct Proxy {
     provision: UpgradeGuard<Forwarder>,
-    cancel: CancelService,
+    cancel: UpgradeGuard<Forwarder>,
     passthrough: Forwarder,
     metrics: Metrics,
 }
@@ -70,15 +77,13 @@ impl Proxy {
     /// The routes: `guard` in front of the provision endpoint, [`cancel_layer`] in front of
     /// partner-cancel, `forwarder` behind all three.
     pub fn new(guard: &UpgradeGuardLayer, forwarder: &Forwarder, metrics: Metrics) -> Self {
-        let cancel = ServiceBuilder::new()
-            .map_response(boxed)
-            .layer(cancel_layer(guard))
-            .service(forwarder.on_route(Route::Cancel));
         Self {
             provision: ServiceBuilder::new()
                 .layer(guard.clone())
                 .service(forwarder.on_route(Route::Provision)),
-            cancel: BoxCloneSyncService::new(cancel),
+            cancel: ServiceBuilder::new()
+                .layer(cancel_layer(guard))
+                .service(forwarder.on_route(Route::Cancel)),
             passthrough: forwarder.on_route(Route::Passthrough),
             metrics,
         }
@@ -109,11 +114,14 @@ impl Service<Request<Incoming>> for Proxy {
         let (method, path) = (request.method().clone(), request.uri().path().to_owned());
         let started = std::time::Instant::now();
         let answered = match route {
-            Route::Provision => {
-                let future = self.provision.call(request);
+            Route::Provision | Route::Cancel => {
+                let guarded = match route {
+                    Route::Provision => &mut self.provision,
+                    _ => &mut self.cancel,
+                };
+                let future = guarded.call(request);
                 Box::pin(async move { future.await.map(boxed) }) as Self::Future
             }
-            Route::Cancel => self.cancel.call(request),
             Route::Passthrough => self.passthrough.call(request),
         };
         Box::pin(async move {

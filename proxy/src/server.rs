@@ -21,6 +21,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 use tower_service::Service;
+use upgrade_guard::guard::Detached;
 use upgrade_guard::lock::{LockError, RedisBuildError};
 use upgrade_guard::upstream::BuildError;
 use upgrade_guard::{RedisLocks, Site, SiteLocks, UpgradeGuardLayer, UpgradePathsClient};
@@ -94,6 +95,8 @@ pub struct Running {
     https: bool,
     stop: watch::Sender<bool>,
     servers: Vec<JoinHandle<()>>,
+    detached: Detached,
+    grace: Duration,
 }
 
 impl Running {
@@ -114,11 +117,21 @@ impl Running {
     }
 
     /// Stops accepting, lets the requests under way finish (at most `--shutdown-grace`), and
-    /// returns when every connection is closed.
+    /// returns when every connection is closed and every provision whose client went away has
+    /// finished (the guard holds their sites until then; within the same grace).
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
         for server in self.servers {
             let _ = server.await;
+        }
+        if tokio::time::timeout(self.grace, self.detached.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                in_progress = self.detached.in_progress(),
+                "provisions whose clients went away still running after the shutdown grace"
+            );
         }
     }
 }
@@ -156,6 +169,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         metrics.clone(),
     );
     let proxy = Proxy::new(&guard, &forwarder, metrics.clone());
+    let detached = guard.detached();
 
     let listener = bind("--listen", config.listen).await?;
     let admin_listener = bind("--admin", config.admin).await?;
@@ -182,6 +196,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         https,
         stop,
         servers,
+        detached,
+        grace,
     })
 }
 

@@ -166,7 +166,6 @@ async fn partner_tooling_provisions_upgrades_and_is_refused_downgrades() {
 }
 
 #[tokio::test]
-#[ignore = "needs first provisions of new sites and connection requests in the library (lifecycle, merging)"]
 async fn a_new_site_and_a_connection_request_pass() {
     let fake = FakeUpstream::builder().demo_sites().start().await.unwrap();
     let cert = TestCert::new();
@@ -201,7 +200,6 @@ async fn a_new_site_and_a_connection_request_pass() {
 }
 
 #[tokio::test]
-#[ignore = "needs UpgradeGuardLayer::cancels() in cancel_layer and the fake's partner-cancel (lifecycle, merging)"]
 async fn a_cancel_drops_the_sites_cached_paths() {
     let fake = FakeUpstream::builder().demo_sites().start().await.unwrap();
     let cert = TestCert::new();
@@ -509,8 +507,9 @@ async fn metrics_and_health_are_on_the_admin_listener_only() {
     );
     let text = metrics.text();
     for line in [
-        r#"upgrade_guard_decisions_total{outcome="rejected",code="upgrade_not_allowed"} 1"#,
-        r#"upgrade_guard_decisions_total{outcome="allowed",code="none"} 1"#,
+        r#"upgrade_guard_decisions_total{outcome="rejected",code="upgrade_not_allowed",admission="none"} 1"#,
+        r#"upgrade_guard_decisions_total{outcome="allowed",code="none",admission="upgrade"} 1"#,
+        r#"upgrade_guard_decisions_total{outcome="allowed",code="none",admission="cancellation"} 1"#,
         r#"upgrade_guard_proxy_requests_total{route="provision",status="409"} 1"#,
         r#"upgrade_guard_proxy_requests_total{route="provision",status="200"} 1"#,
         r#"upgrade_guard_proxy_upstream_seconds_count{route="provision"} 1"#,
