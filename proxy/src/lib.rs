@@ -1,0 +1,30 @@
+//! `upgrade-guard-proxy`: a reverse proxy for WordPress.com's partner API that refuses Jetpack
+//! downgrades, for partners whose provisioning code is not Rust.
+//!
+//! Point the partner tooling at it (`JETPACK_START_API_HOST`) and it:
+//!
+//! - sends `POST /rest/v1.3/jpphp/provision` through the same [`UpgradeGuardLayer`] a Rust partner
+//!   would stack in front of its own handler (site from `siteurl`, product from `plan`), then to the
+//!   upstream;
+//! - sends `POST /rest/v1.3/jpphp/{site}/partner-cancel` through [`routes::cancel_layer`];
+//! - passes everything else through ([`forward`]): method, path, query, headers and bodies streamed
+//!   both ways, hop-by-hop headers dropped, `Host` set for the upstream.
+//!
+//! Metrics and health are served on a separate admin listener ([`admin`]); HTTPS is served with
+//! rustls ([`tls`]). The binary's `main` only parses the flags into a [`Config`], calls
+//! [`start`] and waits for a signal to [`Running::shutdown`].
+//!
+//! [`UpgradeGuardLayer`]: upgrade_guard::UpgradeGuardLayer
+#![warn(missing_docs, rust_2018_idioms)]
+#![deny(unreachable_pub, unsafe_code)]
+
+pub mod admin;
+pub mod config;
+pub mod forward;
+pub mod metrics;
+pub mod routes;
+pub mod server;
+pub mod tls;
+
+pub use config::{Config, Credentials};
+pub use server::{Running, StartError, start};

@@ -1,0 +1,72 @@
+//! `upgrade-guard-proxy`: flags → config → service stack → serve → graceful shutdown.
+
+use clap::Parser;
+use std::process::ExitCode;
+use tracing_subscriber::EnvFilter;
+use upgrade_guard_proxy::{Config, start};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let config = Config::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        // Colours only for a person at a terminal, never in a log file or a pipe.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+        .init();
+    // Listening for the signals before serving: one that comes right after the start-up log
+    // line must shut down gracefully, not kill the process.
+    let signals = match ShutdownSignals::new() {
+        Ok(signals) => signals,
+        Err(error) => {
+            eprintln!("upgrade-guard-proxy: cannot listen for signals: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let running = match start(config).await {
+        Ok(running) => running,
+        Err(error) => {
+            // Start-up errors go to stderr as one readable line, whatever RUST_LOG says.
+            eprintln!("upgrade-guard-proxy: {}", error.chain());
+            return ExitCode::from(2);
+        }
+    };
+    signals.recv().await;
+    tracing::info!("shutting down: no new connections, finishing the requests under way");
+    running.shutdown().await;
+    ExitCode::SUCCESS
+}
+
+/// SIGTERM (what an orchestrator sends) or SIGINT (Ctrl-C).
+struct ShutdownSignals {
+    #[cfg(unix)]
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignals {
+    fn new() -> std::io::Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Self {
+                term: signal(SignalKind::terminate())?,
+                interrupt: signal(SignalKind::interrupt())?,
+            })
+        }
+        #[cfg(not(unix))]
+        Ok(Self {})
+    }
+
+    async fn recv(mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.interrupt.recv() => {}
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

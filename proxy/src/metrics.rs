@@ -1,0 +1,285 @@
+//! The proxy's numbers, rendered in Prometheus' text exposition format on the admin listener.
+//!
+//! | metric | type | labels |
+//! |---|---|---|
+//! | `upgrade_guard_decisions_total` | counter | `outcome` (allowed, rejected, ...), `code` (the rejection's, or `none`), `admission` (upgrade, first provision, connection, cancellation, or `none`) |
+//! | `upgrade_guard_decision_seconds` | histogram | from the request's arrival to the guard's decision |
+//! | `upgrade_guard_lookups_total`, `upgrade_guard_cache_hits_total`, `upgrade_guard_coalesced_total` | counter | |
+//! | `upgrade_guard_lock_waits_total`, `upgrade_guard_lock_wait_seconds_total`, `upgrade_guard_site_busy_total` | counter | |
+//! | `upgrade_guard_proxy_requests_total` | counter | `route` (provision, cancel, passthrough), `status` |
+//! | `upgrade_guard_proxy_upstream_seconds` | histogram | `route`: until the upstream's response head |
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+use upgrade_guard::{DecisionReport, GuardStats};
+
+/// Which route of the proxy a request took.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Route {
+    /// `POST /rest/v1.3/jpphp/provision`, through the guard.
+    Provision,
+    /// `POST /rest/v1.3/jpphp/{site}/partner-cancel`.
+    Cancel,
+    /// Everything else, passed through.
+    Passthrough,
+}
+
+impl Route {
+    /// The route's label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Provision => "provision",
+            Self::Cancel => "cancel",
+            Self::Passthrough => "passthrough",
+        }
+    }
+
+    const ALL: [Self; 3] = [Self::Provision, Self::Cancel, Self::Passthrough];
+}
+
+/// Upper bounds of the latency buckets, in seconds: a cached decision is sub-millisecond, a
+/// lookup or a provision a few hundred milliseconds, a stalled upstream seconds.
+const BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// The proxy's metrics; cheap to clone, clones share the numbers.
+#[derive(Clone, Debug)]
+pub struct Metrics {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    guard: GuardStats,
+    decisions: Mutex<BTreeMap<(&'static str, &'static str, &'static str), u64>>,
+    decision_latency: Histogram,
+    requests: Mutex<BTreeMap<(Route, u16), u64>>,
+    upstream_latency: [Histogram; 3],
+}
+
+impl Metrics {
+    /// Metrics around a guard's own counters.
+    pub fn new(guard: GuardStats) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                guard,
+                decisions: Mutex::default(),
+                decision_latency: Histogram::default(),
+                requests: Mutex::default(),
+                upstream_latency: Default::default(),
+            }),
+        }
+    }
+
+    /// Counts one of the guard's decisions (its `on_decision` callback).
+    pub fn decision(&self, report: &DecisionReport<'_>) {
+        let code = report.rejection.map_or("none", |why| why.code());
+        let admission = report
+            .admission
+            .map_or("none", |admission| admission.as_str());
+        *lock(&self.inner.decisions)
+            .entry((report.outcome.as_str(), code, admission))
+            .or_default() += 1;
+        self.inner.decision_latency.observe(report.latency);
+    }
+
+    /// Counts a request the proxy answered on `route` with `status`.
+    pub fn answered(&self, route: Route, status: u16) {
+        *lock(&self.inner.requests)
+            .entry((route, status))
+            .or_default() += 1;
+    }
+
+    /// Records how long the upstream took to start answering on `route`.
+    pub fn upstream_latency(&self, route: Route, latency: Duration) {
+        self.inner.upstream_latency[route as usize].observe(latency);
+    }
+
+    /// Everything, in Prometheus' text exposition format (version 0.0.4).
+    pub fn render(&self) -> String {
+        let inner = &*self.inner;
+        let mut out = String::with_capacity(4096);
+        out.push_str("# HELP upgrade_guard_decisions_total Decisions of the guard, by outcome, rejection code and admission.\n");
+        out.push_str("# TYPE upgrade_guard_decisions_total counter\n");
+        for ((outcome, code, admission), n) in lock(&inner.decisions).iter() {
+            let _ = writeln!(
+                out,
+                "upgrade_guard_decisions_total{{outcome=\"{outcome}\",code=\"{code}\",admission=\"{admission}\"}} {n}"
+            );
+        }
+        inner.decision_latency.render(
+            &mut out,
+            "upgrade_guard_decision_seconds",
+            "From a guarded request's arrival to the guard's decision.",
+            &[""],
+        );
+
+        let stats = inner.guard.snapshot();
+        let counters: [(&str, &str, f64); 6] = [
+            (
+                "lookups",
+                "Upstream upgrade-paths lookups made.",
+                stats.lookups as f64,
+            ),
+            (
+                "cache_hits",
+                "Decisions answered from the cache.",
+                stats.cache_hits as f64,
+            ),
+            (
+                "coalesced",
+                "Requests that joined a lookup in flight.",
+                stats.coalesced as f64,
+            ),
+            (
+                "lock_waits",
+                "Requests that waited for another provision of their site.",
+                stats.lock_waits as f64,
+            ),
+            (
+                "lock_wait_seconds",
+                "Time spent in those waits.",
+                stats.lock_wait_time.as_secs_f64(),
+            ),
+            (
+                "site_busy",
+                "Requests answered site_busy.",
+                stats.site_busy as f64,
+            ),
+        ];
+        for (name, help, value) in counters {
+            let _ = writeln!(out, "# HELP upgrade_guard_{name}_total {help}");
+            let _ = writeln!(out, "# TYPE upgrade_guard_{name}_total counter");
+            let _ = writeln!(out, "upgrade_guard_{name}_total {value}");
+        }
+
+        out.push_str(
+            "# HELP upgrade_guard_proxy_requests_total Requests answered, by route and status.\n",
+        );
+        out.push_str("# TYPE upgrade_guard_proxy_requests_total counter\n");
+        for ((route, status), n) in lock(&inner.requests).iter() {
+            let route = route.as_str();
+            let _ = writeln!(
+                out,
+                "upgrade_guard_proxy_requests_total{{route=\"{route}\",status=\"{status}\"}} {n}"
+            );
+        }
+        let mut first = true;
+        for route in Route::ALL {
+            let label = format!("route=\"{}\"", route.as_str());
+            inner.upstream_latency[route as usize].render(
+                &mut out,
+                "upgrade_guard_proxy_upstream_seconds",
+                if first {
+                    "Until the upstream's response head, by route."
+                } else {
+                    ""
+                },
+                &[&label],
+            );
+            first = false;
+        }
+        out
+    }
+}
+
+/// A counter map stays usable even if a holder panicked: counts are plain numbers.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A fixed-bucket latency histogram, lock-free.
+#[derive(Debug, Default)]
+struct Histogram {
+    /// Observations per bucket (not cumulative), the last one past every bound.
+    buckets: [AtomicU64; BUCKETS.len() + 1],
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    fn observe(&self, latency: Duration) {
+        let seconds = latency.as_secs_f64();
+        let bucket = BUCKETS
+            .iter()
+            .position(|&bound| seconds <= bound)
+            .unwrap_or(BUCKETS.len());
+        self.buckets[bucket].fetch_add(1, Relaxed);
+        let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+        self.sum_micros.fetch_add(micros, Relaxed);
+    }
+
+    /// Writes the histogram; `help` empty when another series of the same name came first.
+    fn render(&self, out: &mut String, name: &str, help: &str, labels: &[&str]) {
+        if !help.is_empty() {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} histogram");
+        }
+        let labels = labels
+            .iter()
+            .filter(|l| !l.is_empty())
+            .copied()
+            .collect::<Vec<_>>()
+            .join(",");
+        let with = |extra: &str| match (labels.is_empty(), extra.is_empty()) {
+            (true, true) => String::new(),
+            (true, false) => format!("{{{extra}}}"),
+            (false, true) => format!("{{{labels}}}"),
+            (false, false) => format!("{{{labels},{extra}}}"),
+        };
+        let mut cumulative = 0;
+        for (i, count) in self.buckets.iter().enumerate() {
+            cumulative += count.load(Relaxed);
+            let le = BUCKETS.get(i).map_or("+Inf".to_owned(), |b| b.to_string());
+            let _ = writeln!(
+                out,
+                "{name}_bucket{} {cumulative}",
+                with(&format!("le=\"{le}\""))
+            );
+        }
+        let sum = self.sum_micros.load(Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "{name}_sum{} {sum}", with(""));
+        let _ = writeln!(out, "{name}_count{} {cumulative}", with(""));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histograms_are_cumulative_and_counted() {
+        let metrics = Metrics::new(GuardStats::default());
+        metrics.upstream_latency(Route::Passthrough, Duration::from_micros(300));
+        metrics.upstream_latency(Route::Passthrough, Duration::from_millis(30));
+        metrics.upstream_latency(Route::Passthrough, Duration::from_secs(60));
+        metrics.answered(Route::Passthrough, 200);
+        metrics.answered(Route::Passthrough, 200);
+        let text = metrics.render();
+        for line in [
+            "upgrade_guard_proxy_upstream_seconds_bucket{route=\"passthrough\",le=\"0.0005\"} 1",
+            "upgrade_guard_proxy_upstream_seconds_bucket{route=\"passthrough\",le=\"0.05\"} 2",
+            "upgrade_guard_proxy_upstream_seconds_bucket{route=\"passthrough\",le=\"10\"} 2",
+            "upgrade_guard_proxy_upstream_seconds_bucket{route=\"passthrough\",le=\"+Inf\"} 3",
+            "upgrade_guard_proxy_upstream_seconds_count{route=\"passthrough\"} 3",
+            "upgrade_guard_proxy_upstream_seconds_bucket{route=\"provision\",le=\"+Inf\"} 0",
+            "upgrade_guard_proxy_requests_total{route=\"passthrough\",status=\"200\"} 2",
+            "upgrade_guard_lookups_total 0",
+            "# TYPE upgrade_guard_decision_seconds histogram",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "no line {line:?} in\n{text}"
+            );
+        }
+        // One TYPE line per metric name, as the format requires.
+        assert_eq!(
+            text.matches("# TYPE upgrade_guard_proxy_upstream_seconds ")
+                .count(),
+            1
+        );
+    }
+}

@@ -1,0 +1,324 @@
+//! Start-up (config → service stack → listeners), the accept loops, and graceful shutdown.
+
+use crate::admin::Admin;
+use crate::config::{Config, Credentials, redacted_url};
+use crate::forward::{ErrorChain, Forwarder, InvalidUpstream, ProxyBody, Upstream};
+use crate::metrics::Metrics;
+use crate::routes::Proxy;
+use crate::tls::{self, TlsError};
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use std::convert::Infallible;
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
+use tower_service::Service;
+use upgrade_guard::guard::Detached;
+use upgrade_guard::lock::{LockError, RedisBuildError};
+use upgrade_guard::upstream::BuildError;
+use upgrade_guard::{RedisLocks, Site, SiteLocks, UpgradeGuardLayer, UpgradePathsClient};
+
+/// How long a client has to finish its TLS handshake, and to send a request's headers.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long start-up waits for Redis to answer before calling it unreachable.
+const REDIS_PROBE_WAIT: Duration = Duration::from_secs(3);
+
+/// Why the proxy did not start. Each says which flag to look at.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// `--upstream` is not a URL the proxy can forward to.
+    #[error(transparent)]
+    Upstream(#[from] InvalidUpstream),
+    /// The certificate or key can't be served, or no CA certificates to reach the upstream.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// The guard's upgrade-paths client could not be built from the flags.
+    #[error("the guard's upstream client (--upstream, --token, --client-id/--client-secret)")]
+    Client(#[source] BuildError),
+    /// `--redis` can't be read.
+    #[error("--redis {url}")]
+    RedisAddress {
+        /// The URL, password hidden.
+        url: String,
+        /// Why.
+        #[source]
+        source: RedisBuildError,
+    },
+    /// `--redis` did not answer.
+    #[error("cannot reach Redis at {url} (--redis)")]
+    RedisUnreachable {
+        /// The URL, password hidden.
+        url: String,
+        /// Why.
+        #[source]
+        source: LockError,
+    },
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr} ({flag})")]
+    Listen {
+        /// The flag that named the address.
+        flag: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl StartError {
+    /// The error and its causes on one line.
+    pub fn chain(&self) -> ErrorChain<'_> {
+        ErrorChain(self)
+    }
+}
+
+/// A started proxy: both listeners are accepting.
+#[derive(Debug)]
+pub struct Running {
+    addr: SocketAddr,
+    admin_addr: SocketAddr,
+    https: bool,
+    stop: watch::Sender<bool>,
+    servers: Vec<JoinHandle<()>>,
+    detached: Detached,
+    grace: Duration,
+}
+
+impl Running {
+    /// Where the proxy listens (with the port chosen when `--listen` said port 0).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Where the admin endpoints listen.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
+    /// The proxy's base URL, `http://` or `https://`.
+    pub fn url(&self) -> String {
+        let scheme = if self.https { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
+    }
+
+    /// Stops accepting, lets the requests under way finish (at most `--shutdown-grace`), and
+    /// returns when every connection is closed and every provision whose client went away has
+    /// finished (the guard holds their sites until then; within the same grace).
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        for server in self.servers {
+            let _ = server.await;
+        }
+        if tokio::time::timeout(self.grace, self.detached.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                in_progress = self.detached.in_progress(),
+                "provisions whose clients went away still running after the shutdown grace"
+            );
+        }
+    }
+}
+
+/// Builds the service stack from `config`, binds both listeners and starts serving on the
+/// current Tokio runtime.
+///
+/// Every check that can fail does so here, with a [`StartError`] naming the flag: the upstream
+/// URL, the credentials, the certificate and key, Redis (a lock is taken and freed, so an
+/// unreachable Redis is found now rather than as 503s later), and both addresses.
+pub async fn start(config: Config) -> Result<Running, StartError> {
+    let upstream = Upstream::parse(&config.upstream)?;
+    let acceptor = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => Some(tls::acceptor(cert, key)?),
+        _ => None,
+    };
+    let connector = tls::upstream_connector(upstream.is_https())?;
+
+    let mut guard =
+        UpgradeGuardLayer::builder(lookup_client(&config)?).cache_ttl(config.cache_ttl());
+    // Without --redis, the builder's default: in-process locks.
+    if let Some(url) = &config.redis {
+        guard = guard.site_locks(redis_locks(url).await?);
+    }
+    let guard = guard.build();
+    let metrics = Metrics::new(guard.stats());
+    let guard = guard.on_decision({
+        let metrics = metrics.clone();
+        move |report| metrics.decision(report)
+    });
+    let forwarder = Forwarder::new(
+        upstream,
+        connector,
+        config.request_timeout(),
+        metrics.clone(),
+    );
+    let proxy = Proxy::new(&guard, &forwarder, metrics.clone());
+    let detached = guard.detached();
+
+    let listener = bind("--listen", config.listen).await?;
+    let admin_listener = bind("--admin", config.admin).await?;
+    let addr = local_addr("--listen", &listener, config.listen)?;
+    let admin_addr = local_addr("--admin", &admin_listener, config.admin)?;
+
+    let (stop, stopped) = watch::channel(false);
+    let grace = config.shutdown_grace();
+    let https = acceptor.is_some();
+    let servers = vec![
+        tokio::spawn(serve(listener, acceptor, proxy, stopped.clone(), grace)),
+        tokio::spawn(serve(
+            admin_listener,
+            None,
+            Admin::new(metrics),
+            stopped,
+            grace,
+        )),
+    ];
+    tracing::info!(?config, %addr, %admin_addr, https, "upgrade-guard-proxy listening");
+    Ok(Running {
+        addr,
+        admin_addr,
+        https,
+        stop,
+        servers,
+        detached,
+        grace,
+    })
+}
+
+/// The guard's upgrade-paths client, with the credentials the flags give.
+fn lookup_client(config: &Config) -> Result<UpgradePathsClient, StartError> {
+    let builder = UpgradePathsClient::builder().base_url(config.upstream.trim_end_matches('/'));
+    let builder = match config.credentials() {
+        Credentials::Token(token) => builder.bearer_token(token),
+        Credentials::ClientCredentials { id, secret } => builder.client_credentials(id, secret),
+        // No credentials of its own: each lookup carries the checked request's bearer token, so
+        // the tooling needs no change, and no caller is ever served another caller's answer.
+        Credentials::Caller => builder.caller_token(),
+    };
+    builder.build().map_err(StartError::Client)
+}
+
+/// The library's Redis locks, after making sure Redis answers: a lock on a site no request
+/// names is taken and freed.
+async fn redis_locks(url: &str) -> Result<RedisLocks, StartError> {
+    let shown = redacted_url(url);
+    let locks = RedisLocks::builder(url)
+        .build()
+        .map_err(|source| StartError::RedisAddress {
+            url: shown.clone(),
+            source,
+        })?;
+    let probe = Site::parse("start-up-probe.upgrade-guard-proxy.invalid").expect("a valid domain");
+    match locks.acquire(&probe, REDIS_PROBE_WAIT).await {
+        // Busy: another replica is probing at the same moment, and Redis answered it.
+        Ok(_) | Err(LockError::Busy) => Ok(locks),
+        Err(source) => Err(StartError::RedisUnreachable { url: shown, source }),
+    }
+}
+
+async fn bind(flag: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Listen { flag, addr, source })
+}
+
+fn local_addr(
+    flag: &'static str,
+    listener: &TcpListener,
+    addr: SocketAddr,
+) -> Result<SocketAddr, StartError> {
+    listener
+        .local_addr()
+        .map_err(|source| StartError::Listen { flag, addr, source })
+}
+
+/// Accepts connections until `stopped` turns true, then waits (at most `grace`) for the
+/// connections to finish their requests; idle keep-alive connections close at once.
+async fn serve<S>(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    service: S,
+    mut stopped: watch::Receiver<bool>,
+    grace: Duration,
+) where
+    S: Service<Request<Incoming>, Response = Response<ProxyBody>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let graceful = GracefulShutdown::new();
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            // Shutdown, or the `Running` handle dropped without it: either way, stop accepting.
+            _ = stopped.changed() => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                // Out of file descriptors and the like: pause instead of spinning.
+                tracing::warn!(%error, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let watcher = graceful.watcher();
+        let tls = tls.clone();
+        let service = TowerToHyperService::new(service.clone());
+        tokio::spawn(async move {
+            let mut http = http1::Builder::new();
+            http.timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT);
+            let served = match tls {
+                None => {
+                    watcher
+                        .watch(http.serve_connection(TokioIo::new(stream), service))
+                        .await
+                }
+                Some(tls) => {
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
+                        Ok(Ok(stream)) => {
+                            watcher
+                                .watch(http.serve_connection(TokioIo::new(stream), service))
+                                .await
+                        }
+                        Ok(Err(error)) => {
+                            tracing::debug!(%peer, %error, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "TLS handshake timed out");
+                            return;
+                        }
+                    }
+                }
+            };
+            if let Err(error) = served {
+                tracing::debug!(%peer, %error, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            ?grace,
+            "requests still under way after the shutdown grace; closing"
+        );
+    }
+}

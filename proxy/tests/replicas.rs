@@ -1,0 +1,104 @@
+//! Three proxy replicas sharing one Redis: provisions of one site racing through different
+//! replicas take turns, so no downgrade reaches WordPress.com. Needs `redis-server` (run with
+//! `--features system-tests`, as CI's `cargo test --all-features` does).
+#![cfg(feature = "system-tests")]
+
+mod common;
+
+use common::redis_server::RedisServer;
+use common::{TestCert, full, multipart, send, start_https};
+use futures_util::future::join_all;
+use http::Request;
+use upgrade_guard::fake::{FakeSite, FakeUpstream};
+
+/// Every paid product: on a free site they race, and all but a strict-superset chain of them
+/// must be refused.
+const PRODUCTS: [&str; 7] = [
+    "jetpack-backup-daily",
+    "jetpack-backup-realtime",
+    "personal",
+    "premium",
+    "professional",
+    "jetpack-scan",
+    "jetpack-anti-spam",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_provisions_through_three_replicas_leak_nothing() {
+    let redis = RedisServer::start();
+    let sites: Vec<String> = (0..6)
+        .map(|i| format!("https://race{i}.example.com/"))
+        .collect();
+    let mut fake = FakeUpstream::builder();
+    for (i, url) in sites.iter().enumerate() {
+        fake = fake.site(FakeSite::new(2000 + i as u64).url(url));
+    }
+    let fake = fake.start().await.unwrap();
+    let cert = TestCert::new();
+    let token = fake.token();
+    let mut replicas = Vec::new();
+    for _ in 0..3 {
+        replicas.push(
+            start_https(
+                fake.url(),
+                &cert,
+                &["--token", &token, "--redis", &redis.url()],
+            )
+            .await,
+        );
+    }
+    let client = cert.client();
+
+    // Every product for every site at once, spread over the replicas, three rounds.
+    let mut requests = Vec::new();
+    for round in 0..3 {
+        for (s, site) in sites.iter().enumerate() {
+            for (p, product) in PRODUCTS.iter().enumerate() {
+                let replica = &replicas[(round + s + p) % replicas.len()];
+                let (content_type, body) = multipart(&[
+                    ("siteurl", site),
+                    ("plan", product),
+                    ("local_user", "admin"),
+                ]);
+                let request = Request::post(format!("{}/rest/v1.3/jpphp/provision", replica.url()))
+                    .header("authorization", format!("Bearer {token}"))
+                    .header("content-type", content_type)
+                    .body(full(body))
+                    .unwrap();
+                requests.push(send(&client, request));
+            }
+        }
+    }
+    let answers = join_all(requests).await;
+
+    let stats = fake.stats();
+    assert_eq!(
+        stats.leaks, 0,
+        "a downgrade reached the provision call: {stats:?}"
+    );
+    let mut allowed = 0;
+    for answer in &answers {
+        match answer.status.as_u16() {
+            200 => allowed += 1,
+            409 => assert!(answer.text().contains(r#""error":"upgrade_not_allowed""#)),
+            // A site held past the lock wait is fail-closed, never forwarded.
+            503 => assert!(
+                answer.text().contains(r#""error":"site_busy""#),
+                "{}",
+                answer.text()
+            ),
+            other => panic!("unexpected {other}: {}", answer.text()),
+        }
+    }
+    assert_eq!(
+        allowed, stats.provisioned,
+        "every forwarded provision succeeded"
+    );
+    assert!(
+        allowed >= sites.len() as u64,
+        "every site got at least one product"
+    );
+    for replica in replicas {
+        replica.shutdown().await;
+    }
+}

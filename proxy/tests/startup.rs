@@ -1,0 +1,221 @@
+//! The binary itself: clear start-up errors for bad flags, an unreadable certificate or an
+//! unreachable Redis, and a graceful exit on SIGTERM.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_upgrade-guard-proxy");
+
+/// Runs the binary with `args` (and free ports unless they name theirs) to its end, which must come within 30 s.
+fn run(args: &[&str]) -> Output {
+    let mut command = Command::new(BINARY);
+    for flag in ["--listen", "--admin"] {
+        if !args.contains(&flag) {
+            command.args([flag, "127.0.0.1:0"]);
+        }
+    }
+    let mut child = command
+        .args(args)
+        .env_clear()
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the binary runs");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{args:?}: still running after 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// The binary failed to start, saying all of `expected` on stderr.
+fn refused(args: &[&str], expected: &[&str]) {
+    let output = run(args);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{args:?} started");
+    assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+    for text in expected {
+        assert!(stderr.contains(text), "{args:?}: no {text:?} in {stderr}");
+    }
+}
+
+#[test]
+fn bad_flags_are_refused_with_the_flag_named() {
+    refused(
+        &["--listen", "nowhere"],
+        &["--listen", "invalid socket address"],
+    );
+    refused(&["--token", "t", "--no-such-flag"], &["--no-such-flag"]);
+    refused(&["--token", "t", "--tls-cert", "cert.pem"], &["--tls-key"]);
+    refused(&["--client-id", "id"], &["--client-secret"]);
+    refused(
+        &["--token", "t", "--upstream", "ftp://example.com"],
+        &["--upstream", "ftp://example.com"],
+    );
+    refused(
+        &["--token", "t", "--upstream", "https://example.com/rest"],
+        &["--upstream"],
+    );
+}
+
+#[test]
+fn an_unreadable_certificate_or_key_is_named() {
+    let cert = common::TestCert::new();
+    let (cert_path, key_path) = (cert.cert.to_str().unwrap(), cert.key.to_str().unwrap());
+    refused(
+        &[
+            "--token",
+            "t",
+            "--tls-cert",
+            "/no/such/cert.pem",
+            "--tls-key",
+            key_path,
+        ],
+        &["cannot read the certificate chain from /no/such/cert.pem"],
+    );
+    refused(
+        &[
+            "--token",
+            "t",
+            "--tls-cert",
+            cert_path,
+            "--tls-key",
+            "/no/such/key.pem",
+        ],
+        &["cannot read a private key from /no/such/key.pem"],
+    );
+    // A certificate file where the key should be holds no key.
+    refused(
+        &[
+            "--token",
+            "t",
+            "--tls-cert",
+            cert_path,
+            "--tls-key",
+            cert_path,
+        ],
+        &["cannot read a private key from"],
+    );
+    // Another certificate's key.
+    let other = common::TestCert::new();
+    refused(
+        &[
+            "--token",
+            "t",
+            "--tls-cert",
+            cert_path,
+            "--tls-key",
+            other.key.to_str().unwrap(),
+        ],
+        &["the certificate and key can't be served together"],
+    );
+}
+
+#[test]
+fn an_unreachable_redis_is_named_without_its_password() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("redis://:hunter2@127.0.0.1:{closed}/0");
+    refused(
+        &["--token", "t", "--redis", &url],
+        &[&format!(
+            "cannot reach Redis at redis://***@127.0.0.1:{closed}/0 (--redis)"
+        )],
+    );
+    let output = run(&["--token", "t", "--redis", &url]);
+    assert!(!String::from_utf8_lossy(&output.stderr).contains("hunter2"));
+    refused(
+        &["--token", "t", "--redis", "not a url"],
+        &["--redis not a url"],
+    );
+}
+
+#[test]
+fn a_taken_port_is_named() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let output = Command::new(BINARY)
+        .args(["--listen", &addr, "--admin", "127.0.0.1:0", "--token", "t"])
+        .env_clear()
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot listen on {addr} (--listen)")),
+        "{stderr}"
+    );
+}
+
+/// Kills the child if the test fails half-way.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn sigterm_stops_it_cleanly() {
+    let mut child = Running(
+        Command::new(BINARY)
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--admin",
+                "127.0.0.1:0",
+                "--token",
+                "t",
+            ])
+            .args(["--upstream", "http://127.0.0.1:9"])
+            .env_clear()
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    // The start-up log line says where it listens; it is the first line.
+    let mut line = String::new();
+    BufReader::new(child.0.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.contains("upgrade-guard-proxy listening"), "{line}");
+    let addr = line
+        .split_whitespace()
+        .find_map(|field| field.strip_prefix("addr="))
+        .expect("the address in the log line");
+    assert!(std::net::TcpStream::connect(addr).is_ok());
+
+    let pid = libc::pid_t::try_from(child.0.id()).unwrap();
+    // SAFETY: kill(2) with a signal number has no memory effects; the pid is our own child,
+    // not yet waited for, so it can't have been reused.
+    #[allow(unsafe_code)]
+    let sent = unsafe { libc::kill(pid, libc::SIGTERM) };
+    assert_eq!(sent, 0, "SIGTERM not sent");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still running 10 s after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status}");
+}
