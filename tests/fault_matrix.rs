@@ -180,7 +180,8 @@ fn rows() -> Vec<Row> {
             UnknownSite,
             One,
         ),
-        row("404 not found", status(404), UnknownSite, One),
+        // Only `invalid_blog` makes a site unknown: a bare 404 is a wrong base URL, say.
+        row("404 not found", status(404), Unavailable(5), One),
         row("409 conflict", status(409), Unavailable(5), One),
         row(
             "429 without Retry-After",

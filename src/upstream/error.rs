@@ -16,7 +16,7 @@ use std::time::Duration;
 #[derive(Clone, Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum LookupError {
-    /// WordPress.com does not know the site (`invalid_blog`, or 404).
+    /// WordPress.com does not know the site (`invalid_blog`).
     #[error("WordPress.com does not know this site")]
     UnknownSite,
     /// WordPress.com refused the partner's credentials: the lookup refused the token (after one

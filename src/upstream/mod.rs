@@ -404,7 +404,9 @@ fn classify(
         error: String,
     }
     let code = serde_json::from_slice::<ErrorAnswer>(body).map(|answer| answer.error);
-    if status == StatusCode::NOT_FOUND || code.is_ok_and(|code| code == "invalid_blog") {
+    // Only WordPress.com's own word makes a site unknown: an unknown site may be forwarded as its
+    // first provision, so a bare 404 (a wrong base URL, a proxy's page) must not pass for one.
+    if code.is_ok_and(|code| code == "invalid_blog") {
         return Err(LookupError::UnknownSite);
     }
     match status {
