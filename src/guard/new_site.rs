@@ -12,8 +12,7 @@
 use crate::Site;
 use crate::upstream::{LookupError, Token, UpgradePathsClient};
 use http::{StatusCode, header};
-use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::sync::Arc;
 
 /// The largest `status` answer read: it lists a site's products, a few hundred bytes.
 const MAX_STATUS_ANSWER: usize = 64 * 1024;
@@ -28,7 +27,7 @@ pub(super) async fn confirmed_unknown(
     site: &Site,
     caller: Option<&Token>,
 ) -> Result<bool, LookupError> {
-    let http = http()?;
+    let http = client.http();
     let ask = async {
         let token = match caller {
             Some(token) => token.clone(),
@@ -76,20 +75,6 @@ pub(super) async fn confirmed_unknown(
             retry_after: None,
         }),
     }
-}
-
-/// One HTTP client for these rare calls, built on first use (and never, by a guard that sees no
-/// new site). Building one can fail (no TLS roots): that is answered, not a panic.
-fn http() -> Result<&'static reqwest::Client, LookupError> {
-    static HTTP: OnceLock<Result<reqwest::Client, Arc<reqwest::Error>>> = OnceLock::new();
-    HTTP.get_or_init(|| {
-        reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(2))
-            .build()
-            .map_err(Arc::new)
-    })
-    .as_ref()
-    .map_err(|error| LookupError::Transport(error.clone()))
 }
 
 fn transport(error: reqwest::Error) -> LookupError {

@@ -119,6 +119,12 @@ impl UpgradePathsClient {
         self.inner.max_retries
     }
 
+    /// The HTTP client lookups use (its pool, TLS roots and proxies), for the guard's other calls
+    /// to WordPress.com.
+    pub(crate) fn http(&self) -> &reqwest::Client {
+        &self.inner.http
+    }
+
     /// The partner's token source, shared with every clone of this client: use it to send the
     /// same token from your own calls to WordPress.com (the provision relay behind the guard).
     ///
