@@ -5,7 +5,8 @@ use super::faults::{Endpoint, Fault, Faults};
 use super::faulty_body::{self, AnswerBody};
 use super::stats::Counters;
 use super::store::{Cancel, CancelError, ProvisionError, Store};
-use crate::request::fields::{BodyFormat, Fields, Value};
+use crate::request::fields::{Fields, Value};
+use crate::request::php::{Reading, Unreadable};
 use crate::site::Site;
 use bytes::{Bytes, BytesMut};
 use http::header::{ALLOW, AUTHORIZATION, CONTENT_TYPE};
@@ -442,21 +443,23 @@ fn authorize(shared: &Shared, req: &Request<Incoming>) -> Result<(), Refusal> {
 }
 
 async fn read_fields(req: Request<Incoming>) -> Result<Fields, Refusal> {
-    // Without a Content-Type PHP would see no fields; reading it as a form is kinder to tests.
-    let format = BodyFormat::from_headers(req.headers())
-        .map_err(|_| {
-            let message = "send a urlencoded form, a multipart form or JSON";
-            Refusal::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
-                message,
-            )
-        })?
-        .unwrap_or(BodyFormat::UrlEncoded);
+    // Read as WordPress.com's `input()` reads it (the guard's own reader follows the same rules),
+    // so what the fake provisions, and counts as a leak, is what WordPress.com would.
+    let unsupported = || {
+        let message = "send a urlencoded form, a multipart form or JSON";
+        Refusal::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            message,
+        )
+    };
+    let reading = Reading::from_headers(req.headers()).map_err(|_| unsupported())?;
     let body = read_body(req.into_body()).await?;
-    Fields::parse(&format, body)
-        .await
-        .map_err(|message| Refusal::bad_request("invalid_body", message))
+    let reading = reading.unwrap_or_else(|| Reading::sniff(&body));
+    reading.read(body).await.map_err(|why| match why {
+        Unreadable::MediaType => unsupported(),
+        Unreadable::Body(message) => Refusal::bad_request("invalid_body", message),
+    })
 }
 
 /// The body, if it is at most [`MAX_BODY`] long.

@@ -18,88 +18,40 @@
 
 use super::multipart;
 use bytes::Bytes;
-use http::{HeaderMap, header::CONTENT_TYPE};
 use serde::de::{Deserializer, MapAccess, Visitor};
 use std::borrow::Cow;
 use std::fmt;
 
-/// How a body is encoded, from its `Content-Type`: the fake upstream's lenient reading (the
-/// guard reads as WordPress.com does, in `super::php`).
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[cfg_attr(not(feature = "test-util"), allow(dead_code))]
-pub(crate) enum BodyFormat {
-    UrlEncoded,
-    Multipart { boundary: String },
-    Json,
-}
-
-/// The `Content-Type` names no format the guard reads.
+/// The `Content-Type` names no multipart boundary the guard reads.
 #[derive(Debug)]
 pub(crate) struct UnsupportedFormat;
 
-impl BodyFormat {
-    /// The format named by `Content-Type`, `Ok(None)` when there is no such header.
-    #[cfg_attr(not(feature = "test-util"), allow(dead_code))]
-    pub(crate) fn from_headers(headers: &HeaderMap) -> Result<Option<Self>, UnsupportedFormat> {
-        let Some(value) = headers.get(CONTENT_TYPE) else {
-            return Ok(None);
-        };
-        let value = value.to_str().map_err(|_| UnsupportedFormat)?;
-        let mut params = value.split(';');
-        let essence = params.next().unwrap_or_default().trim();
-        if essence.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
-            Ok(Some(Self::UrlEncoded))
-        } else if essence.eq_ignore_ascii_case("multipart/form-data") {
-            Self::multipart(value, params).map(Some)
-        } else if is_json(essence) {
-            Ok(Some(Self::Json))
-        } else {
-            Err(UnsupportedFormat)
-        }
-    }
-}
-
-impl BodyFormat {
-    /// A `multipart/form-data` header's boundary, when PHP and an RFC 2046 parser find the
-    /// same one in it.
-    pub(crate) fn multipart<'a>(
-        value: &str,
-        params: impl Iterator<Item = &'a str>,
-    ) -> Result<Self, UnsupportedFormat> {
-        let mentions_boundary = value.to_ascii_lowercase().matches("boundary").count();
-        // curl turns a hand-set `multipart/form-data;` into `multipart/form-data;; boundary=…`:
-        // empty parameters are skipped rather than refused.
-        let boundary = params
-            .filter_map(|param| param.split_once('='))
-            .find(|(name, _)| name.trim().eq_ignore_ascii_case("boundary"))
-            .map(|(_, value)| value.trim())
-            .map(|value| {
-                value
-                    .strip_prefix('"')
-                    .and_then(|v| v.strip_suffix('"'))
-                    .unwrap_or(value)
-            })
-            .filter(|boundary| {
-                mentions_boundary == 1
-                    && is_plain_boundary(boundary)
-                    && multipart::php_boundary(value) == Some(boundary)
-            })
-            .ok_or(UnsupportedFormat)?;
-        Ok(Self::Multipart {
-            boundary: boundary.to_owned(),
+/// A `multipart/form-data` header's boundary, when PHP and an RFC 2046 parser find the same one
+/// in it. `value` is the whole header, `params` what follows its first `;`.
+pub(crate) fn multipart_boundary<'a>(
+    value: &str,
+    params: impl Iterator<Item = &'a str>,
+) -> Result<String, UnsupportedFormat> {
+    let mentions_boundary = value.to_ascii_lowercase().matches("boundary").count();
+    // curl turns a hand-set `multipart/form-data;` into `multipart/form-data;; boundary=…`:
+    // empty parameters are skipped rather than refused.
+    params
+        .filter_map(|param| param.split_once('='))
+        .find(|(name, _)| name.trim().eq_ignore_ascii_case("boundary"))
+        .map(|(_, value)| value.trim())
+        .map(|value| {
+            value
+                .strip_prefix('"')
+                .and_then(|v| v.strip_suffix('"'))
+                .unwrap_or(value)
         })
-    }
-}
-
-#[cfg_attr(not(feature = "test-util"), allow(dead_code))]
-fn is_json(essence: &str) -> bool {
-    let Some((kind, subtype)) = essence.split_once('/') else {
-        return false;
-    };
-    let subtype = subtype.as_bytes();
-    kind.eq_ignore_ascii_case("application")
-        && (subtype.eq_ignore_ascii_case(b"json")
-            || subtype.len() > 5 && subtype[subtype.len() - 5..].eq_ignore_ascii_case(b"+json"))
+        .filter(|boundary| {
+            mentions_boundary == 1
+                && is_plain_boundary(boundary)
+                && multipart::php_boundary(value) == Some(boundary)
+        })
+        .map(str::to_owned)
+        .ok_or(UnsupportedFormat)
 }
 
 /// A boundary every parser cuts at the same place: RFC 2046 characters, without the space,
@@ -272,23 +224,6 @@ fn decode_name(raw: &[u8]) -> Cow<'_, str> {
 }
 
 impl Fields {
-    /// Parses `body` as `format`. The error is a message for the client.
-    #[cfg_attr(not(feature = "test-util"), allow(dead_code))]
-    pub(crate) async fn parse(format: &BodyFormat, body: Bytes) -> Result<Self, String> {
-        match format {
-            BodyFormat::UrlEncoded => Ok(Self::form(body)),
-            BodyFormat::Multipart { boundary } => multipart::read(boundary, body)
-                .await
-                .map_err(|e| format!("the multipart form could not be read: {e}")),
-            BodyFormat::Json => match Json::parse(&body) {
-                Ok(Json::Object(fields)) => Ok(fields),
-                Ok(Json::Nothing) => Ok(Self::default()),
-                Ok(Json::Other) => Err("the JSON body is not an object".into()),
-                Err(e) => Err(format!("the JSON body is not an object: {e}")),
-            },
-        }
-    }
-
     /// A query string (or any urlencoded text).
     pub(crate) fn parse_query(query: &str) -> Self {
         Self::form(Bytes::copy_from_slice(query.as_bytes()))
@@ -498,62 +433,69 @@ impl<'de> Visitor<'de> for JsonVisitor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::HeaderValue;
 
-    fn format(content_type: &str) -> Result<Option<BodyFormat>, UnsupportedFormat> {
-        let mut headers = HeaderMap::new();
-        headers.insert(CONTENT_TYPE, HeaderValue::from_str(content_type).unwrap());
-        BodyFormat::from_headers(&headers)
+    /// How a test's body is encoded.
+    enum Kind<'a> {
+        Form,
+        Json,
+        Multipart(&'a str),
+    }
+
+    /// The fields of `body` read as `kind`; the error is a message for the client.
+    async fn parse(kind: Kind<'_>, body: Bytes) -> Result<Fields, String> {
+        match kind {
+            Kind::Form => Ok(Fields::form(body)),
+            Kind::Multipart(boundary) => multipart::read(boundary, body)
+                .await
+                .map_err(|e| format!("the multipart form could not be read: {e}")),
+            Kind::Json => match Json::parse(&body) {
+                Ok(Json::Object(fields)) => Ok(fields),
+                Ok(Json::Nothing) => Ok(Fields::default()),
+                Ok(Json::Other) => Err("the JSON body is not an object".into()),
+                Err(e) => Err(format!("the JSON body is not an object: {e}")),
+            },
+        }
+    }
+
+    fn boundary(content_type: &str) -> Result<String, UnsupportedFormat> {
+        let mut params = content_type.split(';');
+        params.next();
+        multipart_boundary(content_type, params)
     }
 
     #[test]
-    fn content_types() {
+    fn multipart_boundaries() {
         assert_eq!(
-            format("application/x-www-form-urlencoded; charset=utf-8").unwrap(),
-            Some(BodyFormat::UrlEncoded)
-        );
-        assert_eq!(format("Application/JSON").unwrap(), Some(BodyFormat::Json));
-        assert_eq!(
-            format("application/vnd.api+json").unwrap(),
-            Some(BodyFormat::Json)
-        );
-        let multipart = Some(BodyFormat::Multipart {
-            boundary: "xyz".into(),
-        });
-        assert_eq!(
-            format("multipart/form-data; boundary=xyz").unwrap(),
-            multipart
+            boundary("multipart/form-data; boundary=xyz").unwrap(),
+            "xyz"
         );
         assert_eq!(
-            format("multipart/form-data;; boundary=xyz").unwrap(),
-            multipart
+            boundary("multipart/form-data;; boundary=xyz").unwrap(),
+            "xyz"
         );
         assert_eq!(
-            format("multipart/form-data;boundary=\"xyz\"").unwrap(),
-            multipart
+            boundary("multipart/form-data;boundary=\"xyz\"").unwrap(),
+            "xyz"
         );
-        assert!(format("multipart/form-data;").is_err());
+        assert!(boundary("multipart/form-data;").is_err());
         // PHP searches for the first `boundary` anywhere in the header and cuts at `,` or `;`.
-        assert!(format("multipart/form-data; xboundary=A; boundary=B").is_err());
-        assert!(format("multipart/form-data; boundary=B; charset=boundary").is_err());
-        assert!(format("multipart/form-data; boundary=a,b").is_err());
-        assert!(format("multipart/form-data; boundary=\"a;b\"").is_err());
-        assert!(format("multipart/form-data; boundary=\"a b\"").is_err());
-        assert!(format("text/plain").is_err());
-        assert!(format("application/jsonx").is_err());
-        assert_eq!(BodyFormat::from_headers(&HeaderMap::new()).unwrap(), None);
+        assert!(boundary("multipart/form-data; xboundary=A; boundary=B").is_err());
+        assert!(boundary("multipart/form-data; boundary=B; charset=boundary").is_err());
+        assert!(boundary("multipart/form-data; boundary=a,b").is_err());
+        assert!(boundary("multipart/form-data; boundary=\"a;b\"").is_err());
+        assert!(boundary("multipart/form-data; boundary=\"a b\"").is_err());
     }
 
     #[tokio::test]
     async fn repeated_fields_are_reported_not_picked() {
-        let fields = Fields::parse(&BodyFormat::UrlEncoded, "plan=a&plan=b&site=x".into())
+        let fields = parse(Kind::Form, "plan=a&plan=b&site=x".into())
             .await
             .unwrap();
         assert_eq!(fields.get("site"), Ok(Some("x".into())));
         assert_eq!(fields.get("plan"), Err(FieldError::Repeated("plan".into())));
         assert_eq!(fields.get("other"), Ok(None));
 
-        let json = Fields::parse(&BodyFormat::Json, r#"{"plan":"a","plan":"b"}"#.into())
+        let json = parse(Kind::Json, r#"{"plan":"a","plan":"b"}"#.into())
             .await
             .unwrap();
         assert_eq!(json.get("plan"), Err(FieldError::Repeated("plan".into())));
@@ -562,9 +504,7 @@ mod tests {
     #[tokio::test]
     async fn forms_decode_as_form_urlencoded_does() {
         let body = "a=1&&plan=jetpack%2Dscan+x&site%5Furl=%E2%82%AC&empty=&bare&bad=%zz%ff";
-        let fields = Fields::parse(&BodyFormat::UrlEncoded, body.into())
-            .await
-            .unwrap();
+        let fields = parse(Kind::Form, body.into()).await.unwrap();
         for (name, value) in form_urlencoded::parse(body.as_bytes()) {
             if name == "plan" || name == "site_url" || name == "empty" || name == "bare" {
                 assert_eq!(
@@ -584,7 +524,7 @@ mod tests {
 
     #[tokio::test]
     async fn names_php_reads_as_the_field_are_refused() {
-        let parse = |body: &'static str| Fields::parse(&BodyFormat::UrlEncoded, body.into());
+        let form = |body: &'static str| parse(Kind::Form, body.into());
         for body in [
             "plan=jetpack-scan&+plan=premium",
             "plan=jetpack-scan&plan%00x=premium",
@@ -592,7 +532,7 @@ mod tests {
             "plan=jetpack-scan&plan[x]=premium",
             "local_user=a&plan=x&local.user=b",
         ] {
-            let fields = parse(body).await.unwrap();
+            let fields = form(body).await.unwrap();
             let name = if body.starts_with("local") {
                 "local_user"
             } else {
@@ -609,16 +549,16 @@ mod tests {
             "plan[]=premium",
             "%20plan=premium",
         ] {
-            let fields = parse(body).await.unwrap();
+            let fields = form(body).await.unwrap();
             assert!(
                 matches!(fields.get("plan"), Err(FieldError::Disguised { .. })),
                 "{body}"
             );
         }
-        let fields = parse("planet=x&my_plan=y&plan=ok").await.unwrap();
+        let fields = form("planet=x&my_plan=y&plan=ok").await.unwrap();
         assert_eq!(fields.get("plan"), Ok(Some("ok".into())));
         // JSON keys are taken as they are: PHP's json_decode does not rewrite them.
-        let json = Fields::parse(&BodyFormat::Json, r#"{"plan":"a"," plan":"b"}"#.into())
+        let json = parse(Kind::Json, r#"{"plan":"a"," plan":"b"}"#.into())
             .await
             .unwrap();
         assert_eq!(json.get("plan"), Ok(Some("a".into())));
@@ -626,22 +566,19 @@ mod tests {
 
     #[tokio::test]
     async fn multipart_parts_the_guard_cannot_name_are_refused() {
-        let boundary = BodyFormat::Multipart {
-            boundary: "b".into(),
-        };
         let body = "--b\r\nContent-Disposition: form-data; name=\"plan\"\r\n\r\njetpack-scan\r\n\
                     --b\r\nContent-Disposition: form-data; NAME=\"plan\"\r\n\r\npremium\r\n--b--\r\n";
-        assert!(Fields::parse(&boundary, body.into()).await.is_err());
+        assert!(parse(Kind::Multipart("b"), body.into()).await.is_err());
         let repeated = "--b\r\nContent-Disposition: form-data; name=\"plan\"\r\n\r\njetpack-scan\r\n\
                         --b\r\nContent-Disposition: form-data; name=\"plan\"\r\n\r\npremium\r\n--b--\r\n";
-        let fields = Fields::parse(&boundary, repeated.into()).await.unwrap();
+        let fields = parse(Kind::Multipart("b"), repeated.into()).await.unwrap();
         assert_eq!(fields.get("plan"), Err(FieldError::Repeated("plan".into())));
     }
 
     #[tokio::test]
     async fn json_values() {
-        let fields = Fields::parse(
-            &BodyFormat::Json,
+        let fields = parse(
+            Kind::Json,
             r#"{"site": 12345, "plan": "personal", "x": [1]}"#.into(),
         )
         .await
@@ -650,10 +587,7 @@ mod tests {
         assert_eq!(fields.get("plan"), Ok(Some("personal".into())));
         assert_eq!(fields.get("x"), Err(FieldError::NotText("x".into())));
         for bad in ["[1]", "\"x\"", "{", "{} {}", ""] {
-            assert!(
-                Fields::parse(&BodyFormat::Json, bad.into()).await.is_err(),
-                "{bad}"
-            );
+            assert!(parse(Kind::Json, bad.into()).await.is_err(), "{bad}");
         }
     }
 
@@ -666,22 +600,13 @@ mod tests {
         // Make the file part invalid UTF-8.
         let at = bytes.iter().position(|&b| b == 0).unwrap();
         bytes[at] = 0xff;
-        let fields = Fields::parse(
-            &BodyFormat::Multipart {
-                boundary: "b".into(),
-            },
-            bytes.into(),
-        )
-        .await
-        .unwrap();
+        let fields = parse(Kind::Multipart("b"), bytes.into()).await.unwrap();
         assert_eq!(fields.get("plan"), Ok(Some("personal".into())));
         // A file part is in `$_FILES` for PHP, so no value of the field.
         assert_eq!(fields.get("key"), Err(FieldError::File("key".into())));
 
-        let truncated = Fields::parse(
-            &BodyFormat::Multipart {
-                boundary: "b".into(),
-            },
+        let truncated = parse(
+            Kind::Multipart("b"),
             "--b\r\nContent-Disposition: form-data; name=\"plan\"\r\n\r\nperso".into(),
         )
         .await;

@@ -2,7 +2,7 @@
 
 pub(crate) mod fields;
 mod multipart;
-mod php;
+pub(crate) mod php;
 mod source;
 
 pub use source::Source;

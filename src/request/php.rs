@@ -19,7 +19,7 @@
 //! (PHP reads nothing), several `Content-Type` headers, and JSON PHP could read but serde_json
 //! cannot (past 128 levels of nesting, numbers past `f64`).
 
-use super::fields::{BodyFormat, Fields, Json};
+use super::fields::{Fields, Json, multipart_boundary};
 use super::multipart::{self, MAX_FIELDS};
 use bytes::Bytes;
 use http::HeaderMap;
@@ -123,9 +123,9 @@ impl Reading {
             {
                 return Err(Unreadable::MediaType);
             }
-            return match BodyFormat::multipart(value, params) {
-                Ok(BodyFormat::Multipart { boundary }) => Ok(Some(Self::Multipart { boundary })),
-                _ => Err(Unreadable::MediaType),
+            return match multipart_boundary(value, params) {
+                Ok(boundary) => Ok(Some(Self::Multipart { boundary })),
+                Err(_) => Err(Unreadable::MediaType),
             };
         }
         if JSON_TYPES.contains(&essence) {

@@ -695,9 +695,10 @@ mod tests {
             ),
             Err(LookupError::UnknownSite)
         ));
+        // A bare 404 (a wrong base URL) is not WordPress.com saying the site is unknown.
         assert!(matches!(
             classify(StatusCode::NOT_FOUND, b"", None),
-            Err(LookupError::UnknownSite)
+            Err(LookupError::Status { .. })
         ));
         assert!(matches!(
             classify(StatusCode::FORBIDDEN, br#"{"error":"invalid_token"}"#, None),
