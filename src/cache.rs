@@ -90,7 +90,12 @@ struct Entry {
     paths: Arc<UpgradePaths>,
 }
 
-/// A lookup under way, tagged so a finished task removes only its own.
+/// Where lookups stood at one moment: see [`Lookups::mark`].
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct LookupMark(u64);
+
+/// A lookup under way, tagged so a finished task removes only its own. Ids grow with time, so
+/// an id also tells whether the lookup started before or after a [`LookupMark`].
 #[derive(Clone)]
 struct InFlight {
     id: u64,
@@ -208,14 +213,27 @@ impl Lookups {
         Some(entry.paths)
     }
 
+    /// A mark for [`upgrade_paths`](Self::upgrade_paths): lookups started from now on are at or
+    /// past it, lookups already under way before it.
+    pub(crate) fn mark(&self) -> LookupMark {
+        LookupMark(self.inner.next_lookup.load(Ordering::SeqCst))
+    }
+
     /// Paths that may decide on `product` for `site`: a cached answer when it refuses the
     /// product, otherwise the answer of a lookup in flight or of a new upstream call; each only
     /// when fetched with the same token as this request's.
+    ///
+    /// Only a lookup started at or after `fresh_from` is joined. A request that holds the site
+    /// passes the mark taken when it got the lock: a lookup started before then (a dashboard's
+    /// [`current`](Self::current), another request's check abandoned mid-way) may have read the
+    /// site while the previous provision was still under way, and would show products that
+    /// provision took away. One started since can only have read the site as it is now.
     pub(crate) async fn upgrade_paths(
         &self,
         site: &Site,
         product: &str,
         caller: Option<&Token>,
+        fresh_from: LookupMark,
     ) -> Result<Arc<UpgradePaths>, LookupError> {
         let fetcher = self.fetcher(caller)?;
         if let Some(paths) = self.cached_refusal(site, product, &fetcher) {
@@ -224,7 +242,8 @@ impl Lookups {
         let under_way = {
             let mut in_flight = self.inner.in_flight();
             let lookups = in_flight.entry(site.clone()).or_default();
-            match lookups.iter().find(|l| l.fetched_by.is(&fetcher)) {
+            let joinable = |l: &&InFlight| l.fetched_by.is(&fetcher) && l.id >= fresh_from.0;
+            match lookups.iter().find(joinable) {
                 Some(under_way) => {
                     self.inner.stats.coalesced();
                     under_way.clone()
@@ -262,8 +281,9 @@ impl Lookups {
             self.inner.stats.cache_hit();
             return Ok(entry.paths);
         }
-        // No product is allowed by nothing: never a cached refusal, always a lookup.
-        self.upgrade_paths(site, "", caller).await
+        // No product is allowed by nothing: never a cached refusal, always a lookup. A partner's
+        // view may join any lookup under way: it decides nothing.
+        self.upgrade_paths(site, "", caller, LookupMark(0)).await
     }
 
     /// Forgets the site's paths in this process: the cached answer, and the lookup in flight,

@@ -731,3 +731,73 @@ async fn refusals_join_a_lookup_under_way_without_waiting_for_the_site() {
     assert_eq!(stats.coalesced, 50);
     assert_eq!(stats.lock_waits, 0, "refusals never queued for the site");
 }
+
+/// A lookup that started while the previous provision of the site was under way (here a
+/// partner's dashboard asking [`UpgradeGuardLayer::upgrade_paths`]) read the site as it was
+/// before that provision. The next request to hold the site must never decide on it: Realtime
+/// Backups, waiting behind Professional, is refused once Professional has landed.
+#[tokio::test]
+async fn a_lookup_started_during_a_provision_never_decides_the_next_one() {
+    let fake = free_sites(1).await;
+    let locks = LocalLocks::new();
+    let guard = UpgradeGuardLayer::builder(client(&fake))
+        .site_locks(locks.clone())
+        .build();
+    let service = guard.layer(relay::<Full<Bytes>>(&fake));
+    let site = upgrade_guard::Site::parse(&FIRST_FREE_SITE.to_string()).unwrap();
+    let provision = |plan: &str| {
+        Request::post("/provision")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(Full::from(format!(
+                "siteurl={FIRST_FREE_SITE}&plan={plan}&local_user=admin"
+            )))
+            .unwrap()
+    };
+
+    fake.inject(
+        Endpoint::Provision,
+        Fault::Delay(Duration::from_millis(400)),
+    )
+    .once();
+    let first = tokio::spawn(service.clone().oneshot(provision("professional")));
+    eventually("Professional's provision to reach the fake", || {
+        fake.stats().faults == 1
+    })
+    .await;
+    let second = tokio::spawn(
+        service
+            .clone()
+            .oneshot(provision("jetpack-backup-realtime")),
+    );
+    eventually("Realtime Backups to wait for the site", || {
+        locks.users(&site) == 2
+    })
+    .await;
+
+    // The dashboard's lookup reads the site before Professional lands, and answers after.
+    fake.inject(
+        Endpoint::UpgradePaths,
+        Fault::slow_answer(8, Duration::from_millis(40)),
+    )
+    .once();
+    let dashboard = tokio::spawn({
+        let guard = guard.clone();
+        let site = site.clone();
+        async move { guard.upgrade_paths(&site).await }
+    });
+    eventually("the dashboard's lookup to reach the fake", || {
+        fake.stats().faults == 2
+    })
+    .await;
+
+    assert_eq!(first.await.unwrap().unwrap().status(), StatusCode::OK);
+    let second = second.await.unwrap().unwrap();
+    assert_eq!(second.status(), StatusCode::CONFLICT);
+    let before = dashboard.await.unwrap().unwrap();
+    assert!(
+        before.allows("jetpack-backup-realtime"),
+        "read before Professional landed"
+    );
+    let stats = fake.stats();
+    assert_eq!((stats.provisioned, stats.leaks), (1, 0));
+}

@@ -70,22 +70,56 @@ pub(crate) struct Forward<B> {
     pub(super) bypass: Option<Bypass>,
 }
 
-/// A held site, for as long as the inner service works on the request. For a route that
-/// [`cancels`](super::UpgradeGuardLayer::cancels), dropping it first forgets the site's cached
-/// paths (here and in every process sharing the locks), then frees the site: the cancel has
-/// changed what the site may get, and no request may be decided on the paths from before it.
-/// (A cancel that a fail-open route forwards without its lock still forgets at its end: then
-/// there is no permit.)
+/// A held site, for as long as the inner service works on the request. Once the request is
+/// forwarded, dropping it first forgets the site's cached paths, then frees the site: what was
+/// forwarded may have changed what the site may get, and nothing read while it was under way (a
+/// dashboard's lookup, say) may outlive it. A cancel's forget is told to every process sharing
+/// the locks too; a provision's need not be: it only takes products off a site's paths, so the
+/// others' cached refusals stay true. (A request that a fail-open route forwards without its
+/// lock still forgets at its end: then there is no permit.)
 pub(crate) struct SiteHold {
-    forget: Option<(Arc<Shared>, Site)>,
+    forget: Option<Forget>,
     _permit: Option<SitePermit>,
+}
+
+/// What a forwarded request's [`SiteHold`] forgets when it ends.
+struct Forget {
+    shared: Arc<Shared>,
+    site: Site,
+    /// Whether every process sharing the locks is told (a cancel), or only this one.
+    everywhere: bool,
+}
+
+impl SiteHold {
+    /// Forget the site's cached paths when this hold ends.
+    fn forgetting(hold: Option<Self>, shared: &Arc<Shared>, site: Site, everywhere: bool) -> Self {
+        let mut hold = hold.unwrap_or(Self {
+            forget: None,
+            _permit: None,
+        });
+        hold.forget = Some(Forget {
+            shared: shared.clone(),
+            site,
+            everywhere,
+        });
+        hold
+    }
 }
 
 impl Drop for SiteHold {
     fn drop(&mut self) {
         // Runs before the fields drop: the site is forgotten while it is still held.
-        if let Some((shared, site)) = self.forget.take() {
-            shared.forget(&site);
+        if let Some(Forget {
+            shared,
+            site,
+            everywhere,
+        }) = self.forget.take()
+        {
+            if everywhere {
+                shared.forget(&site);
+            } else {
+                shared.lookups.forget(&site);
+            }
         }
     }
 }
@@ -93,7 +127,7 @@ impl Drop for SiteHold {
 impl std::fmt::Debug for SiteHold {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SiteHold")
-            .field("forgets", &self.forget.as_ref().map(|(_, site)| site))
+            .field("forgets", &self.forget.as_ref().map(|forget| &forget.site))
             .finish_non_exhaustive()
     }
 }
@@ -212,8 +246,9 @@ impl Config {
         });
         if let Some(site) = verdict.site().filter(|_| outcome != Outcome::Rejected) {
             // What is forwarded may change the site's paths: nobody here may reuse these,
-            // whatever it answers. Other processes need telling only of a cancel: a provision
-            // only takes products off a site's paths, so their cached refusals stay true.
+            // whatever it answers (and again when it ends: see `SiteHold`). Other processes need
+            // telling only of a cancel: a provision only takes products off a site's paths, so
+            // their cached refusals stay true.
             if self.cancels {
                 self.shared.forget(site);
             } else {
@@ -226,6 +261,7 @@ impl Config {
             request.extensions_mut().insert(site.clone());
             request.extensions_mut().insert(admission);
         }
+        let forwarded_site = verdict.site().cloned();
         let (hold, bypass) = match verdict {
             Verdict::Stopped { why, .. } if outcome == Outcome::Rejected => return Err(why),
             Verdict::Upgrade {
@@ -263,15 +299,12 @@ impl Config {
                     product,
                 };
                 request.extensions_mut().insert(bypass.clone());
-                let hold = match (hold, &bypass.site) {
-                    (None, Some(site)) if self.cancels => Some(SiteHold {
-                        forget: Some((self.shared.clone(), site.clone())),
-                        _permit: None,
-                    }),
-                    (hold, _) => hold,
-                };
                 (hold, Some(bypass))
             }
+        };
+        let hold = match forwarded_site {
+            Some(site) => Some(SiteHold::forgetting(hold, &self.shared, site, self.cancels)),
+            None => hold,
         };
         Ok(Forward {
             request,
@@ -329,8 +362,13 @@ impl Config {
             Ok(hold) => hold,
             Err(why) => return Verdict::stopped(why, named, None),
         };
+        // From here on only a lookup that read the site after the previous provision ended.
+        let fresh_from = lookups.mark();
         let site = named.site;
-        match lookups.upgrade_paths(&site, &product, caller).await {
+        match lookups
+            .upgrade_paths(&site, &product, caller, fresh_from)
+            .await
+        {
             Ok(paths) => match Decision::new(&paths, &product) {
                 Decision::Upgrade { .. } => Verdict::Upgrade {
                     site,
@@ -475,7 +513,7 @@ impl Config {
         };
         match acquired {
             Ok(permit) => Ok(SiteHold {
-                forget: self.cancels.then(|| (self.shared.clone(), site.clone())),
+                forget: None,
                 _permit: Some(permit),
             }),
             Err(error) => {
