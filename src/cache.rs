@@ -9,9 +9,10 @@
 //! Concurrent lookups of one site share one upstream call. Errors are never cached.
 //!
 //! **The cache only ever refuses.** A cached answer decides a request only when it does *not*
-//! list the product; an upgrade is always confirmed by a fresh lookup made under the site's
-//! lock. So whatever a cached entry says, it can make the guard answer 409, never forward a
-//! downgrade. Hot refused requests (a partner's tooling retrying a downgrade) cost no upstream
+//! list the product; an upgrade is always confirmed by a lookup that started after the request
+//! took the site's lock (never by one started earlier, which may have read the site while the
+//! previous provision was still under way). So whatever a cached entry says, it can make the
+//! guard answer 409, never forward a downgrade. Hot refused requests (a partner's tooling retrying a downgrade) cost no upstream
 //! call; an allowed provision costs exactly one.
 //!
 //! How long a refusal stays *true* is another matter:
@@ -267,9 +268,10 @@ impl Lookups {
         self.wait(site, under_way).await
     }
 
-    /// The site's paths for a partner's own view: the cached answer when there is one (it may
-    /// list less than WordPress.com would now, never more), otherwise the answer of a lookup in
-    /// flight or of a new upstream call.
+    /// The site's paths for a partner's own view: the cached answer when there is one, otherwise
+    /// the answer of a lookup in flight or of a new upstream call. A view, not a decision: it may
+    /// list more than WordPress.com would now (a provision under way, or made in another
+    /// process) or less (a cancel the guard has not been told of).
     pub(crate) async fn current(
         &self,
         site: &Site,

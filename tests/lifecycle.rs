@@ -708,3 +708,20 @@ async fn a_site_is_new_only_when_status_agrees() {
         .await;
     assert_eq!(status, 200);
 }
+
+/// A cancel route reads no product: whatever its `plan` field holds (spaces, a value given twice),
+/// it is held and forwarded, never refused for it; WordPress.com judges the cancel itself.
+#[tokio::test]
+async fn a_cancel_is_never_refused_for_its_plan_field() {
+    let partner = Partner::new().await;
+    for form in [
+        "plan=professional%20",
+        "plan=a&plan=b",
+        "cancel-all=true&plan[]=x",
+    ] {
+        // Forwarded: whatever comes back is the fake's (WordPress.com's) own answer.
+        let (_, body) = partner.cancel("1002", form).await;
+        assert_ne!(error_of(&body), "invalid_body", "{form}: {body}");
+    }
+    assert_eq!(partner.relay.seen().len(), 3);
+}

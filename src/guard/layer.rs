@@ -175,8 +175,9 @@ impl UpgradeGuardLayer {
     }
 
     /// This route changes a site's products other than by provisioning: WordPress.com's
-    /// `partner-cancel`, say. Nothing is checked (the product is not read for a decision, and
-    /// the site is not looked up), but the request is held per site like a provision, and the
+    /// `partner-cancel`, say. Nothing is checked (no product is read, so a cancel's `plan` field
+    /// can never be a reason to refuse it, and the site is not looked up), but the request is
+    /// held per site like a provision, and the
     /// site's cached upgrade paths are dropped when it is forwarded and again when the inner
     /// service has finished, whatever it answered, in this process and in every process sharing
     /// the [site locks](crate::SiteLocks::announce_forget). Without it, a product a cancel gave
@@ -194,7 +195,9 @@ impl UpgradeGuardLayer {
     /// # Ok::<(), upgrade_guard::upstream::BuildError>(())
     /// ```
     pub fn cancels(mut self) -> Self {
-        Arc::make_mut(&mut self.config).cancels = true;
+        let config = Arc::make_mut(&mut self.config);
+        config.cancels = true;
+        config.reader.product = Source::from_fn(|_| None);
         self
     }
 
@@ -212,9 +215,10 @@ impl UpgradeGuardLayer {
 
     /// The site's upgrade paths now, as the guard sees them: for a partner's dashboard that
     /// shows only the products that can be provisioned. Through the guard's own client, cache
-    /// and coalesced lookups, so a dashboard costs no more upstream calls than it must. A
-    /// cached answer may list less than WordPress.com would now (a provision elsewhere), never
-    /// more than the site's last lookup.
+    /// and coalesced lookups, so a dashboard costs no more upstream calls than it must. A view,
+    /// not a decision (every provision is still checked): a cached answer may list more than
+    /// WordPress.com would now (a provision under way, or made in another process) or less (a
+    /// cancel the guard was not told of).
     ///
     /// ```
     /// use upgrade_guard::fake::{FakeSite, FakeUpstream};
