@@ -50,9 +50,13 @@ pub enum SiteKind {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum InvalidSite {
-    /// Nothing left after trimming white space.
+    /// Empty, or white space alone.
     #[error("the site identifier is empty")]
     Empty,
+    /// White space around the identifier: WordPress.com reads a value as it is sent, so the
+    /// guard does not guess which site ` 1003` or `example.com ` means there.
+    #[error("the site identifier has white space around it; send it alone")]
+    WhiteSpace,
     /// Longer than any real site identifier.
     #[error("the site identifier is longer than {MAX_SITE_LEN} bytes")]
     TooLong,
@@ -89,11 +93,13 @@ impl Site {
     ///
     /// Accepted: a blog ID (ASCII digits, no leading zero), or `[http[s]://]host[/segment]*[/]`,
     /// or `host[::segment]*`. The host is lower-cased; path segments keep their case. Surrounding
-    /// white space is ignored. Everything else is an [`InvalidSite`].
+    /// white space is refused. Everything else is an [`InvalidSite`].
     pub fn parse(input: &str) -> Result<Self, InvalidSite> {
-        let input = input.trim();
-        if input.is_empty() {
+        if input.trim().is_empty() {
             return Err(InvalidSite::Empty);
+        }
+        if input.trim() != input {
+            return Err(InvalidSite::WhiteSpace);
         }
         if input.len() > MAX_SITE_LEN {
             return Err(InvalidSite::TooLong);
@@ -266,7 +272,7 @@ mod tests {
     #[test]
     fn blog_ids() {
         assert_eq!(ok("12345"), "12345");
-        assert_eq!(ok(" 42\n"), "42");
+        assert_eq!(err(" 42\n"), InvalidSite::WhiteSpace);
         assert_eq!(Site::parse("42").unwrap().kind(), SiteKind::BlogId);
         assert_eq!(err("0123"), InvalidSite::BlogId);
         assert_eq!(err("0"), InvalidSite::BlogId);
@@ -302,6 +308,8 @@ mod tests {
     fn nothing_can_steer_the_upstream_url() {
         assert_eq!(err(""), InvalidSite::Empty);
         assert_eq!(err("   "), InvalidSite::Empty);
+        assert_eq!(err(" 1003"), InvalidSite::WhiteSpace);
+        assert_eq!(err("example.com\u{a0}"), InvalidSite::WhiteSpace);
         assert_eq!(err("example.com/../admin"), InvalidSite::PathSegment);
         assert_eq!(err("example.com/./x"), InvalidSite::PathSegment);
         assert_eq!(err("example.com%2F..%2Fadmin"), InvalidSite::Host);

@@ -199,14 +199,14 @@ fn extra_fields() -> impl Strategy<Value = Vec<(String, Vec<u8>)>> {
 
 /// Spellings of the free site (blog 1001, `https://free.example.com/`), which is offered every
 /// product and stays so (the inner service here records, it does not provision).
-const FREE_SPELLINGS: [&str; 7] = [
+/// (White space around a site is refused: WordPress.com reads a value as it is sent.)
+const FREE_SPELLINGS: [&str; 6] = [
     "1001",
     "https://free.example.com/",
     "http://FREE.example.com",
     "free.example.com",
     "free.example.com.",
     "HTTPS://free.example.com//",
-    " free.example.com\t",
 ];
 /// The free site as a path parameter.
 const FREE_IN_PATH: [&str; 3] = ["1001", "free.example.com", "Free.Example.com"];
