@@ -28,7 +28,7 @@ use std::time::Duration;
     version,
     about = "A reverse proxy for WordPress.com's partner API that refuses Jetpack downgrades",
     long_about = "A reverse proxy for WordPress.com's partner API. POST /rest/v1.3/jpphp/provision \
-                  goes through upgrade-guard (a product that is not in the site's upgrade paths is \
+                  (and Jetpack's {site}/partner-provision) goes through upgrade-guard (a product that is not in the site's upgrade paths is \
                   answered 409 and never reaches WordPress.com); every other request is passed \
                   through untouched. Point partner tooling at it with JETPACK_START_API_HOST."
 )]
