@@ -28,7 +28,7 @@ use std::time::Duration;
     version,
     about = "A reverse proxy for WordPress.com's partner API that refuses Jetpack downgrades",
     long_about = "A reverse proxy for WordPress.com's partner API. POST /rest/v1.3/jpphp/provision \
-                  goes through upgrade-guard (a product that is not in the site's upgrade paths is \
+                  (and Jetpack's {site}/partner-provision) goes through upgrade-guard (a product that is not in the site's upgrade paths is \
                   answered 409 and never reaches WordPress.com); every other request is passed \
                   through untouched. Point partner tooling at it with JETPACK_START_API_HOST."
 )]
@@ -114,7 +114,9 @@ pub struct Config {
     pub client_secret: Option<String>,
 
     /// How long the upstream may take to start answering a forwarded request; past it the
-    /// answer is 504 `upstream_timeout`.
+    /// answer is 504 `upstream_timeout`. On the guarded routes it bounds the whole request, the
+    /// guard's check included, and a provision already sent is still finished by the guard,
+    /// its site held until it lands (at most 60 s).
     #[arg(long = "request-timeout", env = "UPGRADE_GUARD_REQUEST_TIMEOUT", default_value_t = 60, value_name = "SECONDS",
           value_parser = clap::value_parser!(u64).range(1..))]
     pub request_timeout_secs: u64,
@@ -130,7 +132,9 @@ pub struct Config {
     )]
     pub cache_ttl_secs: u64,
 
-    /// How long requests under way may take to finish after SIGTERM/SIGINT.
+    /// How long requests under way may take to finish after SIGTERM/SIGINT; then their
+    /// connections are closed, and provisions already sent are finished by the guard (at most
+    /// 60 s more) before the process exits.
     #[arg(
         long = "shutdown-grace",
         env = "UPGRADE_GUARD_SHUTDOWN_GRACE",

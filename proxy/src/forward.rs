@@ -2,7 +2,8 @@
 //!
 //! Bodies are streamed both ways, never buffered here; the request keeps its method, path, query
 //! and end-to-end headers; hop-by-hop headers (RFC 9110 section 7.6.1, and every header the
-//! `Connection` header names) are dropped both ways; `Host` names the upstream. The proxy's own
+//! `Connection` header names) are dropped both ways; `Host` names the upstream; `Via: 1.1
+//! upgrade-guard-proxy` is added both ways (section 7.6.3), after any `Via` already there. The proxy's own
 //! errors are JSON in WordPress.com's compact shape, which partner tooling detects by the text
 //! `"error":"`:
 //!
@@ -102,6 +103,8 @@ impl Upstream {
 pub struct Forwarder {
     inner: Arc<Inner>,
     route: Route,
+    /// Whether `--request-timeout` applies here; off behind the guard, which takes it outside.
+    bounded: bool,
 }
 
 #[derive(Debug)]
@@ -137,6 +140,7 @@ impl Forwarder {
                 metrics,
             }),
             route: Route::Passthrough,
+            bounded: true,
         }
     }
 
@@ -145,7 +149,24 @@ impl Forwarder {
         Self {
             inner: self.inner.clone(),
             route,
+            bounded: self.bounded,
         }
+    }
+
+    /// The same forwarder, waiting for the upstream as long as it takes: for the guarded routes,
+    /// where the timeout goes around the guard instead (see [`routes`](crate::routes)). A
+    /// timeout in here would end the guard's inner future early, which the guard takes as the
+    /// provision's end, freeing the site while the provision may still land.
+    pub fn without_timeout(&self) -> Self {
+        Self {
+            bounded: false,
+            ..self.clone()
+        }
+    }
+
+    /// `--request-timeout`: how long the upstream may take to start answering.
+    pub fn timeout(&self) -> Duration {
+        self.inner.timeout
     }
 
     async fn forward<B>(self, request: Request<B>) -> Response<ProxyBody>
@@ -168,8 +189,10 @@ impl Forwarder {
             uri
         })
         .expect("scheme, authority and path make a valid URI");
+        let received = via(parts.version);
         parts.version = Version::HTTP_11;
         drop_hop_by_hop(&mut parts.headers);
+        parts.headers.append(header::VIA, received);
         // The proxy answered any `Expect: 100-continue` itself when it started reading the body
         // (hyper does so); passing it on would ask the upstream for a second one.
         parts.headers.remove(header::EXPECT);
@@ -178,18 +201,21 @@ impl Forwarder {
             .insert(header::HOST, inner.upstream.host.clone());
         let body = body.map_err(Into::into).boxed_unsync();
         let started = Instant::now();
-        let sent = tokio::time::timeout(
-            inner.timeout,
-            inner.client.request(Request::from_parts(parts, body)),
-        )
-        .await;
+        let request = inner.client.request(Request::from_parts(parts, body));
+        let sent = if self.bounded {
+            tokio::time::timeout(inner.timeout, request).await
+        } else {
+            Ok(request.await)
+        };
         match sent {
             Ok(Ok(response)) => {
                 inner
                     .metrics
                     .upstream_latency(self.route, started.elapsed());
                 let (mut parts, body) = response.into_parts();
+                let received = via(parts.version);
                 drop_hop_by_hop(&mut parts.headers);
+                parts.headers.append(header::VIA, received);
                 Response::from_parts(parts, body.map_err(BoxError::from).boxed_unsync())
             }
             Ok(Err(error)) => {
@@ -230,6 +256,20 @@ where
         let this = self.clone();
         Box::pin(async move { Ok(this.forward(request).await) })
     }
+}
+
+/// This proxy's `Via` entry (RFC 9110 section 7.6.3) for a message received as `version`: the
+/// version alone as `received-protocol` (the protocol is HTTP), and a pseudonym, not the host,
+/// as `received-by`. Appended as a field line of its own: a list's members may be split over
+/// several lines (section 5.3), so the entries already there stay untouched, before it.
+fn via(version: Version) -> HeaderValue {
+    HeaderValue::from_static(match version {
+        Version::HTTP_09 => "0.9 upgrade-guard-proxy",
+        Version::HTTP_10 => "1.0 upgrade-guard-proxy",
+        Version::HTTP_2 => "2 upgrade-guard-proxy",
+        Version::HTTP_3 => "3 upgrade-guard-proxy",
+        _ => "1.1 upgrade-guard-proxy",
+    })
 }
 
 /// Drops the hop-by-hop headers, first those the `Connection` header names.

@@ -6,7 +6,10 @@
 //! - sends `POST /rest/v1.3/jpphp/provision` through the same [`UpgradeGuardLayer`] a Rust partner
 //!   would stack in front of its own handler (site from `siteurl`, product from `plan`), then to the
 //!   upstream;
+//! - sends Jetpack's own `POST /rest/v1.3/jpphp/{site}/partner-provision` through
+//!   [`routes::partner_provision_layer`] (site from the path, product from `plan`);
 //! - sends `POST /rest/v1.3/jpphp/{site}/partner-cancel` through [`routes::cancel_layer`];
+//! - matches those routes in every spelling WordPress.com serves ([`routes::route`]);
 //! - passes everything else through ([`forward`]): method, path, query, headers and bodies streamed
 //!   both ways, hop-by-hop headers dropped, `Host` set for the upstream.
 //!

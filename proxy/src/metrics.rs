@@ -4,9 +4,10 @@
 //! |---|---|---|
 //! | `upgrade_guard_decisions_total` | counter | `outcome` (allowed, rejected, ...), `code` (the rejection's, or `none`), `admission` (upgrade, first provision, connection, cancellation, or `none`) |
 //! | `upgrade_guard_decision_seconds` | histogram | from the request's arrival to the guard's decision |
+//! | `upgrade_guard_finished_alone_total` | counter | `finished` (answered, failed, ceiling_passed), `status` (the upstream's, or `none`): forwarded requests the guard finished after their client went away (or `--request-timeout` passed); each was counted once already, as a decision |
 //! | `upgrade_guard_lookups_total`, `upgrade_guard_cache_hits_total`, `upgrade_guard_coalesced_total` | counter | |
-//! | `upgrade_guard_lock_waits_total`, `upgrade_guard_lock_wait_seconds_total`, `upgrade_guard_site_busy_total` | counter | |
-//! | `upgrade_guard_proxy_requests_total` | counter | `route` (provision, cancel, passthrough), `status` |
+//! | `upgrade_guard_lock_waits_total`, `upgrade_guard_lock_wait_seconds_total`, `upgrade_guard_site_busy_total` | counter | (a count and a sum, not a histogram: the guard reports no single wait) |
+//! | `upgrade_guard_proxy_requests_total` | counter | `route` (provision, partner_provision, cancel, passthrough), `status` |
 //! | `upgrade_guard_proxy_upstream_seconds` | histogram | `route`: until the upstream's response head |
 
 use std::collections::BTreeMap;
@@ -14,13 +15,17 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
-use upgrade_guard::{DecisionReport, GuardStats};
+use upgrade_guard::decision::Finished;
+use upgrade_guard::{DecisionReport, GuardStats, Outcome};
 
 /// Which route of the proxy a request took.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Route {
     /// `POST /rest/v1.3/jpphp/provision`, through the guard.
     Provision,
+    /// `POST /rest/v1.3/jpphp/{site}/partner-provision` (Jetpack's `wp jetpack
+    /// partner_provision`), through the guard.
+    PartnerProvision,
     /// `POST /rest/v1.3/jpphp/{site}/partner-cancel`.
     Cancel,
     /// Everything else, passed through.
@@ -32,12 +37,18 @@ impl Route {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Provision => "provision",
+            Self::PartnerProvision => "partner_provision",
             Self::Cancel => "cancel",
             Self::Passthrough => "passthrough",
         }
     }
 
-    const ALL: [Self; 3] = [Self::Provision, Self::Cancel, Self::Passthrough];
+    const ALL: [Self; 4] = [
+        Self::Provision,
+        Self::PartnerProvision,
+        Self::Cancel,
+        Self::Passthrough,
+    ];
 }
 
 /// Upper bounds of the latency buckets, in seconds: a cached decision is sub-millisecond, a
@@ -57,8 +68,9 @@ struct Inner {
     guard: GuardStats,
     decisions: Mutex<BTreeMap<(&'static str, &'static str, &'static str), u64>>,
     decision_latency: Histogram,
+    finished_alone: Mutex<BTreeMap<(&'static str, Option<u16>), u64>>,
     requests: Mutex<BTreeMap<(Route, u16), u64>>,
-    upstream_latency: [Histogram; 3],
+    upstream_latency: [Histogram; Route::ALL.len()],
 }
 
 impl Metrics {
@@ -69,6 +81,7 @@ impl Metrics {
                 guard,
                 decisions: Mutex::default(),
                 decision_latency: Histogram::default(),
+                finished_alone: Mutex::default(),
                 requests: Mutex::default(),
                 upstream_latency: Default::default(),
             }),
@@ -76,7 +89,24 @@ impl Metrics {
     }
 
     /// Counts one of the guard's decisions (its `on_decision` callback).
+    ///
+    /// A request finished alone was reported (and counted here) once already, when it was
+    /// forwarded; its second report says how its work ended, and its latency runs from
+    /// forwarding, not from arrival: it is counted on its own, not as a decision.
     pub fn decision(&self, report: &DecisionReport<'_>) {
+        if let Outcome::FinishedAlone(finished) = report.outcome {
+            let (how, status) = match finished {
+                Finished::Answered(status) => ("answered", Some(status.as_u16())),
+                Finished::Failed => ("failed", None),
+                Finished::CeilingPassed => ("ceiling_passed", None),
+                // A way of ending this proxy doesn't know yet: still counted, not lost.
+                _ => ("other", None),
+            };
+            *lock(&self.inner.finished_alone)
+                .entry((how, status))
+                .or_default() += 1;
+            return;
+        }
         let code = report.rejection.map_or("none", |why| why.code());
         let admission = report
             .admission
@@ -117,6 +147,15 @@ impl Metrics {
             "From a guarded request's arrival to the guard's decision.",
             &[""],
         );
+        out.push_str("# HELP upgrade_guard_finished_alone_total Forwarded requests the guard finished after their client went away, by how they ended.\n");
+        out.push_str("# TYPE upgrade_guard_finished_alone_total counter\n");
+        for ((how, status), n) in lock(&inner.finished_alone).iter() {
+            let status = status.map_or_else(|| "none".to_owned(), |s| s.to_string());
+            let _ = writeln!(
+                out,
+                "upgrade_guard_finished_alone_total{{finished=\"{how}\",status=\"{status}\"}} {n}"
+            );
+        }
 
         let stats = inner.guard.snapshot();
         let counters: [(&str, &str, f64); 6] = [

@@ -1,42 +1,73 @@
 //! Which requests the guard sees: the proxy's front service.
 //!
-//! A `POST` whose path names the provision endpoint goes through the guard, and one naming a
-//! site's partner-cancel through [`cancel_layer`]; everything else goes straight to the
-//! [`Forwarder`]. Paths are compared the way a lenient router upstream might read them (percent
-//! escapes decoded, case and repeated or trailing slashes ignored, any `v1.x` version), so a
-//! spelling variant of the provision path can't slip past the guard as a passthrough.
+//! A `POST` whose path names the provision endpoint goes through the guard, one naming a site's
+//! partner-provision (what Jetpack's own `wp jetpack partner_provision` calls) through
+//! [`partner_provision_layer`], and one naming a site's partner-cancel through [`cancel_layer`];
+//! everything else goes straight to the [`Forwarder`].
+//!
+//! Requests are matched at least as leniently as WordPress.com's `WPCOM_JSON_API::serve()` reads
+//! them, so that no spelling WordPress.com would serve as a provision slips past the guard as a
+//! passthrough: the method compared ignoring case (WordPress.com upper-cases it), any version
+//! `v<digits>(.<digits>)*` (WordPress.com takes it with `#^/rest/v(\d+(\.\d+)*)#` and compares it
+//! with `version_compare`, so `v01.3` and `v1.3.0` are `v1.3`), percent escapes decoded, case and
+//! repeated or trailing slashes ignored. A spelling WordPress.com would not serve is guarded all
+//! the same: the guard then refuses or forwards it, and WordPress.com answers 404.
+//!
+//! On the guarded routes `--request-timeout` bounds the guard's whole future, from outside: when
+//! it passes after the request was forwarded, the guard finishes the provision alone (holding the
+//! site until it lands, within its detached ceiling) while the client gets its 504. A timeout
+//! inside the guard would look like the provision's end and free the site while the provision may
+//! still land.
 
-use crate::forward::{Forwarder, ProxyBody, boxed};
+use crate::forward::{Forwarder, ProxyBody, boxed, error_response};
 use crate::metrics::{Metrics, Route};
-use http::{Method, Request, Response};
+use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 use tower::ServiceBuilder;
 use tower_service::Service;
 use upgrade_guard::{Source, UpgradeGuard, UpgradeGuardLayer};
 
 /// The route a request takes.
 pub fn route(method: &Method, path: &str) -> Route {
-    if method != Method::POST {
+    // WordPress.com upper-cases the method before it picks an endpoint: `post` is a POST there.
+    if !method.as_str().eq_ignore_ascii_case(Method::POST.as_str()) {
         return Route::Passthrough;
     }
     let decoded = percent_encoding::percent_decode_str(path).decode_utf8_lossy();
     let lower = decoded.to_ascii_lowercase();
     let segments: Vec<&str> = lower.split('/').filter(|s| !s.is_empty()).collect();
-    let versioned = |version: &str| {
-        version == "v1"
-            || version
-                .strip_prefix("v1.")
-                .is_some_and(|minor| !minor.is_empty() && minor.bytes().all(|b| b.is_ascii_digit()))
-    };
     match segments.as_slice() {
-        ["rest", version, "jpphp", "provision"] if versioned(version) => Route::Provision,
-        ["rest", version, "jpphp", _site, "partner-cancel"] if versioned(version) => Route::Cancel,
+        ["rest", version, "jpphp", "provision"] if is_version(version) => Route::Provision,
+        // Any number of segments where the site goes: the site source refuses all but one
+        // (400), rather than let an odd spelling pass unguarded.
+        ["rest", version, "jpphp", site @ .., "partner-provision"]
+            if is_version(version) && !site.is_empty() =>
+        {
+            Route::PartnerProvision
+        }
+        ["rest", version, "jpphp", site @ .., "partner-cancel"]
+            if is_version(version) && !site.is_empty() =>
+        {
+            Route::Cancel
+        }
         _ => Route::Passthrough,
     }
+}
+
+/// `v<digits>(.<digits>)*`, the versions WordPress.com's API serves (any of them: a version
+/// it doesn't serve costs a guarded 404, a version it serves that passed unguarded would cost a
+/// downgrade).
+fn is_version(segment: &str) -> bool {
+    segment.strip_prefix('v').is_some_and(|number| {
+        number
+            .split('.')
+            .all(|part| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()))
+    })
 }
 
 /// The layer around the partner-cancel route, built in this one place: the guard's
@@ -44,14 +75,26 @@ pub fn route(method: &Method, path: &str) -> Route {
 /// the cancel is held per site like a provision (across replicas with `--redis`), and the site's
 /// cached upgrade paths are dropped, so a product the cancel gave back is an upgrade at once.
 pub fn cancel_layer(guard: &UpgradeGuardLayer) -> UpgradeGuardLayer {
-    guard.clone().site(Source::from_fn(cancel_site)).cancels()
+    guard.clone().site(Source::from_fn(path_site)).cancels()
 }
 
-/// The site a partner-cancel path names, as sent: `{site}` in
-/// `/rest/{version}/jpphp/{site}/partner-cancel`, read from any spelling [`route`] sends to the
-/// cancel route. Not percent-decoded: [`Site::parse`](upgrade_guard::Site::parse) refuses a `%`
-/// (400 `invalid_site`) rather than guess how the upstream would decode it.
-fn cancel_site(request: &http::request::Parts) -> Option<String> {
+/// The layer around partner-provision, `POST /rest/v1.3/jpphp/{site}/partner-provision`: what
+/// Jetpack's `wp jetpack partner_provision` (`class.jetpack-provision.php`) sends, the site's blog
+/// ID in the path and `plan` in a JSON body. Checked as a provision: site from the path, product
+/// from `plan` (the guard reads the body as WordPress.com does: the tool sends JSON without a
+/// content type of its own, which its HTTP client labels urlencoded, and WordPress.com reads an
+/// urlencoded body as JSON first), no `plan` a connection request.
+pub fn partner_provision_layer(guard: &UpgradeGuardLayer) -> UpgradeGuardLayer {
+    guard.clone().site(Source::from_fn(path_site))
+}
+
+/// The site a partner-provision or partner-cancel path names, as sent: `{site}` in
+/// `/rest/{version}/jpphp/{site}/partner-cancel`, read from any spelling [`route`] sends to those
+/// routes. Not percent-decoded: [`Site::parse`](upgrade_guard::Site::parse) refuses a `%` (400
+/// `invalid_site`) rather than guess how the upstream would decode it. Several segments where
+/// the site goes name no site (400 `missing_site`): WordPress.com's endpoint takes one segment
+/// there, and the guard must not check `a/b` as the site `a::b`.
+fn path_site(request: &http::request::Parts) -> Option<String> {
     let segments: Vec<&str> = request
         .uri
         .path()
@@ -68,23 +111,30 @@ fn cancel_site(request: &http::request::Parts) -> Option<String> {
 #[derive(Clone)]
 pub struct Proxy {
     provision: UpgradeGuard<Forwarder>,
+    partner_provision: UpgradeGuard<Forwarder>,
     cancel: UpgradeGuard<Forwarder>,
     passthrough: Forwarder,
+    /// `--request-timeout`, applied around the guard on the guarded routes.
+    timeout: Duration,
     metrics: Metrics,
 }
 
 impl Proxy {
-    /// The routes: `guard` in front of the provision endpoint, [`cancel_layer`] in front of
-    /// partner-cancel, `forwarder` behind all three.
+    /// The routes: `guard` in front of the provision endpoint, [`partner_provision_layer`] and
+    /// [`cancel_layer`] in front of theirs, `forwarder` behind all four. On the guarded routes
+    /// the forwarder's timeout is taken outside the guard (see the [module docs](self)).
     pub fn new(guard: &UpgradeGuardLayer, forwarder: &Forwarder, metrics: Metrics) -> Self {
+        let guarded = |layer: UpgradeGuardLayer, route: Route| {
+            ServiceBuilder::new()
+                .layer(layer)
+                .service(forwarder.on_route(route).without_timeout())
+        };
         Self {
-            provision: ServiceBuilder::new()
-                .layer(guard.clone())
-                .service(forwarder.on_route(Route::Provision)),
-            cancel: ServiceBuilder::new()
-                .layer(cancel_layer(guard))
-                .service(forwarder.on_route(Route::Cancel)),
+            provision: guarded(guard.clone(), Route::Provision),
+            partner_provision: guarded(partner_provision_layer(guard), Route::PartnerProvision),
+            cancel: guarded(cancel_layer(guard), Route::Cancel),
             passthrough: forwarder.on_route(Route::Passthrough),
+            timeout: forwarder.timeout(),
             metrics,
         }
     }
@@ -114,13 +164,35 @@ impl Service<Request<Incoming>> for Proxy {
         let (method, path) = (request.method().clone(), request.uri().path().to_owned());
         let started = std::time::Instant::now();
         let answered = match route {
-            Route::Provision | Route::Cancel => {
+            Route::Provision | Route::PartnerProvision | Route::Cancel => {
                 let guarded = match route {
                     Route::Provision => &mut self.provision,
+                    Route::PartnerProvision => &mut self.partner_provision,
                     _ => &mut self.cancel,
                 };
                 let future = guarded.call(request);
-                Box::pin(async move { future.await.map(boxed) }) as Self::Future
+                let timeout = self.timeout;
+                Box::pin(async move {
+                    // Outside the guard: when it passes, the guard's future is dropped, which
+                    // the guard reads as the client going away. Before forwarding that frees
+                    // the site; after, the guard finishes the request alone and holds the site
+                    // until it ends (bounded by its detached ceiling).
+                    match tokio::time::timeout(timeout, future).await {
+                        Ok(answered) => answered.map(boxed),
+                        Err(_) => {
+                            tracing::warn!(
+                                route = route.as_str(),
+                                ?timeout,
+                                "no answer within --request-timeout; a request already forwarded is finished by the guard, holding its site"
+                            );
+                            Ok(error_response(
+                                StatusCode::GATEWAY_TIMEOUT,
+                                "upstream_timeout",
+                                "the partner API upstream did not answer in time; a request already sent may still complete, and its site stays held until it does",
+                            ))
+                        }
+                    }
+                }) as Self::Future
             }
             Route::Passthrough => self.passthrough.call(request),
         };
@@ -155,24 +227,92 @@ mod tests {
             "/rest/v1.3/jpphp/provisio%6E",
             "/rest/v1/jpphp/provision",
             "/rest/v1.2/jpphp/provision",
+            // WordPress.com's version_compare reads these as 1.3.
+            "/rest/v01.3/jpphp/provision",
+            "/rest/v1.3.0/jpphp/provision",
+            "/rest/v1.03/jpphp/provision",
+            // Versions WordPress.com may serve tomorrow.
+            "/rest/v2/jpphp/provision",
+            "/rest/v2.0.1/jpphp/provision",
+            "/rest/v1%2E3/jpphp/provision",
         ] {
             assert_eq!(route(&Method::POST, path), Route::Provision, "{path}");
         }
-        assert_eq!(
-            route(
-                &Method::POST,
-                "/rest/v1.3/jpphp/example.com::blog/partner-cancel"
-            ),
-            Route::Cancel
-        );
+        // WordPress.com upper-cases the method: any spelling of POST is a provision.
+        for method in ["post", "Post", "pOsT"] {
+            let method = Method::from_bytes(method.as_bytes()).unwrap();
+            assert_eq!(
+                route(&method, "/rest/v1.3/jpphp/provision"),
+                Route::Provision,
+                "{method}"
+            );
+            assert_eq!(
+                route(&method, "/rest/v1.3/jpphp/1002/partner-cancel"),
+                Route::Cancel,
+                "{method}"
+            );
+        }
+        for path in [
+            "/rest/v1.3/jpphp/example.com::blog/partner-cancel",
+            "/rest/v01.3/jpphp/1002/partner-cancel/",
+            "/rest/v2/jpphp/1002/Partner-Cancel",
+            // Several segments where the site goes: guarded, and the site refused there.
+            "/rest/v1.3/jpphp/a/b/partner-cancel",
+            "/rest/v1.3/jpphp/a%2Fb/partner-cancel",
+        ] {
+            assert_eq!(route(&Method::POST, path), Route::Cancel, "{path}");
+        }
+        for path in [
+            "/rest/v1.3/jpphp/1002/partner-provision",
+            "/rest/v1.3/jpphp/1002/partner-provision?partner_tracking_id=x",
+            "/rest/v1.3.0/jpphp/1002/partner-provision/",
+            "/rest/V01.3/JPPHP/1002/PARTNER-PROVISION",
+        ] {
+            let path = path.split('?').next().unwrap();
+            assert_eq!(
+                route(&Method::POST, path),
+                Route::PartnerProvision,
+                "{path}"
+            );
+        }
         for (method, path) in [
             (Method::GET, "/rest/v1.3/jpphp/provision"),
+            (Method::PUT, "/rest/v1.3/jpphp/provision"),
             (Method::POST, "/oauth2/token"),
             (Method::POST, "/rest/v1.3/jpphp/provisions"),
-            (Method::POST, "/rest/v2/jpphp/provision"),
+            (Method::POST, "/rest/v1.3/jpphp/partner-keys/verify"),
+            (Method::POST, "/rest/v1.3/jpphp/partner-provision"),
+            (Method::POST, "/rest/v1.3/jpphp/partner-cancel"),
+            (Method::POST, "/rest/va/jpphp/provision"),
+            (Method::POST, "/rest/v/jpphp/provision"),
+            (Method::POST, "/rest/v1./jpphp/provision"),
             (Method::GET, "/rest/v1.4/jpphp/1002/status"),
         ] {
             assert_eq!(route(&method, path), Route::Passthrough, "{method} {path}");
         }
+    }
+
+    #[test]
+    fn the_site_is_read_from_the_path_as_sent() {
+        let site = |path: &str| {
+            let (parts, ()) = Request::post(path).body(()).unwrap().into_parts();
+            path_site(&parts)
+        };
+        assert_eq!(
+            site("/rest/v1.3/jpphp/1002/partner-provision").as_deref(),
+            Some("1002")
+        );
+        assert_eq!(
+            site("//rest/v1.3/jpphp/example.com::blog/partner-cancel/").as_deref(),
+            Some("example.com::blog")
+        );
+        // Several segments: no site (400 missing_site), never `a::b`.
+        assert_eq!(site("/rest/v1.3/jpphp/a/b/partner-cancel"), None);
+        // Given with its `%`, which Site::parse refuses (400 invalid_site).
+        assert_eq!(
+            site("/rest/v1.3/jpphp/a%2Fb/partner-cancel").as_deref(),
+            Some("a%2Fb")
+        );
+        assert!(upgrade_guard::Site::parse("a%2Fb").is_err());
     }
 }

@@ -18,10 +18,10 @@ use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
+use tokio::task::{JoinHandle, JoinSet};
 use tokio_rustls::TlsAcceptor;
 use tower_service::Service;
-use upgrade_guard::guard::Detached;
+use upgrade_guard::guard::{DEFAULT_DETACHED_CEILING, Detached};
 use upgrade_guard::lock::{LockError, RedisBuildError};
 use upgrade_guard::upstream::BuildError;
 use upgrade_guard::{RedisLocks, Site, SiteLocks, UpgradeGuardLayer, UpgradePathsClient};
@@ -31,6 +31,12 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long start-up waits for Redis to answer before calling it unreachable.
 const REDIS_PROBE_WAIT: Duration = Duration::from_secs(3);
+/// How long the guard finishes a forwarded request whose client went away: the library's
+/// default, set here by name so shutdown waits for exactly as long.
+const DETACHED_CEILING: Duration = DEFAULT_DETACHED_CEILING;
+/// Added to that ceiling when shutdown waits for such requests: each ends within the ceiling
+/// from the moment it was left alone, which for the last ones is a little after the wait began.
+const DETACHED_SLACK: Duration = Duration::from_secs(1);
 
 /// Why the proxy did not start. Each says which flag to look at.
 #[derive(Debug, thiserror::Error)]
@@ -91,7 +97,6 @@ pub struct Running {
     stop: watch::Sender<bool>,
     servers: Vec<JoinHandle<()>>,
     detached: Detached,
-    grace: Duration,
 }
 
 impl Running {
@@ -111,21 +116,34 @@ impl Running {
         format!("{scheme}://{}", self.addr)
     }
 
-    /// Stops accepting, lets the requests under way finish (at most `--shutdown-grace`), and
-    /// returns when every connection is closed and every provision whose client went away has
-    /// finished (the guard holds their sites until then; within the same grace).
+    /// Stops accepting, lets the requests under way finish (at most `--shutdown-grace`), closes
+    /// the connections still open then, and returns when every forwarded request the guard is
+    /// finishing alone has ended (at most the guard's detached ceiling, 60 s, more).
+    ///
+    /// Closing a connection drops its requests; a guarded one that was already forwarded is then
+    /// finished by the guard alone, holding its site until the provision lands. The process must
+    /// outlive those: a runtime that ends drops them half-way, as if no guard had held the site,
+    /// and `--shutdown-grace` (made for clients) may be far shorter than a provision.
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
         for server in self.servers {
             let _ = server.await;
         }
-        if tokio::time::timeout(self.grace, self.detached.wait())
+        let in_progress = self.detached.in_progress();
+        if in_progress > 0 {
+            tracing::info!(
+                in_progress,
+                ceiling = ?DETACHED_CEILING,
+                "waiting for forwarded requests whose clients went away to finish"
+            );
+        }
+        if tokio::time::timeout(DETACHED_CEILING + DETACHED_SLACK, self.detached.wait())
             .await
             .is_err()
         {
             tracing::warn!(
                 in_progress = self.detached.in_progress(),
-                "provisions whose clients went away still running after the shutdown grace"
+                "forwarded requests whose clients went away still running past the guard's ceiling"
             );
         }
     }
@@ -151,7 +169,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     if let Some(url) = &config.redis {
         guard = guard.site_locks(redis_locks(url).await?);
     }
-    let guard = guard.build();
+    let guard = guard.build().detached_ceiling(DETACHED_CEILING);
     let metrics = Metrics::new(guard.stats());
     let guard = guard.on_decision({
         let metrics = metrics.clone();
@@ -192,7 +210,6 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         stop,
         servers,
         detached,
-        grace,
     })
 }
 
@@ -244,7 +261,8 @@ fn local_addr(
 }
 
 /// Accepts connections until `stopped` turns true, then waits (at most `grace`) for the
-/// connections to finish their requests; idle keep-alive connections close at once.
+/// connections to finish their requests; idle keep-alive connections close at once, and those
+/// still busy after `grace` are closed, dropping their requests (see [`Running::shutdown`]).
 async fn serve<S>(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
@@ -259,11 +277,15 @@ async fn serve<S>(
     S::Future: Send + 'static,
 {
     let graceful = GracefulShutdown::new();
+    // Every connection's task, so those still open after the grace can be closed.
+    let mut connections = JoinSet::new();
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             // Shutdown, or the `Running` handle dropped without it: either way, stop accepting.
             _ = stopped.changed() => break,
+            // Forget the connections that have ended, so the set stays as large as what is open.
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
         };
         let (stream, peer) = match accepted {
             Ok(accepted) => accepted,
@@ -278,7 +300,7 @@ async fn serve<S>(
         let watcher = graceful.watcher();
         let tls = tls.clone();
         let service = TowerToHyperService::new(service.clone());
-        tokio::spawn(async move {
+        connections.spawn(async move {
             let mut http = http1::Builder::new();
             http.timer(TokioTimer::new())
                 .header_read_timeout(HEADER_READ_TIMEOUT);
@@ -318,7 +340,10 @@ async fn serve<S>(
     {
         tracing::warn!(
             ?grace,
-            "requests still under way after the shutdown grace; closing"
+            "requests still under way after the shutdown grace; closing their connections"
         );
     }
+    // Dropping a connection's task drops its requests: a guarded one already forwarded is handed
+    // to the guard, which finishes it alone (`Running::shutdown` waits for those).
+    connections.shutdown().await;
 }

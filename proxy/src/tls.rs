@@ -14,8 +14,9 @@ use tokio_rustls::rustls::{self, ClientConfig, ServerConfig};
 /// Why HTTPS can't be served or the upstream reached.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    /// The certificate file can't be read or holds no PEM certificate.
-    #[error("cannot read the certificate chain from {path}")]
+    /// The certificate file can't be read or holds no PEM certificate (a key given as the
+    /// certificate holds none).
+    #[error("cannot read the certificate chain from {path} (--tls-cert)")]
     Certificate {
         /// The file.
         path: PathBuf,
@@ -23,8 +24,9 @@ pub enum TlsError {
         #[source]
         source: pem::Error,
     },
-    /// The key file can't be read or holds no PEM private key.
-    #[error("cannot read a private key from {path}")]
+    /// The key file can't be read or holds no PEM private key (a certificate given as the key
+    /// holds none).
+    #[error("cannot read a private key from {path} (--tls-key)")]
     Key {
         /// The file.
         path: PathBuf,
@@ -33,7 +35,9 @@ pub enum TlsError {
         source: pem::Error,
     },
     /// rustls refused the pair (e.g. the key is not the certificate's).
-    #[error("the certificate and key can't be served together")]
+    #[error(
+        "the certificate (--tls-cert) and key (--tls-key) can't be served together: is the key the certificate's?"
+    )]
     Config(#[source] rustls::Error),
     /// No CA certificate was found on this machine for an `https://` upstream.
     #[error("no CA certificates found to verify the https upstream (install ca-certificates)")]

@@ -10,7 +10,7 @@ use http::{Request, StatusCode};
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
 use std::time::Duration;
-use upgrade_guard::fake::{FakeSite, FakeUpstream};
+use upgrade_guard::fake::{Endpoint, FakeSite, FakeUpstream, Fault};
 
 /// What the partner tooling sends for a provision: the multipart form, with its token.
 fn provision(
@@ -677,5 +677,336 @@ async fn each_caller_is_checked_with_its_own_token() {
     .await;
     assert_eq!(upgrade.status, 200, "{}", upgrade.text());
     assert_eq!(fake.stats().leaks, 0);
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn every_spelling_wordpress_com_serves_as_a_provision_is_guarded() {
+    let fake = FakeUpstream::builder().demo_sites().start().await.unwrap();
+    let cert = TestCert::new();
+    let proxy = start_https(fake.url(), &cert, &["--token", &fake.token()]).await;
+    let (client, url, token) = (cert.client(), proxy.url(), fake.token());
+    // WordPress.com upper-cases the method and reads the version with
+    // `#^/rest/v(\d+(\.\d+)*)#` and version_compare: each of these is its provision endpoint.
+    for (method, path) in [
+        ("post", "/rest/v1.3/jpphp/provision"),
+        ("Post", "/rest/v1.3/jpphp/provision"),
+        ("POST", "/rest/v01.3/jpphp/provision"),
+        ("POST", "/rest/v1.3.0/jpphp/provision"),
+        ("POST", "/rest/v2/jpphp/provision"),
+    ] {
+        let (content_type, body) = multipart(&[
+            ("siteurl", "https://professional.example.com/"),
+            ("local_user", "admin"),
+            ("plan", "jetpack-backup-realtime"),
+        ]);
+        let answer = send(
+            &client,
+            Request::builder()
+                .method(http::Method::from_bytes(method.as_bytes()).unwrap())
+                .uri(format!("{url}{path}"))
+                .header("authorization", format!("Bearer {token}"))
+                .header("content-type", content_type)
+                .body(full(body))
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(
+            answer.status,
+            StatusCode::CONFLICT,
+            "{method} {path}: {}",
+            answer.text()
+        );
+        assert!(
+            answer.text().contains(r#""error":"upgrade_not_allowed""#),
+            "{method} {path}: {}",
+            answer.text()
+        );
+    }
+    assert_eq!(fake.stats().provisions, 0, "a downgrade was forwarded");
+    assert_eq!(fake.stats().leaks, 0);
+
+    // partner-cancel spelled another way is held and invalidating like the usual spelling.
+    let cancel = send(
+        &client,
+        Request::builder()
+            .method(http::Method::from_bytes(b"post").unwrap())
+            .uri(format!(
+                "{url}/rest/v1.3.0/jpphp/professional.example.com/partner-cancel"
+            ))
+            .header("authorization", format!("Bearer {token}"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(full("plan=professional"))
+            .unwrap(),
+    )
+    .await;
+    let metrics = send(
+        &http_client(),
+        Request::get(format!("http://{}/metrics", proxy.admin_addr()))
+            .body(full(Bytes::new()))
+            .unwrap(),
+    )
+    .await
+    .text();
+    let line = format!(
+        r#"upgrade_guard_proxy_requests_total{{route="cancel",status="{}"}} 1"#,
+        cancel.status.as_u16()
+    );
+    assert!(
+        metrics.lines().any(|l| l == line),
+        "no {line:?} in\n{metrics}"
+    );
+    proxy.shutdown().await;
+}
+
+/// What Jetpack's `wp jetpack partner_provision` (`class.jetpack-provision.php`) sends: the
+/// site's blog ID in the path, a tracking ID in the query, `Host: public-api.wordpress.com`, and
+/// the arguments as JSON (`wp_json_encode`) with no content type of its own, which WordPress'
+/// HTTP API sends labelled `application/x-www-form-urlencoded`.
+fn partner_provision(
+    proxy: &str,
+    token: &str,
+    blog_id: u64,
+    plan: Option<&str>,
+) -> Request<common::TestBody> {
+    let mut body = serde_json::json!({
+        "jp_version": "14.1",
+        "redirect_uri": "https://example.com/wp-login.php?action=jetpack-sso&redirect_to=https%3A%2F%2Fexample.com%2Fwp-admin%2F",
+        "scope": "administrator:0123456789abcdef",
+        "secret": "s3cr3t",
+        "user_id": 1,
+        "user_email": "admin@example.com",
+        "user_login": "admin",
+        "onboarding": 1,
+        "force_connect": 1,
+    });
+    if let Some(plan) = plan {
+        body["plan"] = plan.into();
+    }
+    Request::post(format!(
+        "{proxy}/rest/v1.3/jpphp/{blog_id}/partner-provision?partner_tracking_id=abc"
+    ))
+    .header("authorization", format!("Bearer {token}"))
+    .header("host", "public-api.wordpress.com")
+    .header("content-type", "application/x-www-form-urlencoded")
+    .body(full(body.to_string()))
+    .unwrap()
+}
+
+#[tokio::test]
+async fn jetpacks_own_partner_provision_is_checked_as_a_provision() {
+    let fake = FakeUpstream::builder().demo_sites().start().await.unwrap();
+    let cert = TestCert::new();
+    let proxy = start_https(fake.url(), &cert, &["--token", &fake.token()]).await;
+    let (client, url, token) = (cert.client(), proxy.url(), fake.token());
+
+    // Realtime Backups over Professional (blog 1003): refused before WordPress.com.
+    let downgrade = send(
+        &client,
+        partner_provision(&url, &token, 1003, Some("jetpack-backup-realtime")),
+    )
+    .await;
+    assert_eq!(
+        downgrade.status,
+        StatusCode::CONFLICT,
+        "{}",
+        downgrade.text()
+    );
+    assert_eq!(downgrade.json()["error"], "upgrade_not_allowed");
+    assert_eq!(downgrade.json()["site"], "1003");
+
+    // A blog ID WordPress.com doesn't know: the guard's 404, nothing forwarded.
+    let unknown = send(
+        &client,
+        partner_provision(&url, &token, 999_999, Some("personal")),
+    )
+    .await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND, "{}", unknown.text());
+    assert_eq!(unknown.json()["error"], "unknown_site");
+
+    // An upgrade (Realtime Backups to Professional, blog 1002) and a connection request (no
+    // plan) are forwarded. The fake has no partner-provision endpoint of its own: its 404
+    // `not_found` is the sign they reached it.
+    for (blog_id, plan) in [(1002, Some("professional")), (1001, None)] {
+        let forwarded = send(&client, partner_provision(&url, &token, blog_id, plan)).await;
+        assert_eq!(
+            forwarded.status,
+            StatusCode::NOT_FOUND,
+            "{plan:?}: {}",
+            forwarded.text()
+        );
+        assert_eq!(forwarded.json()["error"], "not_found", "{plan:?}");
+    }
+    let metrics = send(
+        &http_client(),
+        Request::get(format!("http://{}/metrics", proxy.admin_addr()))
+            .body(full(Bytes::new()))
+            .unwrap(),
+    )
+    .await
+    .text();
+    for line in [
+        r#"upgrade_guard_decisions_total{outcome="rejected",code="upgrade_not_allowed",admission="none"} 1"#,
+        r#"upgrade_guard_decisions_total{outcome="allowed",code="none",admission="upgrade"} 1"#,
+        r#"upgrade_guard_decisions_total{outcome="allowed",code="none",admission="connection"} 1"#,
+        r#"upgrade_guard_proxy_requests_total{route="partner_provision",status="409"} 1"#,
+        r#"upgrade_guard_proxy_requests_total{route="partner_provision",status="404"} 3"#,
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "no {line:?} in\n{metrics}"
+        );
+    }
+    assert_eq!(fake.stats().leaks, 0);
+    proxy.shutdown().await;
+}
+
+/// The proxy's `/metrics` text.
+async fn metrics_of(proxy: &upgrade_guard_proxy::Running) -> String {
+    send(
+        &http_client(),
+        Request::get(format!("http://{}/metrics", proxy.admin_addr()))
+            .body(full(Bytes::new()))
+            .unwrap(),
+    )
+    .await
+    .text()
+}
+
+#[tokio::test]
+async fn a_provision_past_the_request_timeout_keeps_its_site_held_until_it_lands() {
+    let fake = FakeUpstream::builder().demo_sites().start().await.unwrap();
+    let cert = TestCert::new();
+    let proxy = start_https(
+        fake.url(),
+        &cert,
+        &["--token", &fake.token(), "--request-timeout", "2"],
+    )
+    .await;
+    let (client, url, token) = (cert.client(), proxy.url(), fake.token());
+    // The provision lands a second after the proxy gives up on it.
+    fake.inject(Endpoint::Provision, Fault::Delay(Duration::from_secs(3)))
+        .once();
+
+    let site = "https://free.example.com/";
+    let timed_out = send(&client, provision(&url, &token, site, Some("professional"))).await;
+    assert_eq!(
+        timed_out.status,
+        StatusCode::GATEWAY_TIMEOUT,
+        "{}",
+        timed_out.text()
+    );
+    assert_eq!(timed_out.json()["error"], "upstream_timeout");
+
+    // Scan is an upgrade for the free site as it was, a downgrade once Professional lands. The
+    // site is still held: this waits for the provision to land, then is checked against the
+    // paths after it.
+    let racing = send(&client, provision(&url, &token, site, Some("jetpack-scan"))).await;
+    assert_eq!(racing.status, StatusCode::CONFLICT, "{}", racing.text());
+    assert_eq!(
+        fake.held_products("free.example.com").unwrap(),
+        ["professional"]
+    );
+    assert_eq!(fake.stats().leaks, 0);
+
+    // The provision finished alone is counted as such, not as a second decision.
+    let finished = r#"upgrade_guard_finished_alone_total{finished="answered",status="200"} 1"#;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let metrics = loop {
+        let metrics = metrics_of(&proxy).await;
+        if metrics.lines().any(|l| l == finished) {
+            break metrics;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no {finished:?} in\n{metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    for line in [
+        r#"upgrade_guard_decisions_total{outcome="allowed",code="none",admission="upgrade"} 1"#,
+        r#"upgrade_guard_decisions_total{outcome="rejected",code="upgrade_not_allowed",admission="none"} 1"#,
+        "upgrade_guard_decision_seconds_count 2",
+        r#"upgrade_guard_proxy_requests_total{route="provision",status="504"} 1"#,
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "no {line:?} in\n{metrics}"
+        );
+    }
+    assert!(
+        !metrics.contains("outcome=\"finished_alone\""),
+        "finished alone counted as a decision:\n{metrics}"
+    );
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn shutdown_waits_past_the_grace_for_a_provision_finished_alone() {
+    let fake = FakeUpstream::builder().demo_sites().start().await.unwrap();
+    let cert = TestCert::new();
+    let proxy = start_https(
+        fake.url(),
+        &cert,
+        &["--token", &fake.token(), "--shutdown-grace", "1"],
+    )
+    .await;
+    let (client, url, token) = (cert.client(), proxy.url(), fake.token());
+    fake.inject(Endpoint::Provision, Fault::Delay(Duration::from_secs(3)))
+        .once();
+    let under_way = tokio::spawn({
+        let request = provision(
+            &url,
+            &token,
+            "https://free.example.com/",
+            Some("professional"),
+        );
+        // The connection is closed under it at the end of the grace: no answer.
+        async move { client.request(request).await.map(|r| r.status()) }
+    });
+    // The lookup is done: the provision is forwarded at once, well within the grace.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while fake.stats().lookups == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "no lookup");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+
+    let started = tokio::time::Instant::now();
+    proxy.shutdown().await;
+    // Not after the 1 s grace: only once the provision had landed, about 3 s in.
+    assert_eq!(
+        fake.held_products("free.example.com").unwrap(),
+        ["professional"],
+        "shutdown returned after {:?}, before the provision landed",
+        started.elapsed()
+    );
+    assert!(
+        under_way.await.unwrap().is_err(),
+        "the client was answered: its connection should have been closed after the grace"
+    );
+    assert_eq!(fake.stats().leaks, 0);
+}
+
+#[tokio::test]
+async fn via_names_the_proxy_both_ways() {
+    let upstream = echo_upstream().await;
+    let cert = TestCert::new();
+    let proxy = start_https(&format!("http://{upstream}"), &cert, &["--token", "t"]).await;
+    let answer = send(
+        &cert.client(),
+        Request::get(format!("{}/rest/v1.4/jpphp/1002/status", proxy.url()))
+            .header("via", "1.0 fred, 1.1 p.example.net")
+            .body(full(Bytes::new()))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(answer.status, 200);
+    // The entries already there first, in order, then this proxy's.
+    assert_eq!(
+        answer.headers["x-echo-via"],
+        "1.0 fred, 1.1 p.example.net, 1.1 upgrade-guard-proxy"
+    );
+    let via: Vec<_> = answer.headers.get_all("via").iter().collect();
+    assert_eq!(via, ["1.1 upgrade-guard-proxy"]);
     proxy.shutdown().await;
 }

@@ -79,7 +79,7 @@ fn an_unreadable_certificate_or_key_is_named() {
             "--tls-key",
             key_path,
         ],
-        &["cannot read the certificate chain from /no/such/cert.pem"],
+        &["cannot read the certificate chain from /no/such/cert.pem (--tls-cert)"],
     );
     refused(
         &[
@@ -90,7 +90,7 @@ fn an_unreadable_certificate_or_key_is_named() {
             "--tls-key",
             "/no/such/key.pem",
         ],
-        &["cannot read a private key from /no/such/key.pem"],
+        &["cannot read a private key from /no/such/key.pem (--tls-key)"],
     );
     // A certificate file where the key should be holds no key.
     refused(
@@ -102,7 +102,22 @@ fn an_unreadable_certificate_or_key_is_named() {
             "--tls-key",
             cert_path,
         ],
-        &["cannot read a private key from"],
+        &["cannot read a private key from", "(--tls-key)"],
+    );
+    // The two swapped: the key file holds no certificate, and the flag that named it is said.
+    refused(
+        &[
+            "--token",
+            "t",
+            "--tls-cert",
+            key_path,
+            "--tls-key",
+            cert_path,
+        ],
+        &[
+            &format!("cannot read the certificate chain from {key_path} (--tls-cert)"),
+            "no items found",
+        ],
     );
     // Another certificate's key.
     let other = common::TestCert::new();
@@ -115,7 +130,7 @@ fn an_unreadable_certificate_or_key_is_named() {
             "--tls-key",
             other.key.to_str().unwrap(),
         ],
-        &["the certificate and key can't be served together"],
+        &["the certificate (--tls-cert) and key (--tls-key) can't be served together"],
     );
 }
 

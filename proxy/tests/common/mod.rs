@@ -185,7 +185,8 @@ pub fn multipart(fields: &[(&str, &str)]) -> (String, Bytes) {
 }
 
 /// An upstream that answers every request with its own body, streamed back, and says what it
-/// received in `x-echo-*` headers: method, URI, `Host`, and the names of the other headers.
+/// received in `x-echo-*` headers: method, URI, `Host`, `Via`, and the names of the other
+/// headers.
 pub async fn echo_upstream() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -206,6 +207,18 @@ pub async fn echo_upstream() -> SocketAddr {
                             request.headers().get("host").cloned().unwrap_or(echo("")),
                         )
                         .header("x-echo-headers", echo(&names.join(",")))
+                        .header(
+                            "x-echo-via",
+                            echo(
+                                &request
+                                    .headers()
+                                    .get_all("via")
+                                    .iter()
+                                    .map(|v| v.to_str().unwrap_or("?"))
+                                    .collect::<Vec<_>>()
+                                    .join(", "),
+                            ),
+                        )
                         .header(
                             "x-echo-transfer-encoding",
                             request
