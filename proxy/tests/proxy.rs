@@ -825,18 +825,17 @@ async fn jetpacks_own_partner_provision_is_checked_as_a_provision() {
     assert_eq!(unknown.json()["error"], "unknown_site");
 
     // An upgrade (Realtime Backups to Professional, blog 1002) and a connection request (no
-    // plan) are forwarded. The fake has no partner-provision endpoint of its own: its 404
-    // `not_found` is the sign they reached it.
+    // plan) are forwarded, and the fake's partner-provision provisions them.
     for (blog_id, plan) in [(1002, Some("professional")), (1001, None)] {
         let forwarded = send(&client, partner_provision(&url, &token, blog_id, plan)).await;
         assert_eq!(
             forwarded.status,
-            StatusCode::NOT_FOUND,
+            StatusCode::OK,
             "{plan:?}: {}",
             forwarded.text()
         );
-        assert_eq!(forwarded.json()["error"], "not_found", "{plan:?}");
     }
+    assert_eq!(fake.held_products("1002").unwrap(), ["professional"]);
     let metrics = send(
         &http_client(),
         Request::get(format!("http://{}/metrics", proxy.admin_addr()))
@@ -850,7 +849,8 @@ async fn jetpacks_own_partner_provision_is_checked_as_a_provision() {
         r#"upgrade_guard_decisions_total{outcome="allowed",code="none",admission="upgrade"} 1"#,
         r#"upgrade_guard_decisions_total{outcome="allowed",code="none",admission="connection"} 1"#,
         r#"upgrade_guard_proxy_requests_total{route="partner_provision",status="409"} 1"#,
-        r#"upgrade_guard_proxy_requests_total{route="partner_provision",status="404"} 3"#,
+        r#"upgrade_guard_proxy_requests_total{route="partner_provision",status="404"} 1"#,
+        r#"upgrade_guard_proxy_requests_total{route="partner_provision",status="200"} 2"#,
     ] {
         assert!(
             metrics.lines().any(|l| l == line),

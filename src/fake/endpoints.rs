@@ -93,6 +93,8 @@ enum Route<'a> {
     UpgradePaths(&'a str),
     Provision,
     Cancel(&'a str),
+    /// Jetpack's own `wp jetpack partner_provision`: the site in the path, `plan` in the body.
+    PartnerProvision(&'a str),
     Status(&'a str),
     Token,
     NotFound,
@@ -116,6 +118,8 @@ impl<'a> Route<'a> {
                     Route::UpgradePaths(site)
                 } else if let Some(site) = site("/rest/v1.3", "partner-cancel") {
                     Route::Cancel(site)
+                } else if let Some(site) = site("/rest/v1.3", "partner-provision") {
+                    Route::PartnerProvision(site)
                 } else if let Some(site) = site("/rest/v1.4", "status") {
                     Route::Status(site)
                 } else {
@@ -128,7 +132,7 @@ impl<'a> Route<'a> {
     fn endpoint(&self) -> Option<Endpoint> {
         match self {
             Route::UpgradePaths(_) => Some(Endpoint::UpgradePaths),
-            Route::Provision => Some(Endpoint::Provision),
+            Route::Provision | Route::PartnerProvision(_) => Some(Endpoint::Provision),
             Route::Cancel(_) => Some(Endpoint::Cancel),
             Route::Status(_) => Some(Endpoint::Status),
             Route::Token => Some(Endpoint::Token),
@@ -150,7 +154,7 @@ pub(crate) async fn handle(
             Counters::bump(&counters.lookups);
             shared.count_lookup(&req);
         }
-        Route::Provision => Counters::bump(&counters.provisions),
+        Route::Provision | Route::PartnerProvision(_) => Counters::bump(&counters.provisions),
         Route::Cancel(_) => Counters::bump(&counters.cancels),
         Route::Status(_) => Counters::bump(&counters.status_requests),
         Route::Token => Counters::bump(&counters.token_requests),
@@ -189,7 +193,8 @@ pub(crate) async fn handle(
     }
     let answer = match route {
         Route::UpgradePaths(site) => upgrade_paths(&shared, &req, site),
-        Route::Provision => provision(&shared, req).await,
+        Route::Provision => provision(&shared, req, None).await,
+        Route::PartnerProvision(site) => provision(&shared, req, Some(site)).await,
         Route::Cancel(site) => cancel(&shared, req, site).await,
         Route::Status(site) => status(&shared, &req, site),
         Route::Token => token(&shared, req).await,
@@ -318,11 +323,19 @@ struct Provisioned {
     next_url: String,
 }
 
-async fn provision(shared: &Shared, req: Request<Incoming>) -> Result<Response, Refusal> {
+/// `provision` (the site from `siteurl`), or Jetpack's `partner-provision` (the site from the
+/// path: `in_path`, and no `local_user`, which that tool sends as `user_id`).
+async fn provision(
+    shared: &Shared,
+    req: Request<Incoming>,
+    in_path: Option<&str>,
+) -> Result<Response, Refusal> {
     expect_method(&req, Method::POST)?;
     authorize(shared, &req)?;
     let fields = read_fields(req).await?;
-    let site = last_text(&fields, "siteurl")
+    let site = in_path
+        .map(str::to_owned)
+        .or_else(|| last_text(&fields, "siteurl").map(Cow::into_owned))
         .and_then(|s| Site::parse(&s).ok())
         .ok_or_else(|| {
             Refusal::bad_request("invalid_siteurl", "siteurl must be a site URL or a blog ID")
@@ -335,7 +348,7 @@ async fn provision(shared: &Shared, req: Request<Incoming>) -> Result<Response, 
                 Refusal::bad_request("invalid_plan", "plan is not a known product")
             })?),
         };
-    if last_text(&fields, "local_user").is_none() {
+    if in_path.is_none() && last_text(&fields, "local_user").is_none() {
         return Err(Refusal::bad_request(
             "missing_local_user",
             "local_user is required",
@@ -605,6 +618,10 @@ mod tests {
         assert!(matches!(
             Route::of("/rest/v1.3/jpphp/example.com::blog/partner-cancel"),
             Route::Cancel("example.com::blog")
+        ));
+        assert!(matches!(
+            Route::of("/rest/v1.3/jpphp/1002/partner-provision"),
+            Route::PartnerProvision("1002")
         ));
         assert!(matches!(
             Route::of("/rest/v1.4/jpphp/1002/status"),
