@@ -1,14 +1,18 @@
 //! `UpgradePaths::from_json` on arbitrary bytes: it accepts exactly the JSON objects of string
-//! arrays (differential against `serde_json::Value`), and what it accepts it answers about
-//! consistently.
+//! arrays, and PHP's empty array `[]` as "no upgrade paths" (differential against
+//! `serde_json::Value`), and what it accepts it answers about consistently.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 use upgrade_guard::UpgradePaths;
 
-/// The shape the contract names: an object whose every value is an array of strings.
+/// The shape the contract names: an object whose every value is an array of strings, or PHP's
+/// empty array (what PHP's `json_encode` makes of an empty associative array).
 fn as_paths(value: &Value) -> Option<Vec<(String, Vec<String>)>> {
+    if value.as_array().is_some_and(Vec::is_empty) {
+        return Some(Vec::new());
+    }
     value
         .as_object()?
         .iter()
