@@ -163,7 +163,11 @@ fn check_against_plain_parsers(
             .trim()
             .to_owned()
     });
-    let body = body.trim_ascii();
+    // PHP's trim(): ASCII white space less the form feed, plus NUL and the vertical tab.
+    let php_trim = |b: &u8| matches!(b, b' ' | b'\t' | b'\n' | b'\r' | b'\0' | 0x0b);
+    let start = body.iter().take_while(|b| php_trim(b)).count();
+    let end = body.len() - body[start..].iter().rev().take_while(|b| php_trim(b)).count();
+    let body = &body[start..end];
     let json = || match serde_json::from_slice(body) {
         Ok(serde_json::Value::Object(map)) => Some(map),
         _ => None,
