@@ -315,6 +315,9 @@ pub struct DecisionReport<'a> {
     pub product: Option<&'a str>,
     /// Why the guard stopped (or would have stopped) the request.
     pub rejection: Option<&'a Rejection>,
+    /// How long the request waited for its site's lock (zero when it was free at once), when it
+    /// took the lock: `None` for a refusal known without it, or a request stopped before.
+    pub lock_wait: Option<Duration>,
     /// From the request's arrival to the decision: reading, waiting for the site, the lookup.
     pub latency: Duration,
 }

@@ -16,9 +16,9 @@ use http_body_util::Full;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use upgrade_guard::request::read_for_fuzzing;
 use upgrade_guard::{Site, Source};
 
@@ -38,38 +38,48 @@ impl Php {
             );
         }
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/php/input.php");
-        for _ in 0..5 {
-            // A free port: another process may take it before PHP does, then try another.
-            let port = TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .expect("a free loopback port")
-                .port();
-            let addr = SocketAddr::from(([127, 0, 0, 1], port));
-            let mut child = Command::new("php")
-                // No php.ini: PHP's own defaults (max_input_vars 1000, file uploads on), whatever
-                // the machine's configuration.
-                .args(["-n", "-d", "max_input_vars=1000", "-d", "file_uploads=1"])
-                .args(["-d", "display_errors=0"])
-                .args(["-S", &addr.to_string(), script])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("php starts");
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok() {
-                    return Self { child, addr };
+        // Port 0: PHP binds a free port itself and names it, so no other test or process can
+        // take the port between choosing and binding it (which once left two tests talking to
+        // one server, and the second refused when the first stopped it).
+        let mut child = Command::new("php")
+            // No php.ini: PHP's own defaults (max_input_vars 1000, file uploads on), whatever
+            // the machine's configuration.
+            .args(["-n", "-d", "max_input_vars=1000", "-d", "file_uploads=1"])
+            .args(["-d", "display_errors=0"])
+            .args(["-S", "127.0.0.1:0", script])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("php starts");
+        // PHP logs every request on stderr: read it to the end, or a full pipe would stop PHP.
+        let stderr = child.stderr.take().expect("piped");
+        let (port_tx, port_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            let mut port_tx = Some(port_tx);
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                let port = line
+                    .split_once("Development Server (http://127.0.0.1:")
+                    .and_then(|(_, rest)| rest.split_once(')'))
+                    .and_then(|(port, _)| port.parse::<u16>().ok());
+                if let (Some(port), Some(tx)) = (port, port_tx.take()) {
+                    let _ = tx.send(port);
                 }
-                if child.try_wait().ok().flatten().is_some() {
-                    break;
-                }
-                std::thread::yield_now();
             }
-            let _ = child.kill();
-            let _ = child.wait();
+        });
+        match port_rx.recv_timeout(Duration::from_secs(10)) {
+            Ok(port) => Self {
+                child,
+                addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            },
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("php -S did not say which loopback port it listens on");
+            }
         }
-        panic!("php -S did not start on a loopback port");
     }
 
     /// What PHP reads from the request.

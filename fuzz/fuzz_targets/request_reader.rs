@@ -94,6 +94,7 @@ fuzz_target!(|data: &[u8]| {
         .body(StreamBody::new(stream::iter(chunks)))
         .expect("a valid request");
     let content_type = request.headers().get(header::CONTENT_TYPE).cloned();
+    let query = request.uri().query().map(str::to_owned);
 
     let (forwarded, named) = now(read_for_fuzzing(
         site_source,
@@ -115,9 +116,18 @@ fuzz_target!(|data: &[u8]| {
         Ok((site, product)) => {
             assert_eq!(Site::parse(site.as_str()).as_ref(), Ok(&site));
             if let Some(product) = product {
-                assert!(!product.is_empty(), "an empty product was read as a product");
+                assert!(
+                    !product.is_empty(),
+                    "an empty product was read as a product"
+                );
                 if flags & 3 == 0 {
-                    check_against_plain_parsers(content_type.as_ref(), &body, &site, &product);
+                    check_against_plain_parsers(
+                        content_type.as_ref(),
+                        query.as_deref(),
+                        &body,
+                        &site,
+                        &product,
+                    );
                 }
             }
         }
@@ -146,67 +156,94 @@ fuzz_target!(|data: &[u8]| {
     }
 });
 
-/// With the default sources, an accepted body with one of WordPress.com's exact content types
-/// names exactly one `siteurl` and one `plan`, as a plain parser reads them after PHP's
-/// `trim()`: serde_json for JSON (and for urlencoded bodies that are a JSON object, which
-/// WordPress.com tries first), serde_urlencoded for other urlencoded bodies.
+/// With the default sources, an accepted request with one of WordPress.com's exact content types
+/// names one `siteurl` and one `plan`, as plain parsers read them from the body after PHP's
+/// `trim()` (serde_json for JSON, and for urlencoded bodies that are a JSON object, which
+/// WordPress.com tries first; serde_urlencoded for other urlencoded bodies) and from the query
+/// string (which the guard reads too): every value found in either place is the one read.
 fn check_against_plain_parsers(
     content_type: Option<&http::HeaderValue>,
+    query: Option<&str>,
     body: &[u8],
     site: &Site,
     product: &str,
 ) {
-    let essence = content_type.and_then(|v| v.to_str().ok()).map(|v| {
-        v.split(';')
-            .next()
-            .unwrap_or_default()
-            .trim()
-            .to_owned()
-    });
+    let essence = content_type
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.split(';').next().unwrap_or_default().trim().to_owned());
+    let Ok(query) = serde_urlencoded::from_str::<Vec<(String, String)>>(query.unwrap_or_default())
+    else {
+        return;
+    };
     // PHP's trim(): ASCII white space less the form feed, plus NUL and the vertical tab.
     let php_trim = |b: &u8| matches!(b, b' ' | b'\t' | b'\n' | b'\r' | b'\0' | 0x0b);
     let start = body.iter().take_while(|b| php_trim(b)).count();
-    let end = body.len() - body[start..].iter().rev().take_while(|b| php_trim(b)).count();
+    let end = body.len()
+        - body[start..]
+            .iter()
+            .rev()
+            .take_while(|b| php_trim(b))
+            .count();
     let body = &body[start..end];
     let json = || match serde_json::from_slice(body) {
         Ok(serde_json::Value::Object(map)) => Some(map),
         _ => None,
     };
-    let check_json = |map: serde_json::Map<String, serde_json::Value>| {
-        let text = |name: &str| match map.get(name) {
-            Some(serde_json::Value::String(s)) => s.clone(),
-            Some(serde_json::Value::Number(n)) if n.is_i64() => n.to_string(),
-            other => panic!("{name} read from {other:?}"),
-        };
-        assert_eq!(text("plan"), product);
-        assert_eq!(Site::parse(&text("siteurl")).as_ref(), Ok(site));
+    let from_json = |map: &serde_json::Map<String, serde_json::Value>| {
+        let mut pairs = Vec::new();
+        for name in ["plan", "siteurl"] {
+            match map.get(name) {
+                None | Some(serde_json::Value::Null) => {}
+                Some(serde_json::Value::String(s)) => pairs.push((name.to_owned(), s.clone())),
+                Some(serde_json::Value::Number(n)) if n.is_i64() => {
+                    pairs.push((name.to_owned(), n.to_string()))
+                }
+                other => panic!("{name} read from {other:?}"),
+            }
+        }
+        pairs
     };
-    match essence.as_deref() {
-        Some("application/x-www-form-urlencoded") => {
-            if let Some(map) = json() {
-                return check_json(map);
-            }
-            if body.contains(&0) || matches!(body.first(), Some(b'{' | b'[' | b'"')) {
-                return;
-            }
-            let Ok(pairs) = serde_urlencoded::from_bytes::<Vec<(String, String)>>(body) else {
-                return;
-            };
-            let values = |name: &str| -> Vec<&str> {
+    let pairs = match essence.as_deref() {
+        Some("application/x-www-form-urlencoded") => match json() {
+            Some(map) => from_json(&map),
+            None => {
+                if body.contains(&0) || matches!(body.first(), Some(b'{' | b'[' | b'"')) {
+                    return;
+                }
+                let Ok(pairs) = serde_urlencoded::from_bytes::<Vec<(String, String)>>(body) else {
+                    return;
+                };
                 pairs
-                    .iter()
-                    .filter(|(n, _)| n == name)
-                    .map(|(_, v)| v.as_str())
-                    .collect()
-            };
-            assert_eq!(values("plan"), [product], "plan as a form parser reads it");
-            let sites = values("siteurl");
-            assert_eq!(sites.len(), 1, "siteurl given {} times", sites.len());
-            assert_eq!(Site::parse(sites[0]).as_ref(), Ok(site));
-        }
+            }
+        },
         Some("application/json") => {
-            check_json(json().expect("accepted a JSON body that is not an object"));
+            from_json(&json().expect("accepted a JSON body that is not an object"))
         }
-        _ => {}
+        _ => return,
+    };
+    let values = |name: &str| -> Vec<&str> {
+        pairs
+            .iter()
+            .chain(&query)
+            .filter(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    };
+    let plans = values("plan");
+    assert!(
+        !plans.is_empty(),
+        "a plan read where plain parsers see none"
+    );
+    assert!(
+        plans.iter().all(|p| *p == product),
+        "plan {plans:?} read as {product:?}"
+    );
+    let sites = values("siteurl");
+    assert!(
+        !sites.is_empty(),
+        "a site read where plain parsers see none"
+    );
+    for found in sites {
+        assert_eq!(Site::parse(found).as_ref(), Ok(site), "siteurl {found:?}");
     }
 }

@@ -6,7 +6,8 @@
 //! | `upgrade_guard_decision_seconds` | histogram | from the request's arrival to the guard's decision |
 //! | `upgrade_guard_finished_alone_total` | counter | `finished` (answered, failed, ceiling_passed), `status` (the upstream's, or `none`): forwarded requests the guard finished after their client went away (or `--request-timeout` passed); each was counted once already, as a decision |
 //! | `upgrade_guard_lookups_total`, `upgrade_guard_cache_hits_total`, `upgrade_guard_coalesced_total` | counter | |
-//! | `upgrade_guard_lock_waits_total`, `upgrade_guard_lock_wait_seconds_total`, `upgrade_guard_site_busy_total` | counter | (a count and a sum, not a histogram: the guard reports no single wait) |
+//! | `upgrade_guard_lock_wait_seconds` | histogram | how long each guarded request that took its site's lock waited for it (zero when the site was free) |
+//! | `upgrade_guard_lock_waits_total`, `upgrade_guard_site_busy_total` | counter | requests that had to wait, requests answered `site_busy` |
 //! | `upgrade_guard_proxy_requests_total` | counter | `route` (provision, partner_provision, cancel, passthrough), `status` |
 //! | `upgrade_guard_proxy_upstream_seconds` | histogram | `route`: until the upstream's response head |
 
@@ -68,6 +69,7 @@ struct Inner {
     guard: GuardStats,
     decisions: Mutex<BTreeMap<(&'static str, &'static str, &'static str), u64>>,
     decision_latency: Histogram,
+    lock_wait: Histogram,
     finished_alone: Mutex<BTreeMap<(&'static str, Option<u16>), u64>>,
     requests: Mutex<BTreeMap<(Route, u16), u64>>,
     upstream_latency: [Histogram; Route::ALL.len()],
@@ -81,6 +83,7 @@ impl Metrics {
                 guard,
                 decisions: Mutex::default(),
                 decision_latency: Histogram::default(),
+                lock_wait: Histogram::default(),
                 finished_alone: Mutex::default(),
                 requests: Mutex::default(),
                 upstream_latency: Default::default(),
@@ -115,6 +118,9 @@ impl Metrics {
             .entry((report.outcome.as_str(), code, admission))
             .or_default() += 1;
         self.inner.decision_latency.observe(report.latency);
+        if let Some(waited) = report.lock_wait {
+            self.inner.lock_wait.observe(waited);
+        }
     }
 
     /// Counts a request the proxy answered on `route` with `status`.
@@ -147,6 +153,12 @@ impl Metrics {
             "From a guarded request's arrival to the guard's decision.",
             &[""],
         );
+        inner.lock_wait.render(
+            &mut out,
+            "upgrade_guard_lock_wait_seconds",
+            "How long each guarded request that took its site's lock waited for it.",
+            &[""],
+        );
         out.push_str("# HELP upgrade_guard_finished_alone_total Forwarded requests the guard finished after their client went away, by how they ended.\n");
         out.push_str("# TYPE upgrade_guard_finished_alone_total counter\n");
         for ((how, status), n) in lock(&inner.finished_alone).iter() {
@@ -158,7 +170,7 @@ impl Metrics {
         }
 
         let stats = inner.guard.snapshot();
-        let counters: [(&str, &str, f64); 6] = [
+        let counters: [(&str, &str, f64); 5] = [
             (
                 "lookups",
                 "Upstream upgrade-paths lookups made.",
@@ -178,11 +190,6 @@ impl Metrics {
                 "lock_waits",
                 "Requests that waited for another provision of their site.",
                 stats.lock_waits as f64,
-            ),
-            (
-                "lock_wait_seconds",
-                "Time spent in those waits.",
-                stats.lock_wait_time.as_secs_f64(),
             ),
             (
                 "site_busy",

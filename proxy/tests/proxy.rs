@@ -851,6 +851,9 @@ async fn jetpacks_own_partner_provision_is_checked_as_a_provision() {
         r#"upgrade_guard_proxy_requests_total{route="partner_provision",status="409"} 1"#,
         r#"upgrade_guard_proxy_requests_total{route="partner_provision",status="404"} 1"#,
         r#"upgrade_guard_proxy_requests_total{route="partner_provision",status="200"} 2"#,
+        // Each of the four took the site's lock (the refusal and the unknown blog ID too: both
+        // were looked up under it), and each wait is in the histogram.
+        "upgrade_guard_lock_wait_seconds_count 4",
     ] {
         assert!(
             metrics.lines().any(|l| l == line),

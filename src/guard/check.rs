@@ -79,7 +79,9 @@ pub(crate) struct Forward<B> {
 /// lock still forgets at its end: then there is no permit.)
 pub(crate) struct SiteHold {
     forget: Option<Forget>,
-    _permit: Option<SitePermit>,
+    /// How long taking the site's lock took.
+    waited: Duration,
+    permit: Option<SitePermit>,
 }
 
 /// What a forwarded request's [`SiteHold`] forgets when it ends.
@@ -95,7 +97,8 @@ impl SiteHold {
     fn forgetting(hold: Option<Self>, shared: &Arc<Shared>, site: Site, everywhere: bool) -> Self {
         let mut hold = hold.unwrap_or(Self {
             forget: None,
-            _permit: None,
+            waited: Duration::ZERO,
+            permit: None,
         });
         hold.forget = Some(Forget {
             shared: shared.clone(),
@@ -174,6 +177,17 @@ impl Verdict {
         }
     }
 
+    /// The site held, when the guard got that far.
+    fn hold(&self) -> Option<&SiteHold> {
+        match self {
+            Self::Upgrade { hold, .. }
+            | Self::FirstProvision { hold, .. }
+            | Self::Connection { hold, .. }
+            | Self::Cancellation { hold, .. } => Some(hold),
+            Self::Stopped { hold, .. } => hold.as_ref(),
+        }
+    }
+
     fn admission(&self) -> Option<Admission> {
         match self {
             Self::Upgrade { .. } => Some(Admission::Upgrade),
@@ -242,6 +256,10 @@ impl Config {
                 Verdict::Stopped { why, .. } => Some(why),
                 _ => None,
             },
+            lock_wait: verdict
+                .hold()
+                .filter(|hold| hold.permit.is_some())
+                .map(|hold| hold.waited),
             latency: started.elapsed(),
         });
         if let Some(site) = verdict.site().filter(|_| outcome != Outcome::Rejected) {
@@ -489,8 +507,7 @@ impl Config {
         }
     }
 
-    /// Takes the site's lock, counting the requests that had to wait. On a cancel route the
-    /// hold forgets the site when it ends.
+    /// Takes the site's lock, counting the requests that had to wait.
     async fn hold(&self, site: &Site) -> Result<SiteHold, Rejection> {
         let stats = &self.shared.stats;
         // Bounded here too, so a lock implementation that overstays its wait cannot hang requests;
@@ -501,20 +518,22 @@ impl Config {
                 .await
                 .unwrap_or(Err(LockError::Busy))
         });
-        let acquired = match (&mut acquire).now_or_never() {
-            Some(acquired) => acquired,
+        let (acquired, waited) = match (&mut acquire).now_or_never() {
+            Some(acquired) => (acquired, Duration::ZERO),
             None => {
                 let started = Instant::now();
                 let acquired = acquire.await;
-                stats.lock_waited(started.elapsed());
-                tracing::debug!(%site, waited = ?started.elapsed(), ok = acquired.is_ok(), "waited for the site's lock");
-                acquired
+                let waited = started.elapsed();
+                stats.lock_waited(waited);
+                tracing::debug!(%site, ?waited, ok = acquired.is_ok(), "waited for the site's lock");
+                (acquired, waited)
             }
         };
         match acquired {
             Ok(permit) => Ok(SiteHold {
                 forget: None,
-                _permit: Some(permit),
+                waited,
+                permit: Some(permit),
             }),
             Err(error) => {
                 stats.site_busy();

@@ -226,6 +226,7 @@ fn report(config: &Config, forwarded: &Forwarded, finished: Finished) {
             site: forwarded.site.as_ref(),
             product,
             rejection: None,
+            lock_wait: None,
             latency,
         });
     }

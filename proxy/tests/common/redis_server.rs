@@ -75,13 +75,21 @@ impl RedisServer {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            if self.answers_ping() {
-                return true;
-            }
             let child = self.child.as_mut().expect("just started");
             if child.try_wait().ok().flatten().is_some() {
                 self.child = None;
                 return false;
+            }
+            let pid = child.id();
+            match self.server_pid() {
+                // Our server: another one that got the same free port first would answer too
+                // (and stop under us when its test ends), so the answer must name our process.
+                Some(serving) if serving == pid => return true,
+                Some(_) => {
+                    self.stop();
+                    return false;
+                }
+                None => {}
             }
             assert!(
                 Instant::now() < deadline,
@@ -92,15 +100,25 @@ impl RedisServer {
         }
     }
 
-    fn answers_ping(&self) -> bool {
-        let Ok(mut stream) = TcpStream::connect((Ipv4Addr::LOCALHOST, self.port)) else {
-            return false;
-        };
+    /// The process id of the server answering on the port (`INFO server`), once one answers.
+    fn server_pid(&self) -> Option<u32> {
+        let mut stream = TcpStream::connect((Ipv4Addr::LOCALHOST, self.port)).ok()?;
         let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
-        let mut answer = [0; 7];
-        stream.write_all(b"PING\r\n").is_ok()
-            && stream.read_exact(&mut answer).is_ok()
-            && &answer == b"+PONG\r\n"
+        stream.write_all(b"INFO server\r\n").ok()?;
+        let mut answer = Vec::new();
+        let mut chunk = [0; 4096];
+        // The answer is one bulk string of a few KiB; `process_id` comes early in it.
+        while answer.len() < 64 * 1024 {
+            let read = stream.read(&mut chunk).ok().filter(|&n| n > 0)?;
+            answer.extend_from_slice(&chunk[..read]);
+            let text = String::from_utf8_lossy(&answer);
+            if let Some((_, rest)) = text.split_once("process_id:") {
+                if let Some((pid, _)) = rest.split_once("\r\n") {
+                    return pid.trim().parse().ok();
+                }
+            }
+        }
+        None
     }
 }
 
