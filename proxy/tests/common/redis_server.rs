@@ -112,10 +112,10 @@ impl RedisServer {
             let read = stream.read(&mut chunk).ok().filter(|&n| n > 0)?;
             answer.extend_from_slice(&chunk[..read]);
             let text = String::from_utf8_lossy(&answer);
-            if let Some((_, rest)) = text.split_once("process_id:") {
-                if let Some((pid, _)) = rest.split_once("\r\n") {
-                    return pid.trim().parse().ok();
-                }
+            if let Some((_, rest)) = text.split_once("process_id:")
+                && let Some((pid, _)) = rest.split_once("\r\n")
+            {
+                return pid.trim().parse().ok();
             }
         }
         None
