@@ -3,6 +3,8 @@
 
 #![allow(dead_code)] // Each test file uses its own part of this.
 
+// The library's own test fixture, shared rather than copied.
+#[path = "../../../tests/common/redis_server.rs"]
 pub mod redis_server;
 
 use bytes::Bytes;
