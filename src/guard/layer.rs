@@ -31,6 +31,42 @@ use tower_layer::Layer;
 ///     .product(Source::field("plan"));
 /// # Ok::<(), upgrade_guard::upstream::BuildError>(())
 /// ```
+///
+/// What it does, against the [fake upstream](crate::fake) (feature `test-util`): a site holding
+/// Professional gets no Realtime Backups, and the handler never sees the request.
+///
+/// ```
+/// use bytes::Bytes;
+/// use http::{Request, Response, StatusCode};
+/// use http_body_util::Full;
+/// use tower::{Layer, ServiceExt, service_fn};
+/// use upgrade_guard::fake::{FakeSite, FakeUpstream};
+/// use upgrade_guard::{GuardBody, UpgradeGuardLayer, UpgradePathsClient};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let fake = FakeUpstream::builder()
+///     .site(FakeSite::new(1003).holding(["professional"]))
+///     .start()
+///     .await?;
+/// let client = UpgradePathsClient::builder()
+///     .base_url(fake.url())
+///     .bearer_token(fake.token())
+///     .build()?;
+/// // Your provision handler (here, one that answers 200 to whatever reaches it).
+/// let handler = service_fn(|_: Request<GuardBody<Full<Bytes>>>| async {
+///     Ok::<_, std::convert::Infallible>(Response::new(Full::<Bytes>::from("provisioned")))
+/// });
+/// let guarded = UpgradeGuardLayer::new(client).layer(handler);
+///
+/// let request = Request::post("/rest/v1.3/jpphp/provision")
+///     .header("content-type", "application/x-www-form-urlencoded")
+///     .body(Full::<Bytes>::from("siteurl=1003&plan=jetpack-backup-realtime&local_user=admin"))?;
+/// let response = guarded.oneshot(request).await?;
+/// // The guard's own answer: the handler was never called.
+/// assert_eq!(response.status(), StatusCode::CONFLICT);
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug)]
 #[must_use]
 pub struct UpgradeGuardLayer {

@@ -16,6 +16,11 @@ use tower_service::Service;
 /// of the inner service pass through untouched; the guard's own answers are JSON (see
 /// [`Rejection`](crate::Rejection)).
 ///
+/// `poll_ready` is the inner service's: the guard calls the very service that was ready, after
+/// its check. So while a request is being checked (reading its body, waiting for its site, the
+/// lookup), the inner service's readiness is held for it: a concurrency limit *outside* the guard
+/// counts the request from its arrival, and one *inside* sees its slot taken during the check.
+///
 /// # Bounds
 ///
 /// The inner service's future must be `Send + 'static`: when the client goes away after the
