@@ -32,9 +32,23 @@
 //!   failed, and errors are never cached. The next request for the site looks it up again and
 //!   sees what the first provision left.
 //!
-//! The callers waiting for a lookup drive it themselves; one that goes away before the answer
-//! hands the lookup to a task of its own, so the others waiting on the same call and the cache
-//! still get the answer. The guard therefore needs a Tokio runtime, as reqwest does.
+//! **Shared calls run to their end.** The crate shares two kinds of upstream call between the
+//! callers that want the same thing: upgrade-paths lookups (here) and token fetches
+//! ([`TokenSource`](crate::TokenSource)). Both follow one rule: once started, a shared call runs
+//! to its end even when every caller waiting for it goes away, so its answer still reaches the
+//! cache (or the token state) and nobody who joins later inherits a call that stalled half-way
+//! (its deadline passing while nobody polled it). Lookups are the hot path: their waiters drive
+//! them themselves (no task per lookup), and one that goes away before the answer hands the
+//! lookup to a task of its own. Token fetches are rare and simply run in a task. The guard
+//! therefore needs a Tokio runtime, as reqwest does.
+//!
+//! Why not moka's own coalescing (`try_get_with`): it shares only among callers inside that one
+//! call, and when the caller evaluating the shared future goes away its work is dropped and
+//! another waiter starts over; it has no way for a refusal check to *join* a lookup under way
+//! without starting one, to keep a lookup from being joined by a request that must see the site
+//! as it is after the last provision (see `LookupMark`), to disown lookups when a site is
+//! forgotten, or to keep answers fetched with different callers' tokens apart. moka stays the
+//! cache; the table of lookups in flight is ours.
 //!
 //! **Whose answer.** With a client that uses the caller's token
 //! ([`ClientBuilder::caller_token`](crate::upstream::ClientBuilder::caller_token)), an answer is

@@ -43,6 +43,34 @@ fn unauthorized_status(result: Result<impl std::fmt::Debug, LookupError>) -> Sta
 
 // ---- tokens ----
 
+/// A token fetch whose every waiter went away is not lost: the next caller gets that fetch's
+/// token, with no second fetch. (That it also runs on meanwhile, in a task, so it cannot stall
+/// past its deadline unpolled, is not visible from outside without waiting out that deadline.)
+#[tokio::test]
+async fn a_token_fetch_left_by_every_waiter_still_finishes() {
+    let fake = fake().await;
+    let tokens = client(&fake).token_source().clone();
+    fake.inject(Endpoint::Token, Fault::Delay(Duration::from_millis(300)))
+        .once();
+    let waiter = tokio::spawn({
+        let tokens = tokens.clone();
+        async move { tokens.token().await }
+    });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while fake.stats().token_requests == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "no token request");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    waiter.abort();
+    assert!(waiter.await.unwrap_err().is_cancelled());
+    let token = tokio::time::timeout(Duration::from_secs(10), tokens.token())
+        .await
+        .expect("the fetch ends by itself")
+        .expect("a token");
+    assert_eq!(token.secret(), TOKEN);
+    assert_eq!(fake.stats().token_requests, 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_concurrent_first_lookups_fetch_one_token() {
     let fake = fake().await;

@@ -468,7 +468,15 @@ impl Credentials {
                 State::Fetching { id, fetch } => (*id, fetch.clone()),
                 State::Ready(_) | State::Empty => {
                     let id = self.next_fetch.fetch_add(1, Ordering::Relaxed);
-                    let fetch = self.fetch().boxed().shared();
+                    // A task of its own: the fetch runs to its end even if every waiter goes
+                    // away (see `crate::cache` for the one rule both shared calls follow).
+                    let task = tokio::spawn(self.fetch());
+                    let fetch = async move {
+                        task.await
+                            .unwrap_or_else(|gone| Err(TokenError::Transport(Arc::new(gone))))
+                    }
+                    .boxed()
+                    .shared();
                     *state = State::Fetching {
                         id,
                         fetch: fetch.clone(),
@@ -478,8 +486,8 @@ impl Credentials {
             }
         };
         // Every waiter settles the state; the first one to get here does it, the rest find it
-        // settled already. The fetch runs on whichever waiter polls it, so it goes on as long as
-        // anyone waits, and resumes when the next caller joins it if they all went away.
+        // settled already. If every waiter went away, the finished fetch waits in the state until
+        // the next caller joins it and settles it.
         let result = fetch.await;
         let mut state = self.lock();
         if matches!(&*state, State::Fetching { id: current, .. } if *current == id) {
