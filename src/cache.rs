@@ -127,7 +127,8 @@ pub(crate) struct Lookups {
 struct Inner {
     client: UpgradePathsClient,
     cache: Option<moka::sync::Cache<Site, Entry>>,
-    /// The lookups under way for each site: one per token asking (one in all with the partner's).
+    /// The lookups under way for each site: one per token asking (one in all with the partner's);
+    /// a newer one for a token disowns the older, see `upgrade_paths`.
     in_flight: Mutex<HashMap<Site, Vec<InFlight>>>,
     next_lookup: AtomicU64,
     stats: GuardStats,
@@ -231,6 +232,9 @@ impl Lookups {
     /// A mark for [`upgrade_paths`](Self::upgrade_paths): lookups started from now on are at or
     /// past it, lookups already under way before it.
     pub(crate) fn mark(&self) -> LookupMark {
+        // Under the table's lock, which every new lookup takes its id under: ordered against
+        // them all.
+        let _table = self.inner.in_flight();
         LookupMark(self.inner.next_lookup.load(Ordering::SeqCst))
     }
 
@@ -264,6 +268,10 @@ impl Lookups {
                     under_way.clone()
                 }
                 None => {
+                    // A lookup of this token older than the mark may still be under way: disown
+                    // it, so its answer (maybe from before the last provision, made in another
+                    // process) never lands in the cache over this one's. Its waiters still get it.
+                    lookups.retain(|l| !l.fetched_by.is(&fetcher));
                     let id = self.inner.next_lookup.fetch_add(1, Ordering::Relaxed);
                     let lookup = self
                         .lookup(site.clone(), id, fetcher.clone())

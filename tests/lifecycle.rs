@@ -725,3 +725,19 @@ async fn a_cancel_is_never_refused_for_its_plan_field() {
     }
     assert_eq!(partner.relay.seen().len(), 3);
 }
+
+/// Whatever order a route is built in, a cancel route reads no product.
+#[tokio::test]
+async fn a_cancel_route_reads_no_product_whatever_the_builder_order() {
+    let partner = Partner::new().await;
+    let route = partner
+        .guard
+        .clone()
+        .site(Source::path(CANCEL, "site"))
+        .cancels()
+        .product(Source::field("plan"));
+    let path = "/rest/v1.3/jpphp/1002/partner-cancel";
+    let (_, body) = partner.send(&route, path, "plan=%20premium").await;
+    assert_ne!(error_of(&body), "invalid_body", "{body}");
+    assert_eq!(partner.relay.seen().len(), 1);
+}

@@ -801,3 +801,81 @@ async fn a_lookup_started_during_a_provision_never_decides_the_next_one() {
     let stats = fake.stats();
     assert_eq!((stats.provisioned, stats.leaks), (1, 0));
 }
+
+/// The same across two processes sharing the site locks (here two guards sharing `LocalLocks`,
+/// as replicas share `RedisLocks`): the process that will check next is not told of the other's
+/// provision, so only the rule "join no lookup started before you took the lock" keeps its
+/// dashboard's stale lookup from deciding, and from landing in its cache afterwards.
+#[tokio::test]
+async fn across_processes_a_lookup_started_during_a_provision_never_decides_the_next_one() {
+    let fake = free_sites(1).await;
+    let locks = LocalLocks::new();
+    let replica = || {
+        UpgradeGuardLayer::builder(client(&fake))
+            .site_locks(locks.clone())
+            .build()
+    };
+    let (a, b) = (replica(), replica());
+    let site = upgrade_guard::Site::parse(&FIRST_FREE_SITE.to_string()).unwrap();
+    let provision = |plan: &str| {
+        Request::post("/provision")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(Full::from(format!(
+                "siteurl={FIRST_FREE_SITE}&plan={plan}&local_user=admin"
+            )))
+            .unwrap()
+    };
+
+    fake.inject(
+        Endpoint::Provision,
+        Fault::Delay(Duration::from_millis(400)),
+    )
+    .once();
+    let first = tokio::spawn(
+        a.layer(relay::<Full<Bytes>>(&fake))
+            .oneshot(provision("professional")),
+    );
+    eventually("Professional's provision to reach the fake", || {
+        fake.stats().faults == 1
+    })
+    .await;
+    let second = tokio::spawn(
+        b.layer(relay::<Full<Bytes>>(&fake))
+            .oneshot(provision("jetpack-backup-realtime")),
+    );
+    eventually("Realtime Backups to wait for the site", || {
+        locks.users(&site) == 2
+    })
+    .await;
+    fake.inject(
+        Endpoint::UpgradePaths,
+        Fault::slow_answer(8, Duration::from_millis(40)),
+    )
+    .once();
+    let dashboard = tokio::spawn({
+        let (b, site) = (b.clone(), site.clone());
+        async move { b.upgrade_paths(&site).await }
+    });
+    eventually("the dashboard's lookup to reach the fake", || {
+        fake.stats().faults == 2
+    })
+    .await;
+
+    assert_eq!(first.await.unwrap().unwrap().status(), StatusCode::OK);
+    assert_eq!(
+        second.await.unwrap().unwrap().status(),
+        StatusCode::CONFLICT
+    );
+    assert!(
+        dashboard
+            .await
+            .unwrap()
+            .unwrap()
+            .allows("jetpack-backup-realtime")
+    );
+    // The stale answer did not land in B's cache over the fresh one.
+    let now = b.upgrade_paths(&site).await.unwrap();
+    assert!(!now.allows("jetpack-backup-realtime"), "{now:?}");
+    let stats = fake.stats();
+    assert_eq!((stats.provisioned, stats.leaks), (1, 0));
+}

@@ -72,8 +72,10 @@ pub(crate) struct Forward<B> {
 
 /// A held site, for as long as the inner service works on the request. Once the request is
 /// forwarded, dropping it first forgets the site's cached paths, then frees the site: what was
-/// forwarded may have changed what the site may get, and nothing read while it was under way (a
-/// dashboard's lookup, say) may outlive it. A cancel's forget is told to every process sharing
+/// forwarded may have changed what the site may get, and nothing this process read while it was
+/// under way (a dashboard's lookup, say) may outlive it. (Another process sharing the locks is
+/// not told of a provision: there, the next check under the lock never joins a lookup started
+/// before it took the lock; see `Lookups::upgrade_paths`.) A cancel's forget is told to every process sharing
 /// the locks too; a provision's need not be: it only takes products off a site's paths, so the
 /// others' cached refusals stay true. (A request that a fail-open route forwards without its
 /// lock still forgets at its end: then there is no permit.)

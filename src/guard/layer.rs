@@ -108,9 +108,13 @@ impl UpgradeGuardLayer {
         self
     }
 
-    /// Where this route names the product.
+    /// Where this route names the product. A [`cancels`](Self::cancels) route reads none,
+    /// whatever this says.
     pub fn product(mut self, source: Source) -> Self {
-        Arc::make_mut(&mut self.config).reader.product = source;
+        let config = Arc::make_mut(&mut self.config);
+        if !config.cancels {
+            config.reader.product = source;
+        }
         self
     }
 

@@ -5,8 +5,8 @@
 //! answer said. Before a site named by URL is forwarded as its first provision, the guard asks a
 //! second endpoint, v1.4 `status` (documented to take the `host::path` form), and goes on only
 //! when it too answers `invalid_blog`. Any other answer stops the request: a site `status` knows
-//! is not new (the upgrade-paths endpoint refusing the URL form, say, or a base URL that answers
-//! 404 to everything), and an error is an error. One more call per first provision buys that no
+//! is not new (the upgrade-paths endpoint refusing the URL form, say), and an error is an
+//! error. One more call per first provision buys that no
 //! existing site is ever forwarded unchecked because of a misleading "unknown".
 
 use crate::Site;
