@@ -743,63 +743,7 @@ async fn a_lookup_started_during_a_provision_never_decides_the_next_one() {
     let guard = UpgradeGuardLayer::builder(client(&fake))
         .site_locks(locks.clone())
         .build();
-    let service = guard.layer(relay::<Full<Bytes>>(&fake));
-    let site = upgrade_guard::Site::parse(&FIRST_FREE_SITE.to_string()).unwrap();
-    let provision = |plan: &str| {
-        Request::post("/provision")
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(Full::from(format!(
-                "siteurl={FIRST_FREE_SITE}&plan={plan}&local_user=admin"
-            )))
-            .unwrap()
-    };
-
-    fake.inject(
-        Endpoint::Provision,
-        Fault::Delay(Duration::from_millis(400)),
-    )
-    .once();
-    let first = tokio::spawn(service.clone().oneshot(provision("professional")));
-    eventually("Professional's provision to reach the fake", || {
-        fake.stats().faults == 1
-    })
-    .await;
-    let second = tokio::spawn(
-        service
-            .clone()
-            .oneshot(provision("jetpack-backup-realtime")),
-    );
-    eventually("Realtime Backups to wait for the site", || {
-        locks.users(&site) == 2
-    })
-    .await;
-
-    // The dashboard's lookup reads the site before Professional lands, and answers after.
-    fake.inject(
-        Endpoint::UpgradePaths,
-        Fault::slow_answer(8, Duration::from_millis(40)),
-    )
-    .once();
-    let dashboard = tokio::spawn({
-        let guard = guard.clone();
-        let site = site.clone();
-        async move { guard.upgrade_paths(&site).await }
-    });
-    eventually("the dashboard's lookup to reach the fake", || {
-        fake.stats().faults == 2
-    })
-    .await;
-
-    assert_eq!(first.await.unwrap().unwrap().status(), StatusCode::OK);
-    let second = second.await.unwrap().unwrap();
-    assert_eq!(second.status(), StatusCode::CONFLICT);
-    let before = dashboard.await.unwrap().unwrap();
-    assert!(
-        before.allows("jetpack-backup-realtime"),
-        "read before Professional landed"
-    );
-    let stats = fake.stats();
-    assert_eq!((stats.provisioned, stats.leaks), (1, 0));
+    dashboard_lookup_during_a_provision(&fake, &locks, &guard, &guard).await;
 }
 
 /// The same across two processes sharing the site locks (here two guards sharing `LocalLocks`,
@@ -815,15 +759,23 @@ async fn across_processes_a_lookup_started_during_a_provision_never_decides_the_
             .site_locks(locks.clone())
             .build()
     };
-    let (a, b) = (replica(), replica());
+    dashboard_lookup_during_a_provision(&fake, &locks, &replica(), &replica()).await;
+}
+
+/// Through `a`, Professional on a free site, its provision slow; through `b`, Realtime Backups
+/// waiting for the site, and a dashboard lookup started during that provision that answers after
+/// it. Realtime is refused, the stale answer never lands in `b`'s cache, nothing leaks.
+async fn dashboard_lookup_during_a_provision(
+    fake: &upgrade_guard::fake::FakeUpstream,
+    locks: &LocalLocks,
+    a: &UpgradeGuardLayer,
+    b: &UpgradeGuardLayer,
+) {
     let site = upgrade_guard::Site::parse(&FIRST_FREE_SITE.to_string()).unwrap();
     let provision = |plan: &str| {
-        Request::post("/provision")
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(Full::from(format!(
-                "siteurl={FIRST_FREE_SITE}&plan={plan}&local_user=admin"
-            )))
-            .unwrap()
+        form(&format!(
+            "siteurl={FIRST_FREE_SITE}&plan={plan}&local_user=admin"
+        ))
     };
 
     fake.inject(
@@ -832,7 +784,7 @@ async fn across_processes_a_lookup_started_during_a_provision_never_decides_the_
     )
     .once();
     let first = tokio::spawn(
-        a.layer(relay::<Full<Bytes>>(&fake))
+        a.layer(relay::<Full<Bytes>>(fake))
             .oneshot(provision("professional")),
     );
     eventually("Professional's provision to reach the fake", || {
@@ -840,13 +792,15 @@ async fn across_processes_a_lookup_started_during_a_provision_never_decides_the_
     })
     .await;
     let second = tokio::spawn(
-        b.layer(relay::<Full<Bytes>>(&fake))
+        b.layer(relay::<Full<Bytes>>(fake))
             .oneshot(provision("jetpack-backup-realtime")),
     );
     eventually("Realtime Backups to wait for the site", || {
         locks.users(&site) == 2
     })
     .await;
+
+    // The dashboard's lookup reads the site before Professional lands, and answers after.
     fake.inject(
         Endpoint::UpgradePaths,
         Fault::slow_answer(8, Duration::from_millis(40)),
@@ -866,12 +820,10 @@ async fn across_processes_a_lookup_started_during_a_provision_never_decides_the_
         second.await.unwrap().unwrap().status(),
         StatusCode::CONFLICT
     );
+    let before = dashboard.await.unwrap().unwrap();
     assert!(
-        dashboard
-            .await
-            .unwrap()
-            .unwrap()
-            .allows("jetpack-backup-realtime")
+        before.allows("jetpack-backup-realtime"),
+        "read before Professional landed"
     );
     // The stale answer did not land in B's cache over the fresh one.
     let now = b.upgrade_paths(&site).await.unwrap();
