@@ -51,7 +51,7 @@
 //! cache; the table of lookups in flight is ours.
 //!
 //! **Whose answer.** With a client that uses the caller's token
-//! ([`ClientBuilder::caller_token`](crate::upstream::ClientBuilder::caller_token)), an answer is
+//! ([`UpgradePathsClientBuilder::caller_token`](crate::UpgradePathsClientBuilder::caller_token)), an answer is
 //! only ever given to requests carrying the token that fetched it: WordPress.com answers each
 //! token as it sees fit (or refuses it), and a caller must not learn, or be allowed by, what
 //! another caller's token was told. The cache stays keyed by site, so forgetting a site stays one

@@ -46,7 +46,7 @@
 //! | body over the limit | 413 | `body_too_large` |
 //! | upstream: unknown blog ID (or any unknown site, on a route that [refuses them](UnknownSites::Refuse)) | 404 | `unknown_site` |
 //! | upstream: the partner's token is refused | 502 | `upstream_unauthorized` |
-//! | [caller's own token](upstream::ClientBuilder::caller_token): none in the request | 401 | `missing_token` |
+//! | [caller's own token](UpgradePathsClientBuilder::caller_token): none in the request | 401 | `missing_token` |
 //! | caller's own token: WordPress.com refuses it | WordPress.com's 401/403 | WordPress.com's own |
 //! | upstream: timeout, connect error, 5xx, 429, bad answer | 503 + `Retry-After` | `upgrade_paths_unavailable` |
 //! | waited too long for another provision of the same site | 503 + `Retry-After` | `site_busy` |

@@ -72,7 +72,7 @@ pub enum Rejection {
     /// 502 `upstream_unauthorized` or 503 `upgrade_paths_unavailable` (404 `unknown_site` for
     /// [`LookupError::UnknownSite`]): the upgrade-paths lookup gave no answer. With a client that
     /// uses the caller's token
-    /// ([`ClientBuilder::caller_token`](crate::upstream::ClientBuilder::caller_token)), also
+    /// ([`UpgradePathsClientBuilder::caller_token`](crate::UpgradePathsClientBuilder::caller_token)), also
     /// WordPress.com's own 401/403 answer when it refused that token
     /// ([`LookupError::CallerRefused`]), and 401 `missing_token` when the request carries none.
     #[error("{}", upstream_message(.0))]
@@ -86,7 +86,7 @@ pub enum Rejection {
 fn upstream_message(error: &LookupError) -> String {
     match error {
         LookupError::UnknownSite => "WordPress.com does not know this site".into(),
-        LookupError::Unauthorized { .. } => {
+        error if error.is_partner_refused() => {
             "WordPress.com refused the partner's credentials for the upgrade-paths lookup".into()
         }
         LookupError::CallerRefused(refusal) => format!(
@@ -123,7 +123,7 @@ impl Rejection {
             Self::UnknownSite { .. } | Self::Upstream(LookupError::UnknownSite) => {
                 StatusCode::NOT_FOUND
             }
-            Self::Upstream(LookupError::Unauthorized { .. }) => StatusCode::BAD_GATEWAY,
+            Self::Upstream(error) if error.is_partner_refused() => StatusCode::BAD_GATEWAY,
             Self::Upstream(LookupError::CallerRefused(refusal)) => refusal.status(),
             Self::Upstream(LookupError::MissingToken) => StatusCode::UNAUTHORIZED,
             Self::Upstream(_) | Self::SiteBusy(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -143,7 +143,7 @@ impl Rejection {
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::BodyTooLarge { .. } => "body_too_large",
             Self::UnknownSite { .. } | Self::Upstream(LookupError::UnknownSite) => "unknown_site",
-            Self::Upstream(LookupError::Unauthorized { .. }) => "upstream_unauthorized",
+            Self::Upstream(error) if error.is_partner_refused() => "upstream_unauthorized",
             Self::Upstream(LookupError::CallerRefused(_)) => "caller_unauthorized",
             Self::Upstream(LookupError::MissingToken) => "missing_token",
             Self::Upstream(_) => "upgrade_paths_unavailable",
@@ -155,11 +155,9 @@ impl Rejection {
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             Self::Upstream(
-                LookupError::UnknownSite
-                | LookupError::Unauthorized { .. }
-                | LookupError::CallerRefused(_)
-                | LookupError::MissingToken,
+                LookupError::UnknownSite | LookupError::CallerRefused(_) | LookupError::MissingToken,
             ) => None,
+            Self::Upstream(error) if error.is_partner_refused() => None,
             Self::Upstream(error) => Some(
                 error
                     .retry_after()

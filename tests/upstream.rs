@@ -41,6 +41,15 @@ fn unauthorized_status(result: Result<impl std::fmt::Debug, LookupError>) -> Sta
     }
 }
 
+/// The token endpoint's status when it refused the client credentials: the lookup's error
+/// keeps the token source's as its source.
+fn refused_credentials_status(result: Result<impl std::fmt::Debug, LookupError>) -> StatusCode {
+    match result {
+        Err(LookupError::Token(TokenError::Refused { status, .. })) => status,
+        other => panic!("expected the token endpoint's refusal, got {other:?}"),
+    }
+}
+
 // ---- tokens ----
 
 /// A token fetch whose every waiter went away is not lost: the next caller gets that fetch's
@@ -132,12 +141,7 @@ async fn a_refused_refresh_is_unauthorized() {
     fake.inject(Endpoint::Token, Fault::status_with_body(400, refused))
         .always();
     let error = client.upgrade_paths(&site()).await.unwrap_err();
-    assert!(matches!(
-        error,
-        LookupError::Unauthorized {
-            status: StatusCode::BAD_REQUEST
-        }
-    ));
+    assert_eq!(refused_credentials_status(Err::<(), _>(error.clone())), StatusCode::BAD_REQUEST);
     let stats = fake.stats();
     // No retry of a refusal: one refused lookup, one refused refresh.
     assert_eq!((stats.token_requests, stats.lookups), (2, 2));
@@ -157,7 +161,7 @@ async fn wrong_client_credentials_are_unauthorized_without_a_lookup() {
         .build()
         .unwrap();
     assert_eq!(
-        unauthorized_status(client.upgrade_paths(&site()).await),
+        refused_credentials_status(client.upgrade_paths(&site()).await),
         StatusCode::BAD_REQUEST
     );
     let stats = fake.stats();
@@ -213,10 +217,10 @@ async fn an_unavailable_token_endpoint_is_retried_then_503_class() {
     assert!(
         matches!(
             error,
-            LookupError::Status {
+            LookupError::Token(TokenError::Status {
                 status: StatusCode::SERVICE_UNAVAILABLE,
                 ..
-            }
+            })
         ),
         "{error:?}"
     );
@@ -231,7 +235,7 @@ async fn an_unavailable_token_endpoint_is_retried_then_503_class() {
     fake.inject(Endpoint::Token, Fault::DropConnection).always();
     assert!(matches!(
         client.upgrade_paths(&site()).await,
-        Err(LookupError::Transport(_))
+        Err(LookupError::Token(TokenError::Transport(_)))
     ));
 }
 

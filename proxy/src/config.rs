@@ -5,6 +5,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// WordPress.com's public API, where the proxy forwards and looks sites up by default.
+const WORDPRESS_COM: &str = "https://public-api.wordpress.com";
+
 /// The command line of `upgrade-guard-proxy`.
 ///
 /// Tests and embedders build it the way the binary does:
@@ -61,7 +64,7 @@ pub struct Config {
     pub tls_key: Option<PathBuf>,
 
     /// The partner API requests are forwarded to.
-    #[arg(long, env = "WPCOM_API_URL", default_value = upgrade_guard::upstream::DEFAULT_BASE_URL, value_name = "URL")]
+    #[arg(long, env = "WPCOM_API_URL", default_value = WORDPRESS_COM, value_name = "URL")]
     pub upstream: String,
 
     /// Redis shared by several proxy replicas: provisions of one site are serialized across all

@@ -3,7 +3,7 @@
 //! [`Config::check`] reads the request, reaches a [`Verdict`], lets the route's [`Mode`] settle
 //! what is stopped, reports the decision, and hands the future a [`Forward`] or a [`Rejection`].
 
-use super::{UnknownSites, new_site};
+use super::UnknownSites;
 use crate::Site;
 use crate::body::GuardBody;
 use crate::cache::Lookups;
@@ -405,12 +405,12 @@ impl Config {
             // A site named by URL that WordPress.com does not know holds nothing: this provision
             // is its first, and registers it. Held like any provision, so a second first
             // provision waits and is checked against what this one left. Forwarded unchecked, so
-            // only once a second endpoint agrees that the site is unknown (see `new_site`).
+            // only once a second endpoint agrees that the site is unknown (see `upstream/status.rs`).
             Err(LookupError::UnknownSite)
                 if site.kind() == SiteKind::Url
                     && self.unknown_sites == UnknownSites::FirstProvision =>
             {
-                let why = match new_site::confirmed_unknown(lookups.client(), &site, caller).await {
+                let why = match lookups.client().confirms_unknown(&site, caller).await {
                     Ok(true) => {
                         return Verdict::FirstProvision {
                             site,

@@ -283,7 +283,7 @@ impl UpgradeGuardLayer {
     /// ```
     ///
     /// With a client that looks sites up with the caller's token
-    /// ([`caller_token`](crate::upstream::ClientBuilder::caller_token)) this answers
+    /// ([`caller_token`](crate::UpgradePathsClientBuilder::caller_token)) this answers
     /// [`LookupError::MissingToken`]: ask [`upgrade_paths_for`](Self::upgrade_paths_for) with the
     /// caller's token instead.
     pub async fn upgrade_paths(&self, site: &Site) -> Result<Arc<UpgradePaths>, LookupError> {

@@ -27,7 +27,6 @@ mod check;
 mod detached;
 mod future;
 mod layer;
-mod new_site;
 mod service;
 
 pub use builder::UpgradeGuardBuilder;

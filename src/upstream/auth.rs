@@ -6,7 +6,10 @@
 //! `<redacted>` in place of them in `Debug` output, [`TokenError`] never quotes them, and nothing
 //! here logs them.
 
-use super::{BuildError, DEFAULT_ATTEMPT_TIMEOUT, DEFAULT_BASE_URL, ReadError, read_capped};
+use super::answer::{ReadError, read_capped, retry_after};
+use super::builder::{
+    BuildError, DEFAULT_ATTEMPT_TIMEOUT, DEFAULT_BASE_URL, default_http_client, parse_base_url,
+};
 use bytes::Bytes;
 use futures_util::future::{BoxFuture, FutureExt, Shared};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -271,7 +274,7 @@ impl TokenSource {
 
     /// No token of its own: every lookup uses the bearer token of the request the guard is
     /// checking, and no answer fetched with one caller's token is served to another. Most
-    /// readably set with [`ClientBuilder::caller_token`](super::ClientBuilder::caller_token),
+    /// readably set with [`UpgradePathsClientBuilder::caller_token`](super::UpgradePathsClientBuilder::caller_token),
     /// which says when to use it.
     ///
     /// [`token`](Self::token) and [`refresh`](Self::refresh) answer
@@ -375,7 +378,7 @@ pub struct ClientCredentialsBuilder {
 
 impl ClientCredentialsBuilder {
     /// Where the token endpoint lives (`{base_url}/oauth2/token`); default
-    /// [`DEFAULT_BASE_URL`](super::DEFAULT_BASE_URL).
+    /// `https://public-api.wordpress.com`.
     pub fn base_url(mut self, url: impl Into<String>) -> Self {
         self.base_url = Some(url.into());
         self
@@ -387,8 +390,7 @@ impl ClientCredentialsBuilder {
         self
     }
 
-    /// The deadline for one token request; default
-    /// [`DEFAULT_ATTEMPT_TIMEOUT`](super::DEFAULT_ATTEMPT_TIMEOUT).
+    /// The deadline for one token request; default 2 s.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
         self
@@ -396,10 +398,10 @@ impl ClientCredentialsBuilder {
 
     /// Builds the source; no request is made until a token is needed.
     pub fn build(self) -> Result<TokenSource, BuildError> {
-        let base_url = super::parse_base_url(self.base_url.as_deref().unwrap_or(DEFAULT_BASE_URL))?;
+        let base_url = parse_base_url(self.base_url.as_deref().unwrap_or(DEFAULT_BASE_URL))?;
         let http = match self.http {
             Some(http) => http,
-            None => super::default_http_client(None)?,
+            None => default_http_client(None)?,
         };
         Ok(TokenSource {
             kind: Kind::ClientCredentials(Arc::new(Credentials {
@@ -516,7 +518,7 @@ impl Credentials {
             let result = tokio::time::timeout(timeout, async {
                 let response = request.send().await.map_err(transport)?;
                 let status = response.status();
-                let retry_after = super::retry_after(response.headers());
+                let retry_after = retry_after(response.headers());
                 let body = read_capped(response, MAX_TOKEN_ANSWER_BYTES)
                     .await
                     .map_err(|error| match error {

@@ -13,7 +13,7 @@
 //! start before it, the lookup gives up at once with the last error (a 429's `Retry-After` is
 //! then passed on to the guard's own 503).
 
-use super::LookupError;
+use super::{LookupError, TokenError};
 use http::StatusCode;
 use std::time::Duration;
 use tokio::time::{Instant, Sleep};
@@ -27,20 +27,29 @@ const MAX_BACKOFF: Duration = Duration::from_secs(1);
 /// Each wait is lengthened by a random part of up to this share of it.
 const JITTER: f64 = 1.0;
 
-/// Whether a lookup that failed with `error` may succeed if tried again.
+/// Whether a lookup that failed with `error` may succeed if tried again. A token that could not
+/// be had is judged as a lookup would be: the token endpoint's passing trouble is retried too.
 pub(super) fn is_transient(error: &LookupError) -> bool {
     match error {
-        LookupError::Timeout | LookupError::Transport(_) => true,
-        LookupError::Status { status, .. } => matches!(
-            *status,
-            StatusCode::INTERNAL_SERVER_ERROR
-                | StatusCode::BAD_GATEWAY
-                | StatusCode::SERVICE_UNAVAILABLE
-                | StatusCode::GATEWAY_TIMEOUT
-                | StatusCode::TOO_MANY_REQUESTS
-        ),
+        LookupError::Timeout
+        | LookupError::Transport(_)
+        | LookupError::Token(TokenError::Timeout | TokenError::Transport(_)) => true,
+        LookupError::Status { status, .. }
+        | LookupError::Token(TokenError::Status { status, .. }) => is_passing(*status),
         _ => false,
     }
+}
+
+/// The statuses that speak of passing trouble.
+fn is_passing(status: StatusCode) -> bool {
+    matches!(
+        status,
+        StatusCode::INTERNAL_SERVER_ERROR
+            | StatusCode::BAD_GATEWAY
+            | StatusCode::SERVICE_UNAVAILABLE
+            | StatusCode::GATEWAY_TIMEOUT
+            | StatusCode::TOO_MANY_REQUESTS
+    )
 }
 
 /// The retries left to one lookup, and its backoff.

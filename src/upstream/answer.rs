@@ -1,0 +1,130 @@
+//! Reading WordPress.com's answers: bodies within a cap, and what a status and body mean.
+
+use super::{LookupError, UpgradePaths};
+use bytes::{Bytes, BytesMut};
+use http::{HeaderMap, StatusCode, header};
+use std::{sync::Arc, time::Duration};
+
+/// Why an answer's body could not be read.
+pub(super) enum ReadError {
+    TooLarge,
+    Transport(reqwest::Error),
+}
+
+/// The body of `response`, if it is at most `limit` bytes long.
+pub(super) async fn read_capped(
+    mut response: reqwest::Response,
+    limit: usize,
+) -> Result<Bytes, ReadError> {
+    if response
+        .content_length()
+        .is_some_and(|len| len > limit as u64)
+    {
+        return Err(ReadError::TooLarge);
+    }
+    let mut body = BytesMut::new();
+    while let Some(chunk) = response.chunk().await.map_err(ReadError::Transport)? {
+        if body.len() + chunk.len() > limit {
+            return Err(ReadError::TooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
+pub(super) fn transport(error: reqwest::Error) -> LookupError {
+    if error.is_timeout() {
+        LookupError::Timeout
+    } else {
+        LookupError::Transport(Arc::new(error.without_url()))
+    }
+}
+
+pub(super) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let seconds = headers.get(header::RETRY_AFTER)?.to_str().ok()?;
+    seconds.trim().parse().ok().map(Duration::from_secs)
+}
+
+/// Maps an upstream answer to the paths or to the error the contract names.
+pub(super) fn classify(
+    status: StatusCode,
+    body: &[u8],
+    retry_after: Option<Duration>,
+) -> Result<UpgradePaths, LookupError> {
+    if status.is_success() {
+        return UpgradePaths::from_json(body).map_err(|e| LookupError::InvalidAnswer(Arc::new(e)));
+    }
+    #[derive(serde::Deserialize)]
+    struct ErrorAnswer {
+        error: String,
+    }
+    let code = serde_json::from_slice::<ErrorAnswer>(body).map(|answer| answer.error);
+    // Only WordPress.com's own word makes a site unknown: an unknown site may be forwarded as its
+    // first provision, so a bare 404 (a wrong base URL, a proxy's page) must not pass for one.
+    if code.is_ok_and(|code| code == "invalid_blog") {
+        return Err(LookupError::UnknownSite);
+    }
+    match status {
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+            Err(LookupError::Unauthorized { status })
+        }
+        _ => Err(LookupError::Status {
+            status,
+            retry_after,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_are_classified_as_the_contract_says() {
+        let ok = classify(
+            StatusCode::OK,
+            br#"{"jetpack-scan":["jetpack-scan"]}"#,
+            None,
+        )
+        .unwrap();
+        assert!(ok.allows("jetpack-scan"));
+        // PHP's `[]` is "no upgrade paths"; any other array fails closed.
+        assert!(classify(StatusCode::OK, b"[]", None).unwrap().is_empty());
+        assert!(matches!(
+            classify(StatusCode::OK, br#"["jetpack-scan"]"#, None),
+            Err(LookupError::InvalidAnswer(_))
+        ));
+        assert!(matches!(
+            classify(
+                StatusCode::FORBIDDEN,
+                br#"{"error":"invalid_blog","message":"x"}"#,
+                None
+            ),
+            Err(LookupError::UnknownSite)
+        ));
+        // A bare 404 (a wrong base URL) is not WordPress.com saying the site is unknown.
+        assert!(matches!(
+            classify(StatusCode::NOT_FOUND, b"", None),
+            Err(LookupError::Status { .. })
+        ));
+        assert!(matches!(
+            classify(StatusCode::FORBIDDEN, br#"{"error":"invalid_token"}"#, None),
+            Err(LookupError::Unauthorized { .. })
+        ));
+        assert!(matches!(
+            classify(StatusCode::UNAUTHORIZED, b"", None),
+            Err(LookupError::Unauthorized { .. })
+        ));
+        let throttled = classify(
+            StatusCode::TOO_MANY_REQUESTS,
+            b"",
+            Some(Duration::from_secs(7)),
+        )
+        .unwrap_err();
+        assert_eq!(throttled.retry_after(), Some(Duration::from_secs(7)));
+        assert!(matches!(
+            classify(StatusCode::BAD_GATEWAY, b"<html>", None),
+            Err(LookupError::Status { .. })
+        ));
+    }
+}

@@ -1,0 +1,290 @@
+//! [`UpgradePathsClientBuilder`], the defaults it fills in, and [`BuildError`].
+
+use super::client::Inner;
+use super::{TokenSource, UpgradePathsClient};
+use std::{fmt, sync::Arc, time::Duration};
+
+/// WordPress.com's public API.
+pub(crate) const DEFAULT_BASE_URL: &str = "https://public-api.wordpress.com";
+/// How long one lookup may take, token fetch, retries and waits included.
+pub(crate) const DEFAULT_LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long one attempt of a lookup (or one token request) may take.
+pub(crate) const DEFAULT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How many times a lookup that failed in passing is tried again.
+pub(crate) const DEFAULT_MAX_RETRIES: u32 = 2;
+/// How long establishing a connection may take.
+pub(crate) const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// The largest upgrade-paths answer read; real ones are a few hundred bytes.
+pub(crate) const DEFAULT_MAX_ANSWER_BYTES: usize = 64 * 1024;
+
+/// Where the builder's token will come from.
+enum Auth {
+    Bearer(String),
+    ClientCredentials { id: String, secret: String },
+    Source(TokenSource),
+}
+
+/// Builds an [`UpgradePathsClient`].
+///
+/// One of [`bearer_token`](Self::bearer_token), [`client_credentials`](Self::client_credentials),
+/// [`caller_token`](Self::caller_token) or [`token_source`](Self::token_source) is required; the
+/// last one called wins.
+#[derive(Default)]
+#[must_use]
+pub struct UpgradePathsClientBuilder {
+    base_url: Option<String>,
+    auth: Option<Auth>,
+    lookup_timeout: Option<Duration>,
+    attempt_timeout: Option<Duration>,
+    max_retries: Option<u32>,
+    connect_timeout: Option<Duration>,
+    max_answer_bytes: Option<usize>,
+    http: Option<reqwest::Client>,
+}
+
+impl UpgradePathsClientBuilder {
+    /// Where the partner API lives; default `https://public-api.wordpress.com`. Point it at a
+    /// `FakeUpstream` (feature `test-util`) in tests.
+    pub fn base_url(mut self, url: impl Into<String>) -> Self {
+        self.base_url = Some(url.into());
+        self
+    }
+
+    /// A fixed partner token, sent as `Authorization: Bearer <token>`. It cannot be refreshed: a
+    /// refused token fails the lookup with [`LookupError::Unauthorized`].
+    pub fn bearer_token(mut self, token: impl Into<String>) -> Self {
+        self.auth = Some(Auth::Bearer(token.into()));
+        self
+    }
+
+    /// The partner's OAuth2 client credentials, exchanged at `{base_url}/oauth2/token` for a token
+    /// on the first lookup and again when WordPress.com refuses the token. Token requests use this
+    /// client's HTTP client and attempt timeout.
+    ///
+    /// ```
+    /// use upgrade_guard::UpgradePathsClient;
+    ///
+    /// let client = UpgradePathsClient::builder()
+    ///     .client_credentials("partner-client-id", "partner-client-secret")
+    ///     .build()?;
+    /// assert!(!format!("{client:?}").contains("partner-client-secret"));
+    /// # Ok::<(), upgrade_guard::upstream::BuildError>(())
+    /// ```
+    pub fn client_credentials(
+        mut self,
+        client_id: impl Into<String>,
+        client_secret: impl Into<String>,
+    ) -> Self {
+        self.auth = Some(Auth::ClientCredentials {
+            id: client_id.into(),
+            secret: client_secret.into(),
+        });
+        self
+    }
+
+    /// No token of the partner's own: every lookup uses the bearer token of the request the guard
+    /// is checking (`Authorization: Bearer …`).
+    ///
+    /// Use it for a proxy in front of tooling that already carries its own token (the partner's
+    /// shell tooling or back office, pointed at the proxy instead of WordPress.com): the tooling
+    /// needs no change and the proxy holds no credentials. The guard then never serves an answer
+    /// fetched with one caller's token to another, from its cache or by joining a lookup in
+    /// flight; a caller whose token WordPress.com refuses gets WordPress.com's own 401/403
+    /// answer; a request with no bearer token is answered 401 `missing_token` without a lookup.
+    ///
+    /// ```
+    /// use upgrade_guard::{UpgradeGuardLayer, UpgradePathsClient};
+    ///
+    /// let client = UpgradePathsClient::builder().caller_token().build()?;
+    /// assert!(client.uses_caller_token());
+    /// let guard = UpgradeGuardLayer::new(client);
+    /// # Ok::<(), upgrade_guard::upstream::BuildError>(())
+    /// ```
+    pub fn caller_token(self) -> Self {
+        self.token_source(TokenSource::caller())
+    }
+
+    /// A token source built elsewhere, to share one token between several clients (or with code
+    /// that was set up before the client).
+    pub fn token_source(mut self, source: TokenSource) -> Self {
+        self.auth = Some(Auth::Source(source));
+        self
+    }
+
+    /// The deadline for one whole lookup, token fetch, retries and waits included; default
+    /// 5 s.
+    pub fn lookup_timeout(mut self, timeout: Duration) -> Self {
+        self.lookup_timeout = Some(timeout);
+        self
+    }
+
+    /// The deadline for one attempt (getting a token if needed, asking, reading the answer);
+    /// default 2 s. An attempt never runs past the lookup deadline, so a
+    /// value at or above it means "no per-attempt timeout".
+    pub fn attempt_timeout(mut self, timeout: Duration) -> Self {
+        self.attempt_timeout = Some(timeout);
+        self
+    }
+
+    /// How many times a lookup that failed in passing is tried again; default
+    /// 2. `0` turns retries off. The lookup deadline still bounds them.
+    pub fn max_retries(mut self, retries: u32) -> Self {
+        self.max_retries = Some(retries);
+        self
+    }
+
+    /// The deadline for opening a connection; default 2 s. Ignored when
+    /// [`http_client`](Self::http_client) is given.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = Some(timeout);
+        self
+    }
+
+    /// The largest answer read, in bytes; default 64 KiB.
+    pub fn max_answer_bytes(mut self, limit: usize) -> Self {
+        self.max_answer_bytes = Some(limit);
+        self
+    }
+
+    /// Uses this `reqwest::Client` (and its pool, proxy and TLS settings) instead of building one.
+    pub fn http_client(mut self, client: reqwest::Client) -> Self {
+        self.http = Some(client);
+        self
+    }
+
+    /// Builds the client. No request is made until the first lookup.
+    pub fn build(self) -> Result<UpgradePathsClient, BuildError> {
+        let base_url = parse_base_url(self.base_url.as_deref().unwrap_or(DEFAULT_BASE_URL))?;
+        let auth = self.auth.ok_or(BuildError::MissingToken)?;
+        let http = match self.http {
+            Some(http) => http,
+            None => default_http_client(self.connect_timeout)?,
+        };
+        let attempt_timeout = self.attempt_timeout.unwrap_or(DEFAULT_ATTEMPT_TIMEOUT);
+        let tokens = match auth {
+            Auth::Bearer(token) => TokenSource::bearer(token)?,
+            Auth::ClientCredentials { id, secret } => TokenSource::client_credentials(id, secret)
+                .base_url(&base_url)
+                .http_client(http.clone())
+                .timeout(attempt_timeout)
+                .build()?,
+            Auth::Source(source) => source,
+        };
+        Ok(UpgradePathsClient {
+            inner: Arc::new(Inner {
+                http,
+                base_url,
+                tokens,
+                lookup_timeout: self.lookup_timeout.unwrap_or(DEFAULT_LOOKUP_TIMEOUT),
+                attempt_timeout,
+                max_retries: self.max_retries.unwrap_or(DEFAULT_MAX_RETRIES),
+                max_answer_bytes: self.max_answer_bytes.unwrap_or(DEFAULT_MAX_ANSWER_BYTES),
+            }),
+        })
+    }
+}
+
+impl fmt::Debug for UpgradePathsClientBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let credentials = match &self.auth {
+            None => "none".to_owned(),
+            Some(Auth::Bearer(_)) => "bearer token <redacted>".to_owned(),
+            Some(Auth::ClientCredentials { id, .. }) => {
+                format!("client credentials ({id}, <redacted>)")
+            }
+            Some(Auth::Source(source)) => format!("{source:?}"),
+        };
+        f.debug_struct("UpgradePathsClientBuilder")
+            .field("base_url", &self.base_url)
+            .field("credentials", &format_args!("{credentials}"))
+            .field("lookup_timeout", &self.lookup_timeout)
+            .field("attempt_timeout", &self.attempt_timeout)
+            .field("max_retries", &self.max_retries)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("max_answer_bytes", &self.max_answer_bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why an [`UpgradePathsClient`] (or a [`TokenSource`]) could not be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// No token source was given.
+    #[error("a partner token, client credentials, or caller_token() are required")]
+    MissingToken,
+    /// The token is empty or cannot be sent in an HTTP header.
+    #[error("the partner token is empty or holds characters an HTTP header cannot carry")]
+    InvalidToken,
+    /// The base URL is not an absolute http(s) URL without query or fragment.
+    #[error("the base URL must be an absolute http or https URL without query or fragment")]
+    BaseUrl,
+    /// The HTTP client could not be built (TLS set-up).
+    #[error("the HTTP client could not be built")]
+    Http(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// A base URL as lookups and token requests use it: absolute http(s), no query or fragment, no
+/// trailing slash.
+pub(super) fn parse_base_url(url: &str) -> Result<String, BuildError> {
+    let parsed = reqwest::Url::parse(url).map_err(|_| BuildError::BaseUrl)?;
+    if !matches!(parsed.scheme(), "http" | "https")
+        || parsed.query().is_some()
+        || parsed.fragment().is_some()
+        || parsed.cannot_be_a_base()
+    {
+        return Err(BuildError::BaseUrl);
+    }
+    Ok(parsed.as_str().trim_end_matches('/').to_owned())
+}
+
+pub(super) fn default_http_client(connect_timeout: Option<Duration>) -> Result<reqwest::Client, BuildError> {
+    reqwest::Client::builder()
+        .connect_timeout(connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT))
+        .build()
+        .map_err(|e| BuildError::Http(Box::new(e)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builder_checks_its_input_and_hides_the_token() {
+        assert!(matches!(
+            UpgradePathsClient::builder().build(),
+            Err(BuildError::MissingToken)
+        ));
+        assert!(matches!(
+            UpgradePathsClient::builder().bearer_token("a\nb").build(),
+            Err(BuildError::InvalidToken)
+        ));
+        for bad in ["not a url", "ftp://x", "http://x/?q=1", "mailto:a@b"] {
+            assert!(matches!(
+                UpgradePathsClient::builder()
+                    .bearer_token("t")
+                    .base_url(bad)
+                    .build(),
+                Err(BuildError::BaseUrl)
+            ));
+        }
+        let client = UpgradePathsClient::builder()
+            .bearer_token("s3cret-token")
+            .base_url("http://127.0.0.1:1/")
+            .build()
+            .unwrap();
+        assert_eq!(client.base_url(), "http://127.0.0.1:1");
+        assert!(!format!("{client:?}").contains("s3cret"));
+        let builder = UpgradePathsClient::builder().bearer_token("s3cret-token");
+        assert!(!format!("{builder:?}").contains("s3cret"));
+        let builder = UpgradePathsClient::builder().client_credentials("id", "client-s3cret");
+        assert!(!format!("{builder:?}").contains("s3cret"));
+        let client = builder.build().unwrap();
+        assert!(client.token_source().can_refresh());
+        assert!(!format!("{client:?}").contains("s3cret"));
+        assert!(matches!(
+            UpgradePathsClient::builder().bearer_token("").build(),
+            Err(BuildError::InvalidToken)
+        ));
+    }
+}

@@ -1,0 +1,327 @@
+//! [`UpgradePathsClient`]: lookups with their retries, deadlines and token refreshes.
+
+use super::retry::Retries;
+use super::answer::{ReadError, classify, read_capped, retry_after, transport};
+use super::{
+    CallerRefusal, LookupError, Token, TokenError, TokenSource, UpgradePaths,
+    UpgradePathsClientBuilder,
+};
+use crate::Site;
+use http::header;
+use std::{fmt, sync::Arc, time::Duration};
+use tokio::time::Instant;
+
+/// Asks WordPress.com's `upgrade-paths` endpoint what may be provisioned on a site.
+///
+/// Build one [`UpgradePathsClient`] at start-up and share it: it is cheap to clone, and every clone
+/// uses the same connection pool and the same partner token.
+///
+/// ```
+/// use std::time::Duration;
+/// use upgrade_guard::UpgradePathsClient;
+///
+/// let client = UpgradePathsClient::builder()
+///     .client_credentials("partner-client-id", "partner-client-secret")
+///     .lookup_timeout(Duration::from_secs(3))
+///     .build()?;
+/// # Ok::<(), upgrade_guard::upstream::BuildError>(())
+/// ```
+///
+/// # Credentials
+///
+/// Every call carries the partner's bearer token, from a [`TokenSource`]: a fixed token
+/// ([`UpgradePathsClientBuilder::bearer_token`]) or OAuth2 client credentials
+/// ([`UpgradePathsClientBuilder::client_credentials`]), exchanged for a token on first use. When a lookup's
+/// token is refused (401, or a 403 other than `invalid_blog`), a client-credentials source fetches a
+/// new token (once for all the lookups that saw the old one refused) and the lookup is tried once
+/// more. A fixed token, a token refused again, or client credentials the token endpoint refuses
+/// end the lookup with [`LookupError::Unauthorized`].
+///
+/// A proxy in front of tooling that carries its own token needs no token of its own:
+/// [`UpgradePathsClientBuilder::caller_token`] makes every lookup use the bearer token of the request the
+/// guard is checking. Such a token is never refreshed, and its refusal is the caller's:
+/// [`LookupError::CallerRefused`], with WordPress.com's own answer to relay.
+///
+/// # Retries and deadlines
+///
+/// A lookup is a read, so passing failures are retried: a connection that failed or broke, an
+/// attempt that timed out, 500, 502, 503, 504 and 429, up to [`UpgradePathsClientBuilder::max_retries`] times
+/// (2 by default), after a jittered exponential backoff (100 ms, then 200 ms, ... up to
+/// 1 s, each plus up to as much again at random) or the upstream's `Retry-After` if longer. Other
+/// statuses are not retried: a 4xx would be answered the same way again. (500 is retried because
+/// WordPress.com answers it for passing trouble too; one more read is cheap.)
+///
+/// Each attempt, token fetch included, has its own timeout ([`UpgradePathsClientBuilder::attempt_timeout`],
+/// 2 s by default), and the whole lookup, retries and waits included, ends by its
+/// deadline ([`UpgradePathsClientBuilder::lookup_timeout`], 5 s by default). A retry that could not
+/// start before the deadline is not made: the lookup ends at once with the last error, so a 429
+/// whose `Retry-After` is longer than the time left is answered with that 429 (and its
+/// `Retry-After`) without waiting.
+#[derive(Clone)]
+pub struct UpgradePathsClient {
+    pub(super) inner: Arc<Inner>,
+}
+
+pub(super) struct Inner {
+    pub(super) http: reqwest::Client,
+    pub(super) base_url: String,
+    pub(super) tokens: TokenSource,
+    pub(super) lookup_timeout: Duration,
+    pub(super) attempt_timeout: Duration,
+    pub(super) max_retries: u32,
+    pub(super) max_answer_bytes: usize,
+}
+
+impl UpgradePathsClient {
+    /// A builder with the defaults: WordPress.com's base URL, a 5 s lookup deadline, 2 s per
+    /// attempt, 2 retries, a 64 KiB cap on answers. A token source is required.
+    pub fn builder() -> UpgradePathsClientBuilder {
+        UpgradePathsClientBuilder::default()
+    }
+
+    /// The base URL lookups go to.
+    pub fn base_url(&self) -> &str {
+        &self.inner.base_url
+    }
+
+    /// The lookup deadline.
+    pub fn lookup_timeout(&self) -> Duration {
+        self.inner.lookup_timeout
+    }
+
+    /// The timeout of one attempt.
+    pub fn attempt_timeout(&self) -> Duration {
+        self.inner.attempt_timeout
+    }
+
+    /// How many times a lookup that failed in passing is tried again.
+    pub fn max_retries(&self) -> u32 {
+        self.inner.max_retries
+    }
+
+    /// The partner's token source, shared with every clone of this client: use it to send the
+    /// same token from your own calls to WordPress.com (the provision relay behind the guard).
+    ///
+    /// ```
+    /// use upgrade_guard::UpgradePathsClient;
+    ///
+    /// let client = UpgradePathsClient::builder()
+    ///     .client_credentials("partner-client-id", "partner-client-secret")
+    ///     .build()?;
+    /// let tokens = client.token_source().clone();
+    /// assert!(tokens.can_refresh());
+    /// # Ok::<(), upgrade_guard::upstream::BuildError>(())
+    /// ```
+    pub fn token_source(&self) -> &TokenSource {
+        &self.inner.tokens
+    }
+
+    /// Asks what may be provisioned on `site` now.
+    ///
+    /// Passing failures are retried and a refused token is refreshed once, all within the lookup
+    /// deadline (see the [module docs](self)). Errors are classified as the guard's contract
+    /// needs them; see [`LookupError`].
+    ///
+    /// A client built with [`caller_token`](UpgradePathsClientBuilder::caller_token) has no token to ask
+    /// with and answers [`LookupError::MissingToken`]: use
+    /// [`upgrade_paths_with`](Self::upgrade_paths_with).
+    pub async fn upgrade_paths(&self, site: &Site) -> Result<UpgradePaths, LookupError> {
+        self.lookup(site, None).await
+    }
+
+    /// Asks what may be provisioned on `site` now, with `token`, a caller's own, in place of the
+    /// client's: what a guard built on a [`caller_token`](UpgradePathsClientBuilder::caller_token) client does
+    /// with each request's bearer token ([`Token::from_headers`]).
+    ///
+    /// Passing failures are retried as for [`upgrade_paths`](Self::upgrade_paths), but the
+    /// token is never refreshed: when WordPress.com refuses it (401, or a 403 other than
+    /// `invalid_blog`), the lookup ends with [`LookupError::CallerRefused`], which holds
+    /// WordPress.com's answer for the caller.
+    ///
+    /// ```no_run
+    /// # async fn check(request: http::Request<()>) -> Result<(), Box<dyn std::error::Error>> {
+    /// use upgrade_guard::{LookupError, Site, Token, UpgradePathsClient};
+    ///
+    /// let client = UpgradePathsClient::builder().caller_token().build()?;
+    /// let token = Token::from_headers(request.headers()).ok_or(LookupError::MissingToken)?;
+    /// let paths = client.upgrade_paths_with(&Site::parse("example.com")?, &token).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn upgrade_paths_with(
+        &self,
+        site: &Site,
+        token: &Token,
+    ) -> Result<UpgradePaths, LookupError> {
+        self.lookup(site, Some(token)).await
+    }
+
+    /// Whether lookups use the caller's token ([`UpgradePathsClientBuilder::caller_token`]): the guard then
+    /// passes each request's bearer token to [`upgrade_paths_with`](Self::upgrade_paths_with).
+    pub fn uses_caller_token(&self) -> bool {
+        self.inner.tokens.is_caller()
+    }
+
+    async fn lookup(
+        &self,
+        site: &Site,
+        caller: Option<&Token>,
+    ) -> Result<UpgradePaths, LookupError> {
+        let inner = &*self.inner;
+        let deadline = Instant::now() + inner.lookup_timeout;
+        // Attempts and waits stop themselves at the deadline; this bounds everything else.
+        tokio::time::timeout_at(deadline, inner.lookup(site, caller, deadline))
+            .await
+            .unwrap_or(Err(LookupError::Timeout))
+    }
+}
+
+impl Inner {
+    /// Looks `site` up with the caller's token when given one, else with the partner's.
+    async fn lookup(
+        &self,
+        site: &Site,
+        caller: Option<&Token>,
+        deadline: Instant,
+    ) -> Result<UpgradePaths, LookupError> {
+        let mut retries = Retries::new(self.max_retries, deadline);
+        // The token the upstream refused, while a newer one is still to be had.
+        let mut stale: Option<Token> = None;
+        let mut refreshed = false;
+        let mut attempt = 1u32;
+        loop {
+            let mut sent_with = None;
+            let attempt_deadline = deadline.min(Instant::now() + self.attempt_timeout);
+            let result = tokio::time::timeout_at(
+                attempt_deadline,
+                self.attempt(site, caller, stale.as_ref(), &mut sent_with),
+            )
+            .await
+            .unwrap_or(Err(LookupError::Timeout));
+            let error = match result {
+                Ok(paths) => return Ok(paths),
+                Err(error) => error,
+            };
+            if sent_with.is_some() {
+                stale = None;
+            }
+            // Only a refusal of the lookup itself calls for a new token, not one from the token
+            // endpoint (which `sent_with` being unset tells apart).
+            if let (LookupError::Unauthorized { status }, Some(token)) = (&error, sent_with) {
+                if refreshed || !self.tokens.can_refresh() {
+                    return Err(error);
+                }
+                tracing::info!(
+                    site = %site,
+                    status = status.as_u16(),
+                    "WordPress.com refused the partner token; refreshing it and trying once more"
+                );
+                refreshed = true;
+                stale = Some(token);
+                continue;
+            }
+            let Some(wait) = retries.after(&error) else {
+                return Err(error);
+            };
+            tracing::debug!(
+                site = %site,
+                attempt,
+                %error,
+                wait_ms = (wait.deadline() - Instant::now()).as_millis() as u64,
+                "upgrade-paths lookup failed; retrying"
+            );
+            wait.await;
+            attempt += 1;
+        }
+    }
+
+    /// One try: get a token (the caller's, or the partner's: a new one in place of `stale`),
+    /// then ask. `sent_with` is set to the partner's token once there is one, so a refusal can be
+    /// told from a token endpoint's error.
+    async fn attempt(
+        &self,
+        site: &Site,
+        caller: Option<&Token>,
+        stale: Option<&Token>,
+        sent_with: &mut Option<Token>,
+    ) -> Result<UpgradePaths, LookupError> {
+        if let Some(caller) = caller {
+            return self.fetch(site, caller, Whose::Caller).await;
+        }
+        let token = match stale {
+            Some(stale) => self.tokens.refresh(stale).await,
+            None => self.tokens.token().await,
+        }
+        .map_err(lookup_error)?;
+        *sent_with = Some(token.clone());
+        self.fetch(site, &token, Whose::Partner).await
+    }
+
+    async fn fetch(
+        &self,
+        site: &Site,
+        token: &Token,
+        whose: Whose,
+    ) -> Result<UpgradePaths, LookupError> {
+        // A `Site` holds only unreserved characters and `::`, so it cannot change the URL's shape.
+        let url = format!(
+            "{}/rest/v1.3/jpphp/{}/upgrade-paths",
+            self.base_url,
+            site.as_str()
+        );
+        let response = self
+            .http
+            .get(url)
+            .header(header::AUTHORIZATION, token.authorization())
+            .header(header::ACCEPT, "application/json")
+            .send()
+            .await
+            .map_err(transport)?;
+        let status = response.status();
+        let retry_after = retry_after(response.headers());
+        let www_authenticate = response.headers().get(header::WWW_AUTHENTICATE).cloned();
+        let limit = self.max_answer_bytes;
+        let body = read_capped(response, limit)
+            .await
+            .map_err(|error| match error {
+                ReadError::TooLarge => LookupError::AnswerTooLarge { limit },
+                ReadError::Transport(error) => transport(error),
+            })?;
+        match classify(status, &body, retry_after) {
+            // The caller's token, the caller's refusal: kept as WordPress.com gave it, to relay.
+            Err(LookupError::Unauthorized { status }) if whose == Whose::Caller => Err(
+                LookupError::CallerRefused(CallerRefusal::new(status, &body, www_authenticate)),
+            ),
+            answer => answer,
+        }
+    }
+}
+
+/// Whose token a lookup is sent with.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Whose {
+    Partner,
+    Caller,
+}
+
+/// How a token source's failure ends a lookup: kept whole as its source, but for a source that
+/// has no token of its own, which is a lookup given no caller's token.
+fn lookup_error(error: TokenError) -> LookupError {
+    match error {
+        TokenError::CallersOwn => LookupError::MissingToken,
+        error => LookupError::Token(error),
+    }
+}
+
+impl fmt::Debug for UpgradePathsClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let inner = &*self.inner;
+        f.debug_struct("UpgradePathsClient")
+            .field("base_url", &inner.base_url)
+            .field("tokens", &inner.tokens)
+            .field("lookup_timeout", &inner.lookup_timeout)
+            .field("attempt_timeout", &inner.attempt_timeout)
+            .field("max_retries", &inner.max_retries)
+            .field("max_answer_bytes", &inner.max_answer_bytes)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,82 @@
+//! Telling a site WordPress.com has never seen from a lookup that merely did not find it.
+//!
+//! A first provision is forwarded without a check: nothing can be a downgrade on a site that
+//! holds nothing. So "WordPress.com does not know this site" must be true, not just what one
+//! answer said. Before a site named by URL is forwarded as its first provision, the guard asks a
+//! second endpoint, v1.4 `status` (documented to take the `host::path` form), and goes on only
+//! when it too answers `invalid_blog`. Any other answer stops the request: a site `status` knows
+//! is not new (the upgrade-paths endpoint refusing the URL form, say), and an error is an error.
+//! One more call per first provision buys that no existing site is ever forwarded unchecked
+//! because of a misleading "unknown".
+
+use super::answer::{ReadError, read_capped, transport};
+use super::{LookupError, Token, TokenError, UpgradePathsClient};
+use crate::Site;
+use http::{StatusCode, header};
+
+/// The largest `status` answer read: it lists a site's products, a few hundred bytes.
+const MAX_STATUS_ANSWER: usize = 64 * 1024;
+
+impl UpgradePathsClient {
+    /// Whether WordPress.com's `status` endpoint confirms that `site` is unknown
+    /// (`invalid_blog`): `Ok(true)` only then, `Ok(false)` when it knows the site.
+    ///
+    /// `caller` is the request's own bearer token, for a client that looks sites up with the
+    /// caller's token; otherwise the client's token is used. One attempt, within the lookup
+    /// deadline: a first provision that cannot be confirmed now is refused, and retried by its
+    /// client.
+    pub(crate) async fn confirms_unknown(
+        &self,
+        site: &Site,
+        caller: Option<&Token>,
+    ) -> Result<bool, LookupError> {
+        let ask = async {
+            let token = match caller {
+                Some(token) => token.clone(),
+                None => self.token_source().token().await.map_err(|error| match error {
+                    TokenError::CallersOwn => LookupError::MissingToken,
+                    error => LookupError::Token(error),
+                })?,
+            };
+            let url = format!("{}/rest/v1.4/jpphp/{site}/status", self.base_url());
+            let response = self
+                .inner
+                .http
+                .get(url)
+                .header(header::AUTHORIZATION, token.authorization())
+                .header(header::ACCEPT, "application/json")
+                .send()
+                .await
+                .map_err(transport)?;
+            let status = response.status();
+            let body = read_capped(response, MAX_STATUS_ANSWER)
+                .await
+                .map_err(|error| match error {
+                    ReadError::TooLarge => LookupError::AnswerTooLarge {
+                        limit: MAX_STATUS_ANSWER,
+                    },
+                    ReadError::Transport(error) => transport(error),
+                })?;
+            Ok::<_, LookupError>((status, body))
+        };
+        let (status, body) = tokio::time::timeout(self.lookup_timeout(), ask)
+            .await
+            .map_err(|_| LookupError::Timeout)??;
+        #[derive(serde::Deserialize)]
+        struct ErrorAnswer {
+            error: String,
+        }
+        let code = serde_json::from_slice::<ErrorAnswer>(&body).map(|answer| answer.error);
+        match status {
+            status if status.is_success() => Ok(false),
+            _ if code.is_ok_and(|code| code == "invalid_blog") => Ok(true),
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+                Err(LookupError::Unauthorized { status })
+            }
+            status => Err(LookupError::Status {
+                status,
+                retry_after: None,
+            }),
+        }
+    }
+}
