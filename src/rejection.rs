@@ -11,6 +11,7 @@ use crate::site::InvalidSite;
 use crate::upstream::{LookupError, UpgradePaths};
 use http::{HeaderValue, Response, StatusCode, header};
 use serde::Serialize;
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -46,8 +47,8 @@ pub enum Rejection {
     InvalidSite(#[from] InvalidSite),
     /// 400 `invalid_body`: the form, multipart or JSON data could not be read, or names a field
     /// the guard reads more than once.
-    #[error("{0}")]
-    InvalidBody(String),
+    #[error(transparent)]
+    InvalidBody(BodyError),
     /// 415 `unsupported_media_type`: the route reads a body field but the body is not a form or
     /// JSON.
     #[error(
@@ -109,6 +110,40 @@ fn busy_message(error: &LockError) -> &'static str {
     }
 }
 
+/// Why the guard could not read what a request names ([`Rejection::InvalidBody`]).
+///
+/// Its `Display` is the message the client gets, which says what to fix. When the reading
+/// failed on an error of its own (the request body's stream broke), that error is the
+/// [`source`](std::error::Error::source), for logs; it is not told to the client.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct BodyError {
+    message: Cow<'static, str>,
+    #[source]
+    source: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
+
+impl BodyError {
+    /// A reading refused for the reason `message` gives.
+    pub(crate) fn new(message: impl Into<Cow<'static, str>>) -> Self {
+        Self {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// A reading that failed on `source`.
+    pub(crate) fn with_source(
+        message: impl Into<Cow<'static, str>>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        Self {
+            message: message.into(),
+            source: Some(source.into()),
+        }
+    }
+}
+
 impl Rejection {
     /// The HTTP status of the response.
     pub fn status(&self) -> StatusCode {
@@ -155,7 +190,9 @@ impl Rejection {
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             Self::Upstream(
-                LookupError::UnknownSite | LookupError::CallerRefused(_) | LookupError::MissingToken,
+                LookupError::UnknownSite
+                | LookupError::CallerRefused(_)
+                | LookupError::MissingToken,
             ) => None,
             Self::Upstream(error) if error.is_partner_refused() => None,
             Self::Upstream(error) => Some(

@@ -2,9 +2,12 @@
 
 mod common;
 
+use bytes::Bytes;
 use common::*;
 use http::{Request, StatusCode};
+use http_body::Frame;
 use http_body_util::{Full, StreamBody};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use upgrade_guard::fake::{Endpoint, Fault};
 use upgrade_guard::{UnknownSites, UpgradeGuardLayer};
@@ -168,6 +171,43 @@ async fn invalid_body() {
     );
     refused(&guard, not_utf8, 400, "invalid_body").await;
     assert_eq!(fake.stats().requests, 0);
+}
+
+/// A body whose stream breaks is a 400 that tells the client the body could not be read, and
+/// keeps the stream's own error as its source, for the partner's logs.
+#[tokio::test]
+async fn a_broken_body_is_invalid_body_with_its_cause_kept() {
+    let fake = fake().await;
+    let causes: Arc<Mutex<Vec<String>>> = Arc::default();
+    let record = causes.clone();
+    let guard = UpgradeGuardLayer::new(client(&fake)).on_decision(move |report| {
+        let mut chain = Vec::new();
+        let mut error = report.rejection.map(|r| r as &dyn std::error::Error);
+        while let Some(e) = error {
+            chain.push(e.to_string());
+            error = e.source();
+        }
+        record.lock().unwrap().extend(chain);
+    });
+    let chunks: Vec<Result<Frame<Bytes>, std::io::Error>> = vec![
+        Ok(Frame::data(Bytes::from_static(b"siteurl=1001&pl"))),
+        Err(std::io::Error::other("the client's connection was reset")),
+    ];
+    let broken = Request::post("/provision")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(StreamBody::new(futures_util::stream::iter(chunks)))
+        .unwrap();
+    let answer = send(&guard, &Recorder::default(), broken).await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST);
+    assert_eq!(answer.error(), "invalid_body");
+    assert_eq!(answer.json()["message"], "the body could not be read");
+    assert_eq!(
+        *causes.lock().unwrap(),
+        [
+            "the body could not be read",
+            "the client's connection was reset"
+        ]
+    );
 }
 
 #[tokio::test]

@@ -141,7 +141,10 @@ async fn a_refused_refresh_is_unauthorized() {
     fake.inject(Endpoint::Token, Fault::status_with_body(400, refused))
         .always();
     let error = client.upgrade_paths(&site()).await.unwrap_err();
-    assert_eq!(refused_credentials_status(Err::<(), _>(error.clone())), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        refused_credentials_status(Err::<(), _>(error.clone())),
+        StatusCode::BAD_REQUEST
+    );
     let stats = fake.stats();
     // No retry of a refusal: one refused lookup, one refused refresh.
     assert_eq!((stats.token_requests, stats.lookups), (2, 2));

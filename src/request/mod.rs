@@ -9,7 +9,7 @@ pub use source::Source;
 
 use crate::Site;
 use crate::body::GuardBody;
-use crate::rejection::Rejection;
+use crate::rejection::{BodyError, Rejection};
 use bytes::{Bytes, BytesMut};
 use fields::Fields;
 use http::{Request, header::CONTENT_LENGTH, request::Parts};
@@ -129,10 +129,9 @@ impl RequestReader {
         let query = Fields::parse_query(parts.uri.query().unwrap_or_default());
         if matches!(query.as_php_reads("force"), Some(fields::Value::Text(force)) if force == "secure")
         {
-            return Err(Rejection::InvalidBody(
-                "`force=secure` in the query string makes WordPress.com read another body than this one"
-                    .into(),
-            ));
+            return Err(Rejection::InvalidBody(BodyError::new(
+                "`force=secure` in the query string makes WordPress.com read another body than this one",
+            )));
         }
         let reading = reading.unwrap_or_else(|| Reading::sniff(&bytes));
         let fields = reading.read(bytes).await?;
@@ -151,10 +150,10 @@ impl RequestReader {
         {
             // WordPress.com does not trim values: ` premium` is no product there, and a 409
             // listing `premium` as an upgrade would only confuse.
-            return Err(Rejection::InvalidBody(format!(
+            return Err(Rejection::InvalidBody(BodyError::new(format!(
                 "{} has white space around it ({product:?}); WordPress.com reads it as it is, and no product is called that: send the product's slug alone",
                 self.product.describe()
-            )));
+            ))));
         }
         Ok(Named { site, product })
     }
@@ -184,8 +183,7 @@ impl RequestReader {
             let frame = match frame {
                 Ok(frame) => frame,
                 Err(error) => {
-                    let error: Box<dyn std::error::Error + Send + Sync> = error.into();
-                    let why = format!("the body could not be read: {error}");
+                    let why = BodyError::with_source("the body could not be read", error);
                     return (
                         GuardBody::resumed(data.into_bytes(), body),
                         Err(Rejection::InvalidBody(why)),
@@ -218,7 +216,7 @@ impl From<Unreadable> for Rejection {
     fn from(unreadable: Unreadable) -> Self {
         match unreadable {
             Unreadable::MediaType => Rejection::UnsupportedMediaType,
-            Unreadable::Body(message) => Rejection::InvalidBody(message),
+            Unreadable::Body(message) => Rejection::InvalidBody(BodyError::new(message)),
         }
     }
 }

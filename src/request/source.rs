@@ -1,7 +1,7 @@
 //! Where a route's site and product come from.
 
 use super::fields::{FieldError, Fields};
-use crate::rejection::Rejection;
+use crate::rejection::{BodyError, Rejection};
 use http::request::Parts;
 use std::borrow::Cow;
 use std::{fmt, sync::Arc};
@@ -166,9 +166,9 @@ impl Source {
                 let query = field_value(query.get(name))?.map(|v| Cow::Owned(v.into_owned()));
                 match (body, query) {
                     (Some(body), Some(query)) if body != query => {
-                        Err(Rejection::InvalidBody(format!(
+                        Err(Rejection::InvalidBody(BodyError::new(format!(
                             "field `{name}` has one value in the body ({body:?}) and another in the query string ({query:?})"
-                        )))
+                        ))))
                     }
                     (body, query) => Ok(body.or(query)),
                 }
@@ -188,9 +188,9 @@ impl Source {
                 for source in sources {
                     match (source.find(parts, fields)?, &found) {
                         (Some(value), Some(first)) if value != *first => {
-                            return Err(Rejection::InvalidBody(format!(
+                            return Err(Rejection::InvalidBody(BodyError::new(format!(
                                 "the request gives two different values ({first:?}, {value:?}) for one setting"
-                            )));
+                            ))));
                         }
                         (Some(value), None) => found = Some(value),
                         _ => {}
@@ -203,7 +203,7 @@ impl Source {
 }
 
 fn field_value(found: Result<Option<Cow<'_, str>>, FieldError>) -> Found<'_> {
-    let value = found.map_err(|e| Rejection::InvalidBody(e.to_string()))?;
+    let value = found.map_err(|e| Rejection::InvalidBody(BodyError::new(e.to_string())))?;
     // An empty value names nothing, like an absent one.
     Ok(value.filter(|v| !v.is_empty()))
 }

@@ -238,7 +238,9 @@ pub(super) fn parse_base_url(url: &str) -> Result<String, BuildError> {
     Ok(parsed.as_str().trim_end_matches('/').to_owned())
 }
 
-pub(super) fn default_http_client(connect_timeout: Option<Duration>) -> Result<reqwest::Client, BuildError> {
+pub(super) fn default_http_client(
+    connect_timeout: Option<Duration>,
+) -> Result<reqwest::Client, BuildError> {
     reqwest::Client::builder()
         .connect_timeout(connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT))
         .build()

@@ -1,7 +1,7 @@
 //! [`UpgradePathsClient`]: lookups with their retries, deadlines and token refreshes.
 
-use super::retry::Retries;
 use super::answer::{ReadError, classify, read_capped, retry_after, transport};
+use super::retry::Retries;
 use super::{
     CallerRefusal, LookupError, Token, TokenError, TokenSource, UpgradePaths,
     UpgradePathsClientBuilder,

@@ -33,10 +33,14 @@ impl UpgradePathsClient {
         let ask = async {
             let token = match caller {
                 Some(token) => token.clone(),
-                None => self.token_source().token().await.map_err(|error| match error {
-                    TokenError::CallersOwn => LookupError::MissingToken,
-                    error => LookupError::Token(error),
-                })?,
+                None => self
+                    .token_source()
+                    .token()
+                    .await
+                    .map_err(|error| match error {
+                        TokenError::CallersOwn => LookupError::MissingToken,
+                        error => LookupError::Token(error),
+                    })?,
             };
             let url = format!("{}/rest/v1.4/jpphp/{site}/status", self.base_url());
             let response = self
@@ -49,14 +53,15 @@ impl UpgradePathsClient {
                 .await
                 .map_err(transport)?;
             let status = response.status();
-            let body = read_capped(response, MAX_STATUS_ANSWER)
-                .await
-                .map_err(|error| match error {
-                    ReadError::TooLarge => LookupError::AnswerTooLarge {
-                        limit: MAX_STATUS_ANSWER,
-                    },
-                    ReadError::Transport(error) => transport(error),
-                })?;
+            let body =
+                read_capped(response, MAX_STATUS_ANSWER)
+                    .await
+                    .map_err(|error| match error {
+                        ReadError::TooLarge => LookupError::AnswerTooLarge {
+                            limit: MAX_STATUS_ANSWER,
+                        },
+                        ReadError::Transport(error) => transport(error),
+                    })?;
             Ok::<_, LookupError>((status, body))
         };
         let (status, body) = tokio::time::timeout(self.lookup_timeout(), ask)
