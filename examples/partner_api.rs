@@ -46,10 +46,9 @@ use axum::{
 };
 use std::{collections::HashMap, env, net::SocketAddr, process::ExitCode};
 use upgrade_guard::{
-    Checked, LookupError, Rejection, Site, Source, TokenSource, UpgradeGuardLayer,
+    Checked, LookupError, Rejection, Site, SiteKind, Source, TokenSource, UpgradeGuardLayer,
     UpgradePathsClient,
     fake::{FakeUpstream, SiteSnapshot},
-    site::SiteKind,
 };
 
 /// The example's settings, from flags and environment variables.

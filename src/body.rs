@@ -39,14 +39,14 @@ pin_project! {
 
 impl<B> GuardBody<B> {
     /// The original body, passed on as it is.
-    pub fn original(body: B) -> Self {
+    pub(crate) fn original(body: B) -> Self {
         Self {
             kind: Kind::Original { body },
         }
     }
 
     /// Bytes the guard holds: a buffered request body or one of its own responses.
-    pub fn buffered(bytes: impl Into<Bytes>) -> Self {
+    pub(crate) fn buffered(bytes: impl Into<Bytes>) -> Self {
         Self::buffered_with_trailers(bytes.into(), None)
     }
 

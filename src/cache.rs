@@ -73,9 +73,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 /// How long a site's paths are reused by default.
-pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(30);
+pub(crate) const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(30);
 /// How many sites' paths are kept by default.
-pub const DEFAULT_CACHE_CAPACITY: u64 = 100_000;
+pub(crate) const DEFAULT_CACHE_CAPACITY: u64 = 100_000;
 
 type Lookup = Shared<BoxFuture<'static, Result<Arc<UpgradePaths>, LookupError>>>;
 

@@ -14,8 +14,7 @@ use std::time::Duration;
 
 /// What the guard decided for one request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Decision<'a> {
+pub(crate) enum Decision<'a> {
     /// The product is listed: forward the provision.
     Upgrade {
         /// The family that lists it.
@@ -27,7 +26,7 @@ pub enum Decision<'a> {
 
 impl<'a> Decision<'a> {
     /// Decides for `product` given the site's `paths`.
-    pub fn new(paths: &'a UpgradePaths, product: &str) -> Self {
+    pub(crate) fn new(paths: &'a UpgradePaths, product: &str) -> Self {
         match paths.family_of(product) {
             Some(family) => Self::Upgrade { family },
             None => Self::NotAnUpgrade,
@@ -164,7 +163,7 @@ impl Mode {
     }
 
     /// Whether a request stopped for `why` is forwarded all the same in this mode.
-    pub fn forwards(self, why: &Rejection) -> bool {
+    pub(crate) fn forwards(self, why: &Rejection) -> bool {
         match self {
             Self::FailClosed => false,
             Self::FailOpen => {
@@ -244,7 +243,7 @@ impl Bypass {
     }
 
     /// The value of the [`BYPASS_HEADER`].
-    pub fn header_value(&self) -> HeaderValue {
+    pub(crate) fn header_value(&self) -> HeaderValue {
         HeaderValue::try_from(format!("{}; error={}", self.mode, self.code))
             .expect("mode names and error codes are plain ASCII")
     }

@@ -54,50 +54,97 @@
 //! Nothing is forwarded in any of these cases. Forwarded besides upgrades, with the site held and
 //! marked by an [`Admission`]: a request naming no product, or `free` (a connection request); the
 //! first provision of a site named by URL that WordPress.com does not know yet; a request on a
-//! [`cancels`](UpgradeGuardLayer::cancels) route. Provisions of one site are serialized (see
-//! [`lock`]) and lookups are cached and coalesced (see [`cache`]). The inner service's responses and errors pass
+//! [`cancels`](UpgradeGuardLayer::cancels) route. The inner service's responses and errors pass
 //! through untouched, and the service's error type is the inner one's, so it works behind axum.
+//!
+//! # Contents
+//!
+//! **Guarding a route.** [`UpgradeGuardLayer`] is the layer, configured per route: where the
+//! site and product are read ([`Source`]), [`require_product`](UpgradeGuardLayer::require_product),
+//! [`UnknownSites`], [`cancels`](UpgradeGuardLayer::cancels), the [`Mode`] (fail closed, fail
+//! open, shadow), the body limit and the waits. [`UpgradeGuardBuilder`] sets what its routes
+//! share: the cache and the site locks. [`UpgradeGuard`] is the service it makes, with its
+//! [`ResponseFuture`] and request body, [`GuardBody`]; [`Detached`] tracks the forwarded requests
+//! the guard finishes after their clients went away, for a graceful shutdown.
+//!
+//! **What the guard tells you.** The inner service finds a [`Checked`] (and an [`Admission`]) in
+//! each forwarded request's extensions, or a [`Bypass`] ([`BYPASS_HEADER`]) when a fail-open or
+//! shadow route forwarded what it would have refused. Every request ends in a [`DecisionReport`]
+//! handed to [`on_decision`](UpgradeGuardLayer::on_decision), with its [`Outcome`] (and how a
+//! request finished alone, [`Finished`]); [`GuardStats`] counts them ([`StatsSnapshot`]). Each
+//! refusal is a [`Rejection`], the table above; an unreadable body carries a [`BodyError`].
+//!
+//! **Asking WordPress.com.** [`UpgradePathsClient`] (built with [`UpgradePathsClientBuilder`])
+//! asks upgrade-paths, with retries and deadlines, and answers [`UpgradePaths`] or a
+//! [`LookupError`] ([`CallerRefusal`] when a caller's own token was refused). The partner's
+//! credentials are a [`TokenSource`] (client credentials through [`ClientCredentialsBuilder`]),
+//! which gives a [`Token`] or a [`TokenError`]; a client that cannot be built says why with a
+//! [`BuildError`]. A [`Site`] is a blog ID or a URL as WordPress.com reads it ([`SiteKind`]), or
+//! an [`InvalidSite`].
+//!
+//! **One provision per site at a time.** An upgrade-paths answer is good for one provision only:
+//! two provisions of a site that both checked first could both pass, and the second would be the
+//! downgrade the guard exists to stop. So the guard holds the site from before its lookup until
+//! the inner service's work has finished; a request that waits sees the site as the previous
+//! provision left it. [`LocalLocks`] (the default) serialize within one process; with the `redis`
+//! feature, `RedisLocks` serialize across replicas (`RedisLocksBuilder`, `RedisBuildError`). Any
+//! other shared engine can implement [`SiteLocks`], with [`SitePermit`], [`Acquire`],
+//! [`ForgetListener`] and [`LockError`].
+//!
+//! **Caching.** Lookups of one site are shared by the requests that want them at the same time,
+//! and their answers are cached, for refusals only: a cached answer decides a request only when
+//! it does *not* list the product, so whatever the cache holds can make the guard answer 409, never
+//! forward a downgrade; an upgrade is always confirmed by a lookup made under the site's lock.
+//! Hot refused requests (tooling retrying a downgrade) cost no upstream call, an allowed provision
+//! exactly one. A cancellation gives products back, which is why a cancel route is marked
+//! [`cancels`](UpgradeGuardLayer::cancels) and a change the guard cannot see is told with
+//! [`forget`](UpgradeGuardLayer::forget); processes sharing `RedisLocks` tell each other.
+//!
+//! **Testing.** The `fake` module (feature `test-util`) is a fake WordPress.com partner API on a
+//! loopback port, with WordPress.com's product catalogue and injectable faults.
 //!
 //! # Features
 //!
-//! - `test-util`: `fake::FakeUpstream`, a fake WordPress.com partner API on a loopback port for
-//!   integration tests.
+//! - `test-util`: the `fake` module, a fake WordPress.com partner API for integration tests.
 //! - `redis`: `RedisLocks`, per-site locks shared by several processes through Redis.
 #![warn(missing_docs, rust_2018_idioms)]
 #![deny(unreachable_pub, unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-pub mod body;
-pub mod cache;
-pub mod decision;
-pub mod guard;
-pub mod lock;
-pub mod rejection;
-pub mod request;
-pub mod site;
-pub mod stats;
-pub mod upstream;
-
-pub use body::GuardBody;
-pub use decision::{
-    Admission, BYPASS_HEADER, Bypass, Checked, Decision, DecisionReport, Mode, Outcome,
-};
-pub use guard::{
-    ResponseFuture, UnknownSites, UpgradeGuard, UpgradeGuardBuilder, UpgradeGuardLayer,
-};
-#[cfg(feature = "redis")]
-#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
-pub use lock::RedisLocks;
-pub use lock::{LocalLocks, SiteLocks, SitePermit};
-pub use rejection::Rejection;
-pub use request::Source;
-pub use site::Site;
-pub use stats::{GuardStats, StatsSnapshot};
-pub use upstream::{LookupError, Token, TokenError, TokenSource, UpgradePaths, UpgradePathsClient};
+mod body;
+mod cache;
+mod decision;
+mod guard;
+mod lock;
+mod rejection;
+mod request;
+mod site;
+mod stats;
+mod upstream;
 
 #[cfg(feature = "test-util")]
 #[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
 pub mod fake;
+
+pub use body::GuardBody;
+pub use decision::{
+    Admission, BYPASS_HEADER, Bypass, Checked, DecisionReport, Finished, Mode, Outcome,
+};
+pub use guard::{
+    Detached, ResponseFuture, UnknownSites, UpgradeGuard, UpgradeGuardBuilder, UpgradeGuardLayer,
+};
+pub use lock::{Acquire, ForgetListener, LocalLocks, LockError, SiteLocks, SitePermit};
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub use lock::{RedisBuildError, RedisLocks, RedisLocksBuilder};
+pub use rejection::{BodyError, Rejection};
+pub use request::Source;
+pub use site::{InvalidSite, Site, SiteKind};
+pub use stats::{GuardStats, StatsSnapshot};
+pub use upstream::{
+    BuildError, CallerRefusal, ClientCredentialsBuilder, LookupError, Token, TokenError,
+    TokenSource, UpgradePaths, UpgradePathsClient, UpgradePathsClientBuilder,
+};
 
 /// The README's Rust examples, compiled as doctests.
 #[cfg(doctest)]

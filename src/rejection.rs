@@ -16,9 +16,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// How long a client is asked to wait when the upstream could not answer and said nothing.
-pub const DEFAULT_UNAVAILABLE_RETRY_AFTER: Duration = Duration::from_secs(5);
+pub(crate) const DEFAULT_UNAVAILABLE_RETRY_AFTER: Duration = Duration::from_secs(5);
 /// How long a client is asked to wait when another provision of the site is in progress.
-pub const SITE_BUSY_RETRY_AFTER: Duration = Duration::from_secs(1);
+pub(crate) const SITE_BUSY_RETRY_AFTER: Duration = Duration::from_secs(1);
 /// The longest `Retry-After` passed on from the upstream.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
 

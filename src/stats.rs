@@ -14,7 +14,7 @@ use std::time::Duration;
 /// // … later, e.g. in a metrics exporter:
 /// let now = stats.snapshot();
 /// println!("{} lookups, {} answered from the cache", now.lookups, now.cache_hits);
-/// # Ok::<(), upgrade_guard::upstream::BuildError>(())
+/// # Ok::<(), upgrade_guard::BuildError>(())
 /// ```
 #[derive(Clone, Debug, Default)]
 pub struct GuardStats {

@@ -25,7 +25,9 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::time::Instant;
 use upgrade_guard::fake::{Endpoint, FakeSite, FakeUpstream, Fault};
-use upgrade_guard::{BYPASS_HEADER, LocalLocks, Mode, UpgradeGuardLayer, UpgradePathsClient};
+use upgrade_guard::{
+    BYPASS_HEADER, GuardBody, LocalLocks, Mode, UpgradeGuardLayer, UpgradePathsClient,
+};
 
 /// Short, so the matrix runs in seconds.
 const LOOKUP_TIMEOUT: Duration = Duration::from_millis(400);
@@ -633,7 +635,7 @@ struct MidRelay<S> {
     locks: LocalLocks,
     service: S,
     sent: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    finished: std::sync::Arc<std::sync::Mutex<Vec<upgrade_guard::decision::Finished>>>,
+    finished: std::sync::Arc<std::sync::Mutex<Vec<upgrade_guard::Finished>>>,
 }
 
 async fn mid_relay() -> MidRelay<
@@ -674,7 +676,7 @@ async fn mid_relay() -> MidRelay<
                 }
             })
     };
-    let relay = relay::<Full<Bytes>>(&fake);
+    let relay = relay::<GuardBody<Full<Bytes>>>(&fake);
     let sent = Arc::new(AtomicBool::new(false));
     let handler = {
         let sent = sent.clone();
@@ -746,7 +748,7 @@ where
 #[tokio::test]
 async fn a_client_gone_mid_relay_holds_the_site_until_its_provision_lands() {
     use tower::ServiceExt;
-    use upgrade_guard::decision::Finished;
+    use upgrade_guard::Finished;
 
     let t = mid_relay().await;
     t.send_and_leave("siteurl=1001&plan=jetpack-backup-realtime&local_user=admin")
@@ -828,8 +830,8 @@ async fn a_late_provision_of_a_client_gone_mid_relay_is_never_a_downgrade() {
 async fn over_a_real_server_a_client_that_times_out_mid_provision_keeps_the_site_held() {
     use axum::body::Body;
     use std::sync::{Arc, Mutex};
+    use upgrade_guard::Finished;
     use upgrade_guard::Outcome;
-    use upgrade_guard::decision::Finished;
 
     let fake = FakeUpstream::builder()
         .site(FakeSite::new(FREE_SITE).url("https://free.example.com/"))
@@ -852,7 +854,7 @@ async fn over_a_real_server_a_client_that_times_out_mid_provision_keeps_the_site
     };
     let app = axum::Router::new().route_service(
         "/rest/v1.3/jpphp/provision",
-        tower::Layer::layer(&guard, relay::<Body>(&fake)),
+        tower::Layer::layer(&guard, relay::<GuardBody<Body>>(&fake)),
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!(

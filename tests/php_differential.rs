@@ -19,7 +19,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
-use upgrade_guard::request::read_for_fuzzing;
+use upgrade_guard::fake::read_request;
 use upgrade_guard::{Site, Source};
 
 /// `php -S` on a free loopback port, stopped on drop.
@@ -204,7 +204,7 @@ fn check(php: &Php, runtime: &tokio::runtime::Runtime, case: &Case) -> Result<Ou
         .header("content-length", case.body.len())
         .body(Full::new(Bytes::from(case.body.clone())))
         .unwrap();
-    let (_, named) = runtime.block_on(read_for_fuzzing(
+    let (_, named) = runtime.block_on(read_request(
         Source::field("siteurl"),
         Source::field("plan"),
         64 * 1024,
@@ -938,7 +938,7 @@ fn the_example_of_the_issue_is_read_as_json() {
         .header("content-type", "application/x-www-form-urlencoded")
         .body(Full::new(Bytes::from(EXAMPLE)))
         .unwrap();
-    let (_, named) = runtime.block_on(read_for_fuzzing(
+    let (_, named) = runtime.block_on(read_request(
         Source::field("siteurl"),
         Source::field("plan"),
         64 * 1024,

@@ -545,7 +545,7 @@ fn nothing_that_is_not_an_upgrade_is_provisioned() {
     let guard = UpgradeGuardLayer::new(client(&fake));
     let relayed: Arc<Mutex<Vec<Relayed>>> = Arc::default();
     let service = {
-        let relay = relay::<Chunked>(&fake);
+        let relay = relay::<Full<Bytes>>(&fake);
         let relayed = relayed.clone();
         guard.layer(service_fn(move |request: Request<GuardBody<Chunked>>| {
             let (relay, relayed) = (relay.clone(), relayed.clone());
@@ -557,7 +557,7 @@ fn nothing_that_is_not_an_upgrade_is_provisioned() {
                     checked: parts.extensions.get().cloned(),
                     admission: parts.extensions.get().copied(),
                 });
-                let request = Request::from_parts(parts, GuardBody::buffered(body));
+                let request = Request::from_parts(parts, Full::new(body));
                 let mut response: Response<Full<Bytes>> = relay.oneshot(request).await?;
                 response
                     .headers_mut()

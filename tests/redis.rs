@@ -19,8 +19,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tower::{Layer, ServiceExt, service_fn};
 use upgrade_guard::fake::FakeUpstream;
-use upgrade_guard::lock::LockError;
-use upgrade_guard::{GuardBody, Mode, RedisLocks, Site, SiteLocks, UpgradeGuardLayer};
+use upgrade_guard::{GuardBody, LockError, Mode, RedisLocks, Site, SiteLocks, UpgradeGuardLayer};
 
 fn locks(redis: &RedisServer) -> RedisLocks {
     RedisLocks::builder(redis.url())
@@ -128,7 +127,7 @@ async fn a_stale_cache_on_another_replica_only_refuses() {
     assert_eq!(refused.status, StatusCode::CONFLICT);
     // Replica B provisions Professional: A's entry is stale now.
     let upgraded = b
-        .layer(relay::<Full<Bytes>>(&fake))
+        .layer(relay::<GuardBody<Full<Bytes>>>(&fake))
         .oneshot(form("siteurl=1002&plan=professional&local_user=a"))
         .await
         .unwrap();
@@ -213,7 +212,7 @@ fn relay_in_transit(
     Future = impl Send + use<>,
 > + Clone
 + use<> {
-    let relay = relay::<Full<Bytes>>(fake);
+    let relay = relay::<GuardBody<Full<Bytes>>>(fake);
     service_fn(move |request: Request<GuardBody<Full<Bytes>>>| {
         let (relay, sent) = (relay.clone(), sent.clone());
         async move {
@@ -260,7 +259,7 @@ async fn a_client_gone_mid_relay_on_one_replica_holds_the_site_for_every_replica
 
     // On replica B, Daily Backups: a downgrade once the first provision lands.
     let second = tokio::spawn(
-        b.layer(relay::<Full<Bytes>>(&fake))
+        b.layer(relay::<GuardBody<Full<Bytes>>>(&fake))
             .oneshot(form("siteurl=1001&plan=jetpack-backup-daily&local_user=b")),
     );
     // Past two leases, the key is still held: the renewal goes on in the detached task.
@@ -349,7 +348,7 @@ async fn redis_stopped_mid_run_fails_closed_and_recovers() {
     let fake = free_sites(10).await;
     let guard = replica(&fake, locks(&redis));
     let open = guard.clone().mode(Mode::FailOpen);
-    let service = guard.layer(relay::<Full<Bytes>>(&fake));
+    let service = guard.layer(relay::<GuardBody<Full<Bytes>>>(&fake));
     let provision = |id: u64| {
         let service = service.clone();
         async move {
@@ -602,7 +601,7 @@ async fn a_cancel_on_one_replica_is_forgotten_by_the_others() {
     bystander.subscribe(a_locks.forget_channel()).await.unwrap();
     listening(&redis, &a_locks, 3).await;
     let cancel = cancel_route(&fake, &a);
-    let provision = b.layer(relay::<Full<Bytes>>(&fake));
+    let provision = b.layer(relay::<GuardBody<Full<Bytes>>>(&fake));
     let downgrade = "siteurl=1003&plan=jetpack-backup-realtime&local_user=admin";
 
     let mut windows = Vec::new();
@@ -676,7 +675,7 @@ async fn forget_on_one_replica_reaches_the_others_and_a_lost_subscription_forget
     let a = replica(&fake, a_locks.clone());
     let b = replica(&fake, locks(&redis));
     listening(&redis, &a_locks, 2).await;
-    let provision = b.layer(relay::<Full<Bytes>>(&fake));
+    let provision = b.layer(relay::<GuardBody<Full<Bytes>>>(&fake));
     let site = Site::parse("1003").unwrap();
     let holding_professional = || {
         upgrade_guard::fake::FakeSite::new(1003)

@@ -11,9 +11,10 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Semaphore;
 use tower::{Layer, ServiceExt, service_fn};
-use upgrade_guard::decision::Finished;
 use upgrade_guard::fake::{Endpoint, Fault};
-use upgrade_guard::{GuardBody, LocalLocks, Outcome, SiteLocks, SitePermit, UpgradeGuardLayer};
+use upgrade_guard::{
+    Finished, GuardBody, LocalLocks, Outcome, SiteLocks, SitePermit, UpgradeGuardLayer,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn racing_conflicting_provisions_never_leak() {
@@ -35,7 +36,7 @@ impl SiteLocks for NoLocks {
         &'a self,
         _: &'a upgrade_guard::Site,
         _: Duration,
-    ) -> upgrade_guard::lock::Acquire<'a> {
+    ) -> upgrade_guard::Acquire<'a> {
         Box::pin(async { Ok(SitePermit::new(())) })
     }
 }
@@ -90,7 +91,7 @@ async fn hundreds_of_refused_requests_cost_one_lookup() {
 async fn a_forwarded_provision_drops_the_cached_paths() {
     let fake = fake().await;
     let guard = UpgradeGuardLayer::new(client(&fake));
-    let service = guard.layer(relay::<Full<Bytes>>(&fake));
+    let service = guard.layer(relay::<GuardBody<Full<Bytes>>>(&fake));
 
     let refused = service
         .clone()
@@ -629,7 +630,7 @@ async fn locks_of_idle_sites_are_freed() {
 async fn a_provision_under_another_spelling_cannot_make_a_cached_answer_allow_a_downgrade() {
     let fake = fake().await;
     let guard = UpgradeGuardLayer::new(client(&fake));
-    let service = guard.layer(relay::<Full<Bytes>>(&fake));
+    let service = guard.layer(relay::<GuardBody<Full<Bytes>>>(&fake));
     let status = |body: &'static str| {
         let service = service.clone();
         async move { service.oneshot(form(body)).await.unwrap().status() }
@@ -784,7 +785,7 @@ async fn dashboard_lookup_during_a_provision(
     )
     .once();
     let first = tokio::spawn(
-        a.layer(relay::<Full<Bytes>>(fake))
+        a.layer(relay::<GuardBody<Full<Bytes>>>(fake))
             .oneshot(provision("professional")),
     );
     eventually("Professional's provision to reach the fake", || {
@@ -792,7 +793,7 @@ async fn dashboard_lookup_during_a_provision(
     })
     .await;
     let second = tokio::spawn(
-        b.layer(relay::<Full<Bytes>>(fake))
+        b.layer(relay::<GuardBody<Full<Bytes>>>(fake))
             .oneshot(provision("jetpack-backup-realtime")),
     );
     eventually("Realtime Backups to wait for the site", || {

@@ -266,10 +266,10 @@ async fn a_streamed_chunked_body_arrives_byte_for_byte() {
 /// The reader alone, on the provision form's sources: the site and the product, or the
 /// rejection's code and message.
 async fn read(request: Request<Full<Bytes>>) -> Result<(String, Option<String>), (String, String)> {
-    let (_, named) = upgrade_guard::request::read_for_fuzzing(
+    let (_, named) = upgrade_guard::fake::read_request(
         Source::field("siteurl"),
         Source::field("plan"),
-        upgrade_guard::request::DEFAULT_BODY_LIMIT,
+        64 * 1024,
         request,
     )
     .await;

@@ -4,8 +4,7 @@
 use http::StatusCode;
 use std::time::Duration;
 use upgrade_guard::fake::{Endpoint, FakeUpstream, Fault};
-use upgrade_guard::upstream::{LookupError, TokenError, TokenSource};
-use upgrade_guard::{Rejection, Site, UpgradePathsClient};
+use upgrade_guard::{LookupError, Rejection, Site, TokenError, TokenSource, UpgradePathsClient};
 
 const CLIENT_ID: &str = "partner-7";
 const CLIENT_SECRET: &str = "client-s3cret-9f2b";

@@ -13,8 +13,9 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 use tower::{Layer, ServiceExt, service_fn};
 use upgrade_guard::fake::{Endpoint, FakeUpstream, Fault};
-use upgrade_guard::upstream::{TokenError, TokenSource};
-use upgrade_guard::{Rejection, Site, Token, UpgradeGuardLayer, UpgradePathsClient};
+use upgrade_guard::{
+    Rejection, Site, Token, TokenError, TokenSource, UpgradeGuardLayer, UpgradePathsClient,
+};
 
 const CLIENT_ID: &str = "partner-7";
 const CLIENT_SECRET: &str = "client-s3cret-9f2b";

@@ -176,7 +176,7 @@ async fn run(plan: Plan, quick: bool) -> Result<(), Box<dyn std::error::Error>> 
             .base_url(fake.url())
             .bearer_token(fake.token())
             .build()?;
-        Ok::<_, upgrade_guard::upstream::BuildError>(
+        Ok::<_, upgrade_guard::BuildError>(
             UpgradeGuardLayer::builder(client).cache_ttl(ttl).build(),
         )
     };

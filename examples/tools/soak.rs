@@ -36,11 +36,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
 use tower::{Layer, ServiceExt, service_fn};
-use upgrade_guard::decision::Finished;
 use upgrade_guard::fake::catalogue::{self, PRODUCTS};
 use upgrade_guard::fake::{Endpoint, FakeSite, FakeUpstream, Fault};
 use upgrade_guard::{
-    GuardBody, LocalLocks, Outcome, Site, SiteLocks, UpgradeGuardLayer, UpgradePathsClient,
+    Finished, GuardBody, LocalLocks, Outcome, Site, SiteLocks, UpgradeGuardLayer,
+    UpgradePathsClient,
 };
 
 /// Every `(status, error)` the guard itself answers, from the contract.

@@ -20,7 +20,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::pin::pin;
 use std::task::{Context, Poll, Waker};
-use upgrade_guard::request::read_for_fuzzing;
+use upgrade_guard::fake::read_request;
 use upgrade_guard::{Site, Source};
 
 const CHUNK_SIZES: [usize; 8] = [usize::MAX, 1, 2, 3, 7, 16, 64, 513];
@@ -96,7 +96,7 @@ fuzz_target!(|data: &[u8]| {
     let content_type = request.headers().get(header::CONTENT_TYPE).cloned();
     let query = request.uri().query().map(str::to_owned);
 
-    let (forwarded, named) = now(read_for_fuzzing(
+    let (forwarded, named) = now(read_request(
         site_source,
         product_source,
         limit,

@@ -3,8 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use upgrade_guard::Site;
-use upgrade_guard::site::SiteKind;
+use upgrade_guard::{Site, SiteKind};
 
 fuzz_target!(|data: &[u8]| {
     // Invalid UTF-8 never reaches `Site::parse` (sources hand it `&str`), but lossy decoding

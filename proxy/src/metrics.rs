@@ -16,8 +16,7 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
-use upgrade_guard::decision::Finished;
-use upgrade_guard::{DecisionReport, GuardStats, Outcome};
+use upgrade_guard::{DecisionReport, Finished, GuardStats, Outcome};
 
 /// Which route of the proxy a request took.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -21,19 +21,19 @@ use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_rustls::TlsAcceptor;
 use tower_service::Service;
-use upgrade_guard::guard::{DEFAULT_DETACHED_CEILING, Detached};
-use upgrade_guard::lock::{LockError, RedisBuildError};
-use upgrade_guard::upstream::BuildError;
-use upgrade_guard::{RedisLocks, Site, SiteLocks, UpgradeGuardLayer, UpgradePathsClient};
+use upgrade_guard::{
+    BuildError, Detached, LockError, RedisBuildError, RedisLocks, Site, SiteLocks,
+    UpgradeGuardLayer, UpgradePathsClient,
+};
 
 /// How long a client has to finish its TLS handshake, and to send a request's headers.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long start-up waits for Redis to answer before calling it unreachable.
 const REDIS_PROBE_WAIT: Duration = Duration::from_secs(3);
-/// How long the guard finishes a forwarded request whose client went away: the library's
-/// default, set here by name so shutdown waits for exactly as long.
-const DETACHED_CEILING: Duration = DEFAULT_DETACHED_CEILING;
+/// How long the guard finishes a forwarded request whose client went away (the library's
+/// default), set here by name so shutdown waits for exactly as long.
+const DETACHED_CEILING: Duration = Duration::from_secs(60);
 /// Added to that ceiling when shutdown waits for such requests: each ends within the ceiling
 /// from the moment it was left alone, which for the last ones is a little after the wait began.
 const DETACHED_SLACK: Duration = Duration::from_secs(1);

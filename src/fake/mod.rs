@@ -80,11 +80,13 @@ pub mod catalogue;
 mod endpoints;
 mod faults;
 mod faulty_body;
+mod reading;
 mod server;
 mod stats;
 mod store;
 
 pub use faults::{Endpoint, Fault, Injection};
+pub use reading::read_request;
 pub use server::{FakeUpstream, FakeUpstreamBuilder};
 pub use stats::FakeStats;
 pub use store::{FakeSite, SiteSnapshot};

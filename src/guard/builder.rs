@@ -20,7 +20,7 @@ use std::time::Duration;
 ///     .cache_ttl(Duration::from_secs(10))
 ///     .cache_capacity(10_000)
 ///     .build();
-/// # Ok::<(), upgrade_guard::upstream::BuildError>(())
+/// # Ok::<(), upgrade_guard::BuildError>(())
 /// ```
 #[derive(Debug)]
 #[must_use]
@@ -42,7 +42,7 @@ impl UpgradeGuardBuilder {
     }
 
     /// How long a site's upgrade paths are reused; default
-    /// [`DEFAULT_CACHE_TTL`](crate::cache::DEFAULT_CACHE_TTL). `Duration::ZERO` turns the cache
+    /// 30 s. `Duration::ZERO` turns the cache
     /// off (concurrent lookups of one site are still coalesced). An entry is dropped early when
     /// a request for its site is forwarded.
     pub fn cache_ttl(mut self, ttl: Duration) -> Self {
@@ -51,7 +51,7 @@ impl UpgradeGuardBuilder {
     }
 
     /// How many sites' paths are kept at most; default
-    /// [`DEFAULT_CACHE_CAPACITY`](crate::cache::DEFAULT_CACHE_CAPACITY).
+    /// 100,000.
     pub fn cache_capacity(mut self, sites: u64) -> Self {
         self.cache_capacity = sites;
         self

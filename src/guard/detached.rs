@@ -24,7 +24,7 @@ use tracing::Instrument;
 
 /// How long the guard keeps finishing a forwarded request whose client went away, by default:
 /// long enough for a provision at WordPress.com.
-pub const DEFAULT_DETACHED_CEILING: Duration = Duration::from_secs(60);
+pub(crate) const DEFAULT_DETACHED_CEILING: Duration = Duration::from_secs(60);
 
 /// Polls an inner future to its end and reads the status of its answer, erasing the response's
 /// body type (which [`ResponseFuture`](super::ResponseFuture)'s `Drop` cannot name).

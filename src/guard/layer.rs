@@ -16,7 +16,7 @@ use tower_layer::Layer;
 ///
 /// Defaults follow WordPress.com's provision API: the site from the body field `siteurl` (a URL,
 /// a domain or a blog ID), the product from the body field `plan`, a body limit of
-/// [`DEFAULT_BODY_LIMIT`](crate::request::DEFAULT_BODY_LIMIT) bytes.
+/// 64 KiB.
 ///
 /// ```
 /// use upgrade_guard::{Source, UpgradeGuardLayer, UpgradePathsClient};
@@ -29,10 +29,10 @@ use tower_layer::Layer;
 /// let plans = UpgradeGuardLayer::new(client)
 ///     .site(Source::path("/sites/{site}/plans", "site"))
 ///     .product(Source::field("plan"));
-/// # Ok::<(), upgrade_guard::upstream::BuildError>(())
+/// # Ok::<(), upgrade_guard::BuildError>(())
 /// ```
 ///
-/// What it does, against the [fake upstream](crate::fake) (feature `test-util`): a site holding
+/// What it does, against the fake upstream (`fake`, feature `test-util`): a site holding
 /// Professional gets no Realtime Backups, and the handler never sees the request.
 ///
 /// ```
@@ -143,7 +143,7 @@ impl UpgradeGuardLayer {
     }
 
     /// How long the guard keeps finishing a forwarded request whose client went away; default
-    /// [`DEFAULT_DETACHED_CEILING`](super::DEFAULT_DETACHED_CEILING).
+    /// 60 s.
     ///
     /// Once a request is forwarded, the handler may have sent the provision to WordPress.com. If
     /// the client then goes away (hyper drops the response future), the guard drives the
@@ -162,7 +162,7 @@ impl UpgradeGuardLayer {
     /// # let client = UpgradePathsClient::builder().bearer_token("t").build()?;
     /// // The handler's own call to WordPress.com times out after 30 s: never hold a site longer.
     /// let guard = UpgradeGuardLayer::new(client).detached_ceiling(Duration::from_secs(35));
-    /// # Ok::<(), upgrade_guard::upstream::BuildError>(())
+    /// # Ok::<(), upgrade_guard::BuildError>(())
     /// ```
     pub fn detached_ceiling(mut self, ceiling: Duration) -> Self {
         Arc::make_mut(&mut self.config).after_drop.ceiling = ceiling;
@@ -177,7 +177,7 @@ impl UpgradeGuardLayer {
     }
 
     /// How long a request waits while another provision of its site is in progress; past it
-    /// the answer is 503 `site_busy`. Default [`DEFAULT_LOCK_WAIT`](crate::lock::DEFAULT_LOCK_WAIT).
+    /// the answer is 503 `site_busy`. Default 20 s.
     pub fn lock_wait(mut self, wait: Duration) -> Self {
         Arc::make_mut(&mut self.config).lock_wait = wait;
         self
@@ -200,7 +200,7 @@ impl UpgradeGuardLayer {
     /// let plans = UpgradeGuardLayer::new(client)
     ///     .site(Source::path("/sites/{site}/plans", "site"))
     ///     .require_product();
-    /// # Ok::<(), upgrade_guard::upstream::BuildError>(())
+    /// # Ok::<(), upgrade_guard::BuildError>(())
     /// ```
     pub fn require_product(mut self) -> Self {
         Arc::make_mut(&mut self.config).require_product = true;
@@ -232,7 +232,7 @@ impl UpgradeGuardLayer {
     ///     .clone()
     ///     .site(Source::path("/rest/v1.3/jpphp/{site}/partner-cancel", "site"))
     ///     .cancels();
-    /// # Ok::<(), upgrade_guard::upstream::BuildError>(())
+    /// # Ok::<(), upgrade_guard::BuildError>(())
     /// ```
     pub fn cancels(mut self) -> Self {
         let config = Arc::make_mut(&mut self.config);

@@ -30,7 +30,7 @@ mod layer;
 mod service;
 
 pub use builder::UpgradeGuardBuilder;
-pub use detached::{DEFAULT_DETACHED_CEILING, Detached};
+pub use detached::Detached;
 pub use future::ResponseFuture;
 pub use layer::{UnknownSites, UpgradeGuardLayer};
 pub use service::UpgradeGuard;

@@ -23,17 +23,14 @@ mod redis;
 
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
-pub use self::redis::{
-    DEFAULT_COMMAND_TIMEOUT, DEFAULT_KEY_PREFIX, DEFAULT_LEASE, RedisBuildError, RedisLocks,
-    RedisLocksBuilder,
-};
+pub use self::redis::{RedisBuildError, RedisLocks, RedisLocksBuilder};
 pub use local::LocalLocks;
 
 use crate::Site;
 use std::{fmt, future::Future, pin::Pin, sync::Arc, time::Duration};
 
 /// How long a request waits by default for another provision of its site to finish.
-pub const DEFAULT_LOCK_WAIT: Duration = Duration::from_secs(20);
+pub(crate) const DEFAULT_LOCK_WAIT: Duration = Duration::from_secs(20);
 
 /// Handed the sites other processes forgot (see [`SiteLocks::listen_for_forgets`]); `None` when
 /// some may have been missed (a lost connection): every site is forgotten.

@@ -16,11 +16,11 @@ use tokio::time::Instant;
 
 /// How long a site's Redis key lives by default without a renewal: how long a process that dies
 /// holding a lock blocks its site.
-pub const DEFAULT_LEASE: Duration = Duration::from_secs(10);
+pub(crate) const DEFAULT_LEASE: Duration = Duration::from_secs(10);
 /// The default bound on each Redis command.
-pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(1);
+pub(crate) const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(1);
 /// The default prefix of the sites' Redis keys.
-pub const DEFAULT_KEY_PREFIX: &str = "upgrade-guard:site:";
+pub(crate) const DEFAULT_KEY_PREFIX: &str = "upgrade-guard:site:";
 
 /// What the forgotten-sites channel is named after the key prefix.
 const FORGET_CHANNEL: &str = "forgotten";
@@ -79,7 +79,7 @@ return 0
 /// A lease is time: a holder paused for longer than the lease (a long GC or a frozen VM, with the
 /// renewal task frozen too) loses the site to the next process while its own provision may still
 /// be under way. A lost renewal is logged at `warn`. A Redis failover can lose a key that was not
-/// yet replicated, letting a second holder in. The lease (default [`DEFAULT_LEASE`]) trades the
+/// yet replicated, letting a second holder in. The lease (default 10 s) trades the
 /// first risk against how long a crashed process blocks a site. WordPress.com still refuses a
 /// provision that is not an upgrade; the lock is what keeps two checks of one site from passing
 /// together.
@@ -105,7 +105,7 @@ return 0
 ///   missed, forgets *every* site once it listens again. While Redis is away, a process may keep
 ///   refusing a product a cancel elsewhere gave back, for at most the cache's time to live.
 /// - None of this can forward a downgrade: the cache only ever refuses (see
-///   [`cache`](crate::cache)), and an upgrade is always confirmed by a fresh lookup made under
+///   [`UpgradeGuardBuilder::cache_ttl`](crate::UpgradeGuardBuilder::cache_ttl)), and an upgrade is always confirmed by a fresh lookup made under
 ///   the site's lock.
 ///
 /// # Example
@@ -197,7 +197,7 @@ impl RedisLocks {
     /// use upgrade_guard::RedisLocks;
     ///
     /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() -> Result<(), upgrade_guard::lock::RedisBuildError> {
+    /// # async fn main() -> Result<(), upgrade_guard::RedisBuildError> {
     /// let locks = RedisLocks::builder("redis://:secret@127.0.0.1:6379/0")
     ///     .key_prefix("partner-api:provision-lock:")
     ///     .build()?;
@@ -262,14 +262,14 @@ impl RedisLocksBuilder {
         }
     }
 
-    /// The prefix of the sites' keys; default [`DEFAULT_KEY_PREFIX`]. Every process that guards
+    /// The prefix of the sites' keys; default `upgrade-guard:site:`. Every process that guards
     /// the same sites must use the same prefix (and Redis database).
     pub fn key_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.key_prefix = prefix.into();
         self
     }
 
-    /// How long a site's key lives without renewal; default [`DEFAULT_LEASE`]. A holder renews
+    /// How long a site's key lives without renewal; default 10 s. A holder renews
     /// it every third of the lease, so this is not a limit on the inner service's time: it is
     /// how long a process that dies holding a site blocks it, and how long a frozen holder keeps
     /// it. It must exceed three command timeouts.
@@ -279,7 +279,7 @@ impl RedisLocksBuilder {
     }
 
     /// The bound on each Redis command (and on connecting); default
-    /// [`DEFAULT_COMMAND_TIMEOUT`]. Past it the request gets [`LockError::Unavailable`].
+    /// 1 s. Past it the request gets [`LockError::Unavailable`].
     pub fn command_timeout(mut self, timeout: Duration) -> Self {
         self.command_timeout = timeout;
         self

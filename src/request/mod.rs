@@ -19,7 +19,7 @@ use php::{Reading, Unreadable};
 use std::borrow::Cow;
 
 /// The largest body the guard buffers by default: provision forms are a few hundred bytes.
-pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
+pub(crate) const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
 
 /// Where one route finds its site and product, and how much body it reads.
 #[derive(Clone, Debug)]
@@ -37,33 +37,6 @@ impl Default for RequestReader {
             body_limit: DEFAULT_BODY_LIMIT,
         }
     }
-}
-
-/// Not part of the API, and exempt from semver: the request reader alone, for the fuzz targets
-/// in `fuzz/`. Reads `request` as a route with these sources and body limit would, and gives back
-/// the request to forward (its body as it arrived) with the site and product it names or the
-/// rejection the guard would answer (`None`: the request names no product).
-#[doc(hidden)]
-pub async fn read_for_fuzzing<B>(
-    site: Source,
-    product: Source,
-    body_limit: usize,
-    request: Request<B>,
-) -> (
-    Request<GuardBody<B>>,
-    Result<(Site, Option<String>), Rejection>,
-)
-where
-    B: Body<Data = Bytes>,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    let reader = RequestReader {
-        site,
-        product,
-        body_limit,
-    };
-    let Read { request, named } = reader.read(request).await;
-    (request, named.map(|n| (n.site, n.product)))
 }
 
 /// What a request names.

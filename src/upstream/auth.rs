@@ -66,7 +66,7 @@ impl Token {
     /// [sensitive](HeaderValue::set_sensitive).
     ///
     /// ```no_run
-    /// # async fn relay(source: upgrade_guard::upstream::TokenSource) -> Result<(), Box<dyn std::error::Error>> {
+    /// # async fn relay(source: upgrade_guard::TokenSource) -> Result<(), Box<dyn std::error::Error>> {
     /// let token = source.token().await?;
     /// let response = reqwest::Client::new()
     ///     .post("https://public-api.wordpress.com/rest/v1.3/jpphp/provision")
@@ -200,7 +200,7 @@ fn code_suffix(code: &Option<String>) -> String {
 ///
 /// ```no_run
 /// use http::header::{AUTHORIZATION, CONTENT_TYPE};
-/// use upgrade_guard::upstream::{Token, TokenSource};
+/// use upgrade_guard::{Token, TokenSource};
 ///
 /// # async fn relay() -> Result<(), Box<dyn std::error::Error>> {
 /// let source = TokenSource::client_credentials("partner-client-id", "partner-client-secret")
@@ -242,12 +242,12 @@ impl TokenSource {
     /// HTTP header cannot carry.
     ///
     /// ```
-    /// use upgrade_guard::upstream::TokenSource;
+    /// use upgrade_guard::TokenSource;
     ///
     /// let source = TokenSource::bearer("partner-token")?;
     /// assert!(!source.can_refresh());
     /// assert!(TokenSource::bearer("two\nlines").is_err());
-    /// # Ok::<(), upgrade_guard::upstream::BuildError>(())
+    /// # Ok::<(), upgrade_guard::BuildError>(())
     /// ```
     pub fn bearer(token: impl Into<String>) -> Result<Self, BuildError> {
         let token = Token::new(&token.into()).ok_or(BuildError::InvalidToken)?;
@@ -281,7 +281,7 @@ impl TokenSource {
     /// [`TokenError::CallersOwn`].
     ///
     /// ```
-    /// use upgrade_guard::upstream::TokenSource;
+    /// use upgrade_guard::TokenSource;
     ///
     /// let source = TokenSource::caller();
     /// assert!(source.is_caller());
@@ -357,7 +357,7 @@ impl fmt::Debug for TokenSource {
 ///
 /// ```
 /// use std::time::Duration;
-/// use upgrade_guard::upstream::TokenSource;
+/// use upgrade_guard::TokenSource;
 ///
 /// let source = TokenSource::client_credentials("partner-client-id", "partner-client-secret")
 ///     .base_url("https://public-api.wordpress.com")
@@ -365,7 +365,7 @@ impl fmt::Debug for TokenSource {
 ///     .build()?;
 /// assert!(source.can_refresh());
 /// assert!(!format!("{source:?}").contains("partner-client-secret"));
-/// # Ok::<(), upgrade_guard::upstream::BuildError>(())
+/// # Ok::<(), upgrade_guard::BuildError>(())
 /// ```
 #[must_use]
 pub struct ClientCredentialsBuilder {

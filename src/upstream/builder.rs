@@ -51,7 +51,7 @@ impl UpgradePathsClientBuilder {
     }
 
     /// A fixed partner token, sent as `Authorization: Bearer <token>`. It cannot be refreshed: a
-    /// refused token fails the lookup with [`LookupError::Unauthorized`].
+    /// refused token fails the lookup with [`LookupError::Unauthorized`](crate::LookupError::Unauthorized).
     pub fn bearer_token(mut self, token: impl Into<String>) -> Self {
         self.auth = Some(Auth::Bearer(token.into()));
         self
@@ -68,7 +68,7 @@ impl UpgradePathsClientBuilder {
     ///     .client_credentials("partner-client-id", "partner-client-secret")
     ///     .build()?;
     /// assert!(!format!("{client:?}").contains("partner-client-secret"));
-    /// # Ok::<(), upgrade_guard::upstream::BuildError>(())
+    /// # Ok::<(), upgrade_guard::BuildError>(())
     /// ```
     pub fn client_credentials(
         mut self,
@@ -98,7 +98,7 @@ impl UpgradePathsClientBuilder {
     /// let client = UpgradePathsClient::builder().caller_token().build()?;
     /// assert!(client.uses_caller_token());
     /// let guard = UpgradeGuardLayer::new(client);
-    /// # Ok::<(), upgrade_guard::upstream::BuildError>(())
+    /// # Ok::<(), upgrade_guard::BuildError>(())
     /// ```
     pub fn caller_token(self) -> Self {
         self.token_source(TokenSource::caller())

@@ -24,7 +24,7 @@ use tokio::time::Instant;
 ///     .client_credentials("partner-client-id", "partner-client-secret")
 ///     .lookup_timeout(Duration::from_secs(3))
 ///     .build()?;
-/// # Ok::<(), upgrade_guard::upstream::BuildError>(())
+/// # Ok::<(), upgrade_guard::BuildError>(())
 /// ```
 ///
 /// # Credentials
@@ -110,7 +110,7 @@ impl UpgradePathsClient {
     ///     .build()?;
     /// let tokens = client.token_source().clone();
     /// assert!(tokens.can_refresh());
-    /// # Ok::<(), upgrade_guard::upstream::BuildError>(())
+    /// # Ok::<(), upgrade_guard::BuildError>(())
     /// ```
     pub fn token_source(&self) -> &TokenSource {
         &self.inner.tokens
@@ -119,7 +119,7 @@ impl UpgradePathsClient {
     /// Asks what may be provisioned on `site` now.
     ///
     /// Passing failures are retried and a refused token is refreshed once, all within the lookup
-    /// deadline (see the [module docs](self)). Errors are classified as the guard's contract
+    /// deadline (see the [type's docs](Self)). Errors are classified as the guard's contract
     /// needs them; see [`LookupError`].
     ///
     /// A client built with [`caller_token`](UpgradePathsClientBuilder::caller_token) has no token to ask

@@ -59,11 +59,25 @@ impl UpgradePaths {
             .map(|family| &*family.name)
     }
 
-    /// Each family with the products it offers, ordered by family name.
-    pub fn families(&self) -> impl Iterator<Item = (&str, &[Arc<str>])> {
-        self.families
-            .iter()
-            .map(|family| (&*family.name, &*family.products))
+    /// Each family with the products it offers, ordered by family name: what may be provisioned
+    /// on the site now (a dashboard's list, or what to offer in place of a refused product).
+    ///
+    /// ```
+    /// use upgrade_guard::UpgradePaths;
+    ///
+    /// let paths = UpgradePaths::from_json(br#"{"jetpack-plans":["professional","security"]}"#)?;
+    /// let (family, products) = paths.families().next().unwrap();
+    /// assert_eq!(family, "jetpack-plans");
+    /// assert_eq!(products.collect::<Vec<_>>(), ["professional", "security"]);
+    /// # Ok::<(), serde_json::Error>(())
+    /// ```
+    pub fn families(
+        &self,
+    ) -> impl Iterator<Item = (&str, impl ExactSizeIterator<Item = &str> + Clone)> {
+        self.families.iter().map(|family| {
+            let products = family.products.iter().map(|product| &**product);
+            (&*family.name, products)
+        })
     }
 
     /// Whether nothing at all may be provisioned.

@@ -202,11 +202,12 @@ pub fn multipart(
 
 /// An inner service that relays the form to the fake's provision endpoint, as a partner's
 /// handler would, and answers with the fake's status and body. Its future does not capture
-/// `fake` (`use<B>`): the guard needs the inner future to be `'static`.
+/// `fake` (`use<B>`): the guard needs the inner future to be `'static`. `B` is the body the
+/// guard forwards, `GuardBody<_>` behind the guard.
 pub fn relay<B>(
     fake: &FakeUpstream,
 ) -> impl tower::Service<
-    Request<GuardBody<B>>,
+    Request<B>,
     Response = Response<Full<Bytes>>,
     Error = Infallible,
     Future = impl Send + use<B>,
@@ -222,7 +223,7 @@ where
     let http = reqwest::Client::new();
     let url = format!("{}/rest/v1.3/jpphp/provision", fake.url());
     let token = fake.token().to_owned();
-    service_fn(move |request: Request<GuardBody<B>>| {
+    service_fn(move |request: Request<B>| {
         let (http, url, token) = (http.clone(), url.clone(), token.clone());
         async move {
             let (parts, body) = request.into_parts();
@@ -318,7 +319,7 @@ pub async fn race(
 ) -> Vec<StatusCode> {
     let services: Vec<_> = guards
         .iter()
-        .map(|guard| guard.layer(relay::<Full<Bytes>>(fake)))
+        .map(|guard| guard.layer(relay::<GuardBody<Full<Bytes>>>(fake)))
         .collect();
     let mut tasks = tokio::task::JoinSet::new();
     for id in 0..sites {
