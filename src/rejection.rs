@@ -47,8 +47,9 @@ pub enum Rejection {
     InvalidSite(#[from] InvalidSite),
     /// 400 `invalid_body`: the form, multipart or JSON data could not be read, or names a field
     /// the guard reads more than once.
-    #[error(transparent)]
-    InvalidBody(BodyError),
+    /// Its message carries the cause, when there is one (the body stream's own error).
+    #[error("{}", Chain(.0))]
+    InvalidBody(#[source] BodyError),
     /// 415 `unsupported_media_type`: the route reads a body field but the body is not a form or
     /// JSON.
     #[error(
@@ -97,7 +98,10 @@ fn upstream_message(error: &LookupError) -> String {
         LookupError::MissingToken => {
             "the request carries no bearer token (Authorization: Bearer <token>) to look the site up with".into()
         }
-        other => format!("the site's upgrade paths could not be checked ({other}); try again"),
+        other => format!(
+            "the site's upgrade paths could not be checked ({}); try again",
+            Chain(other)
+        ),
     }
 }
 
@@ -110,11 +114,29 @@ fn busy_message(error: &LockError) -> &'static str {
     }
 }
 
+/// An error and its sources, `error: source: source's source`, for messages and logs that
+/// must say what went wrong underneath (a token endpoint's 503, a body stream's reset).
+pub(crate) struct Chain<'a>(pub(crate) &'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(error) = source {
+            write!(f, ": {error}")?;
+            source = error.source();
+        }
+        Ok(())
+    }
+}
+
 /// Why the guard could not read what a request names ([`Rejection::InvalidBody`]).
 ///
-/// Its `Display` is the message the client gets, which says what to fix. When the reading
-/// failed on an error of its own (the request body's stream broke), that error is the
-/// [`source`](std::error::Error::source), for logs; it is not told to the client.
+/// Its `Display` says what to fix. When the reading failed on an error of its own (the request
+/// body's stream broke), that error is its [`source`](std::error::Error::source), and the
+/// client's message (the [`Rejection`]'s) ends with it.
+///
+/// Only the guard makes them: a [`Rejection`] is the guard's answer, not one a handler builds.
 #[derive(Debug, thiserror::Error)]
 #[error("{message}")]
 pub struct BodyError {

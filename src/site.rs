@@ -1,24 +1,5 @@
-//! Site identifiers: what a request names, validated before anything goes upstream.
-//!
-//! WordPress.com names a site in the upgrade-paths URL either by its numeric blog ID or by its
-//! domain and path with `/` written as `::` (`https://example.com/demo/wp/` becomes
-//! `example.com::demo::wp`). [`Site::parse`] accepts what partners send (a blog ID, a URL with or
-//! without a scheme, a bare domain, or the `::` form itself) and yields that identifier, or refuses
-//! it. A `Site` can never steer the upstream URL: it holds only ASCII letters, digits, `-`, `.`,
-//! `_`, `~` and the `::` separators, never `/`, `..`, `?`, `#`, `%`, `@` or `:` alone.
-//!
-//! ```
-//! use upgrade_guard::Site;
-//!
-//! assert_eq!(Site::parse("12345").unwrap().as_str(), "12345");
-//! assert_eq!(Site::parse("https://Example.com/demo/wp/").unwrap().as_str(), "example.com::demo::wp");
-//! assert_eq!(Site::parse("example.com::blog").unwrap().as_str(), "example.com::blog");
-//! assert!(Site::parse("example.com/../admin").is_err());
-//! assert!(Site::parse("example.com:8080").is_err());
-//! ```
-//!
-//! A blog ID and the URL of the same site are different identifiers: the guard cannot tell they
-//! are one site without asking WordPress.com.
+//! Site identifiers: what a request names, validated before anything goes upstream (the rules
+//! are on [`Site`]).
 
 use std::fmt;
 
@@ -30,6 +11,28 @@ const MAX_LABEL_LEN: usize = 63;
 const MAX_SITE_LEN: usize = 512;
 
 /// A validated site identifier, as WordPress.com's upgrade-paths URL takes it.
+///
+/// WordPress.com names a site in the upgrade-paths URL either by its numeric blog ID or by its
+/// domain and path with `/` written as `::` (`https://example.com/demo/wp/` becomes
+/// `example.com::demo::wp`). [`Site::parse`] accepts what partners send (a blog ID, a URL with or
+/// without a scheme, a bare domain, or the `::` form itself) and yields that identifier, or refuses
+/// it. A `Site` can never steer the upstream URL: it holds only ASCII letters, digits, `-`, `.`,
+/// `_`, `~` and the `::` separators, never `/`, `..`, `?`, `#`, `%`, `@` or `:` alone.
+///
+/// ```
+/// use upgrade_guard::Site;
+///
+/// assert_eq!(Site::parse("12345").unwrap().as_str(), "12345");
+/// assert_eq!(Site::parse("https://Example.com/demo/wp/").unwrap().as_str(), "example.com::demo::wp");
+/// assert_eq!(Site::parse("example.com::blog").unwrap().as_str(), "example.com::blog");
+/// assert!(Site::parse("example.com/../admin").is_err());
+/// assert!(Site::parse("example.com:8080").is_err());
+/// ```
+///
+/// A blog ID and the URL of the same site are different identifiers: the guard cannot tell they
+/// are one site without asking WordPress.com. Locks and cache entries are keyed by the identifier, so requests naming one site both ways
+/// are not serialized with each other: an API that accepts both should map them to one form
+/// (in a [`Source::from_fn`](crate::Source::from_fn)), or accept one.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Site {
     id: Box<str>,

@@ -312,6 +312,35 @@ async fn a_refused_caller_token_gets_the_upstreams_401_with_its_body() {
     assert_eq!(fake.lookups_with(REVOKED), 2);
 }
 
+/// A first provision's second check (v1.4 `status`) is made with the caller's token too, and its
+/// refusal of that token is the caller's, relayed as a lookup's is: not a 502 that blames the
+/// partner.
+#[tokio::test]
+async fn a_caller_token_refused_by_the_status_check_is_relayed() {
+    let fake = fake().await;
+    let guard = UpgradeGuardLayer::new(caller_client(&fake));
+    let inner = Recorder::default();
+    let refused = r#"{"error":"invalid_token","message":"The OAuth2 token is invalid."}"#;
+    fake.inject(Endpoint::Status, Fault::status_with_body(401, refused))
+        .always();
+    let mut request = Request::post("/rest/v1.3/jpphp/provision")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(Full::from(
+            "siteurl=https%3A%2F%2Fnew.example.com%2F&plan=personal&local_user=admin",
+        ))
+        .unwrap();
+    let bearer = HeaderValue::from_str(&format!("Bearer {TOOL_B}")).unwrap();
+    request.headers_mut().insert(header::AUTHORIZATION, bearer);
+
+    let answer = send(&guard, &inner, request).await;
+
+    assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(&answer.body[..], refused.as_bytes());
+    assert_eq!(answer.headers[header::WWW_AUTHENTICATE], "Bearer");
+    assert_eq!(inner.calls(), 0);
+    assert_eq!(fake.lookups_with(TOOL_B), 1);
+}
+
 #[tokio::test]
 async fn requests_with_one_refused_token_share_its_lookup_in_flight() {
     let fake = fake().await;

@@ -173,8 +173,8 @@ async fn invalid_body() {
     assert_eq!(fake.stats().requests, 0);
 }
 
-/// A body whose stream breaks is a 400 that tells the client the body could not be read, and
-/// keeps the stream's own error as its source, for the partner's logs.
+/// A body whose stream breaks is a 400 that tells the client the body could not be read and
+/// why, and keeps the stream's own error as the rejection's source.
 #[tokio::test]
 async fn a_broken_body_is_invalid_body_with_its_cause_kept() {
     let fake = fake().await;
@@ -200,10 +200,14 @@ async fn a_broken_body_is_invalid_body_with_its_cause_kept() {
     let answer = send(&guard, &Recorder::default(), broken).await;
     assert_eq!(answer.status, StatusCode::BAD_REQUEST);
     assert_eq!(answer.error(), "invalid_body");
-    assert_eq!(answer.json()["message"], "the body could not be read");
+    assert_eq!(
+        answer.json()["message"],
+        "the body could not be read: the client's connection was reset"
+    );
     assert_eq!(
         *causes.lock().unwrap(),
         [
+            "the body could not be read: the client's connection was reset",
             "the body could not be read",
             "the client's connection was reset"
         ]

@@ -228,9 +228,12 @@ async fn an_unavailable_token_endpoint_is_retried_then_503_class() {
     );
     // The first try and the two default retries.
     assert_eq!((fake.stats().token_requests, fake.stats().lookups), (3, 0));
+    let rejection = Rejection::Upstream(error);
+    assert_eq!(rejection.status(), StatusCode::SERVICE_UNAVAILABLE);
+    // The client (and the log) learn what went wrong underneath, from the error's chain.
     assert_eq!(
-        Rejection::Upstream(error).status(),
-        StatusCode::SERVICE_UNAVAILABLE
+        rejection.to_string(),
+        "the site's upgrade paths could not be checked (no partner token for the lookup: the token endpoint answered HTTP 503 Service Unavailable); try again"
     );
 
     fake.clear_faults();

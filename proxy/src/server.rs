@@ -31,8 +31,8 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long start-up waits for Redis to answer before calling it unreachable.
 const REDIS_PROBE_WAIT: Duration = Duration::from_secs(3);
-/// How long the guard finishes a forwarded request whose client went away (the library's
-/// default), set here by name so shutdown waits for exactly as long.
+/// How long the guard finishes a forwarded request whose client went away (60 s, as the
+/// library's default), set on the guard here so that shutdown waits for exactly as long.
 const DETACHED_CEILING: Duration = Duration::from_secs(60);
 /// Added to that ceiling when shutdown waits for such requests: each ends within the ceiling
 /// from the moment it was left alone, which for the last ones is a little after the wait began.

@@ -1,4 +1,5 @@
-use super::{Config, Shared, UnknownSites, UpgradeGuardLayer};
+use super::check::{Config, Shared};
+use super::{UnknownSites, UpgradeGuardLayer};
 use crate::UpgradePathsClient;
 use crate::cache::{DEFAULT_CACHE_CAPACITY, DEFAULT_CACHE_TTL, Lookups};
 use crate::decision::Mode;
@@ -10,6 +11,17 @@ use std::time::Duration;
 
 /// Builds an [`UpgradeGuardLayer`] with the settings every route of it shares: the lookup cache
 /// and the site locks.
+///
+/// The cache keeps each site's upgrade paths until the time to live passes or the site is
+/// *forgotten*: whenever a request for it is forwarded (whatever the inner response), when a
+/// [`cancels`](UpgradeGuardLayer::cancels) route's work ends, on
+/// [`forget`](UpgradeGuardLayer::forget), and when another process sharing the locks forgets
+/// it. Errors are never cached. A cached answer only ever refuses: an upgrade is always
+/// confirmed by a lookup made under the site's lock, so no cached answer can forward a
+/// downgrade. Lookups of one site are shared by the requests that want them at once; once
+/// started, a shared upstream call (a lookup, a token fetch) runs to its end even when every
+/// request waiting for it goes away, so that its answer is not lost to the next one. This needs
+/// a Tokio runtime, as reqwest does.
 ///
 /// ```
 /// use std::time::Duration;

@@ -8,7 +8,7 @@
 //! forwarding hands the inner future and the site's permit to a task that drives the future to
 //! its end, bounded by the route's ceiling, and only then frees the site.
 
-use super::Config;
+use super::check::Config;
 use crate::Site;
 use crate::decision::{DecisionReport, Finished, Outcome};
 use http::StatusCode;

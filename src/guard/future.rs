@@ -1,5 +1,5 @@
+use super::check::{Config, Forward, SiteHold};
 use super::detached::{self, Forwarded, PollStatus};
-use super::{Config, Forward, SiteHold};
 use crate::body::GuardBody;
 use crate::decision::{BYPASS_HEADER, Bypass, Checked};
 use crate::rejection::Rejection;

@@ -1,4 +1,5 @@
-use super::{Config, Detached, UpgradeGuard, UpgradeGuardBuilder};
+use super::check::Config;
+use super::{Detached, UpgradeGuard, UpgradeGuardBuilder};
 use crate::decision::{DecisionReport, Mode};
 use crate::stats::GuardStats;
 use crate::upstream::{LookupError, Token, UpgradePaths};

@@ -34,5 +34,3 @@ pub use detached::Detached;
 pub use future::ResponseFuture;
 pub use layer::{UnknownSites, UpgradeGuardLayer};
 pub use service::UpgradeGuard;
-
-use check::{Config, Forward, Shared, SiteHold};

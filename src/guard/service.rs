@@ -1,4 +1,5 @@
-use super::{Config, ResponseFuture, UpgradeGuardLayer};
+use super::check::Config;
+use super::{ResponseFuture, UpgradeGuardLayer};
 use crate::UpgradePathsClient;
 use crate::body::GuardBody;
 use bytes::Bytes;

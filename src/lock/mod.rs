@@ -14,7 +14,7 @@
 //! The processes sharing locks also share *forgets*: when one forwards a cancellation (or is
 //! told of a change with [`forget`](crate::UpgradeGuardLayer::forget)), the others drop their
 //! cached paths of the site too ([`SiteLocks::announce_forget`]). A stale entry could never
-//! forward a downgrade (the cache only ever refuses, see [`cache`](crate::cache)), but after a
+//! forward a downgrade (the cache only ever refuses, see `cache.rs`), but after a
 //! cancellation it would refuse what is an upgrade again, until it expired.
 
 mod local;

@@ -10,6 +10,7 @@ use super::answer::{ReadError, read_capped, retry_after};
 use super::builder::{
     BuildError, DEFAULT_ATTEMPT_TIMEOUT, DEFAULT_BASE_URL, default_http_client, parse_base_url,
 };
+use crate::rejection::Chain;
 use bytes::Bytes;
 use futures_util::future::{BoxFuture, FutureExt, Shared};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -531,7 +532,10 @@ impl Credentials {
             .unwrap_or(Err(TokenError::Timeout));
             match &result {
                 Ok(_) => tracing::debug!("fetched a partner token"),
-                Err(error) => tracing::warn!(%error, "could not fetch a partner token"),
+                Err(error) => tracing::warn!(
+                    error = %Chain(error),
+                    "could not fetch a partner token"
+                ),
             }
             result
         }

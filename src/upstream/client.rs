@@ -7,6 +7,7 @@ use super::{
     UpgradePathsClientBuilder,
 };
 use crate::Site;
+use crate::rejection::Chain;
 use http::header;
 use std::{fmt, sync::Arc, time::Duration};
 use tokio::time::Instant;
@@ -34,8 +35,10 @@ use tokio::time::Instant;
 /// ([`UpgradePathsClientBuilder::client_credentials`]), exchanged for a token on first use. When a lookup's
 /// token is refused (401, or a 403 other than `invalid_blog`), a client-credentials source fetches a
 /// new token (once for all the lookups that saw the old one refused) and the lookup is tried once
-/// more. A fixed token, a token refused again, or client credentials the token endpoint refuses
-/// end the lookup with [`LookupError::Unauthorized`].
+/// more. A fixed token or a token refused again end the lookup with
+/// [`LookupError::Unauthorized`]; client credentials the token endpoint refuses end it with
+/// [`LookupError::Token`] holding [`TokenError::Refused`]. The guard answers both 502
+/// `upstream_unauthorized`: only the partner can fix them.
 ///
 /// A proxy in front of tooling that carries its own token needs no token of its own:
 /// [`UpgradePathsClientBuilder::caller_token`] makes every lookup use the bearer token of the request the
@@ -225,7 +228,7 @@ impl Inner {
             tracing::debug!(
                 site = %site,
                 attempt,
-                %error,
+                error = %Chain(&error),
                 wait_ms = (wait.deadline() - Instant::now()).as_millis() as u64,
                 "upgrade-paths lookup failed; retrying"
             );

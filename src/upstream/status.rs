@@ -10,7 +10,7 @@
 //! because of a misleading "unknown".
 
 use super::answer::{ReadError, read_capped, transport};
-use super::{LookupError, Token, TokenError, UpgradePathsClient};
+use super::{CallerRefusal, LookupError, Token, TokenError, UpgradePathsClient};
 use crate::Site;
 use http::{StatusCode, header};
 
@@ -53,6 +53,7 @@ impl UpgradePathsClient {
                 .await
                 .map_err(transport)?;
             let status = response.status();
+            let www_authenticate = response.headers().get(header::WWW_AUTHENTICATE).cloned();
             let body =
                 read_capped(response, MAX_STATUS_ANSWER)
                     .await
@@ -62,9 +63,9 @@ impl UpgradePathsClient {
                         },
                         ReadError::Transport(error) => transport(error),
                     })?;
-            Ok::<_, LookupError>((status, body))
+            Ok::<_, LookupError>((status, body, www_authenticate))
         };
-        let (status, body) = tokio::time::timeout(self.lookup_timeout(), ask)
+        let (status, body, www_authenticate) = tokio::time::timeout(self.lookup_timeout(), ask)
             .await
             .map_err(|_| LookupError::Timeout)??;
         #[derive(serde::Deserialize)]
@@ -75,6 +76,11 @@ impl UpgradePathsClient {
         match status {
             status if status.is_success() => Ok(false),
             _ if code.is_ok_and(|code| code == "invalid_blog") => Ok(true),
+            // As for a lookup: a caller's token refused is the caller's to fix, and its answer is
+            // relayed; the partner's refused is the partner's.
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN if caller.is_some() => Err(
+                LookupError::CallerRefused(CallerRefusal::new(status, &body, www_authenticate)),
+            ),
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
                 Err(LookupError::Unauthorized { status })
             }
