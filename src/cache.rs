@@ -12,8 +12,11 @@
 //! list the product; an upgrade is always confirmed by a lookup that started after the request
 //! took the site's lock (never by one started earlier, which may have read the site while the
 //! previous provision was still under way). So whatever a cached entry says, it can make the
-//! guard answer 409, never forward a downgrade. Hot refused requests (a partner's tooling retrying a downgrade) cost no upstream
-//! call; an allowed provision costs exactly one.
+//! guard answer 409, never forward a downgrade. Hot refused requests (a partner's tooling
+//! retrying a downgrade) cost no upstream call; an allowed provision costs exactly one. And an
+//! answer that allows the product of the request that asked for it is not cached at all: that
+//! request forwards, and forgets the site as it does, so the entry would only be written to be
+//! dropped (the other requests waiting for the lookup get its answer all the same).
 //!
 //! How long a refusal stays *true* is another matter:
 //!
@@ -274,7 +277,7 @@ impl Lookups {
                     lookups.retain(|l| !l.fetched_by.is(&fetcher));
                     let id = self.inner.next_lookup.fetch_add(1, Ordering::Relaxed);
                     let lookup = self
-                        .lookup(site.clone(), id, fetcher.clone())
+                        .lookup(site.clone(), id, fetcher.clone(), product.into())
                         .boxed()
                         .shared();
                     let under_way = InFlight {
@@ -335,13 +338,15 @@ impl Lookups {
         &self.inner.client
     }
 
-    /// One upstream call; when it completes it fills the cache and leaves the table, whoever
-    /// drove it.
+    /// One upstream call; when it completes it leaves the table and, unless the answer allows
+    /// `product` (the asking request's, which then forwards and forgets the site), fills the
+    /// cache, whoever drove it.
     fn lookup(
         &self,
         site: Site,
         id: u64,
         fetcher: Fetcher,
+        product: Box<str>,
     ) -> impl Future<Output = Result<Arc<UpgradePaths>, LookupError>> + Send + 'static {
         let inner = self.inner.clone();
         inner.stats.lookup();
@@ -358,7 +363,9 @@ impl Lookups {
             let mut in_flight = inner.in_flight();
             let lookups = in_flight.get_mut(&site);
             if let Some(lookups) = lookups.filter(|lookups| lookups.iter().any(|l| l.id == id)) {
-                if let (Ok(paths), Some(cache)) = (&result, &inner.cache) {
+                if let (Ok(paths), Some(cache)) = (&result, &inner.cache)
+                    && !paths.allows(&product)
+                {
                     let entry = Entry {
                         fetched_by: fetcher,
                         paths: paths.clone(),
