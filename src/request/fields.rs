@@ -154,7 +154,7 @@ impl<'a> Value<'a> {
 
 /// PHP's `urldecode`: `+` is a space, `%` and two hex digits a byte, any other `%` itself.
 fn php_url_decode(raw: &[u8]) -> Cow<'_, [u8]> {
-    if !raw.iter().any(|b| *b == b'%' || *b == b'+') {
+    if memchr::memchr2(b'%', b'+', raw).is_none() {
         return Cow::Borrowed(raw);
     }
     let hex = |b: u8| char::from(b).to_digit(16);
@@ -186,15 +186,10 @@ fn php_url_decode(raw: &[u8]) -> Cow<'_, [u8]> {
 fn locate_pairs(body: &[u8]) -> Vec<PairAt> {
     let mut pairs = Vec::new();
     let mut start = 0;
-    for end in body
-        .iter()
-        .enumerate()
-        .filter_map(|(at, b)| (*b == b'&').then_some(at))
-        .chain([body.len()])
-    {
+    for end in memchr::memchr_iter(b'&', body).chain([body.len()]) {
         if end > start {
             let pair = &body[start..end];
-            let name_len = pair.iter().position(|b| *b == b'=').unwrap_or(pair.len());
+            let name_len = memchr::memchr(b'=', pair).unwrap_or(pair.len());
             pairs.push(PairAt {
                 start,
                 name_end: start + name_len,
@@ -248,23 +243,28 @@ impl Fields {
     }
 
     /// Every field, in order, with its name as sent.
-    fn entries(&self) -> Box<dyn Iterator<Item = (Cow<'_, str>, Value<'_>)> + '_> {
-        match &self.stored {
-            Stored::Form { body, pairs } => Box::new(pairs.iter().map(|at| {
+    fn entries(&self) -> impl Iterator<Item = (Cow<'_, str>, Value<'_>)> + '_ {
+        let (form, pairs) = match &self.stored {
+            Stored::Form { body, pairs } => (Some((body, pairs.iter())), None),
+            Stored::Pairs(pairs) => (None, Some(pairs.iter())),
+        };
+        let form = form.into_iter().flat_map(|(body, pairs)| {
+            pairs.map(|at| {
                 let name = decode_name(&body[at.start..at.name_end]);
                 let value = body.get(at.name_end + 1..at.end).unwrap_or_default();
                 (name, Value::Encoded(value))
-            })),
-            Stored::Pairs(pairs) => Box::new(pairs.iter().map(|(name, value)| {
-                let value = match value {
-                    FieldValue::Text(text) => Value::Text(Cow::Borrowed(text)),
-                    FieldValue::Null => Value::Null,
-                    FieldValue::NotText => Value::NotText,
-                    FieldValue::File => Value::File,
-                };
-                (Cow::Borrowed(name.as_str()), value)
-            })),
-        }
+            })
+        });
+        let pairs = pairs.into_iter().flatten().map(|(name, value)| {
+            let value = match value {
+                FieldValue::Text(text) => Value::Text(Cow::Borrowed(text)),
+                FieldValue::Null => Value::Null,
+                FieldValue::NotText => Value::NotText,
+                FieldValue::File => Value::File,
+            };
+            (Cow::Borrowed(name.as_str()), value)
+        });
+        form.chain(pairs)
     }
 
     /// How many fields there are (PHP stops reading past `max_input_vars`).
@@ -275,18 +275,21 @@ impl Fields {
         }
     }
 
-    /// Whether `field` names `name`, as the upstream reads names.
-    fn names(&self, field: &str, name: &str) -> bool {
+    /// The key the upstream registers a field called `name` under.
+    fn key<'n>(&self, name: &'n str) -> Cow<'n, str> {
         if self.php_names {
-            php_name(field) == php_name(name)
+            php_name(name)
         } else {
-            field == name
+            Cow::Borrowed(name)
         }
     }
 
     /// The text of the field called `name`, `Ok(None)` when absent.
     pub(crate) fn get(&self, name: &str) -> Result<Option<Cow<'_, str>>, FieldError> {
-        let mut found = self.entries().filter(|(field, _)| self.names(field, name));
+        let key = self.key(name);
+        let mut found = self
+            .entries()
+            .filter(|(field, _)| self.key(field) == key);
         let Some((found_name, value)) = found.next() else {
             return Ok(None);
         };
@@ -311,8 +314,9 @@ impl Fields {
     /// is how the fake upstream reads forms, so tests against it see what WordPress.com would.
     #[cfg_attr(not(feature = "test-util"), allow(dead_code))]
     pub(crate) fn as_php_reads(&self, name: &str) -> Option<Value<'_>> {
+        let key = self.key(name);
         self.entries()
-            .filter(|(field, _)| self.names(field, name))
+            .filter(|(field, _)| self.key(field) == key)
             .last()
             .map(|(_, value)| value.decoded())
     }
@@ -322,6 +326,10 @@ impl Fields {
 /// leading spaces dropped, cut at NUL, ` ` and `.` turned into `_`; at the first `[`, the key
 /// ends when a `]` follows (an array), else that `[` and every later ` `, `.` and `[` become `_`.
 fn php_name(raw: &str) -> Cow<'_, str> {
+    // Most names are their own key: one pass over the bytes tells.
+    if !raw.bytes().any(|b| matches!(b, b' ' | b'\0' | b'.' | b'[')) {
+        return Cow::Borrowed(raw);
+    }
     let raw = raw.trim_start_matches(' ');
     let raw = raw.split('\0').next().unwrap_or_default();
     if !raw.contains([' ', '.', '[']) {
