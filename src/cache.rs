@@ -498,3 +498,109 @@ impl std::fmt::Debug for Lookups {
             .finish_non_exhaustive()
     }
 }
+
+#[cfg(all(test, feature = "test-util"))]
+mod tests {
+    use super::*;
+    use crate::fake::{Endpoint, FakeSite, FakeUpstream, Fault};
+
+    async fn setup() -> (FakeUpstream, Lookups) {
+        let fake = FakeUpstream::builder()
+            .site(FakeSite::new(7))
+            .start()
+            .await
+            .unwrap();
+        let client = UpgradePathsClient::builder()
+            .base_url(fake.url())
+            .bearer_token(fake.token())
+            .build()
+            .unwrap();
+        let lookups = Lookups::new(
+            client,
+            DEFAULT_CACHE_TTL,
+            DEFAULT_CACHE_CAPACITY,
+            GuardStats::default(),
+        );
+        (fake, lookups)
+    }
+
+    fn in_flight(lookups: &Lookups) -> usize {
+        lookups.inner.in_flight().len()
+    }
+
+    /// The table of lookups in flight holds nothing once no lookup is under way: not after an
+    /// answer, not after every waiter went away, not after a forget.
+    #[tokio::test]
+    async fn the_table_of_lookups_in_flight_empties() {
+        let (fake, lookups) = setup().await;
+        let site = Site::parse("7").unwrap();
+        let paths = lookups
+            .upgrade_paths(&site, "not-a-product", None, lookups.mark())
+            .await
+            .unwrap();
+        assert!(!paths.allows("not-a-product"));
+        assert_eq!(in_flight(&lookups), 0);
+
+        fake.inject(
+            Endpoint::UpgradePaths,
+            Fault::Delay(Duration::from_millis(100)),
+        )
+        .always();
+        lookups.forget(&site);
+        let abandoned = lookups.upgrade_paths(&site, "not-a-product", None, lookups.mark());
+        let gave_up = tokio::time::timeout(Duration::from_millis(10), abandoned).await;
+        assert!(gave_up.is_err());
+        assert_eq!(in_flight(&lookups), 1, "the lookup runs on in a task");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while in_flight(&lookups) > 0 {
+            assert!(tokio::time::Instant::now() < deadline, "the lookup ended");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+
+        // The abandoned lookup's refusal is cached now: forgotten, so the next one looks up.
+        lookups.forget(&site);
+        let forgotten = tokio::spawn({
+            let (lookups, site) = (lookups.clone(), site.clone());
+            async move {
+                lookups
+                    .upgrade_paths(&site, "not-a-product", None, lookups.mark())
+                    .await
+            }
+        });
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while in_flight(&lookups) == 0 {
+            assert!(tokio::time::Instant::now() < deadline, "the lookup started");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        lookups.forget(&site);
+        assert_eq!(in_flight(&lookups), 0, "a forget disowns the lookup");
+        assert!(forgotten.await.unwrap().is_ok(), "its waiter still gets it");
+        assert_eq!(in_flight(&lookups), 0);
+    }
+
+    /// An answer that allows the asking request's product is not cached (that request forwards
+    /// and forgets the site); one that refuses it is.
+    #[tokio::test]
+    async fn only_refusals_are_written_to_the_cache() {
+        let (_fake, lookups) = setup().await;
+        let site = Site::parse("7").unwrap();
+        let cache = lookups.inner.cache.as_ref().unwrap();
+        let allowed = lookups
+            .upgrade_paths(&site, "jetpack-scan", None, lookups.mark())
+            .await
+            .unwrap();
+        assert!(allowed.allows("jetpack-scan"));
+        assert!(cache.get(&site).is_none());
+        let refused = lookups
+            .upgrade_paths(&site, "not-a-product", None, lookups.mark())
+            .await
+            .unwrap();
+        assert!(!refused.allows("not-a-product"));
+        assert!(cache.get(&site).is_some());
+        let known = lookups
+            .known_refusal(&site, "not-a-product", None)
+            .await
+            .unwrap();
+        assert!(known.is_some(), "the next refusal comes from the cache");
+    }
+}

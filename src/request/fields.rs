@@ -22,6 +22,9 @@ use serde::de::{Deserializer, MapAccess, Visitor};
 use std::borrow::Cow;
 use std::fmt;
 
+/// The parameter naming a multipart boundary, as PHP searches for it.
+const BOUNDARY: &[u8] = b"boundary";
+
 /// The `Content-Type` names no multipart boundary the guard reads.
 #[derive(Debug)]
 pub(crate) struct UnsupportedFormat;
@@ -32,7 +35,11 @@ pub(crate) fn multipart_boundary<'a>(
     value: &str,
     params: impl Iterator<Item = &'a str>,
 ) -> Result<String, UnsupportedFormat> {
-    let mentions_boundary = value.to_ascii_lowercase().matches("boundary").count();
+    let mentions_boundary = value
+        .as_bytes()
+        .windows(BOUNDARY.len())
+        .filter(|word| word.eq_ignore_ascii_case(BOUNDARY))
+        .count();
     // curl turns a hand-set `multipart/form-data;` into `multipart/form-data;; boundary=…`:
     // empty parameters are skipped rather than refused.
     params
@@ -77,8 +84,6 @@ pub(crate) enum FieldValue {
     /// A JSON value PHP would not cast to the same text (a boolean, a float, an array, an
     /// object), or a value that is not UTF-8.
     NotText,
-    /// A multipart part with a file name: PHP puts it in `$_FILES`, and reads it as no value.
-    File,
 }
 
 /// Why a field could not be read.
@@ -113,6 +118,12 @@ enum Stored {
         pairs: Vec<PairAt>,
     },
     Pairs(Vec<(String, FieldValue)>),
+    /// A multipart form: each part's name, and where its value lies in the body (`None`: a
+    /// file). Values are decoded only when asked for.
+    Multipart {
+        body: Bytes,
+        parts: Vec<(String, Option<std::ops::Range<usize>>)>,
+    },
 }
 
 impl Default for Fields {
@@ -133,6 +144,8 @@ pub(crate) enum Value<'a> {
     File,
     /// The value of one `name=value` pair of an urlencoded form, not decoded yet.
     Encoded(&'a [u8]),
+    /// A multipart value's bytes, not checked for UTF-8 yet.
+    Bytes(&'a [u8]),
 }
 
 impl<'a> Value<'a> {
@@ -147,6 +160,9 @@ impl<'a> Value<'a> {
                     String::from_utf8(bytes).map_or(Self::NotText, |t| Self::Text(t.into()))
                 }
             },
+            Self::Bytes(raw) => {
+                std::str::from_utf8(raw).map_or(Self::NotText, |t| Self::Text(t.into()))
+            }
             decoded => decoded,
         }
     }
@@ -235,6 +251,17 @@ impl Fields {
         }
     }
 
+    /// A multipart form's parts: names, and where their values lie in `body` (`None`: a file).
+    pub(crate) fn multipart(
+        body: Bytes,
+        parts: Vec<(String, Option<std::ops::Range<usize>>)>,
+    ) -> Self {
+        Self {
+            stored: Stored::Multipart { body, parts },
+            php_names: true,
+        }
+    }
+
     pub(crate) fn pairs(pairs: Vec<(String, FieldValue)>, php_names: bool) -> Self {
         Self {
             stored: Stored::Pairs(pairs),
@@ -244,10 +271,20 @@ impl Fields {
 
     /// Every field, in order, with its name as sent.
     fn entries(&self) -> impl Iterator<Item = (Cow<'_, str>, Value<'_>)> + '_ {
-        let (form, pairs) = match &self.stored {
-            Stored::Form { body, pairs } => (Some((body, pairs.iter())), None),
-            Stored::Pairs(pairs) => (None, Some(pairs.iter())),
+        let (form, pairs, multipart) = match &self.stored {
+            Stored::Form { body, pairs } => (Some((body, pairs.iter())), None, None),
+            Stored::Pairs(pairs) => (None, Some(pairs.iter()), None),
+            Stored::Multipart { body, parts } => (None, None, Some((body, parts.iter()))),
         };
+        let multipart = multipart.into_iter().flat_map(|(body, parts)| {
+            parts.map(|(name, value)| {
+                let value = match value {
+                    Some(range) => Value::Bytes(&body[range.clone()]),
+                    None => Value::File,
+                };
+                (Cow::Borrowed(name.as_str()), value)
+            })
+        });
         let form = form.into_iter().flat_map(|(body, pairs)| {
             pairs.map(|at| {
                 let name = decode_name(&body[at.start..at.name_end]);
@@ -260,11 +297,10 @@ impl Fields {
                 FieldValue::Text(text) => Value::Text(Cow::Borrowed(text)),
                 FieldValue::Null => Value::Null,
                 FieldValue::NotText => Value::NotText,
-                FieldValue::File => Value::File,
             };
             (Cow::Borrowed(name.as_str()), value)
         });
-        form.chain(pairs)
+        form.chain(pairs).chain(multipart)
     }
 
     /// How many fields there are (PHP stops reading past `max_input_vars`).
@@ -272,6 +308,7 @@ impl Fields {
         match &self.stored {
             Stored::Form { pairs, .. } => pairs.len(),
             Stored::Pairs(pairs) => pairs.len(),
+            Stored::Multipart { parts, .. } => parts.len(),
         }
     }
 
@@ -287,9 +324,7 @@ impl Fields {
     /// The text of the field called `name`, `Ok(None)` when absent.
     pub(crate) fn get(&self, name: &str) -> Result<Option<Cow<'_, str>>, FieldError> {
         let key = self.key(name);
-        let mut found = self
-            .entries()
-            .filter(|(field, _)| self.key(field) == key);
+        let mut found = self.entries().filter(|(field, _)| self.key(field) == key);
         let Some((found_name, value)) = found.next() else {
             return Ok(None);
         };

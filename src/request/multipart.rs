@@ -29,9 +29,9 @@
 //! oracle: the tests here and the `request_reader` fuzz target check that whatever the plain
 //! reading accepts, `multer` reads part for part the same.
 
-use super::fields::{FieldValue, Fields};
+use super::fields::Fields;
 use bytes::Bytes;
-use memchr::memmem;
+use std::borrow::Cow;
 
 /// PHP reads at most this many variables from a form (`max_input_vars`) and drops the rest; a
 /// body with more is refused rather than read past the point PHP stops.
@@ -44,14 +44,14 @@ const MAX_LINE: usize = 4096;
 /// The most headers a plain part has (`multer` refuses a part with more than 32).
 const MAX_PART_HEADERS: usize = 8;
 
-/// One part as read.
+/// One part as read, borrowed from the body (a name PHP unescapes is a copy).
 #[derive(Clone, Debug, PartialEq, Eq)]
-struct Part {
+struct Part<'a> {
     /// The `name` parameter as PHP reads it (`None`: an anonymous file).
-    name: Option<Vec<u8>>,
+    name: Option<Cow<'a, [u8]>>,
     /// Whether a `filename` parameter was given: then PHP puts the part in `$_FILES`.
     file: bool,
-    value: Vec<u8>,
+    value: &'a [u8],
 }
 
 /// One part of a plain body, borrowed from it.
@@ -62,7 +62,7 @@ struct PlainPart<'a> {
     value: &'a [u8],
 }
 
-impl PartialEq<PlainPart<'_>> for Part {
+impl PartialEq<PlainPart<'_>> for Part<'_> {
     fn eq(&self, plain: &PlainPart<'_>) -> bool {
         self.name.as_deref() == Some(plain.name)
             && self.file == plain.file
@@ -89,19 +89,22 @@ pub(crate) async fn read(boundary: &str, body: Bytes) -> Result<Fields, String> 
     if parts.len() != plain.len() || parts.iter().zip(&plain).any(|(php, plain)| php != plain) {
         return Err(NOT_PLAIN.into());
     }
-    let pairs = parts
+    // Values stay in the body: only the one or two asked for are ever decoded.
+    let fields = parts
         .into_iter()
         .filter_map(|part| {
             let name = String::from_utf8_lossy(&part.name?).into_owned();
-            let value = if part.file {
-                FieldValue::File
-            } else {
-                String::from_utf8(part.value).map_or(FieldValue::NotText, FieldValue::Text)
-            };
+            let value = (!part.file).then(|| offset(&body, part.value));
             Some((name, value))
         })
         .collect();
-    Ok(Fields::pairs(pairs, true))
+    Ok(Fields::multipart(body, fields))
+}
+
+/// Where `part` lies in `body`, which it is a slice of.
+fn offset(body: &[u8], part: &[u8]) -> std::ops::Range<usize> {
+    let start = part.as_ptr() as usize - body.as_ptr() as usize;
+    start..start + part.len()
 }
 
 /// The parts of a body in the plain form, or `None` when it is not in it:
@@ -119,9 +122,6 @@ pub(crate) async fn read(boundary: &str, body: Bytes) -> Result<Fields, String> 
 /// end but CRLF, no value a lenient parser would end early, no parameter a parser searching for
 /// `name` or `filename` by text could find anywhere else.
 fn read_plain<'a>(boundary: &[u8], body: &'a [u8]) -> Option<Vec<PlainPart<'a>>> {
-    let mut next = b"\n--".to_vec();
-    next.extend_from_slice(boundary);
-    let next = memmem::Finder::new(&next);
     let mut rest = body.strip_prefix(b"--")?.strip_prefix(boundary)?;
     let mut parts = Vec::new();
     loop {
@@ -132,9 +132,10 @@ fn read_plain<'a>(boundary: &[u8], body: &'a [u8]) -> Option<Vec<PlainPart<'a>>>
         let mut disposition = None;
         let mut headers = 0;
         loop {
-            let end = memmem::find(&rest[..rest.len().min(MAX_LINE + 2)], b"\r\n")?;
-            let line = &rest[..end];
-            rest = &rest[end + 2..];
+            // A line ends at its first LF, which must follow a CR (a bare CR is no text either).
+            let end = memchr::memchr(b'\n', &rest[..rest.len().min(MAX_LINE + 1)])?;
+            let line = rest[..end].strip_suffix(b"\r")?;
+            rest = &rest[end + 1..];
             if line.is_empty() {
                 break;
             }
@@ -153,9 +154,13 @@ fn read_plain<'a>(boundary: &[u8], body: &'a [u8]) -> Option<Vec<PlainPart<'a>>>
         let (name, file) = disposition?;
         // The value ends at the first line that starts with the boundary: it must be the next
         // delimiter, after a CR.
-        let end = next.find(rest)?;
+        let end = memchr::memchr_iter(b'\n', rest).find(|&at| {
+            let line = &rest[at + 1..];
+            line.strip_prefix(b"--")
+                .is_some_and(|line| line.starts_with(boundary))
+        })?;
         let value = rest[..end].strip_suffix(b"\r")?;
-        rest = &rest[end + next.needle().len()..];
+        rest = &rest[end + 3 + boundary.len()..];
         if !rest.starts_with(b"\r\n") && !rest.starts_with(b"--") {
             return None;
         }
@@ -197,7 +202,7 @@ fn plain_disposition(value: &[u8]) -> Option<(&[u8], bool)> {
 
 /// The parts PHP registers, in order. A body PHP would only partly read (garbled headers,
 /// over-long lines) is an error.
-fn read_as_php(boundary: &[u8], body: &[u8]) -> Result<Vec<Part>, String> {
+fn read_as_php<'a>(boundary: &[u8], body: &'a [u8]) -> Result<Vec<Part<'a>>, String> {
     let mut delimiter = b"--".to_vec();
     delimiter.extend_from_slice(boundary);
     let mut next = b"\n".to_vec();
@@ -222,7 +227,15 @@ fn read_as_php(boundary: &[u8], body: &[u8]) -> Result<Vec<Part>, String> {
             // PHP skips the part; its lines are read while looking for the next delimiter.
             continue;
         };
-        let (name, filename) = disposition_params(&disposition.1);
+        let (name, filename) = match &disposition.1 {
+            // Borrowed from the body, unless the header was folded over several lines.
+            Cow::Borrowed(value) => disposition_params(value),
+            Cow::Owned(value) => {
+                let (name, filename) = disposition_params(value);
+                let owned = |word: Cow<'_, [u8]>| Cow::Owned(word.into_owned());
+                (name.map(owned), filename.map(owned))
+            }
+        };
         if name.is_none() && filename.is_none() {
             return Err(
                 "a multipart part has no name: WordPress.com (PHP) stops reading the form there"
@@ -252,8 +265,9 @@ fn is_space(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r')
 }
 
-/// A part's header as PHP keeps it: the text before the first `:`, and the value.
-type Header = (Vec<u8>, Vec<u8>);
+/// A part's header as PHP keeps it: the text before the first `:`, and the value (a copy only
+/// when continued on another line).
+type Header<'a> = (&'a [u8], Cow<'a, [u8]>);
 
 struct Reader<'a> {
     body: &'a [u8],
@@ -280,9 +294,9 @@ impl<'a> Reader<'a> {
     }
 
     /// A part's headers, `(key, value)`, up to the first empty line (or one starting with NUL).
-    fn headers(&mut self) -> Result<Vec<Header>, String> {
+    fn headers(&mut self) -> Result<Vec<Header<'a>>, String> {
         let mut headers = Vec::new();
-        let mut current: Option<Header> = None;
+        let mut current: Option<Header<'a>> = None;
         while let Some(line) = self.line()? {
             let line = c_str(line);
             if line.is_empty() {
@@ -299,9 +313,9 @@ impl<'a> Reader<'a> {
                     headers.extend(current.take());
                     let value = &line[colon + 1..];
                     let skip = value.iter().take_while(|&&b| is_space(b)).count();
-                    current = Some((line[..colon].to_vec(), value[skip..].to_vec()));
+                    current = Some((&line[..colon], Cow::Borrowed(&value[skip..])));
                 }
-                (None, Some((_, value))) => value.extend_from_slice(line),
+                (None, Some((_, value))) => value.to_mut().extend_from_slice(line),
                 (None, None) => {}
             }
         }
@@ -311,7 +325,7 @@ impl<'a> Reader<'a> {
 
     /// A part's value: everything up to the next `\n--boundary` (or up to a start of it that
     /// reaches the end of the body), without the `\r` before it.
-    fn value(&mut self, next: &[u8]) -> Vec<u8> {
+    fn value(&mut self, next: &[u8]) -> &'a [u8] {
         let rest = &self.body[self.at..];
         // `next` starts with `\n`: only a line end can start it.
         let end = memchr::memchr_iter(b'\n', rest)
@@ -325,14 +339,14 @@ impl<'a> Reader<'a> {
         if end < rest.len() {
             value = value.strip_suffix(b"\r").unwrap_or(value);
         }
-        value.to_vec()
+        value
     }
 }
 
 /// The `name` and `filename` parameters of a `Content-Disposition` value, as PHP reads them:
 /// `;`-separated pairs (quotes protect separators), keys matched case-insensitively, the last of
 /// each kept.
-fn disposition_params(value: &[u8]) -> (Option<Vec<u8>>, Option<Vec<u8>>) {
+fn disposition_params(value: &[u8]) -> (Option<Cow<'_, [u8]>>, Option<Cow<'_, [u8]>>) {
     let value = c_str(value);
     let mut rest = &value[value.iter().take_while(|&&b| is_space(b)).count()..];
     let (mut name, mut filename) = (None, None);
@@ -385,10 +399,10 @@ fn get_word<'a>(line: &mut &'a [u8], stop: u8) -> &'a [u8] {
 }
 
 /// PHP's `php_ap_getword_conf`: a quoted or unquoted value, with `\\` and `\"` unescaped.
-fn get_word_conf(bytes: &[u8]) -> Vec<u8> {
+fn get_word_conf(bytes: &[u8]) -> Cow<'_, [u8]> {
     let bytes = &bytes[bytes.iter().take_while(|&&b| is_space(b)).count()..];
     match bytes.first() {
-        None => Vec::new(),
+        None => Cow::Borrowed(&[]),
         Some(&quote) if quote == b'"' || quote == b'\'' => {
             let inner = &bytes[1..];
             substring_conf(inner, inner.len(), Some(quote))
@@ -400,7 +414,14 @@ fn get_word_conf(bytes: &[u8]) -> Vec<u8> {
     }
 }
 
-fn substring_conf(bytes: &[u8], len: usize, quote: Option<u8>) -> Vec<u8> {
+/// The first `len` bytes up to `quote`, unescaped; borrowed when there is no `\\` to remove.
+fn substring_conf(bytes: &[u8], len: usize, quote: Option<u8>) -> Cow<'_, [u8]> {
+    let end = quote
+        .and_then(|quote| memchr::memchr(quote, &bytes[..len]))
+        .unwrap_or(len);
+    if memchr::memchr(b'\\', &bytes[..end]).is_none() {
+        return Cow::Borrowed(&bytes[..end]);
+    }
     let mut out = Vec::with_capacity(len);
     let mut i = 0;
     while i < len && Some(bytes[i]) != quote {
@@ -413,16 +434,18 @@ fn substring_conf(bytes: &[u8], len: usize, quote: Option<u8>) -> Vec<u8> {
         out.push(bytes[i]);
         i += 1;
     }
-    out
+    Cow::Owned(out)
 }
 
 /// The boundary as PHP finds it in a `multipart/form-data` header: after the first `=` that
 /// follows the first `boundary` (case-sensitive, then case-insensitive), quoted or up to `,`/`;`.
 /// The guard then takes it only when it is plain (see `fields::is_plain_boundary`).
 pub(crate) fn php_boundary(content_type: &str) -> Option<&str> {
-    let at = content_type
-        .find("boundary")
-        .or_else(|| content_type.to_ascii_lowercase().find("boundary"))?;
+    // A plain scan: a header is short, and a string searcher costs more to set up.
+    let words = || content_type.as_bytes().windows(b"boundary".len());
+    let at = words()
+        .position(|word| word == b"boundary")
+        .or_else(|| words().position(|word| word.eq_ignore_ascii_case(b"boundary")))?;
     let after = &content_type[at..];
     let value = &after[after.find('=')? + 1..];
     if let Some(quoted) = value.strip_prefix('"') {
@@ -436,7 +459,18 @@ mod tests {
     use super::*;
 
     /// The oracle: the parts `multer` reads (what axum's `Multipart` uses).
-    async fn read_as_multer(boundary: &str, body: &[u8]) -> Result<Vec<Part>, multer::Error> {
+    /// A part as an owned `(name, file, value)`.
+    type Owned = (Option<Vec<u8>>, bool, Vec<u8>);
+
+    fn owned(part: Part<'_>) -> Owned {
+        (
+            part.name.map(Cow::into_owned),
+            part.file,
+            part.value.to_vec(),
+        )
+    }
+
+    async fn read_as_multer(boundary: &str, body: &[u8]) -> Result<Vec<Owned>, multer::Error> {
         let body = Bytes::copy_from_slice(body);
         let stream =
             futures_util::stream::once(async move { Ok::<_, std::convert::Infallible>(body) });
@@ -446,7 +480,7 @@ mod tests {
             let name = field.name().map(|n| n.as_bytes().to_vec());
             let file = field.file_name().is_some();
             let value = field.bytes().await?.to_vec();
-            parts.push(Part { name, file, value });
+            parts.push((name, file, value));
         }
         Ok(parts)
     }
@@ -456,7 +490,11 @@ mod tests {
         let Ok(fields) = read(boundary, Bytes::copy_from_slice(body)).await else {
             return false;
         };
-        let php = read_as_php(boundary.as_bytes(), body).expect("accepted, so PHP reads it");
+        let php: Vec<Owned> = read_as_php(boundary.as_bytes(), body)
+            .expect("accepted, so PHP reads it")
+            .into_iter()
+            .map(owned)
+            .collect();
         let strict = read_as_multer(boundary, body).await;
         assert_eq!(
             strict.as_ref().ok(),
@@ -464,10 +502,7 @@ mod tests {
             "multer reads {:?} otherwise",
             String::from_utf8_lossy(body)
         );
-        assert_eq!(
-            fields.len(),
-            php.iter().filter(|p| p.name.is_some()).count()
-        );
+        assert_eq!(fields.len(), php.iter().filter(|p| p.0.is_some()).count());
         true
     }
 
@@ -551,9 +586,9 @@ mod tests {
             .into_iter()
             .map(|p| {
                 (
-                    String::from_utf8(p.name.unwrap_or_default()).unwrap(),
+                    String::from_utf8(p.name.unwrap_or_default().into_owned()).unwrap(),
                     p.file,
-                    String::from_utf8(p.value).unwrap(),
+                    String::from_utf8(p.value.to_vec()).unwrap(),
                 )
             })
             .collect()
@@ -582,7 +617,10 @@ mod tests {
     fn disposition_parameters_as_php_reads_them() {
         let params = |v: &str| {
             let (name, file) = disposition_params(v.as_bytes());
-            (name.map(|n| String::from_utf8(n).unwrap()), file.is_some())
+            (
+                name.map(|n| String::from_utf8(n.into_owned()).unwrap()),
+                file.is_some(),
+            )
         };
         assert_eq!(
             params("form-data; name=\"plan\""),
