@@ -22,9 +22,6 @@ use serde::de::{Deserializer, MapAccess, Visitor};
 use std::borrow::Cow;
 use std::fmt;
 
-/// The parameter naming a multipart boundary, as PHP searches for it.
-const BOUNDARY: &[u8] = b"boundary";
-
 /// The `Content-Type` names no multipart boundary the guard reads.
 #[derive(Debug)]
 pub(crate) struct UnsupportedFormat;
@@ -35,11 +32,7 @@ pub(crate) fn multipart_boundary<'a>(
     value: &str,
     params: impl Iterator<Item = &'a str>,
 ) -> Result<String, UnsupportedFormat> {
-    let mentions_boundary = value
-        .as_bytes()
-        .windows(BOUNDARY.len())
-        .filter(|word| word.eq_ignore_ascii_case(BOUNDARY))
-        .count();
+    let mentions_boundary = multipart::boundary_words(value, true).count();
     // curl turns a hand-set `multipart/form-data;` into `multipart/form-data;; boundary=…`:
     // empty parameters are skipped rather than refused.
     params

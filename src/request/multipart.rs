@@ -215,7 +215,13 @@ fn read_as_php<'a>(boundary: &[u8], body: &'a [u8]) -> Result<Vec<Part<'a>>, Str
         loop {
             match reader.line()? {
                 None => return Ok(parts),
-                Some(line) if c_str(line) == delimiter.as_slice() => break,
+                // `c_str(line) == delimiter`, without scanning the whole line for a NUL.
+                Some(line)
+                    if line.starts_with(&delimiter)
+                        && line.get(delimiter.len()).is_none_or(|&b| b == 0) =>
+                {
+                    break;
+                }
                 Some(_) => {}
             }
         }
@@ -437,15 +443,31 @@ fn substring_conf(bytes: &[u8], len: usize, quote: Option<u8>) -> Cow<'_, [u8]> 
     Cow::Owned(out)
 }
 
+/// Where the word `boundary` starts in `header` (in any case when `any_case`). A plain scan
+/// from each `b`: a header is short, and a string searcher costs more to set up.
+pub(crate) fn boundary_words(header: &str, any_case: bool) -> impl Iterator<Item = usize> + '_ {
+    const WORD: &[u8] = b"boundary";
+    let bytes = header.as_bytes();
+    let capital = if any_case { b'B' } else { b'b' };
+    let starts = memchr::memchr2_iter(b'b', capital, bytes);
+    starts.filter(move |&at| {
+        bytes.get(at..at + WORD.len()).is_some_and(|word| {
+            if any_case {
+                word.eq_ignore_ascii_case(WORD)
+            } else {
+                word == WORD
+            }
+        })
+    })
+}
+
 /// The boundary as PHP finds it in a `multipart/form-data` header: after the first `=` that
 /// follows the first `boundary` (case-sensitive, then case-insensitive), quoted or up to `,`/`;`.
 /// The guard then takes it only when it is plain (see `fields::is_plain_boundary`).
 pub(crate) fn php_boundary(content_type: &str) -> Option<&str> {
-    // A plain scan: a header is short, and a string searcher costs more to set up.
-    let words = || content_type.as_bytes().windows(b"boundary".len());
-    let at = words()
-        .position(|word| word == b"boundary")
-        .or_else(|| words().position(|word| word.eq_ignore_ascii_case(b"boundary")))?;
+    let at = boundary_words(content_type, false)
+        .next()
+        .or_else(|| boundary_words(content_type, true).next())?;
     let after = &content_type[at..];
     let value = &after[after.find('=')? + 1..];
     if let Some(quoted) = value.strip_prefix('"') {
