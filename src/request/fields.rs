@@ -221,6 +221,14 @@ struct PairAt {
 /// A form field's name decoded as PHP decodes it; most names need no decoding. Bytes that are
 /// not UTF-8 become U+FFFD, which no name the guard reads contains.
 fn decode_name(raw: &[u8]) -> Cow<'_, str> {
+    // The common case, `siteurl` or `local_user`: the name is its own decoding.
+    if raw
+        .iter()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'))
+        && let Ok(name) = std::str::from_utf8(raw)
+    {
+        return Cow::Borrowed(name);
+    }
     match php_url_decode(raw) {
         Cow::Borrowed(bytes) => String::from_utf8_lossy(bytes),
         Cow::Owned(bytes) => Cow::Owned(String::from_utf8_lossy(&bytes).into_owned()),

@@ -352,7 +352,7 @@ impl<'a> Reader<'a> {
 /// The `name` and `filename` parameters of a `Content-Disposition` value, as PHP reads them:
 /// `;`-separated pairs (quotes protect separators), keys matched case-insensitively, the last of
 /// each kept.
-fn disposition_params(value: &[u8]) -> (Option<Cow<'_, [u8]>>, Option<Cow<'_, [u8]>>) {
+fn disposition_params(value: &[u8]) -> (Option<Word<'_>>, Option<Word<'_>>) {
     let value = c_str(value);
     let mut rest = &value[value.iter().take_while(|&&b| is_space(b)).count()..];
     let (mut name, mut filename) = (None, None);
@@ -371,6 +371,9 @@ fn disposition_params(value: &[u8]) -> (Option<Cow<'_, [u8]>>, Option<Cow<'_, [u
     }
     (name, filename)
 }
+
+/// A parameter's value as PHP reads it: borrowed unless unescaped.
+type Word<'a> = Cow<'a, [u8]>;
 
 /// PHP's `php_ap_getword`: up to `stop` outside quotes, then past every `stop`.
 fn get_word<'a>(line: &mut &'a [u8], stop: u8) -> &'a [u8] {
