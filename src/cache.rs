@@ -12,8 +12,11 @@
 //! list the product; an upgrade is always confirmed by a lookup that started after the request
 //! took the site's lock (never by one started earlier, which may have read the site while the
 //! previous provision was still under way). So whatever a cached entry says, it can make the
-//! guard answer 409, never forward a downgrade. Hot refused requests (a partner's tooling retrying a downgrade) cost no upstream
-//! call; an allowed provision costs exactly one.
+//! guard answer 409, never forward a downgrade. Hot refused requests (a partner's tooling
+//! retrying a downgrade) cost no upstream call; an allowed provision costs exactly one. And an
+//! answer that allows the product of the request that asked for it is not cached at all: that
+//! request forwards, and forgets the site as it does, so the entry would only be written to be
+//! dropped (the other requests waiting for the lookup get its answer all the same).
 //!
 //! How long a refusal stays *true* is another matter:
 //!
@@ -274,7 +277,7 @@ impl Lookups {
                     lookups.retain(|l| !l.fetched_by.is(&fetcher));
                     let id = self.inner.next_lookup.fetch_add(1, Ordering::Relaxed);
                     let lookup = self
-                        .lookup(site.clone(), id, fetcher.clone())
+                        .lookup(site.clone(), id, fetcher.clone(), product.into())
                         .boxed()
                         .shared();
                     let under_way = InFlight {
@@ -335,13 +338,15 @@ impl Lookups {
         &self.inner.client
     }
 
-    /// One upstream call; when it completes it fills the cache and leaves the table, whoever
-    /// drove it.
+    /// One upstream call; when it completes it leaves the table and, unless the answer allows
+    /// `product` (the asking request's, which then forwards and forgets the site), fills the
+    /// cache, whoever drove it.
     fn lookup(
         &self,
         site: Site,
         id: u64,
         fetcher: Fetcher,
+        product: Box<str>,
     ) -> impl Future<Output = Result<Arc<UpgradePaths>, LookupError>> + Send + 'static {
         let inner = self.inner.clone();
         inner.stats.lookup();
@@ -358,7 +363,9 @@ impl Lookups {
             let mut in_flight = inner.in_flight();
             let lookups = in_flight.get_mut(&site);
             if let Some(lookups) = lookups.filter(|lookups| lookups.iter().any(|l| l.id == id)) {
-                if let (Ok(paths), Some(cache)) = (&result, &inner.cache) {
+                if let (Ok(paths), Some(cache)) = (&result, &inner.cache)
+                    && !paths.allows(&product)
+                {
                     let entry = Entry {
                         fetched_by: fetcher,
                         paths: paths.clone(),
@@ -489,5 +496,111 @@ impl std::fmt::Debug for Lookups {
             .field("client", &self.inner.client)
             .field("cache", &self.inner.cache.as_ref().map(|c| c.entry_count()))
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(all(test, feature = "test-util"))]
+mod tests {
+    use super::*;
+    use crate::fake::{Endpoint, FakeSite, FakeUpstream, Fault};
+
+    async fn setup() -> (FakeUpstream, Lookups) {
+        let fake = FakeUpstream::builder()
+            .site(FakeSite::new(7))
+            .start()
+            .await
+            .unwrap();
+        let client = UpgradePathsClient::builder()
+            .base_url(fake.url())
+            .bearer_token(fake.token())
+            .build()
+            .unwrap();
+        let lookups = Lookups::new(
+            client,
+            DEFAULT_CACHE_TTL,
+            DEFAULT_CACHE_CAPACITY,
+            GuardStats::default(),
+        );
+        (fake, lookups)
+    }
+
+    fn in_flight(lookups: &Lookups) -> usize {
+        lookups.inner.in_flight().len()
+    }
+
+    /// The table of lookups in flight holds nothing once no lookup is under way: not after an
+    /// answer, not after every waiter went away, not after a forget.
+    #[tokio::test]
+    async fn the_table_of_lookups_in_flight_empties() {
+        let (fake, lookups) = setup().await;
+        let site = Site::parse("7").unwrap();
+        let paths = lookups
+            .upgrade_paths(&site, "not-a-product", None, lookups.mark())
+            .await
+            .unwrap();
+        assert!(!paths.allows("not-a-product"));
+        assert_eq!(in_flight(&lookups), 0);
+
+        fake.inject(
+            Endpoint::UpgradePaths,
+            Fault::Delay(Duration::from_millis(100)),
+        )
+        .always();
+        lookups.forget(&site);
+        let abandoned = lookups.upgrade_paths(&site, "not-a-product", None, lookups.mark());
+        let gave_up = tokio::time::timeout(Duration::from_millis(10), abandoned).await;
+        assert!(gave_up.is_err());
+        assert_eq!(in_flight(&lookups), 1, "the lookup runs on in a task");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while in_flight(&lookups) > 0 {
+            assert!(tokio::time::Instant::now() < deadline, "the lookup ended");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+
+        // The abandoned lookup's refusal is cached now: forgotten, so the next one looks up.
+        lookups.forget(&site);
+        let forgotten = tokio::spawn({
+            let (lookups, site) = (lookups.clone(), site.clone());
+            async move {
+                lookups
+                    .upgrade_paths(&site, "not-a-product", None, lookups.mark())
+                    .await
+            }
+        });
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while in_flight(&lookups) == 0 {
+            assert!(tokio::time::Instant::now() < deadline, "the lookup started");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        lookups.forget(&site);
+        assert_eq!(in_flight(&lookups), 0, "a forget disowns the lookup");
+        assert!(forgotten.await.unwrap().is_ok(), "its waiter still gets it");
+        assert_eq!(in_flight(&lookups), 0);
+    }
+
+    /// An answer that allows the asking request's product is not cached (that request forwards
+    /// and forgets the site); one that refuses it is.
+    #[tokio::test]
+    async fn only_refusals_are_written_to_the_cache() {
+        let (_fake, lookups) = setup().await;
+        let site = Site::parse("7").unwrap();
+        let cache = lookups.inner.cache.as_ref().unwrap();
+        let allowed = lookups
+            .upgrade_paths(&site, "jetpack-scan", None, lookups.mark())
+            .await
+            .unwrap();
+        assert!(allowed.allows("jetpack-scan"));
+        assert!(cache.get(&site).is_none());
+        let refused = lookups
+            .upgrade_paths(&site, "not-a-product", None, lookups.mark())
+            .await
+            .unwrap();
+        assert!(!refused.allows("not-a-product"));
+        assert!(cache.get(&site).is_some());
+        let known = lookups
+            .known_refusal(&site, "not-a-product", None)
+            .await
+            .unwrap();
+        assert!(known.is_some(), "the next refusal comes from the cache");
     }
 }

@@ -23,11 +23,13 @@
 //! thousand sites, each costing one lookup). It prints a Markdown table, then one
 //! `metric <name> <value>` line per headline figure. Figures are ratios against baselines
 //! measured in the same run: this machine is shared and noisy.
+//!
+//! `-- --only <metric>` measures one headline figure alone (for profiling: `perf record` on it).
 
 use axum::{
     Form, Router,
     body::Body,
-    extract::{Request, State},
+    extract::{FromRequest, Request, State},
     http::StatusCode,
     middleware::{self, Next},
     response::{IntoResponse, Response},
@@ -85,13 +87,50 @@ const REFUSED: &str = "siteurl=1003&plan=premium&local_user=admin";
 const FREE_SITES: u64 = 1000;
 const FIRST_FREE_SITE: u64 = 2000;
 
-/// The body of request number `n` of a kind.
-fn body(kind: &str, n: u64) -> String {
+/// The partner tooling's multipart boundary (curl's, with a hand-set content type).
+const BOUNDARY: &str = "------------------------d74496d66958873e";
+
+/// The body of request number `n` of a kind, and its content type.
+fn body(kind: &str, n: u64) -> (String, String) {
+    let form = "application/x-www-form-urlencoded".to_owned();
     match kind {
-        "refused" => REFUSED.to_owned(),
-        _ => format!(
-            "siteurl={}&plan=jetpack-scan&local_user=admin",
-            FIRST_FREE_SITE + n % FREE_SITES
+        "refused" => (REFUSED.to_owned(), form),
+        // The same downgrade in a 1 KiB form, as partner tooling fills it.
+        "refused_1k" => {
+            let mut body = format!("{REFUSED}&onboarding=1&note=");
+            body.push_str(&"n".repeat(1024 - body.len()));
+            (body, form)
+        }
+        // The same downgrade in the partner tooling's own format: a 4 KiB multipart form with a
+        // key nobody checks, sent as `multipart/form-data;; boundary=` (curl with a hand-set
+        // content type).
+        "refused_multipart" => {
+            let mut body = String::new();
+            for (name, value) in [
+                ("siteurl", "1003"),
+                ("plan", "premium"),
+                ("local_user", "admin"),
+                ("force_register", "1"),
+                ("onboarding", "1"),
+            ] {
+                body.push_str(&format!(
+                    "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"
+                ));
+            }
+            body.push_str(&format!(
+                "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"ssh_private_key\"\r\n\r\n"
+            ));
+            let closing = format!("\r\n--{BOUNDARY}--\r\n");
+            body.push_str(&"k".repeat(4096 - body.len() - closing.len()));
+            body.push_str(&closing);
+            (body, format!("multipart/form-data;; boundary={BOUNDARY}"))
+        }
+        _ => (
+            format!(
+                "siteurl={}&plan=jetpack-scan&local_user=admin",
+                FIRST_FREE_SITE + n % FREE_SITES
+            ),
+            form,
         ),
     }
 }
@@ -116,6 +155,8 @@ struct Plan {
     duration: Duration,
     concurrencies: &'static [usize],
     cached_sites: u64,
+    /// Measures only this headline figure.
+    only: Option<&'static str>,
 }
 
 /// One scenario's figures.
@@ -136,17 +177,23 @@ struct Run {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let quick = std::env::args().any(|a| a == "--quick");
+    let only = std::env::args()
+        .skip_while(|a| a != "--only")
+        .nth(1)
+        .map(|name| &*Box::leak(name.into_boxed_str()));
     let plan = if quick {
         Plan {
             duration: Duration::from_millis(800),
             concurrencies: &[1, 32],
             cached_sites: 20_000,
+            only,
         }
     } else {
         Plan {
             duration: Duration::from_secs(4),
             concurrencies: &[1, 16, 64],
             cached_sites: 100_000,
+            only,
         }
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -210,6 +257,9 @@ async fn run(plan: Plan, quick: bool) -> Result<(), Box<dyn std::error::Error>> 
 
     let mut runs = Vec::new();
     for (phase, delay) in PHASES {
+        if plan.only.is_some() {
+            break;
+        }
         fake.clear_faults();
         if !delay.is_zero() {
             fake.inject(Endpoint::UpgradePaths, Fault::Delay(delay))
@@ -235,52 +285,78 @@ async fn run(plan: Plan, quick: bool) -> Result<(), Box<dyn std::error::Error>> 
     // minute, so that a slow spell of this shared machine hits both.
     let top = *plan.concurrencies.last().expect("at least one concurrency");
     let slices = if quick { 3 } else { 8 };
-    let hot = interleaved(
-        &fake,
-        addr,
-        ("b", "a"),
-        "refused",
-        top,
-        slices,
-        plan.duration,
-    )
-    .await;
-    let cold = cold_latency_ratio(&check, addr, if quick { 500 } else { 3000 }).await;
+    let wanted = |name: &str| plan.only.is_none_or(|only| only == name);
+    let mut metrics: Vec<(&str, String)> = Vec::new();
+    let ratio = |first, second, kind, concurrency| {
+        let fake = &fake;
+        async move {
+            let ratio = interleaved(
+                fake,
+                addr,
+                (first, second),
+                kind,
+                concurrency,
+                slices,
+                plan.duration,
+            )
+            .await;
+            format!("{ratio:.3}")
+        }
+    };
+    if wanted("hot_throughput_ratio") {
+        let hot = ratio("b", "a", "refused", top).await;
+        metrics.push(("hot_throughput_ratio", hot));
+    }
+    // Issue 14's four, at loopback with no added latency: cached refusals of the partner's own
+    // forms against the unguarded route (the guard's reading and deciding, against the
+    // handler's own reading), and allowed provisions against the hand-written check (one
+    // lookup each: the guard's lock, coalescing, cache and report against none of them).
+    for (name, first, second, kind, concurrency) in [
+        ("hot_form_1k_ratio", "b", "a", "refused_1k", 64),
+        ("hot_multipart_ratio", "b", "a", "refused_multipart", 64),
+        ("allowed_ratio_from_fn_c16", "b", "d", "allowed", 16),
+        ("allowed_ratio_from_fn_c64", "b", "d", "allowed", 64),
+    ] {
+        if wanted(name) {
+            metrics.push((name, ratio(first, second, kind, concurrency).await));
+        }
+    }
+    if wanted("cold_latency_overhead_ratio") {
+        let rounds = if quick { 500 } else { 3000 };
+        let cold = cold_latency_ratio(&check, addr, rounds).await;
+        metrics.push(("cold_latency_overhead_ratio", format!("{cold:.3}")));
+    }
     fake.inject(
         Endpoint::UpgradePaths,
         Fault::Delay(Duration::from_millis(5)),
     )
     .always();
-    let peer_cold = interleaved(
-        &fake,
-        addr,
-        ("c", "d"),
-        "allowed",
-        top,
-        slices,
-        plan.duration,
-    )
-    .await;
-    let peer_hot = interleaved(
-        &fake,
-        addr,
-        ("b", "d"),
-        "refused",
-        top,
-        slices,
-        plan.duration,
-    )
-    .await;
+    if wanted("peer_cold_ratio_from_fn") {
+        let peer_cold = ratio("c", "d", "allowed", top).await;
+        metrics.push(("peer_cold_ratio_from_fn", peer_cold));
+    }
+    if wanted("peer_hot_ratio_from_fn") {
+        let peer_hot = ratio("b", "d", "refused", top).await;
+        metrics.push(("peer_hot_ratio_from_fn", peer_hot));
+    }
     fake.clear_faults();
-    let coalesced = coalesced_lookups(&fake, &uncached_router(&fake)?).await;
-    let bytes_per_site = bytes_per_cached_site(&fake, plan.cached_sites).await?;
+    if wanted("coalesced_lookups") {
+        let coalesced = coalesced_lookups(&fake, &uncached_router(&fake)?).await;
+        metrics.push(("coalesced_lookups", coalesced.to_string()));
+    }
+    if wanted("bytes_per_cached_site") {
+        let bytes_per_site = bytes_per_cached_site(&fake, plan.cached_sites).await?;
+        metrics.push(("bytes_per_cached_site", format!("{bytes_per_site:.0}")));
+    }
     server.abort();
 
-    print_table(&runs);
-    println!();
+    if !runs.is_empty() {
+        print_table(&runs);
+        println!();
+    }
     println!(
-        "Throughput ratios at concurrency {top}, each from {slices} alternating slices per side; \
-         cold latency at concurrency 1, loopback, alternating request by request."
+        "Throughput ratios at concurrency {top} unless named, each from {slices} alternating \
+         slices per side; cold latency at concurrency 1, loopback, alternating request by request."
     );
     println!(
         "Direct upgrade-paths lookup p50 before the table (loopback): {:.0} µs.",
@@ -288,18 +364,40 @@ async fn run(plan: Plan, quick: bool) -> Result<(), Box<dyn std::error::Error>> 
     );
     println!("Total time {:.1} s.", started.elapsed().as_secs_f64());
     println!();
-    println!("metric hot_throughput_ratio {hot:.3}");
-    println!("metric cold_latency_overhead_ratio {cold:.3}");
-    println!("metric coalesced_lookups {coalesced}");
-    println!("metric peer_cold_ratio_from_fn {peer_cold:.3}");
-    println!("metric peer_hot_ratio_from_fn {peer_hot:.3}");
-    println!("metric bytes_per_cached_site {bytes_per_site:.0}");
+    for (name, value) in metrics {
+        println!("metric {name} {value}");
+    }
     Ok(())
 }
 
-/// The partner's handler: reads the form, answers 200, calls nothing upstream.
-async fn provision(Form(form): Form<HashMap<String, String>>) -> impl IntoResponse {
-    if form.contains_key("plan") {
+/// The partner's handler: reads the form (urlencoded, or multipart with `multer`, what axum's
+/// `Multipart` uses), answers 200, calls nothing upstream.
+async fn provision(request: Request) -> StatusCode {
+    let multipart = request
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once("boundary="))
+        .map(|(_, boundary)| boundary.to_owned());
+    let has_plan = match multipart {
+        Some(boundary) => {
+            let stream = request.into_body().into_data_stream();
+            let mut form = multer::Multipart::new(stream, boundary);
+            let mut has_plan = false;
+            while let Ok(Some(field)) = form.next_field().await {
+                has_plan |= field.name() == Some("plan");
+                if field.bytes().await.is_err() {
+                    return StatusCode::BAD_REQUEST;
+                }
+            }
+            has_plan
+        }
+        None => match Form::<HashMap<String, String>>::from_request(request, &()).await {
+            Ok(Form(form)) => form.contains_key("plan"),
+            Err(_) => false,
+        },
+    };
+    if has_plan {
         StatusCode::OK
     } else {
         StatusCode::BAD_REQUEST
@@ -462,10 +560,10 @@ async fn drive(
     }
 }
 
-async fn send(http: &reqwest::Client, url: &str, body: String) -> u16 {
+async fn send(http: &reqwest::Client, url: &str, (body, content_type): (String, String)) -> u16 {
     let response = http
         .post(url)
-        .header("content-type", "application/x-www-form-urlencoded")
+        .header("content-type", content_type)
         .body(body)
         .send()
         .await

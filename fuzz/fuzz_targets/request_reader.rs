@@ -1,7 +1,9 @@
 //! The request reader on arbitrary requests: `Content-Type`, URI and body -> site and product, or
 //! a rejection. Whatever the input, reading ends at once (the body is all there), the request
-//! to forward carries the body byte for byte, what is read is what a plain form or JSON parser
-//! reads (after WordPress.com's choice between them), and a rejection is one of the contract's.
+//! to forward carries the body byte for byte, what is read is what a plain form, JSON or
+//! multipart parser reads (after WordPress.com's choice between them: `multer`, what axum's
+//! `Multipart` uses, for multipart bodies, which the guard itself no longer runs), and a
+//! rejection is one of the contract's.
 //! The comparison with PHP itself is `tests/php_differential.rs`; its cases are seeds here.
 //!
 //! Input layout, so seeds can be written by hand (see `fuzz/seeds/request_reader/`):
@@ -184,6 +186,7 @@ fn check_against_plain_parsers(
             .rev()
             .take_while(|b| php_trim(b))
             .count();
+    let raw = body;
     let body = &body[start..end];
     let json = || match serde_json::from_slice(body) {
         Ok(serde_json::Value::Object(map)) => Some(map),
@@ -219,6 +222,17 @@ fn check_against_plain_parsers(
         Some("application/json") => {
             from_json(&json().expect("accepted a JSON body that is not an object"))
         }
+        Some(essence) if essence.eq_ignore_ascii_case("multipart/form-data") => {
+            let header = content_type.and_then(|v| v.to_str().ok()).unwrap_or_default();
+            let boundary = header
+                .split(';')
+                .skip(1)
+                .filter_map(|param| param.split_once('='))
+                .find(|(name, _)| name.trim().eq_ignore_ascii_case("boundary"))
+                .map(|(_, value)| value.trim().trim_matches('"').to_owned())
+                .expect("an accepted multipart body names its boundary");
+            multipart_fields(&boundary, raw)
+        }
         _ => return,
     };
     let values = |name: &str| -> Vec<&str> {
@@ -246,4 +260,27 @@ fn check_against_plain_parsers(
     for found in sites {
         assert_eq!(Site::parse(found).as_ref(), Ok(site), "siteurl {found:?}");
     }
+}
+
+/// The text fields `multer` reads from a multipart body the guard accepted: it must read it all.
+fn multipart_fields(boundary: &str, body: &[u8]) -> Vec<(String, String)> {
+    let body = Bytes::copy_from_slice(body);
+    let stream = stream::once(async move { Ok::<_, Infallible>(body) });
+    let mut form = multer::Multipart::new(stream, boundary.to_owned());
+    now(async {
+        let mut pairs = Vec::new();
+        while let Some(field) = form
+            .next_field()
+            .await
+            .expect("multer reads a multipart body the guard accepted")
+        {
+            let name = field.name().map(str::to_owned);
+            let file = field.file_name().is_some();
+            let value = field.bytes().await.expect("multer reads every value");
+            if let (Some(name), false, Ok(text)) = (name, file, String::from_utf8(value.to_vec())) {
+                pairs.push((name, text));
+            }
+        }
+        pairs
+    })
 }

@@ -32,7 +32,7 @@ pub(crate) fn multipart_boundary<'a>(
     value: &str,
     params: impl Iterator<Item = &'a str>,
 ) -> Result<String, UnsupportedFormat> {
-    let mentions_boundary = value.to_ascii_lowercase().matches("boundary").count();
+    let mentions_boundary = multipart::boundary_words(value, true).count();
     // curl turns a hand-set `multipart/form-data;` into `multipart/form-data;; boundary=…`:
     // empty parameters are skipped rather than refused.
     params
@@ -77,8 +77,6 @@ pub(crate) enum FieldValue {
     /// A JSON value PHP would not cast to the same text (a boolean, a float, an array, an
     /// object), or a value that is not UTF-8.
     NotText,
-    /// A multipart part with a file name: PHP puts it in `$_FILES`, and reads it as no value.
-    File,
 }
 
 /// Why a field could not be read.
@@ -113,6 +111,12 @@ enum Stored {
         pairs: Vec<PairAt>,
     },
     Pairs(Vec<(String, FieldValue)>),
+    /// A multipart form: each part's name, and where its value lies in the body (`None`: a
+    /// file). Values are decoded only when asked for.
+    Multipart {
+        body: Bytes,
+        parts: Vec<(String, Option<std::ops::Range<usize>>)>,
+    },
 }
 
 impl Default for Fields {
@@ -133,6 +137,8 @@ pub(crate) enum Value<'a> {
     File,
     /// The value of one `name=value` pair of an urlencoded form, not decoded yet.
     Encoded(&'a [u8]),
+    /// A multipart value's bytes, not checked for UTF-8 yet.
+    Bytes(&'a [u8]),
 }
 
 impl<'a> Value<'a> {
@@ -147,6 +153,9 @@ impl<'a> Value<'a> {
                     String::from_utf8(bytes).map_or(Self::NotText, |t| Self::Text(t.into()))
                 }
             },
+            Self::Bytes(raw) => {
+                std::str::from_utf8(raw).map_or(Self::NotText, |t| Self::Text(t.into()))
+            }
             decoded => decoded,
         }
     }
@@ -154,7 +163,7 @@ impl<'a> Value<'a> {
 
 /// PHP's `urldecode`: `+` is a space, `%` and two hex digits a byte, any other `%` itself.
 fn php_url_decode(raw: &[u8]) -> Cow<'_, [u8]> {
-    if !raw.iter().any(|b| *b == b'%' || *b == b'+') {
+    if memchr::memchr2(b'%', b'+', raw).is_none() {
         return Cow::Borrowed(raw);
     }
     let hex = |b: u8| char::from(b).to_digit(16);
@@ -186,15 +195,10 @@ fn php_url_decode(raw: &[u8]) -> Cow<'_, [u8]> {
 fn locate_pairs(body: &[u8]) -> Vec<PairAt> {
     let mut pairs = Vec::new();
     let mut start = 0;
-    for end in body
-        .iter()
-        .enumerate()
-        .filter_map(|(at, b)| (*b == b'&').then_some(at))
-        .chain([body.len()])
-    {
+    for end in memchr::memchr_iter(b'&', body).chain([body.len()]) {
         if end > start {
             let pair = &body[start..end];
-            let name_len = pair.iter().position(|b| *b == b'=').unwrap_or(pair.len());
+            let name_len = memchr::memchr(b'=', pair).unwrap_or(pair.len());
             pairs.push(PairAt {
                 start,
                 name_end: start + name_len,
@@ -217,6 +221,14 @@ struct PairAt {
 /// A form field's name decoded as PHP decodes it; most names need no decoding. Bytes that are
 /// not UTF-8 become U+FFFD, which no name the guard reads contains.
 fn decode_name(raw: &[u8]) -> Cow<'_, str> {
+    // The common case, `siteurl` or `local_user`: the name is its own decoding.
+    if raw
+        .iter()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'))
+        && let Ok(name) = std::str::from_utf8(raw)
+    {
+        return Cow::Borrowed(name);
+    }
     match php_url_decode(raw) {
         Cow::Borrowed(bytes) => String::from_utf8_lossy(bytes),
         Cow::Owned(bytes) => Cow::Owned(String::from_utf8_lossy(&bytes).into_owned()),
@@ -240,6 +252,17 @@ impl Fields {
         }
     }
 
+    /// A multipart form's parts: names, and where their values lie in `body` (`None`: a file).
+    pub(crate) fn multipart(
+        body: Bytes,
+        parts: Vec<(String, Option<std::ops::Range<usize>>)>,
+    ) -> Self {
+        Self {
+            stored: Stored::Multipart { body, parts },
+            php_names: true,
+        }
+    }
+
     pub(crate) fn pairs(pairs: Vec<(String, FieldValue)>, php_names: bool) -> Self {
         Self {
             stored: Stored::Pairs(pairs),
@@ -248,23 +271,37 @@ impl Fields {
     }
 
     /// Every field, in order, with its name as sent.
-    fn entries(&self) -> Box<dyn Iterator<Item = (Cow<'_, str>, Value<'_>)> + '_> {
-        match &self.stored {
-            Stored::Form { body, pairs } => Box::new(pairs.iter().map(|at| {
+    fn entries(&self) -> impl Iterator<Item = (Cow<'_, str>, Value<'_>)> + '_ {
+        let (form, pairs, multipart) = match &self.stored {
+            Stored::Form { body, pairs } => (Some((body, pairs.iter())), None, None),
+            Stored::Pairs(pairs) => (None, Some(pairs.iter()), None),
+            Stored::Multipart { body, parts } => (None, None, Some((body, parts.iter()))),
+        };
+        let multipart = multipart.into_iter().flat_map(|(body, parts)| {
+            parts.map(|(name, value)| {
+                let value = match value {
+                    Some(range) => Value::Bytes(&body[range.clone()]),
+                    None => Value::File,
+                };
+                (Cow::Borrowed(name.as_str()), value)
+            })
+        });
+        let form = form.into_iter().flat_map(|(body, pairs)| {
+            pairs.map(|at| {
                 let name = decode_name(&body[at.start..at.name_end]);
                 let value = body.get(at.name_end + 1..at.end).unwrap_or_default();
                 (name, Value::Encoded(value))
-            })),
-            Stored::Pairs(pairs) => Box::new(pairs.iter().map(|(name, value)| {
-                let value = match value {
-                    FieldValue::Text(text) => Value::Text(Cow::Borrowed(text)),
-                    FieldValue::Null => Value::Null,
-                    FieldValue::NotText => Value::NotText,
-                    FieldValue::File => Value::File,
-                };
-                (Cow::Borrowed(name.as_str()), value)
-            })),
-        }
+            })
+        });
+        let pairs = pairs.into_iter().flatten().map(|(name, value)| {
+            let value = match value {
+                FieldValue::Text(text) => Value::Text(Cow::Borrowed(text)),
+                FieldValue::Null => Value::Null,
+                FieldValue::NotText => Value::NotText,
+            };
+            (Cow::Borrowed(name.as_str()), value)
+        });
+        form.chain(pairs).chain(multipart)
     }
 
     /// How many fields there are (PHP stops reading past `max_input_vars`).
@@ -272,21 +309,23 @@ impl Fields {
         match &self.stored {
             Stored::Form { pairs, .. } => pairs.len(),
             Stored::Pairs(pairs) => pairs.len(),
+            Stored::Multipart { parts, .. } => parts.len(),
         }
     }
 
-    /// Whether `field` names `name`, as the upstream reads names.
-    fn names(&self, field: &str, name: &str) -> bool {
+    /// The key the upstream registers a field called `name` under.
+    fn key<'n>(&self, name: &'n str) -> Cow<'n, str> {
         if self.php_names {
-            php_name(field) == php_name(name)
+            php_name(name)
         } else {
-            field == name
+            Cow::Borrowed(name)
         }
     }
 
     /// The text of the field called `name`, `Ok(None)` when absent.
     pub(crate) fn get(&self, name: &str) -> Result<Option<Cow<'_, str>>, FieldError> {
-        let mut found = self.entries().filter(|(field, _)| self.names(field, name));
+        let key = self.key(name);
+        let mut found = self.entries().filter(|(field, _)| self.key(field) == key);
         let Some((found_name, value)) = found.next() else {
             return Ok(None);
         };
@@ -311,8 +350,9 @@ impl Fields {
     /// is how the fake upstream reads forms, so tests against it see what WordPress.com would.
     #[cfg_attr(not(feature = "test-util"), allow(dead_code))]
     pub(crate) fn as_php_reads(&self, name: &str) -> Option<Value<'_>> {
+        let key = self.key(name);
         self.entries()
-            .filter(|(field, _)| self.names(field, name))
+            .filter(|(field, _)| self.key(field) == key)
             .last()
             .map(|(_, value)| value.decoded())
     }
@@ -322,6 +362,10 @@ impl Fields {
 /// leading spaces dropped, cut at NUL, ` ` and `.` turned into `_`; at the first `[`, the key
 /// ends when a `]` follows (an array), else that `[` and every later ` `, `.` and `[` become `_`.
 fn php_name(raw: &str) -> Cow<'_, str> {
+    // Most names are their own key: one pass over the bytes tells.
+    if !raw.bytes().any(|b| matches!(b, b' ' | b'\0' | b'.' | b'[')) {
+        return Cow::Borrowed(raw);
+    }
     let raw = raw.trim_start_matches(' ');
     let raw = raw.split('\0').next().unwrap_or_default();
     if !raw.contains([' ', '.', '[']) {

@@ -1,4 +1,5 @@
-//! `multipart/form-data` read as PHP reads it, and cross-checked against `multer`.
+//! `multipart/form-data` read as PHP reads it, taken only in the plain form every parser reads
+//! alike.
 //!
 //! PHP's own multipart parser (`main/rfc1867.c`) fills `$_POST` and `$_FILES`, which is what
 //! WordPress.com's `input()` reads. It is line based and lenient where RFC 7578 parsers are
@@ -15,13 +16,22 @@
 //!   the parsing there.
 //!
 //! The guard reads the body with a copy of that algorithm, so it sees the fields PHP sees. It
-//! then reads the body again with `multer` (what axum's `Multipart` uses) and refuses the body
-//! unless both agree part for part: a partner handler that reads the form itself, and any
-//! corner of PHP's parser this copy might get wrong, then meet a refusal rather than another
-//! reading.
+//! then takes the body only in its *plain* form (see [`read_plain`]): CRLF line ends, nothing
+//! before the first boundary or after the closing one, each part a few `Name: value` headers with
+//! one `Content-Disposition: form-data; name="…"` (and maybe `; filename="…"`), quoted names of
+//! plain characters, and no value holding a line that starts with the boundary. Every corner
+//! above lies outside that form, where RFC 7578 parsers (`multer`, what axum's `Multipart` uses)
+//! read the same parts as PHP: a partner handler that reads the form itself, and any corner of
+//! PHP's parser this copy might get wrong, then meet a refusal rather than another reading.
+//!
+//! Until 0.1 the guard also read every body a second time with `multer` and compared; that
+//! second reading cost more than the rest of the guard's work on a 4 KiB form. `multer` stays the
+//! oracle: the tests here and the `request_reader` fuzz target check that whatever the plain
+//! reading accepts, `multer` reads part for part the same.
 
-use super::fields::{FieldValue, Fields};
+use super::fields::Fields;
 use bytes::Bytes;
+use std::borrow::Cow;
 
 /// PHP reads at most this many variables from a form (`max_input_vars`) and drops the rest; a
 /// body with more is refused rather than read past the point PHP stops.
@@ -31,15 +41,39 @@ pub(crate) const MAX_FIELDS: usize = 1000;
 /// (values are not read by line, only the preamble, headers and skipped parts are).
 const MAX_LINE: usize = 4096;
 
-/// One part as read.
+/// The most headers a plain part has (`multer` refuses a part with more than 32).
+const MAX_PART_HEADERS: usize = 8;
+
+/// One part as read, borrowed from the body (a name PHP unescapes is a copy).
 #[derive(Clone, Debug, PartialEq, Eq)]
-struct Part {
+struct Part<'a> {
     /// The `name` parameter as PHP reads it (`None`: an anonymous file).
-    name: Option<Vec<u8>>,
+    name: Option<Cow<'a, [u8]>>,
     /// Whether a `filename` parameter was given: then PHP puts the part in `$_FILES`.
     file: bool,
-    value: Vec<u8>,
+    value: &'a [u8],
 }
+
+/// One part of a plain body, borrowed from it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct PlainPart<'a> {
+    name: &'a [u8],
+    file: bool,
+    value: &'a [u8],
+}
+
+impl PartialEq<PlainPart<'_>> for Part<'_> {
+    fn eq(&self, plain: &PlainPart<'_>) -> bool {
+        self.name.as_deref() == Some(plain.name)
+            && self.file == plain.file
+            && self.value == plain.value
+    }
+}
+
+/// The message for a body that is not a plain form.
+const NOT_PLAIN: &str = "the multipart body is not a plain form: parsers read it differently (send \
+                         CRLF line ends, quoted names, no text after the closing boundary, and values \
+                         without the boundary in them)";
 
 /// Reads a multipart body with boundary `boundary` (as PHP extracts it from the header).
 pub(crate) async fn read(boundary: &str, body: Bytes) -> Result<Fields, String> {
@@ -49,45 +83,126 @@ pub(crate) async fn read(boundary: &str, body: Bytes) -> Result<Fields, String> 
             "the form has more than {MAX_FIELDS} parts; WordPress.com (PHP) reads only the first {MAX_FIELDS}"
         ));
     }
-    let strict = read_as_multer(boundary, body).await;
-    if strict.as_ref() != Ok(&parts) {
-        return Err(
-            "the multipart body is not a plain form: parsers read it differently (send CRLF line ends, \
-             quoted names, no text after the closing boundary, and values without the boundary in them)"
-                .into(),
-        );
+    // Both readings, compared: the plain form is where they must agree, so a difference is a
+    // mistake in one of them, and refused rather than guessed at.
+    let plain = read_plain(boundary.as_bytes(), &body).ok_or(NOT_PLAIN)?;
+    if parts.len() != plain.len() || parts.iter().zip(&plain).any(|(php, plain)| php != plain) {
+        return Err(NOT_PLAIN.into());
     }
-    let pairs = parts
+    // Values stay in the body: only the one or two asked for are ever decoded.
+    let fields = parts
         .into_iter()
         .filter_map(|part| {
             let name = String::from_utf8_lossy(&part.name?).into_owned();
-            let value = if part.file {
-                FieldValue::File
-            } else {
-                String::from_utf8(part.value).map_or(FieldValue::NotText, FieldValue::Text)
-            };
+            let value = (!part.file).then(|| offset(&body, part.value));
             Some((name, value))
         })
         .collect();
-    Ok(Fields::pairs(pairs, true))
+    Ok(Fields::multipart(body, fields))
 }
 
-async fn read_as_multer(boundary: &str, body: Bytes) -> Result<Vec<Part>, multer::Error> {
-    let stream = futures_util::stream::once(async move { Ok::<_, std::convert::Infallible>(body) });
-    let mut multipart = multer::Multipart::new(stream, boundary);
+/// Where `part` lies in `body`, which it is a slice of.
+fn offset(body: &[u8], part: &[u8]) -> std::ops::Range<usize> {
+    let start = part.as_ptr() as usize - body.as_ptr() as usize;
+    start..start + part.len()
+}
+
+/// The parts of a body in the plain form, or `None` when it is not in it:
+///
+/// ```text
+/// body    = "--" boundary *( CRLF part-headers CRLF value CRLF "--" boundary ) "--" [ CRLF ]
+/// header  = token ": " VCHAR *( VCHAR / SP )  CRLF      ; at most 8, CRLF-terminated
+/// disposition = "form-data; name=\"" 1*name-char "\"" [ "; filename=\"" *file-char "\"" ]
+/// ```
+///
+/// with exactly one `Content-Disposition` header per part (its name in any case), `name-char`
+/// a visible ASCII character other than `"`, `'`, `\`, `;`, `=` and `,`; `file-char` the same
+/// or a space; and no value holding `\n--boundary`. On such a body PHP and RFC 7578 parsers cut
+/// the same parts at the same places and read the same names: no text outside the parts, no line
+/// end but CRLF, no value a lenient parser would end early, no parameter a parser searching for
+/// `name` or `filename` by text could find anywhere else.
+fn read_plain<'a>(boundary: &[u8], body: &'a [u8]) -> Option<Vec<PlainPart<'a>>> {
+    let mut rest = body.strip_prefix(b"--")?.strip_prefix(boundary)?;
     let mut parts = Vec::new();
-    while let Some(field) = multipart.next_field().await? {
-        let name = field.name().map(|n| n.as_bytes().to_vec());
-        let file = field.file_name().is_some();
-        let value = field.bytes().await?.to_vec();
-        parts.push(Part { name, file, value });
+    loop {
+        if let Some(after) = rest.strip_prefix(b"--") {
+            return (after.is_empty() || after == b"\r\n").then_some(parts);
+        }
+        rest = rest.strip_prefix(b"\r\n")?;
+        let mut disposition = None;
+        let mut headers = 0;
+        loop {
+            // A line ends at its first LF, which must follow a CR (a bare CR is no text either).
+            let end = memchr::memchr(b'\n', &rest[..rest.len().min(MAX_LINE + 1)])?;
+            let line = rest[..end].strip_suffix(b"\r")?;
+            rest = &rest[end + 1..];
+            if line.is_empty() {
+                break;
+            }
+            headers += 1;
+            let (name, value) = plain_header(line)?;
+            if headers > MAX_PART_HEADERS {
+                return None;
+            }
+            if name.eq_ignore_ascii_case(b"content-disposition") {
+                if disposition.is_some() {
+                    return None;
+                }
+                disposition = Some(plain_disposition(value)?);
+            }
+        }
+        let (name, file) = disposition?;
+        // The value ends at the first line that starts with the boundary: it must be the next
+        // delimiter, after a CR.
+        let end = memchr::memchr_iter(b'\n', rest).find(|&at| {
+            let line = &rest[at + 1..];
+            line.strip_prefix(b"--")
+                .is_some_and(|line| line.starts_with(boundary))
+        })?;
+        let value = rest[..end].strip_suffix(b"\r")?;
+        rest = &rest[end + 3 + boundary.len()..];
+        if !rest.starts_with(b"\r\n") && !rest.starts_with(b"--") {
+            return None;
+        }
+        parts.push(PlainPart { name, file, value });
     }
-    Ok(parts)
+}
+
+/// A plain header line: a token, `": "`, then visible ASCII and spaces, not starting with one.
+fn plain_header(line: &[u8]) -> Option<(&[u8], &[u8])> {
+    let colon = line.iter().position(|&b| b == b':')?;
+    let (name, value) = (&line[..colon], line[colon + 1..].strip_prefix(b" ")?);
+    let token = |b: &u8| b.is_ascii_alphanumeric() || *b == b'-';
+    let text = |b: &u8| (0x20..0x7f).contains(b);
+    (!name.is_empty()
+        && name.iter().all(token)
+        && value.first().is_some_and(|&b| b != b' ')
+        && value.iter().all(text))
+    .then_some((name, value))
+}
+
+/// A plain `Content-Disposition` value: its name, and whether it names a file.
+fn plain_disposition(value: &[u8]) -> Option<(&[u8], bool)> {
+    let name_char =
+        |b: &u8| b.is_ascii_graphic() && !matches!(b, b'"' | b'\'' | b'\\' | b';' | b'=' | b',');
+    let rest = value.strip_prefix(b"form-data; name=\"")?;
+    let end = rest.iter().position(|&b| b == b'"')?;
+    let (name, rest) = (&rest[..end], &rest[end + 1..]);
+    if name.is_empty() || !name.iter().all(name_char) {
+        return None;
+    }
+    if rest.is_empty() {
+        return Some((name, false));
+    }
+    let file = rest.strip_prefix(b"; filename=\"")?.strip_suffix(b"\"")?;
+    file.iter()
+        .all(|b| *b == b' ' || name_char(b))
+        .then_some((name, true))
 }
 
 /// The parts PHP registers, in order. A body PHP would only partly read (garbled headers,
 /// over-long lines) is an error.
-fn read_as_php(boundary: &[u8], body: &[u8]) -> Result<Vec<Part>, String> {
+fn read_as_php<'a>(boundary: &[u8], body: &'a [u8]) -> Result<Vec<Part<'a>>, String> {
     let mut delimiter = b"--".to_vec();
     delimiter.extend_from_slice(boundary);
     let mut next = b"\n".to_vec();
@@ -100,7 +215,13 @@ fn read_as_php(boundary: &[u8], body: &[u8]) -> Result<Vec<Part>, String> {
         loop {
             match reader.line()? {
                 None => return Ok(parts),
-                Some(line) if c_str(line) == delimiter.as_slice() => break,
+                // `c_str(line) == delimiter`, without scanning the whole line for a NUL.
+                Some(line)
+                    if line.starts_with(&delimiter)
+                        && line.get(delimiter.len()).is_none_or(|&b| b == 0) =>
+                {
+                    break;
+                }
                 Some(_) => {}
             }
         }
@@ -112,7 +233,15 @@ fn read_as_php(boundary: &[u8], body: &[u8]) -> Result<Vec<Part>, String> {
             // PHP skips the part; its lines are read while looking for the next delimiter.
             continue;
         };
-        let (name, filename) = disposition_params(&disposition.1);
+        let (name, filename) = match &disposition.1 {
+            // Borrowed from the body, unless the header was folded over several lines.
+            Cow::Borrowed(value) => disposition_params(value),
+            Cow::Owned(value) => {
+                let (name, filename) = disposition_params(value);
+                let owned = |word: Cow<'_, [u8]>| Cow::Owned(word.into_owned());
+                (name.map(owned), filename.map(owned))
+            }
+        };
         if name.is_none() && filename.is_none() {
             return Err(
                 "a multipart part has no name: WordPress.com (PHP) stops reading the form there"
@@ -142,8 +271,9 @@ fn is_space(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r')
 }
 
-/// A part's header as PHP keeps it: the text before the first `:`, and the value.
-type Header = (Vec<u8>, Vec<u8>);
+/// A part's header as PHP keeps it: the text before the first `:`, and the value (a copy only
+/// when continued on another line).
+type Header<'a> = (&'a [u8], Cow<'a, [u8]>);
 
 struct Reader<'a> {
     body: &'a [u8],
@@ -155,7 +285,7 @@ impl<'a> Reader<'a> {
     /// last line without one).
     fn line(&mut self) -> Result<Option<&'a [u8]>, String> {
         let rest = &self.body[self.at..];
-        let Some(end) = rest.iter().position(|&b| b == b'\n') else {
+        let Some(end) = memchr::memchr(b'\n', rest) else {
             if rest.len() > MAX_LINE {
                 return Err("a line of the multipart body is too long".into());
             }
@@ -170,9 +300,9 @@ impl<'a> Reader<'a> {
     }
 
     /// A part's headers, `(key, value)`, up to the first empty line (or one starting with NUL).
-    fn headers(&mut self) -> Result<Vec<Header>, String> {
+    fn headers(&mut self) -> Result<Vec<Header<'a>>, String> {
         let mut headers = Vec::new();
-        let mut current: Option<Header> = None;
+        let mut current: Option<Header<'a>> = None;
         while let Some(line) = self.line()? {
             let line = c_str(line);
             if line.is_empty() {
@@ -189,9 +319,9 @@ impl<'a> Reader<'a> {
                     headers.extend(current.take());
                     let value = &line[colon + 1..];
                     let skip = value.iter().take_while(|&&b| is_space(b)).count();
-                    current = Some((line[..colon].to_vec(), value[skip..].to_vec()));
+                    current = Some((&line[..colon], Cow::Borrowed(&value[skip..])));
                 }
-                (None, Some((_, value))) => value.extend_from_slice(line),
+                (None, Some((_, value))) => value.to_mut().extend_from_slice(line),
                 (None, None) => {}
             }
         }
@@ -201,14 +331,10 @@ impl<'a> Reader<'a> {
 
     /// A part's value: everything up to the next `\n--boundary` (or up to a start of it that
     /// reaches the end of the body), without the `\r` before it.
-    fn value(&mut self, next: &[u8]) -> Vec<u8> {
+    fn value(&mut self, next: &[u8]) -> &'a [u8] {
         let rest = &self.body[self.at..];
         // `next` starts with `\n`: only a line end can start it.
-        let end = rest
-            .iter()
-            .enumerate()
-            .filter(|(_, b)| **b == b'\n')
-            .map(|(at, _)| at)
+        let end = memchr::memchr_iter(b'\n', rest)
             .find(|&at| {
                 let tail = &rest[at..];
                 tail.starts_with(next) || next.starts_with(tail)
@@ -219,14 +345,14 @@ impl<'a> Reader<'a> {
         if end < rest.len() {
             value = value.strip_suffix(b"\r").unwrap_or(value);
         }
-        value.to_vec()
+        value
     }
 }
 
 /// The `name` and `filename` parameters of a `Content-Disposition` value, as PHP reads them:
 /// `;`-separated pairs (quotes protect separators), keys matched case-insensitively, the last of
 /// each kept.
-fn disposition_params(value: &[u8]) -> (Option<Vec<u8>>, Option<Vec<u8>>) {
+fn disposition_params(value: &[u8]) -> (Option<Word<'_>>, Option<Word<'_>>) {
     let value = c_str(value);
     let mut rest = &value[value.iter().take_while(|&&b| is_space(b)).count()..];
     let (mut name, mut filename) = (None, None);
@@ -245,6 +371,9 @@ fn disposition_params(value: &[u8]) -> (Option<Vec<u8>>, Option<Vec<u8>>) {
     }
     (name, filename)
 }
+
+/// A parameter's value as PHP reads it: borrowed unless unescaped.
+type Word<'a> = Cow<'a, [u8]>;
 
 /// PHP's `php_ap_getword`: up to `stop` outside quotes, then past every `stop`.
 fn get_word<'a>(line: &mut &'a [u8], stop: u8) -> &'a [u8] {
@@ -279,10 +408,10 @@ fn get_word<'a>(line: &mut &'a [u8], stop: u8) -> &'a [u8] {
 }
 
 /// PHP's `php_ap_getword_conf`: a quoted or unquoted value, with `\\` and `\"` unescaped.
-fn get_word_conf(bytes: &[u8]) -> Vec<u8> {
+fn get_word_conf(bytes: &[u8]) -> Cow<'_, [u8]> {
     let bytes = &bytes[bytes.iter().take_while(|&&b| is_space(b)).count()..];
     match bytes.first() {
-        None => Vec::new(),
+        None => Cow::Borrowed(&[]),
         Some(&quote) if quote == b'"' || quote == b'\'' => {
             let inner = &bytes[1..];
             substring_conf(inner, inner.len(), Some(quote))
@@ -294,7 +423,14 @@ fn get_word_conf(bytes: &[u8]) -> Vec<u8> {
     }
 }
 
-fn substring_conf(bytes: &[u8], len: usize, quote: Option<u8>) -> Vec<u8> {
+/// The first `len` bytes up to `quote`, unescaped; borrowed when there is no `\\` to remove.
+fn substring_conf(bytes: &[u8], len: usize, quote: Option<u8>) -> Cow<'_, [u8]> {
+    let end = quote
+        .and_then(|quote| memchr::memchr(quote, &bytes[..len]))
+        .unwrap_or(len);
+    if memchr::memchr(b'\\', &bytes[..end]).is_none() {
+        return Cow::Borrowed(&bytes[..end]);
+    }
     let mut out = Vec::with_capacity(len);
     let mut i = 0;
     while i < len && Some(bytes[i]) != quote {
@@ -307,16 +443,34 @@ fn substring_conf(bytes: &[u8], len: usize, quote: Option<u8>) -> Vec<u8> {
         out.push(bytes[i]);
         i += 1;
     }
-    out
+    Cow::Owned(out)
+}
+
+/// Where the word `boundary` starts in `header` (in any case when `any_case`). A plain scan
+/// from each `b`: a header is short, and a string searcher costs more to set up.
+pub(crate) fn boundary_words(header: &str, any_case: bool) -> impl Iterator<Item = usize> + '_ {
+    const WORD: &[u8] = b"boundary";
+    let bytes = header.as_bytes();
+    let capital = if any_case { b'B' } else { b'b' };
+    let starts = memchr::memchr2_iter(b'b', capital, bytes);
+    starts.filter(move |&at| {
+        bytes.get(at..at + WORD.len()).is_some_and(|word| {
+            if any_case {
+                word.eq_ignore_ascii_case(WORD)
+            } else {
+                word == WORD
+            }
+        })
+    })
 }
 
 /// The boundary as PHP finds it in a `multipart/form-data` header: after the first `=` that
 /// follows the first `boundary` (case-sensitive, then case-insensitive), quoted or up to `,`/`;`.
 /// The guard then takes it only when it is plain (see `fields::is_plain_boundary`).
 pub(crate) fn php_boundary(content_type: &str) -> Option<&str> {
-    let at = content_type
-        .find("boundary")
-        .or_else(|| content_type.to_ascii_lowercase().find("boundary"))?;
+    let at = boundary_words(content_type, false)
+        .next()
+        .or_else(|| boundary_words(content_type, true).next())?;
     let after = &content_type[at..];
     let value = &after[after.find('=')? + 1..];
     if let Some(quoted) = value.strip_prefix('"') {
@@ -329,15 +483,137 @@ pub(crate) fn php_boundary(content_type: &str) -> Option<&str> {
 mod tests {
     use super::*;
 
+    /// The oracle: the parts `multer` reads (what axum's `Multipart` uses).
+    /// A part as an owned `(name, file, value)`.
+    type Owned = (Option<Vec<u8>>, bool, Vec<u8>);
+
+    fn owned(part: Part<'_>) -> Owned {
+        (
+            part.name.map(Cow::into_owned),
+            part.file,
+            part.value.to_vec(),
+        )
+    }
+
+    async fn read_as_multer(boundary: &str, body: &[u8]) -> Result<Vec<Owned>, multer::Error> {
+        let body = Bytes::copy_from_slice(body);
+        let stream =
+            futures_util::stream::once(async move { Ok::<_, std::convert::Infallible>(body) });
+        let mut multipart = multer::Multipart::new(stream, boundary);
+        let mut parts = Vec::new();
+        while let Some(field) = multipart.next_field().await? {
+            let name = field.name().map(|n| n.as_bytes().to_vec());
+            let file = field.file_name().is_some();
+            let value = field.bytes().await?.to_vec();
+            parts.push((name, file, value));
+        }
+        Ok(parts)
+    }
+
+    /// Whatever the guard takes, PHP's copy and `multer` read part for part the same.
+    async fn agrees(boundary: &str, body: &[u8]) -> bool {
+        let Ok(fields) = read(boundary, Bytes::copy_from_slice(body)).await else {
+            return false;
+        };
+        let php: Vec<Owned> = read_as_php(boundary.as_bytes(), body)
+            .expect("accepted, so PHP reads it")
+            .into_iter()
+            .map(owned)
+            .collect();
+        let strict = read_as_multer(boundary, body).await;
+        assert_eq!(
+            strict.as_ref().ok(),
+            Some(&php),
+            "multer reads {:?} otherwise",
+            String::from_utf8_lossy(body)
+        );
+        assert_eq!(fields.len(), php.iter().filter(|p| p.0.is_some()).count());
+        true
+    }
+
+    /// Plain forms, the partner tooling's among them.
+    const PLAIN: [&str; 5] = [
+        "--b\r\nContent-Disposition: form-data; name=\"siteurl\"\r\n\r\nhttps://a.example/\r\n\
+         --b\r\nContent-Disposition: form-data; name=\"plan\"\r\n\r\njetpack-scan\r\n--b--\r\n",
+        "--b\r\nContent-Disposition: form-data; name=\"plan\"\r\nContent-Type: text/plain\r\n\r\n\
+         p\r\n--b\r\ncontent-disposition: form-data; name=\"key\"; filename=\"k 1.bin\"\r\n\r\n\
+         \r\n--\r\n-b\r\n--b--",
+        "--b\r\nContent-Disposition: form-data; name=\"a[b]\"\r\n\r\n\r\n--b--\r\n",
+        "--b--\r\n",
+        "--b\r\nContent-Disposition: form-data; name=\"x\"; filename=\"\"\r\n\r\n--b\r\n\r\n--b--",
+    ];
+
+    #[tokio::test]
+    async fn plain_forms_are_read_alike_by_php_and_multer() {
+        for body in PLAIN {
+            assert!(agrees("b", body.as_bytes()).await, "{body:?}");
+        }
+    }
+
+    /// Every body one byte away from a plain form (each byte dropped, doubled, or replaced with
+    /// one that matters to some parser) is either refused or read alike by PHP and `multer`.
+    #[tokio::test]
+    async fn near_plain_forms_are_refused_or_read_alike() {
+        const BYTES: &[u8] = b"\r\n\0 \t-b\"';=\\,:aN";
+        let (mut taken, mut tried) = (0, 0);
+        for body in PLAIN {
+            let body = body.as_bytes();
+            for at in 0..=body.len() {
+                let mut variants = Vec::new();
+                if at < body.len() {
+                    variants.push([&body[..at], &body[at + 1..]].concat());
+                    variants.push([&body[..=at], &body[at..]].concat());
+                }
+                for &b in BYTES {
+                    variants.push([&body[..at], &[b], &body[at..]].concat());
+                    if at < body.len() {
+                        variants.push([&body[..at], &[b], &body[at + 1..]].concat());
+                    }
+                }
+                for variant in variants {
+                    tried += 1;
+                    taken += usize::from(agrees("b", &variant).await);
+                }
+            }
+        }
+        // Both ways are exercised: many variants are still plain, many are not.
+        assert!(taken > 100 && tried - taken > 100, "{taken} of {tried}");
+    }
+
+    #[tokio::test]
+    async fn what_parsers_read_differently_is_refused() {
+        for body in [
+            // LF line ends: PHP reads them, multer does not.
+            "--b\nContent-Disposition: form-data; name=\"plan\"\n\np\n--b--\n",
+            // A part in the epilogue: PHP reads it.
+            "--b\r\nContent-Disposition: form-data; name=\"plan\"\r\n\r\np\r\n--b--\r\n\
+             --b\r\nContent-Disposition: form-data; name=\"plan\"\r\n\r\nq\r\n--b--\r\n",
+            // A value holding a longer boundary: PHP ends it there.
+            "--b\r\nContent-Disposition: form-data; name=\"plan\"\r\n\r\np\r\n--bc\r\n--b--\r\n",
+            // A preamble.
+            "x\r\n--b\r\nContent-Disposition: form-data; name=\"plan\"\r\n\r\np\r\n--b--\r\n",
+            // Unquoted, upper-case and repeated names.
+            "--b\r\nContent-Disposition: form-data; name=plan\r\n\r\np\r\n--b--\r\n",
+            "--b\r\nContent-Disposition: form-data; NAME=\"plan\"\r\n\r\np\r\n--b--\r\n",
+            "--b\r\nContent-Disposition: form-data; name=\"a\"; name=\"plan\"\r\n\r\np\r\n--b--\r\n",
+            // A name a text search for `filename` would misread.
+            "--b\r\nContent-Disposition: form-data; name=\"a filename\"; filename=\"f\"\r\n\r\np\r\n--b--\r\n",
+            // A truncated body.
+            "--b\r\nContent-Disposition: form-data; name=\"plan\"\r\n\r\np",
+        ] {
+            assert!(!agrees("b", body.as_bytes()).await, "{body:?}");
+        }
+    }
+
     fn php(body: &str) -> Vec<(String, bool, String)> {
         read_as_php(b"b", body.as_bytes())
             .unwrap()
             .into_iter()
             .map(|p| {
                 (
-                    String::from_utf8(p.name.unwrap_or_default()).unwrap(),
+                    String::from_utf8(p.name.unwrap_or_default().into_owned()).unwrap(),
                     p.file,
-                    String::from_utf8(p.value).unwrap(),
+                    String::from_utf8(p.value.to_vec()).unwrap(),
                 )
             })
             .collect()
@@ -366,7 +642,10 @@ mod tests {
     fn disposition_parameters_as_php_reads_them() {
         let params = |v: &str| {
             let (name, file) = disposition_params(v.as_bytes());
-            (name.map(|n| String::from_utf8(n).unwrap()), file.is_some())
+            (
+                name.map(|n| String::from_utf8(n.into_owned()).unwrap()),
+                file.is_some(),
+            )
         };
         assert_eq!(
             params("form-data; name=\"plan\""),

@@ -77,7 +77,7 @@ fn php_trim(body: &Bytes) -> Bytes {
 /// PHP's `parse_str`, which reads its input as a C string: nothing after a NUL byte (found by
 /// the differential test).
 fn parse_str(body: Bytes) -> Fields {
-    let end = body.iter().position(|&b| b == 0).unwrap_or(body.len());
+    let end = memchr::memchr(0, &body).unwrap_or(body.len());
     Fields::form(body.slice(..end))
 }
 

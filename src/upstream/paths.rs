@@ -87,13 +87,13 @@ impl UpgradePaths {
             .all(|family| family.products.is_empty())
     }
 
-    fn from_map(map: BTreeMap<String, Vec<String>>) -> Self {
+    fn from_map<N: AsRef<str>>(map: BTreeMap<N, Vec<N>>) -> Self {
         Self {
             families: map
                 .into_iter()
                 .map(|(name, products)| Family {
-                    name: intern(name),
-                    products: products.into_iter().map(intern).collect(),
+                    name: intern(name.as_ref()),
+                    products: products.iter().map(|p| intern(p.as_ref())).collect(),
                 })
                 .collect(),
         }
@@ -101,15 +101,16 @@ impl UpgradePaths {
 }
 
 /// One shared copy of each family and product name. Bounded, so an upstream inventing names
-/// cannot grow it without end (names past the bound are simply not shared).
-fn intern(name: String) -> Arc<str> {
+/// cannot grow it without end (names past the bound are simply not shared). Takes the name
+/// borrowed: a name already known costs a look-up, no allocation.
+fn intern(name: &str) -> Arc<str> {
     const MAX_NAMES: usize = 4096;
     static NAMES: OnceLock<Mutex<HashSet<Arc<str>>>> = OnceLock::new();
     let mut names = NAMES
         .get_or_init(Mutex::default)
         .lock()
         .unwrap_or_else(PoisonError::into_inner);
-    if let Some(shared) = names.get(name.as_str()) {
+    if let Some(shared) = names.get(name) {
         return shared.clone();
     }
     let shared: Arc<str> = name.into();
@@ -132,21 +133,77 @@ impl Serialize for UpgradePaths {
 
 impl<'de> Deserialize<'de> for UpgradePaths {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        /// An object of string arrays, or PHP's empty array (a `Vec` of nothing: a non-empty
-        /// array has elements no type here accepts, so it fails).
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Answer {
-            Families(BTreeMap<String, Vec<String>>),
-            EmptyPhpArray([(); 0]),
-        }
-        match Answer::deserialize(deserializer) {
-            Ok(Answer::Families(map)) => Ok(Self::from_map(map)),
-            Ok(Answer::EmptyPhpArray([])) => Ok(Self::default()),
-            Err(_) => Err(serde::de::Error::custom(
+        // Read in one pass, names borrowed from the answer where it has no escapes: an
+        // `#[serde(untagged)]` enum would buffer the whole answer first and copy every name
+        // twice, on every upstream lookup.
+        deserializer.deserialize_any(AnswerVisitor).map_err(|_| {
+            serde::de::Error::custom(
                 "expected an object of product families to arrays of product slugs (or [])",
-            )),
+            )
+        })
+    }
+}
+
+/// An object of string arrays, or PHP's empty array (`[]`, "no upgrade paths").
+struct AnswerVisitor;
+
+impl<'de> serde::de::Visitor<'de> for AnswerVisitor {
+    type Value = UpgradePaths;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an object of product families to arrays of product slugs (or [])")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        // A repeated family keeps its last list, as a map does.
+        let mut families = BTreeMap::new();
+        while let Some((family, products)) = map.next_entry::<Name<'de>, Vec<Name<'de>>>()? {
+            families.insert(family, products);
         }
+        Ok(UpgradePaths::from_map(families))
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        match seq.next_element::<serde::de::IgnoredAny>()? {
+            None => Ok(UpgradePaths::default()),
+            Some(_) => Err(serde::de::Error::invalid_length(1, &"PHP's empty array")),
+        }
+    }
+}
+
+/// A family or product name, borrowed from the answer when it can be.
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+struct Name<'de>(std::borrow::Cow<'de, str>);
+
+impl AsRef<str> for Name<'_> {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for Name<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct NameVisitor;
+        impl<'de> serde::de::Visitor<'de> for NameVisitor {
+            type Value = Name<'de>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+
+            fn visit_borrowed_str<E>(self, name: &'de str) -> Result<Self::Value, E> {
+                Ok(Name(name.into()))
+            }
+
+            fn visit_str<E>(self, name: &str) -> Result<Self::Value, E> {
+                Ok(Name(name.to_owned().into()))
+            }
+
+            fn visit_string<E>(self, name: String) -> Result<Self::Value, E> {
+                Ok(Name(name.into()))
+            }
+        }
+        deserializer.deserialize_str(NameVisitor)
     }
 }
 
@@ -157,7 +214,7 @@ where
     P::Item: Into<String>,
 {
     fn from_iter<I: IntoIterator<Item = (F, P)>>(iter: I) -> Self {
-        Self::from_map(
+        Self::from_map::<String>(
             iter.into_iter()
                 .map(|(family, products)| {
                     (
