@@ -24,9 +24,10 @@
 //! read the same parts as PHP: a partner handler that reads the form itself, and any corner of
 //! PHP's parser this copy might get wrong, then meet a refusal rather than another reading.
 //!
-//! Until 0.1 the guard also read every body a second time with `multer` and compared; that
-//! second reading cost more than the rest of the guard's work on a 4 KiB form. `multer` stays the
-//! oracle: the tests here and the `request_reader` fuzz target check that whatever the plain
+//! A body outside the plain form is not refused for that alone: it is read a second time with
+//! `multer` and taken when both read the same parts, as every body was until the plain form made
+//! the common case cheap (that second reading cost more than the rest of the guard's work on a
+//! 4 KiB form). The tests here and the `request_reader` fuzz target check that whatever the plain
 //! reading accepts, `multer` reads part for part the same.
 
 use super::fields::Fields;
@@ -83,11 +84,24 @@ pub(crate) async fn read(boundary: &str, body: Bytes) -> Result<Fields, String> 
             "the form has more than {MAX_FIELDS} parts; WordPress.com (PHP) reads only the first {MAX_FIELDS}"
         ));
     }
-    // Both readings, compared: the plain form is where they must agree, so a difference is a
-    // mistake in one of them, and refused rather than guessed at.
-    let plain = read_plain(boundary.as_bytes(), &body).ok_or(NOT_PLAIN)?;
-    if parts.len() != plain.len() || parts.iter().zip(&plain).any(|(php, plain)| php != plain) {
-        return Err(NOT_PLAIN.into());
+    match read_plain(boundary.as_bytes(), &body) {
+        // Both readings, compared: the plain form is where they must agree, so a difference is
+        // a mistake in one of them, and refused rather than guessed at.
+        Some(plain) => {
+            if parts.len() != plain.len()
+                || parts.iter().zip(&plain).any(|(php, plain)| php != plain)
+            {
+                return Err(NOT_PLAIN.into());
+            }
+        }
+        // Outside the plain form (an unquoted name, a tab in a header, a name in capitals), a
+        // legitimate client's form is still taken when an RFC 7578 parser reads the same parts
+        // as PHP: the slower reading, paid only by such bodies.
+        None => {
+            if !multer_reads_alike(boundary, &body, &parts).await {
+                return Err(NOT_PLAIN.into());
+            }
+        }
     }
     // Values stay in the body: only the one or two asked for are ever decoded.
     let fields = parts
@@ -99,6 +113,34 @@ pub(crate) async fn read(boundary: &str, body: Bytes) -> Result<Fields, String> 
         })
         .collect();
     Ok(Fields::multipart(body, fields))
+}
+
+/// Whether `multer` (what axum's `Multipart` uses) reads `body` as the same parts as PHP's copy:
+/// same names, same file flags, same values, in the same order.
+async fn multer_reads_alike(boundary: &str, body: &Bytes, php: &[Part<'_>]) -> bool {
+    let body = body.clone();
+    let stream = futures_util::stream::once(async move { Ok::<_, std::convert::Infallible>(body) });
+    let mut multipart = multer::Multipart::new(stream, boundary);
+    let mut php = php.iter();
+    loop {
+        let field = match multipart.next_field().await {
+            Ok(Some(field)) => field,
+            Ok(None) => return php.next().is_none(),
+            Err(_) => return false,
+        };
+        let Some(expected) = php.next() else {
+            return false;
+        };
+        let name = field.name().map(str::as_bytes);
+        let file = field.file_name().is_some();
+        if name != expected.name.as_deref() || file != expected.file {
+            return false;
+        }
+        match field.bytes().await {
+            Ok(value) if value == expected.value => {}
+            _ => return false,
+        }
+    }
 }
 
 /// Where `part` lies in `body`, which it is a slice of.
@@ -590,10 +632,7 @@ mod tests {
              --b\r\nContent-Disposition: form-data; name=\"plan\"\r\n\r\nq\r\n--b--\r\n",
             // A value holding a longer boundary: PHP ends it there.
             "--b\r\nContent-Disposition: form-data; name=\"plan\"\r\n\r\np\r\n--bc\r\n--b--\r\n",
-            // A preamble.
-            "x\r\n--b\r\nContent-Disposition: form-data; name=\"plan\"\r\n\r\np\r\n--b--\r\n",
-            // Unquoted, upper-case and repeated names.
-            "--b\r\nContent-Disposition: form-data; name=plan\r\n\r\np\r\n--b--\r\n",
+            // Upper-case and repeated names.
             "--b\r\nContent-Disposition: form-data; NAME=\"plan\"\r\n\r\np\r\n--b--\r\n",
             "--b\r\nContent-Disposition: form-data; name=\"a\"; name=\"plan\"\r\n\r\np\r\n--b--\r\n",
             // A name a text search for `filename` would misread.
@@ -602,6 +641,38 @@ mod tests {
             "--b\r\nContent-Disposition: form-data; name=\"plan\"\r\n\r\np",
         ] {
             assert!(!agrees("b", body.as_bytes()).await, "{body:?}");
+        }
+    }
+
+    /// Outside the plain form is not refused for that alone: a form PHP and `multer` read alike
+    /// is taken (the second reading's job), as a legitimate client may send it.
+    #[tokio::test]
+    async fn forms_outside_the_plain_form_that_parsers_read_alike_are_taken() {
+        for (body, value) in [
+            // A preamble, which RFC 2046 allows and both parsers skip.
+            (
+                "x\r\n--b\r\nContent-Disposition: form-data; name=\"plan\"\r\n\r\np\r\n--b--\r\n",
+                "p",
+            ),
+            // An unquoted name.
+            (
+                "--b\r\nContent-Disposition: form-data; name=plan\r\n\r\njetpack-scan\r\n--b--\r\n",
+                "jetpack-scan",
+            ),
+            // A header with a tab in it.
+            (
+                "--b\r\nContent-Disposition: form-data; name=\"plan\"\r\nContent-Type: text/plain;\tcharset=utf-8\r\n\r\npersonal\r\n--b--\r\n",
+                "personal",
+            ),
+        ] {
+            assert!(read_plain(b"b", body.as_bytes()).is_none(), "{body:?}");
+            assert!(agrees("b", body.as_bytes()).await, "{body:?}");
+            let fields = read("b", Bytes::from(body)).await.unwrap();
+            assert_eq!(
+                fields.get("plan").unwrap().as_deref(),
+                Some(value),
+                "{body:?}"
+            );
         }
     }
 
