@@ -1,5 +1,6 @@
 //! The upgrade-paths answer: product family -> products that may be provisioned now.
 
+use crate::rejection::push_json_str;
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::collections::{BTreeMap, HashSet};
@@ -124,10 +125,41 @@ impl Serialize for UpgradePaths {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let mut map = serializer.serialize_map(Some(self.families.len()))?;
         for family in &self.families {
-            let products: Vec<&str> = family.products.iter().map(|p| &**p).collect();
-            map.serialize_entry(&*family.name, &products)?;
+            map.serialize_entry(&*family.name, &Products(&family.products))?;
         }
         map.end()
+    }
+}
+
+/// A family's products, serialized as an array of strings without collecting them first.
+struct Products<'a>(&'a [Arc<str>]);
+
+impl Serialize for Products<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0.iter().map(|product| &**product))
+    }
+}
+
+impl UpgradePaths {
+    /// Appends the compact JSON of the paths, byte for byte what `serde_json` writes for them
+    /// (their `Serialize`), without its machinery: a refusal writes them into its 409.
+    pub(crate) fn write_json(&self, json: &mut Vec<u8>) {
+        json.push(b'{');
+        for (i, family) in self.families.iter().enumerate() {
+            if i > 0 {
+                json.push(b',');
+            }
+            push_json_str(json, &family.name);
+            json.extend_from_slice(b":[");
+            for (j, product) in family.products.iter().enumerate() {
+                if j > 0 {
+                    json.push(b',');
+                }
+                push_json_str(json, product);
+            }
+            json.push(b']');
+        }
+        json.push(b'}');
     }
 }
 
