@@ -351,11 +351,11 @@ impl Lookups {
         let inner = self.inner.clone();
         inner.stats.lookup();
         async move {
-            let result = match &fetcher {
-                Fetcher::Partner => inner.client.upgrade_paths(&site).await,
-                Fetcher::Caller(token) => inner.client.upgrade_paths_with(&site, token).await,
-            }
-            .map(Arc::new);
+            let caller = match &fetcher {
+                Fetcher::Partner => None,
+                Fetcher::Caller(token) => Some(token),
+            };
+            let result = inner.client.lookup(&site, caller).await;
             tracing::debug!(%site, ok = result.is_ok(), "upgrade-paths lookup");
             // The cache and the table change together, under the table's lock, so a forget
             // either comes first (and this answer, maybe from before the change, is not cached)
@@ -434,7 +434,10 @@ impl Drop for Waiting {
 impl Inner {
     fn forget(&self, site: &Site) {
         let mut in_flight = self.in_flight();
-        in_flight.remove(site);
+        // Most forgets find no lookup under way at all: then no need to hash the site.
+        if !in_flight.is_empty() {
+            in_flight.remove(site);
+        }
         if let Some(cache) = &self.cache {
             cache.invalidate(site);
         }
