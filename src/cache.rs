@@ -391,26 +391,28 @@ impl Lookups {
     ) -> Result<Arc<UpgradePaths>, LookupError> {
         let InFlight { id, lookup, .. } = under_way;
         let mut waiting = Waiting {
-            inner: self.inner.clone(),
-            site: site.clone(),
+            inner: &self.inner,
+            site,
             id,
-            lookup: Some(lookup.clone()),
+            lookup: None,
         };
-        let result = lookup.await;
+        // Polled in place, so that going away hands this very future on (no second handle).
+        let result = waiting.lookup.insert(lookup).await;
         waiting.lookup = None;
         result
     }
 }
 
-/// A waiter that has not had its answer yet.
-struct Waiting {
-    inner: Arc<Inner>,
-    site: Site,
+/// A waiter that has not had its answer yet. Borrows what it names: only one that goes away
+/// before the answer needs its own copy.
+struct Waiting<'a> {
+    inner: &'a Arc<Inner>,
+    site: &'a Site,
     id: u64,
     lookup: Option<Lookup>,
 }
 
-impl Drop for Waiting {
+impl Drop for Waiting<'_> {
     fn drop(&mut self) {
         let Some(lookup) = self.lookup.take() else {
             return;

@@ -176,15 +176,17 @@ impl UpgradePathsClient {
     ) -> Result<Arc<UpgradePaths>, LookupError> {
         let inner = &*self.inner;
         let deadline = Instant::now() + inner.lookup_timeout;
-        // Attempts and waits stop themselves at the deadline; this bounds everything else.
-        tokio::time::timeout_at(deadline, inner.lookup(site, caller, deadline))
-            .await
-            .unwrap_or(Err(LookupError::Timeout))
+        // No timer of its own around the whole: everything a lookup awaits is bounded by the
+        // deadline already (each attempt, token fetch included, by a timeout that ends at the
+        // latest at the deadline, and no retry waits past it), and between those awaits it only
+        // computes. One timer per lookup, not two.
+        inner.lookup(site, caller, deadline).await
     }
 }
 
 impl Inner {
-    /// Looks `site` up with the caller's token when given one, else with the partner's.
+    /// Looks `site` up with the caller's token when given one, else with the partner's, by
+    /// `deadline`: every await below is bounded by it.
     async fn lookup(
         &self,
         site: &Site,
