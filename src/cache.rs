@@ -351,11 +351,11 @@ impl Lookups {
         let inner = self.inner.clone();
         inner.stats.lookup();
         async move {
-            let result = match &fetcher {
-                Fetcher::Partner => inner.client.upgrade_paths(&site).await,
-                Fetcher::Caller(token) => inner.client.upgrade_paths_with(&site, token).await,
-            }
-            .map(Arc::new);
+            let caller = match &fetcher {
+                Fetcher::Partner => None,
+                Fetcher::Caller(token) => Some(token),
+            };
+            let result = inner.client.lookup(&site, caller).await;
             tracing::debug!(%site, ok = result.is_ok(), "upgrade-paths lookup");
             // The cache and the table change together, under the table's lock, so a forget
             // either comes first (and this answer, maybe from before the change, is not cached)
@@ -391,26 +391,28 @@ impl Lookups {
     ) -> Result<Arc<UpgradePaths>, LookupError> {
         let InFlight { id, lookup, .. } = under_way;
         let mut waiting = Waiting {
-            inner: self.inner.clone(),
-            site: site.clone(),
+            inner: &self.inner,
+            site,
             id,
-            lookup: Some(lookup.clone()),
+            lookup: None,
         };
-        let result = lookup.await;
+        // Polled in place, so that going away hands this very future on (no second handle).
+        let result = waiting.lookup.insert(lookup).await;
         waiting.lookup = None;
         result
     }
 }
 
-/// A waiter that has not had its answer yet.
-struct Waiting {
-    inner: Arc<Inner>,
-    site: Site,
+/// A waiter that has not had its answer yet. Borrows what it names: only one that goes away
+/// before the answer needs its own copy.
+struct Waiting<'a> {
+    inner: &'a Arc<Inner>,
+    site: &'a Site,
     id: u64,
     lookup: Option<Lookup>,
 }
 
-impl Drop for Waiting {
+impl Drop for Waiting<'_> {
     fn drop(&mut self) {
         let Some(lookup) = self.lookup.take() else {
             return;
@@ -434,7 +436,10 @@ impl Drop for Waiting {
 impl Inner {
     fn forget(&self, site: &Site) {
         let mut in_flight = self.in_flight();
-        in_flight.remove(site);
+        // Most forgets find no lookup under way at all: then no need to hash the site.
+        if !in_flight.is_empty() {
+            in_flight.remove(site);
+        }
         if let Some(cache) = &self.cache {
             cache.invalidate(site);
         }

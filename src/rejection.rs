@@ -10,7 +10,6 @@ use crate::lock::LockError;
 use crate::site::InvalidSite;
 use crate::upstream::{LookupError, UpgradePaths};
 use http::{HeaderValue, Response, StatusCode, header};
-use serde::Serialize;
 use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
@@ -111,6 +110,58 @@ fn busy_message(error: &LockError) -> &'static str {
         _ => {
             "the site's lock could not be taken (the lock service is unavailable); try again shortly"
         }
+    }
+}
+
+/// Appends `text` as a JSON string, quoted and escaped exactly as `serde_json` writes it.
+pub(crate) fn push_json_str(json: &mut Vec<u8>, text: &str) {
+    json.push(b'"');
+    push_json_str_contents(json, text);
+    json.push(b'"');
+}
+
+/// Appends `text` escaped as the inside of a JSON string, exactly as `serde_json` writes it.
+fn push_json_str_contents(json: &mut Vec<u8>, text: &str) {
+    // Names, slugs and messages rarely hold a byte JSON escapes: copy them as they are.
+    if !needs_escaping(text.as_bytes()) {
+        json.extend_from_slice(text.as_bytes());
+        return;
+    }
+    // `serde_json` writes the string quoted: keep what is between the quotes.
+    let start = json.len();
+    serde_json::to_writer(&mut *json, text).expect("writing to a Vec never fails");
+    json.pop();
+    json.remove(start);
+}
+
+/// Whether `bytes` hold a byte JSON escapes: a control (below 0x20), `"` or `\\`. Eight bytes at
+/// a time (each test is exact as to whether some byte of the word matches).
+fn needs_escaping(bytes: &[u8]) -> bool {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    // Some byte of `word` is below `n` (n <= 0x80).
+    let below = |word: u64, n: u8| word.wrapping_sub(ONES * u64::from(n)) & !word & HIGHS != 0;
+    let holds = |word: u64, byte: u8| below(word ^ (ONES * u64::from(byte)), 1);
+    let mut words = bytes.chunks_exact(8);
+    for word in &mut words {
+        let word = u64::from_ne_bytes(word.try_into().expect("chunks of eight"));
+        if below(word, 0x20) || holds(word, b'"') || holds(word, b'\\') {
+            return true;
+        }
+    }
+    words
+        .remainder()
+        .iter()
+        .any(|&byte| byte < 0x20 || byte == b'"' || byte == b'\\')
+}
+
+/// A `fmt::Write` that escapes what it is given into the inside of a JSON string.
+struct JsonStrContents<'a>(&'a mut Vec<u8>);
+
+impl std::fmt::Write for JsonStrContents<'_> {
+    fn write_str(&mut self, text: &str) -> std::fmt::Result {
+        push_json_str_contents(self.0, text);
+        Ok(())
     }
 }
 
@@ -236,17 +287,10 @@ impl Rejection {
         {
             return json.to_vec();
         }
-        #[derive(Serialize)]
-        struct Body<'a> {
-            error: &'static str,
-            message: String,
-            #[serde(skip_serializing_if = "Option::is_none")]
-            site: Option<&'a Site>,
-            #[serde(skip_serializing_if = "Option::is_none")]
-            product: Option<&'a str>,
-            #[serde(skip_serializing_if = "Option::is_none")]
-            upgrade_paths: Option<&'a UpgradePaths>,
-        }
+        // Written straight into one buffer, in the order and escaping `serde_json` gives a
+        // struct of these fields: on a cached refusal this body is a good part of the guard's
+        // work, and going through `serde_json` cost a `String` for the message, a `Vec` per
+        // family of the paths and the buffer's regrowths.
         let (site, product, upgrade_paths) = match self {
             Self::NotAnUpgrade {
                 site,
@@ -256,14 +300,29 @@ impl Rejection {
             Self::UnknownSite { site } => (Some(site), None, None),
             _ => (None, None, None),
         };
-        let body = Body {
-            error: self.code(),
-            message: self.to_string(),
-            site,
-            product,
-            upgrade_paths,
-        };
-        serde_json::to_vec(&body).expect("a map of strings always serializes")
+        let mut json = Vec::with_capacity(256);
+        json.extend_from_slice(b"{\"error\":");
+        push_json_str(&mut json, self.code());
+        json.extend_from_slice(b",\"message\":\"");
+        // The message, escaped as `Display` writes it: no `String` of it first.
+        let written =
+            std::fmt::Write::write_fmt(&mut JsonStrContents(&mut json), format_args!("{self}"));
+        debug_assert!(written.is_ok(), "writing to a Vec never fails");
+        json.push(b'"');
+        if let Some(site) = site {
+            json.extend_from_slice(b",\"site\":");
+            push_json_str(&mut json, site.as_str());
+        }
+        if let Some(product) = product {
+            json.extend_from_slice(b",\"product\":");
+            push_json_str(&mut json, product);
+        }
+        if let Some(upgrade_paths) = upgrade_paths {
+            json.extend_from_slice(b",\"upgrade_paths\":");
+            upgrade_paths.write_json(&mut json);
+        }
+        json.push(b'}');
+        json
     }
 
     /// The response the guard sends.
@@ -327,6 +386,136 @@ mod tests {
             "{text}"
         );
         assert!(text.contains(r#""site":"example.com","product":"jetpack-backup-realtime","upgrade_paths":{"jetpack-scan":["jetpack-scan"]}"#), "{text}");
+    }
+
+    #[tokio::test]
+    async fn a_409_is_exactly_these_bytes() {
+        let rejection = Rejection::NotAnUpgrade {
+            site: Site::parse("https://pro.example.com/").unwrap(),
+            product: "premium".into(),
+            upgrade_paths: Arc::new(
+                [
+                    ("jetpack-plans", &["professional", "security"][..]),
+                    ("jetpack-backup", &["jetpack-backup-realtime"][..]),
+                    ("jetpack-scan", &[][..]),
+                ]
+                .into_iter()
+                .map(|(family, products)| (family, products.iter().copied()))
+                .collect(),
+            ),
+        };
+        assert_eq!(
+            body(rejection.into_response()).await,
+            concat!(
+                r#"{"error":"upgrade_not_allowed","#,
+                r#""message":"premium is not an upgrade for site pro.example.com: it is not in the site's upgrade paths","#,
+                r#""site":"pro.example.com","product":"premium","#,
+                r#""upgrade_paths":{"jetpack-backup":["jetpack-backup-realtime"],"jetpack-plans":["professional","security"],"jetpack-scan":[]}}"#,
+            )
+        );
+    }
+
+    /// What the body was written with before it was written by hand: `serde_json` on this
+    /// struct. The hand-written body must stay byte for byte the same.
+    fn serde_json_body(rejection: &Rejection) -> Vec<u8> {
+        #[derive(serde::Serialize)]
+        struct Body<'a> {
+            error: &'static str,
+            message: String,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            site: Option<&'a Site>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            product: Option<&'a str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            upgrade_paths: Option<&'a UpgradePaths>,
+        }
+        let (site, product, upgrade_paths) = match rejection {
+            Rejection::NotAnUpgrade {
+                site,
+                product,
+                upgrade_paths,
+            } => (Some(site), Some(product.as_str()), Some(&**upgrade_paths)),
+            Rejection::UnknownSite { site } => (Some(site), None, None),
+            _ => (None, None, None),
+        };
+        serde_json::to_vec(&Body {
+            error: rejection.code(),
+            message: rejection.to_string(),
+            site,
+            product,
+            upgrade_paths,
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn escaping_is_found_at_every_position() {
+        for byte in 0..=u8::MAX {
+            let escaped = byte < 0x20 || byte == b'"' || byte == b'\\';
+            for len in 1..=17 {
+                for at in 0..len {
+                    let mut text = vec![b'a'; len];
+                    text[at] = byte;
+                    assert_eq!(needs_escaping(&text), escaped, "{byte:#x} at {at} of {len}");
+                }
+            }
+        }
+        // Neighbours cannot make or hide a match (borrows between the bytes of a word).
+        let naive = |bytes: &[u8]| bytes.iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\');
+        for first in 0..=u8::MAX {
+            for second in 0..=u8::MAX {
+                for at in [0, 3, 6] {
+                    let mut word = [0xffu8; 8];
+                    word[at] = first;
+                    word[at + 1] = second;
+                    assert_eq!(needs_escaping(&word), naive(&word), "{word:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn bodies_escape_as_serde_json_does() {
+        // Every byte JSON escapes or might be thought to: quotes, backslashes, controls, DEL,
+        // non-ASCII, in the product, the paths' names and (through them) the message.
+        let awkward = [
+            "plain",
+            "",
+            "quote\"d",
+            "back\\slash",
+            "new\nline\r\t\u{8}\u{c}",
+            "\u{0}\u{1f}\u{7f}",
+            "caf\u{e9} \u{1F600} </script>",
+            "\\\"\\\"",
+        ];
+        let site = Site::parse("example.com").unwrap();
+        for text in awkward {
+            let paths: UpgradePaths = [(text, [text, "b"])].into_iter().collect();
+            let rejections = [
+                Rejection::NotAnUpgrade {
+                    site: site.clone(),
+                    product: text.into(),
+                    upgrade_paths: Arc::new(paths),
+                },
+                Rejection::InvalidBody(BodyError::new(text.to_owned())),
+                Rejection::UnknownSite { site: site.clone() },
+            ];
+            for rejection in rejections {
+                assert_eq!(
+                    String::from_utf8(rejection.to_json()).unwrap(),
+                    String::from_utf8(serde_json_body(&rejection)).unwrap(),
+                    "{text:?}"
+                );
+            }
+        }
+        for rejection in [
+            Rejection::MissingSite,
+            Rejection::BodyTooLarge { limit: 65536 },
+            Rejection::Upstream(LookupError::Timeout),
+            Rejection::SiteBusy(LockError::Busy),
+        ] {
+            assert_eq!(rejection.to_json(), serde_json_body(&rejection));
+        }
     }
 
     #[tokio::test]

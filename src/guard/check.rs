@@ -515,16 +515,17 @@ impl Config {
         // Bounded here too, so a lock implementation that overstays its wait cannot hang requests;
         // the margin leaves a shared lock time to finish its last attempt and report it.
         let bound = self.lock_wait.saturating_add(Duration::from_secs(5));
-        let mut acquire = Box::pin(async move {
-            tokio::time::timeout(bound, self.shared.locks.acquire(site, self.lock_wait))
-                .await
-                .unwrap_or(Err(LockError::Busy))
-        });
+        let mut acquire = self.shared.locks.acquire(site, self.lock_wait);
+        // A free site's lock is taken on the first poll: no timer for that (registering one
+        // and taking it off the timer wheel again cost more than taking the lock). Only a wait
+        // is bounded, from its start.
         let (acquired, waited) = match (&mut acquire).now_or_never() {
             Some(acquired) => (acquired, Duration::ZERO),
             None => {
                 let started = Instant::now();
-                let acquired = acquire.await;
+                let acquired = tokio::time::timeout(bound, acquire)
+                    .await
+                    .unwrap_or(Err(LockError::Busy));
                 let waited = started.elapsed();
                 stats.lock_waited(waited);
                 tracing::debug!(%site, ?waited, ok = acquired.is_ok(), "waited for the site's lock");

@@ -218,13 +218,18 @@ struct PairAt {
     end: usize,
 }
 
+/// Whether a name is made only of letters, digits, `_` and `-`: then it is its own decoding and
+/// its own PHP key.
+fn is_plain(name: &[u8]) -> bool {
+    name.iter()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'))
+}
+
 /// A form field's name decoded as PHP decodes it; most names need no decoding. Bytes that are
 /// not UTF-8 become U+FFFD, which no name the guard reads contains.
 fn decode_name(raw: &[u8]) -> Cow<'_, str> {
     // The common case, `siteurl` or `local_user`: the name is its own decoding.
-    if raw
-        .iter()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'))
+    if is_plain(raw)
         && let Ok(name) = std::str::from_utf8(raw)
     {
         return Cow::Borrowed(name);
@@ -270,8 +275,26 @@ impl Fields {
         }
     }
 
-    /// Every field, in order, with its name as sent.
-    fn entries(&self) -> impl Iterator<Item = (Cow<'_, str>, Value<'_>)> + '_ {
+    /// The fields PHP registers under `key` (a key as [`key`](Self::key) gives it), in order,
+    /// with their names as sent.
+    fn registered_as<'s, 'k>(
+        &'s self,
+        key: &'k str,
+    ) -> impl Iterator<Item = (Cow<'s, str>, Value<'s>)> + use<'s, 'k> {
+        // A plain name is its own decoding and its own key: a plain form name other than a plain
+        // key is not it, and needs no decoding to tell.
+        let plain_key = is_plain(key.as_bytes());
+        let maybe = move |raw: &[u8]| !plain_key || raw == key.as_bytes() || !is_plain(raw);
+        self.entries_where(maybe)
+            .filter(move |(field, _)| self.key(field) == key)
+    }
+
+    /// Every field, in order, with its name as sent, leaving out the urlencoded fields whose raw
+    /// (undecoded) name `maybe` rules out.
+    fn entries_where<'s, F: Fn(&[u8]) -> bool + Copy>(
+        &'s self,
+        maybe: F,
+    ) -> impl Iterator<Item = (Cow<'s, str>, Value<'s>)> + use<'s, F> {
         let (form, pairs, multipart) = match &self.stored {
             Stored::Form { body, pairs } => (Some((body, pairs.iter())), None, None),
             Stored::Pairs(pairs) => (None, Some(pairs.iter()), None),
@@ -286,12 +309,14 @@ impl Fields {
                 (Cow::Borrowed(name.as_str()), value)
             })
         });
-        let form = form.into_iter().flat_map(|(body, pairs)| {
-            pairs.map(|at| {
-                let name = decode_name(&body[at.start..at.name_end]);
-                let value = body.get(at.name_end + 1..at.end).unwrap_or_default();
-                (name, Value::Encoded(value))
-            })
+        let form = form.into_iter().flat_map(move |(body, pairs)| {
+            pairs
+                .filter(move |at| maybe(&body[at.start..at.name_end]))
+                .map(|at| {
+                    let name = decode_name(&body[at.start..at.name_end]);
+                    let value = body.get(at.name_end + 1..at.end).unwrap_or_default();
+                    (name, Value::Encoded(value))
+                })
         });
         let pairs = pairs.into_iter().flatten().map(|(name, value)| {
             let value = match value {
@@ -325,7 +350,7 @@ impl Fields {
     /// The text of the field called `name`, `Ok(None)` when absent.
     pub(crate) fn get(&self, name: &str) -> Result<Option<Cow<'_, str>>, FieldError> {
         let key = self.key(name);
-        let mut found = self.entries().filter(|(field, _)| self.key(field) == key);
+        let mut found = self.registered_as(&key);
         let Some((found_name, value)) = found.next() else {
             return Ok(None);
         };
@@ -351,8 +376,7 @@ impl Fields {
     #[cfg_attr(not(feature = "test-util"), allow(dead_code))]
     pub(crate) fn as_php_reads(&self, name: &str) -> Option<Value<'_>> {
         let key = self.key(name);
-        self.entries()
-            .filter(|(field, _)| self.key(field) == key)
+        self.registered_as(&key)
             .last()
             .map(|(_, value)| value.decoded())
     }

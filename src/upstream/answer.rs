@@ -1,5 +1,6 @@
 //! Reading WordPress.com's answers: bodies within a cap, and what a status and body mean.
 
+use super::paths::parse_shared;
 use super::{LookupError, UpgradePaths};
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, StatusCode, header};
@@ -22,14 +23,26 @@ pub(super) async fn read_capped(
     {
         return Err(ReadError::TooLarge);
     }
-    let mut body = BytesMut::new();
+    // An answer usually comes in one chunk: kept as it came, copied only when a second follows.
+    let mut first = Bytes::new();
+    let mut joined: Option<BytesMut> = None;
     while let Some(chunk) = response.chunk().await.map_err(ReadError::Transport)? {
-        if body.len() + chunk.len() > limit {
+        let read = joined.as_ref().map_or(first.len(), BytesMut::len);
+        if read + chunk.len() > limit {
             return Err(ReadError::TooLarge);
         }
-        body.extend_from_slice(&chunk);
+        match &mut joined {
+            Some(body) => body.extend_from_slice(&chunk),
+            None if first.is_empty() => first = chunk,
+            None => {
+                let mut body = BytesMut::with_capacity(first.len() + chunk.len());
+                body.extend_from_slice(&first);
+                body.extend_from_slice(&chunk);
+                joined = Some(body);
+            }
+        }
     }
-    Ok(body.freeze())
+    Ok(joined.map_or(first, BytesMut::freeze))
 }
 
 pub(super) fn transport(error: reqwest::Error) -> LookupError {
@@ -46,13 +59,14 @@ pub(super) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 }
 
 /// Maps an upstream answer to the paths or to the error the contract names.
+/// An answer seen a moment ago for another site is not parsed again ([`parse_shared`]).
 pub(super) fn classify(
     status: StatusCode,
     body: &[u8],
     retry_after: Option<Duration>,
-) -> Result<UpgradePaths, LookupError> {
+) -> Result<Arc<UpgradePaths>, LookupError> {
     if status.is_success() {
-        return UpgradePaths::from_json(body).map_err(|e| LookupError::InvalidAnswer(Arc::new(e)));
+        return parse_shared(body).map_err(|e| LookupError::InvalidAnswer(Arc::new(e)));
     }
     #[derive(serde::Deserialize)]
     struct ErrorAnswer {
@@ -78,6 +92,37 @@ pub(super) fn classify(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A response whose body comes in these chunks, without a length.
+    fn chunked(chunks: &[&'static str]) -> reqwest::Response {
+        let frames = chunks
+            .iter()
+            .map(|chunk| Ok::<_, std::io::Error>(http_body::Frame::data(Bytes::from(*chunk))))
+            .collect::<Vec<_>>();
+        let body = http_body_util::StreamBody::new(futures_util::stream::iter(frames));
+        http::Response::new(reqwest::Body::wrap(body)).into()
+    }
+
+    #[tokio::test]
+    async fn bodies_are_read_whole_in_one_chunk_or_many_within_the_cap() {
+        for (chunks, limit, expected) in [
+            (&[][..], 0, Some("")),
+            (&["abc"][..], 3, Some("abc")),
+            (&["abc"][..], 2, None),
+            (&["ab", "cd", "ef"][..], 6, Some("abcdef")),
+            (&["ab", "cd", "ef"][..], 5, None),
+            (&["ab", "cd"][..], 3, None),
+            (&["", "ab", "", "cd"][..], 4, Some("abcd")),
+        ] {
+            let read = read_capped(chunked(chunks), limit).await;
+            match (read, expected) {
+                (Ok(body), Some(expected)) => assert_eq!(body, expected, "{chunks:?}"),
+                (Err(ReadError::TooLarge), None) => {}
+                (Ok(body), None) => panic!("{chunks:?} within {limit}: read {body:?}"),
+                (Err(_), _) => panic!("{chunks:?} within {limit}: not read"),
+            }
+        }
+    }
 
     #[test]
     fn answers_are_classified_as_the_contract_says() {

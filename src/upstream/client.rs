@@ -129,7 +129,7 @@ impl UpgradePathsClient {
     /// with and answers [`LookupError::MissingToken`]: use
     /// [`upgrade_paths_with`](Self::upgrade_paths_with).
     pub async fn upgrade_paths(&self, site: &Site) -> Result<UpgradePaths, LookupError> {
-        self.lookup(site, None).await
+        self.lookup(site, None).await.map(Arc::unwrap_or_clone)
     }
 
     /// Asks what may be provisioned on `site` now, with `token`, a caller's own, in place of the
@@ -155,7 +155,9 @@ impl UpgradePathsClient {
         site: &Site,
         token: &Token,
     ) -> Result<UpgradePaths, LookupError> {
-        self.lookup(site, Some(token)).await
+        self.lookup(site, Some(token))
+            .await
+            .map(Arc::unwrap_or_clone)
     }
 
     /// Whether lookups use the caller's token ([`UpgradePathsClientBuilder::caller_token`]): the guard then
@@ -164,28 +166,33 @@ impl UpgradePathsClient {
         self.inner.tokens.is_caller()
     }
 
-    async fn lookup(
+    /// The lookup behind [`upgrade_paths`](Self::upgrade_paths) (`caller` `None`) and
+    /// [`upgrade_paths_with`](Self::upgrade_paths_with), its answer shared: the guard's cache
+    /// keeps it as it is, and sites given the same answer share one.
+    pub(crate) async fn lookup(
         &self,
         site: &Site,
         caller: Option<&Token>,
-    ) -> Result<UpgradePaths, LookupError> {
+    ) -> Result<Arc<UpgradePaths>, LookupError> {
         let inner = &*self.inner;
         let deadline = Instant::now() + inner.lookup_timeout;
-        // Attempts and waits stop themselves at the deadline; this bounds everything else.
-        tokio::time::timeout_at(deadline, inner.lookup(site, caller, deadline))
-            .await
-            .unwrap_or(Err(LookupError::Timeout))
+        // No timer of its own around the whole: everything a lookup awaits is bounded by the
+        // deadline already (each attempt, token fetch included, by a timeout that ends at the
+        // latest at the deadline, and no retry waits past it), and between those awaits it only
+        // computes. One timer per lookup, not two.
+        inner.lookup(site, caller, deadline).await
     }
 }
 
 impl Inner {
-    /// Looks `site` up with the caller's token when given one, else with the partner's.
+    /// Looks `site` up with the caller's token when given one, else with the partner's, by
+    /// `deadline`: every await below is bounded by it.
     async fn lookup(
         &self,
         site: &Site,
         caller: Option<&Token>,
         deadline: Instant,
-    ) -> Result<UpgradePaths, LookupError> {
+    ) -> Result<Arc<UpgradePaths>, LookupError> {
         let mut retries = Retries::new(self.max_retries, deadline);
         // The token the upstream refused, while a newer one is still to be had.
         let mut stale: Option<Token> = None;
@@ -246,7 +253,7 @@ impl Inner {
         caller: Option<&Token>,
         stale: Option<&Token>,
         sent_with: &mut Option<Token>,
-    ) -> Result<UpgradePaths, LookupError> {
+    ) -> Result<Arc<UpgradePaths>, LookupError> {
         if let Some(caller) = caller {
             return self.fetch(site, caller, Whose::Caller).await;
         }
@@ -264,7 +271,7 @@ impl Inner {
         site: &Site,
         token: &Token,
         whose: Whose,
-    ) -> Result<UpgradePaths, LookupError> {
+    ) -> Result<Arc<UpgradePaths>, LookupError> {
         // A `Site` holds only unreserved characters and `::`, so it cannot change the URL's shape.
         let url = format!(
             "{}/rest/v1.3/jpphp/{}/upgrade-paths",

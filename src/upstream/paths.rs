@@ -1,5 +1,6 @@
 //! The upgrade-paths answer: product family -> products that may be provisioned now.
 
+use crate::rejection::push_json_str;
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::collections::{BTreeMap, HashSet};
@@ -87,47 +88,121 @@ impl UpgradePaths {
             .all(|family| family.products.is_empty())
     }
 
-    fn from_map<N: AsRef<str>>(map: BTreeMap<N, Vec<N>>) -> Self {
+    /// From families sorted by name, each name once, interning every name under one lock.
+    fn from_sorted<N: AsRef<str>>(families: impl IntoIterator<Item = (N, Vec<N>)>) -> Self {
+        let mut names = Names::lock();
         Self {
-            families: map
+            families: families
                 .into_iter()
                 .map(|(name, products)| Family {
-                    name: intern(name.as_ref()),
-                    products: products.iter().map(|p| intern(p.as_ref())).collect(),
+                    name: names.intern(name.as_ref()),
+                    products: products.iter().map(|p| names.intern(p.as_ref())).collect(),
                 })
                 .collect(),
         }
     }
 }
 
+/// The last few answers parsed, by their exact bytes: WordPress.com gives most sites one of a
+/// handful of answers (the same plan, the same paths), so an answer already seen is not parsed
+/// and interned again, and the sites that got it share one `UpgradePaths`. Identical bytes parse
+/// to identical paths: reusing them changes nothing but the cost. Bounded in count and in the
+/// size of what it keeps.
+pub(crate) fn parse_shared(json: &[u8]) -> Result<Arc<UpgradePaths>, serde_json::Error> {
+    const KEPT: usize = 8;
+    const MAX_KEPT_BYTES: usize = 1024;
+    type Kept = (Box<[u8]>, Arc<UpgradePaths>);
+    static ANSWERS: Mutex<(Vec<Kept>, usize)> = Mutex::new((Vec::new(), 0));
+    let answers = || ANSWERS.lock().unwrap_or_else(PoisonError::into_inner);
+    if json.len() > MAX_KEPT_BYTES {
+        return UpgradePaths::from_json(json).map(Arc::new);
+    }
+    if let Some((_, paths)) = answers().0.iter().find(|(kept, _)| **kept == *json) {
+        return Ok(paths.clone());
+    }
+    let paths = Arc::new(UpgradePaths::from_json(json)?);
+    let (kept, next) = &mut *answers();
+    let answer = (Box::from(json), paths.clone());
+    if kept.len() < KEPT {
+        kept.push(answer);
+    } else {
+        // The oldest goes: a round robin over the slots.
+        kept[*next] = answer;
+        *next = (*next + 1) % KEPT;
+    }
+    Ok(paths)
+}
+
 /// One shared copy of each family and product name. Bounded, so an upstream inventing names
 /// cannot grow it without end (names past the bound are simply not shared). Takes the name
-/// borrowed: a name already known costs a look-up, no allocation.
-fn intern(name: &str) -> Arc<str> {
+/// borrowed: a name already known costs a look-up, no allocation. Locked once per answer, not
+/// once per name.
+struct Names(std::sync::MutexGuard<'static, HashSet<Arc<str>>>);
+
+impl Names {
     const MAX_NAMES: usize = 4096;
-    static NAMES: OnceLock<Mutex<HashSet<Arc<str>>>> = OnceLock::new();
-    let mut names = NAMES
-        .get_or_init(Mutex::default)
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner);
-    if let Some(shared) = names.get(name) {
-        return shared.clone();
+
+    fn lock() -> Self {
+        static NAMES: OnceLock<Mutex<HashSet<Arc<str>>>> = OnceLock::new();
+        Self(
+            NAMES
+                .get_or_init(Mutex::default)
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        )
     }
-    let shared: Arc<str> = name.into();
-    if names.len() < MAX_NAMES {
-        names.insert(shared.clone());
+
+    fn intern(&mut self, name: &str) -> Arc<str> {
+        if let Some(shared) = self.0.get(name) {
+            return shared.clone();
+        }
+        let shared: Arc<str> = name.into();
+        if self.0.len() < Self::MAX_NAMES {
+            self.0.insert(shared.clone());
+        }
+        shared
     }
-    shared
 }
 
 impl Serialize for UpgradePaths {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let mut map = serializer.serialize_map(Some(self.families.len()))?;
         for family in &self.families {
-            let products: Vec<&str> = family.products.iter().map(|p| &**p).collect();
-            map.serialize_entry(&*family.name, &products)?;
+            map.serialize_entry(&*family.name, &Products(&family.products))?;
         }
         map.end()
+    }
+}
+
+/// A family's products, serialized as an array of strings without collecting them first.
+struct Products<'a>(&'a [Arc<str>]);
+
+impl Serialize for Products<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0.iter().map(|product| &**product))
+    }
+}
+
+impl UpgradePaths {
+    /// Appends the compact JSON of the paths, byte for byte what `serde_json` writes for them
+    /// (their `Serialize`), without its machinery: a refusal writes them into its 409.
+    pub(crate) fn write_json(&self, json: &mut Vec<u8>) {
+        json.push(b'{');
+        for (i, family) in self.families.iter().enumerate() {
+            if i > 0 {
+                json.push(b',');
+            }
+            push_json_str(json, &family.name);
+            json.extend_from_slice(b":[");
+            for (j, product) in family.products.iter().enumerate() {
+                if j > 0 {
+                    json.push(b',');
+                }
+                push_json_str(json, product);
+            }
+            json.push(b']');
+        }
+        json.push(b'}');
     }
 }
 
@@ -155,12 +230,18 @@ impl<'de> serde::de::Visitor<'de> for AnswerVisitor {
     }
 
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        // A repeated family keeps its last list, as a map does.
-        let mut families = BTreeMap::new();
-        while let Some((family, products)) = map.next_entry::<Name<'de>, Vec<Name<'de>>>()? {
-            families.insert(family, products);
+        // A vector sorted once rather than a `BTreeMap` built node by node: an answer has a
+        // handful of families.
+        let mut families = Vec::with_capacity(map.size_hint().unwrap_or(0).min(16));
+        while let Some(entry) = map.next_entry::<Name<'de>, Vec<Name<'de>>>()? {
+            families.push(entry);
         }
-        Ok(UpgradePaths::from_map(families))
+        // A repeated family keeps its last list, as a map does: reversed, the last comes first
+        // among equals (the sort is stable), and `dedup` keeps the first.
+        families.reverse();
+        families.sort_by(|a, b| a.0.cmp(&b.0));
+        families.dedup_by(|later, first| later.0 == first.0);
+        Ok(UpgradePaths::from_sorted(families))
     }
 
     fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
@@ -214,7 +295,7 @@ where
     P::Item: Into<String>,
 {
     fn from_iter<I: IntoIterator<Item = (F, P)>>(iter: I) -> Self {
-        Self::from_map::<String>(
+        Self::from_sorted::<String>(
             iter.into_iter()
                 .map(|(family, products)| {
                     (
@@ -222,7 +303,7 @@ where
                         products.into_iter().map(Into::into).collect(),
                     )
                 })
-                .collect(),
+                .collect::<BTreeMap<_, _>>(),
         )
     }
 }
@@ -270,6 +351,47 @@ mod tests {
             );
         }
         assert!(UpgradePaths::from_json(b"{}").unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_repeated_family_keeps_its_last_list_and_families_are_sorted() {
+        let paths = UpgradePaths::from_json(
+            br#"{"b": ["b1"], "a": ["a1"], "b": ["b2"], "c": [], "a": ["a2", "a3"], "b": ["b3"]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            serde_json::to_string(&paths).unwrap(),
+            r#"{"a":["a2","a3"],"b":["b3"],"c":[]}"#
+        );
+        assert!(!paths.allows("b1") && !paths.allows("a1") && paths.allows("b3"));
+    }
+
+    #[test]
+    fn an_answer_seen_again_is_shared_and_a_different_one_is_not() {
+        let json = br#"{"jetpack-plans":["paths-memo-test"],"jetpack-scan":["jetpack-scan"]}"#;
+        let first = parse_shared(json).unwrap();
+        let again = parse_shared(json).unwrap();
+        assert!(Arc::ptr_eq(&first, &again));
+        assert_eq!(*first, UpgradePaths::from_json(json).unwrap());
+        // One byte apart: parsed on its own.
+        let other = br#"{"jetpack-plans":["paths-memo-tesT"],"jetpack-scan":["jetpack-scan"]}"#;
+        let other = parse_shared(other).unwrap();
+        assert!(other.allows("paths-memo-tesT") && !other.allows("paths-memo-test"));
+        assert!(first.allows("paths-memo-test") && !first.allows("paths-memo-tesT"));
+        // Errors are errors every time, and never kept.
+        for _ in 0..2 {
+            assert!(parse_shared(br#"{"jetpack-plans":"paths-memo-test"}"#).is_err());
+        }
+        // Past its bound, older answers make room; each answer still parses to itself.
+        for i in 0..20 {
+            let json = format!(r#"{{"jetpack-plans":["memo-{i}"]}}"#);
+            assert!(
+                parse_shared(json.as_bytes())
+                    .unwrap()
+                    .allows(&format!("memo-{i}"))
+            );
+        }
+        assert_eq!(*parse_shared(json).unwrap(), *first);
     }
 
     #[test]
