@@ -1,10 +1,59 @@
 //! Reading WordPress.com's answers: bodies within a cap, and what a status and body mean.
 
 use super::paths::parse_shared;
-use super::{LookupError, UpgradePaths};
+use super::{LookupError, Token, UpgradePaths};
 use bytes::{Bytes, BytesMut};
-use http::{HeaderMap, StatusCode, header};
+use http::{HeaderMap, HeaderValue, StatusCode, header};
 use std::{sync::Arc, time::Duration};
+
+/// WordPress.com's answer to a GET, its body read whole.
+pub(super) struct Answer {
+    pub(super) status: StatusCode,
+    pub(super) retry_after: Option<Duration>,
+    pub(super) www_authenticate: Option<HeaderValue>,
+    pub(super) body: Bytes,
+}
+
+/// GETs `url` with `token` and reads the answer, if its body is at most `limit` bytes long.
+pub(super) async fn get(
+    http: &reqwest::Client,
+    url: String,
+    token: &Token,
+    limit: usize,
+) -> Result<Answer, LookupError> {
+    let response = http
+        .get(url)
+        .header(header::AUTHORIZATION, token.authorization())
+        .header(header::ACCEPT, "application/json")
+        .send()
+        .await
+        .map_err(transport)?;
+    let status = response.status();
+    let retry_after = retry_after(response.headers());
+    let www_authenticate = response.headers().get(header::WWW_AUTHENTICATE).cloned();
+    let body = read_capped(response, limit)
+        .await
+        .map_err(|error| match error {
+            ReadError::TooLarge => LookupError::AnswerTooLarge { limit },
+            ReadError::Transport(error) => transport(error),
+        })?;
+    Ok(Answer {
+        status,
+        retry_after,
+        www_authenticate,
+        body,
+    })
+}
+
+/// Whether an error answer is WordPress.com's own word that it does not know the site: a JSON
+/// object whose `error` is `invalid_blog`.
+pub(super) fn says_invalid_blog(body: &[u8]) -> bool {
+    #[derive(serde::Deserialize)]
+    struct ErrorAnswer {
+        error: String,
+    }
+    serde_json::from_slice::<ErrorAnswer>(body).is_ok_and(|answer| answer.error == "invalid_blog")
+}
 
 /// Why an answer's body could not be read.
 pub(super) enum ReadError {
@@ -68,14 +117,9 @@ pub(super) fn classify(
     if status.is_success() {
         return parse_shared(body).map_err(|e| LookupError::InvalidAnswer(Arc::new(e)));
     }
-    #[derive(serde::Deserialize)]
-    struct ErrorAnswer {
-        error: String,
-    }
-    let code = serde_json::from_slice::<ErrorAnswer>(body).map(|answer| answer.error);
     // Only WordPress.com's own word makes a site unknown: an unknown site may be forwarded as its
     // first provision, so a bare 404 (a wrong base URL, a proxy's page) must not pass for one.
-    if code.is_ok_and(|code| code == "invalid_blog") {
+    if says_invalid_blog(body) {
         return Err(LookupError::UnknownSite);
     }
     match status {

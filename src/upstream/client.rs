@@ -1,6 +1,6 @@
 //! [`UpgradePathsClient`]: lookups with their retries, deadlines and token refreshes.
 
-use super::answer::{ReadError, classify, read_capped, retry_after, transport};
+use super::answer::{Answer, classify, get};
 use super::retry::Retries;
 use super::{
     CallerRefusal, LookupError, Token, TokenError, TokenSource, UpgradePaths,
@@ -8,7 +8,6 @@ use super::{
 };
 use crate::Site;
 use crate::rejection::Chain;
-use http::header;
 use std::{fmt, sync::Arc, time::Duration};
 use tokio::time::Instant;
 
@@ -278,24 +277,12 @@ impl Inner {
             self.base_url,
             site.as_str()
         );
-        let response = self
-            .http
-            .get(url)
-            .header(header::AUTHORIZATION, token.authorization())
-            .header(header::ACCEPT, "application/json")
-            .send()
-            .await
-            .map_err(transport)?;
-        let status = response.status();
-        let retry_after = retry_after(response.headers());
-        let www_authenticate = response.headers().get(header::WWW_AUTHENTICATE).cloned();
-        let limit = self.max_answer_bytes;
-        let body = read_capped(response, limit)
-            .await
-            .map_err(|error| match error {
-                ReadError::TooLarge => LookupError::AnswerTooLarge { limit },
-                ReadError::Transport(error) => transport(error),
-            })?;
+        let Answer {
+            status,
+            retry_after,
+            www_authenticate,
+            body,
+        } = get(&self.http, url, token, self.max_answer_bytes).await?;
         match classify(status, &body, retry_after) {
             // The caller's token, the caller's refusal: kept as WordPress.com gave it, to relay.
             Err(LookupError::Unauthorized { status }) if whose == Whose::Caller => Err(
@@ -315,7 +302,7 @@ enum Whose {
 
 /// How a token source's failure ends a lookup: kept whole as its source, but for a source that
 /// has no token of its own, which is a lookup given no caller's token.
-fn lookup_error(error: TokenError) -> LookupError {
+pub(super) fn lookup_error(error: TokenError) -> LookupError {
     match error {
         TokenError::CallersOwn => LookupError::MissingToken,
         error => LookupError::Token(error),

@@ -9,10 +9,11 @@
 //! One more call per first provision buys that no existing site is ever forwarded unchecked
 //! because of a misleading "unknown".
 
-use super::answer::{ReadError, read_capped, transport};
-use super::{CallerRefusal, LookupError, Token, TokenError, UpgradePathsClient};
+use super::answer::{Answer, get, says_invalid_blog};
+use super::client::lookup_error;
+use super::{CallerRefusal, LookupError, Token, UpgradePathsClient};
 use crate::Site;
-use http::{StatusCode, header};
+use http::StatusCode;
 
 /// The largest `status` answer read: it lists a site's products, a few hundred bytes.
 const MAX_STATUS_ANSWER: usize = 64 * 1024;
@@ -33,49 +34,22 @@ impl UpgradePathsClient {
         let ask = async {
             let token = match caller {
                 Some(token) => token.clone(),
-                None => self
-                    .token_source()
-                    .token()
-                    .await
-                    .map_err(|error| match error {
-                        TokenError::CallersOwn => LookupError::MissingToken,
-                        error => LookupError::Token(error),
-                    })?,
+                None => self.token_source().token().await.map_err(lookup_error)?,
             };
             let url = format!("{}/rest/v1.4/jpphp/{site}/status", self.base_url());
-            let response = self
-                .inner
-                .http
-                .get(url)
-                .header(header::AUTHORIZATION, token.authorization())
-                .header(header::ACCEPT, "application/json")
-                .send()
-                .await
-                .map_err(transport)?;
-            let status = response.status();
-            let www_authenticate = response.headers().get(header::WWW_AUTHENTICATE).cloned();
-            let body =
-                read_capped(response, MAX_STATUS_ANSWER)
-                    .await
-                    .map_err(|error| match error {
-                        ReadError::TooLarge => LookupError::AnswerTooLarge {
-                            limit: MAX_STATUS_ANSWER,
-                        },
-                        ReadError::Transport(error) => transport(error),
-                    })?;
-            Ok::<_, LookupError>((status, body, www_authenticate))
+            get(&self.inner.http, url, &token, MAX_STATUS_ANSWER).await
         };
-        let (status, body, www_authenticate) = tokio::time::timeout(self.lookup_timeout(), ask)
+        let Answer {
+            status,
+            www_authenticate,
+            body,
+            ..
+        } = tokio::time::timeout(self.lookup_timeout(), ask)
             .await
             .map_err(|_| LookupError::Timeout)??;
-        #[derive(serde::Deserialize)]
-        struct ErrorAnswer {
-            error: String,
-        }
-        let code = serde_json::from_slice::<ErrorAnswer>(&body).map(|answer| answer.error);
         match status {
             status if status.is_success() => Ok(false),
-            _ if code.is_ok_and(|code| code == "invalid_blog") => Ok(true),
+            _ if says_invalid_blog(&body) => Ok(true),
             // As for a lookup: a caller's token refused is the caller's to fix, and its answer is
             // relayed; the partner's refused is the partner's.
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN if caller.is_some() => Err(
