@@ -21,6 +21,7 @@ use bytes::Bytes;
 use serde::de::{Deserializer, MapAccess, Visitor};
 use std::borrow::Cow;
 use std::fmt;
+use std::ops::Range;
 
 /// The `Content-Type` names no multipart boundary the guard reads.
 #[derive(Debug)]
@@ -32,11 +33,20 @@ pub(crate) fn multipart_boundary<'a>(
     value: &str,
     params: impl Iterator<Item = &'a str>,
 ) -> Result<String, UnsupportedFormat> {
-    let mentions_boundary = multipart::boundary_words(value, true).count();
+    // PHP looks for the word `boundary` as it is, then in any case: in a header that has it once,
+    // both find that one.
+    let mut words = multipart::boundary_words(value, true);
+    let (Some(at), None) = (words.next(), words.next()) else {
+        return Err(UnsupportedFormat);
+    };
+    let php = multipart::php_boundary_at(value, at).ok_or(UnsupportedFormat)?;
     // curl turns a hand-set `multipart/form-data;` into `multipart/form-data;; boundary=…`:
     // empty parameters are skipped rather than refused.
     params
-        .filter_map(|param| param.split_once('='))
+        .filter_map(|param| {
+            let at = memchr::memchr(b'=', param.as_bytes())?;
+            Some((&param[..at], &param[at + 1..]))
+        })
         .find(|(name, _)| name.trim().eq_ignore_ascii_case("boundary"))
         .map(|(_, value)| value.trim())
         .map(|value| {
@@ -45,11 +55,7 @@ pub(crate) fn multipart_boundary<'a>(
                 .and_then(|v| v.strip_suffix('"'))
                 .unwrap_or(value)
         })
-        .filter(|boundary| {
-            mentions_boundary == 1
-                && is_plain_boundary(boundary)
-                && multipart::php_boundary(value) == Some(boundary)
-        })
+        .filter(|&boundary| boundary == php && is_plain_boundary(boundary))
         .map(str::to_owned)
         .ok_or(UnsupportedFormat)
 }
@@ -111,12 +117,29 @@ enum Stored {
         pairs: Vec<PairAt>,
     },
     Pairs(Vec<(String, FieldValue)>),
-    /// A multipart form: each part's name, and where its value lies in the body (`None`: a
-    /// file). Values are decoded only when asked for.
+    /// A multipart form: where each part's name and value lie in the body. Names and values
+    /// are decoded only when asked for.
     Multipart {
         body: Bytes,
-        parts: Vec<(String, Option<std::ops::Range<usize>>)>,
+        parts: Vec<PartAt>,
     },
+}
+
+/// One part of a multipart form, by where it lies in the body.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct PartAt {
+    pub(crate) name: PartName,
+    /// Where the value lies; `None`: a file, whose value PHP puts in `$_FILES`.
+    pub(crate) value: Option<Range<usize>>,
+}
+
+/// A multipart part's name as PHP reads it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum PartName {
+    /// As it is in the body, the common case.
+    At(Range<usize>),
+    /// A copy: PHP unescaped it (`\"` in a quoted name) or put it together from folded lines.
+    Unescaped(Box<[u8]>),
 }
 
 impl Default for Fields {
@@ -157,6 +180,64 @@ impl<'a> Value<'a> {
                 std::str::from_utf8(raw).map_or(Self::NotText, |t| Self::Text(t.into()))
             }
             decoded => decoded,
+        }
+    }
+}
+
+/// The fields of a body one by one, with their names as sent (see [`Fields::entries_where`]).
+enum Entries<'s, F> {
+    Form {
+        body: &'s Bytes,
+        pairs: std::slice::Iter<'s, PairAt>,
+        maybe: F,
+    },
+    Pairs(std::slice::Iter<'s, (String, FieldValue)>),
+    Multipart {
+        body: &'s Bytes,
+        parts: std::slice::Iter<'s, PartAt>,
+        maybe: F,
+    },
+}
+
+impl<'s, F: Fn(&[u8]) -> bool> Iterator for Entries<'s, F> {
+    type Item = (Cow<'s, str>, Value<'s>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match self {
+            Self::Form { body, pairs, maybe } => {
+                let body: &'s [u8] = body;
+                let at = pairs.find(|at| maybe(&body[at.start..at.name_end]))?;
+                let name = decode_name(&body[at.start..at.name_end]);
+                let value = body.get(at.name_end + 1..at.end).unwrap_or_default();
+                Some((name, Value::Encoded(value)))
+            }
+            Self::Pairs(pairs) => {
+                let (name, value) = pairs.next()?;
+                let value = match value {
+                    FieldValue::Text(text) => Value::Text(Cow::Borrowed(text)),
+                    FieldValue::Null => Value::Null,
+                    FieldValue::NotText => Value::NotText,
+                };
+                Some((Cow::Borrowed(name.as_str()), value))
+            }
+            Self::Multipart { body, parts, maybe } => {
+                let body: &'s [u8] = body;
+                let (name, part) = parts
+                    .map(|part| {
+                        let name: &'s [u8] = match &part.name {
+                            PartName::At(range) => &body[range.clone()],
+                            PartName::Unescaped(name) => name,
+                        };
+                        (name, part)
+                    })
+                    .find(|(name, _)| maybe(name))?;
+                let value = match &part.value {
+                    Some(range) => Value::Bytes(&body[range.clone()]),
+                    None => Value::File,
+                };
+                // Bytes that are not UTF-8 become U+FFFD, which no name the guard reads contains.
+                Some((String::from_utf8_lossy(name), value))
+            }
         }
     }
 }
@@ -257,11 +338,8 @@ impl Fields {
         }
     }
 
-    /// A multipart form's parts: names, and where their values lie in `body` (`None`: a file).
-    pub(crate) fn multipart(
-        body: Bytes,
-        parts: Vec<(String, Option<std::ops::Range<usize>>)>,
-    ) -> Self {
+    /// A multipart form's parts, by where they lie in `body`.
+    pub(crate) fn multipart(body: Bytes, parts: Vec<PartAt>) -> Self {
         Self {
             stored: Stored::Multipart { body, parts },
             php_names: true,
@@ -281,52 +359,30 @@ impl Fields {
         &'s self,
         key: &'k str,
     ) -> impl Iterator<Item = (Cow<'s, str>, Value<'s>)> + use<'s, 'k> {
-        // A plain name is its own decoding and its own key: a plain form name other than a plain
-        // key is not it, and needs no decoding to tell.
+        // A plain name is its own decoding and its own key: a plain form or part name other than
+        // a plain key is not it, and needs no decoding to tell.
         let plain_key = is_plain(key.as_bytes());
         let maybe = move |raw: &[u8]| !plain_key || raw == key.as_bytes() || !is_plain(raw);
         self.entries_where(maybe)
             .filter(move |(field, _)| self.key(field) == key)
     }
 
-    /// Every field, in order, with its name as sent, leaving out the urlencoded fields whose raw
-    /// (undecoded) name `maybe` rules out.
-    fn entries_where<'s, F: Fn(&[u8]) -> bool + Copy>(
-        &'s self,
-        maybe: F,
-    ) -> impl Iterator<Item = (Cow<'s, str>, Value<'s>)> + use<'s, F> {
-        let (form, pairs, multipart) = match &self.stored {
-            Stored::Form { body, pairs } => (Some((body, pairs.iter())), None, None),
-            Stored::Pairs(pairs) => (None, Some(pairs.iter()), None),
-            Stored::Multipart { body, parts } => (None, None, Some((body, parts.iter()))),
-        };
-        let multipart = multipart.into_iter().flat_map(|(body, parts)| {
-            parts.map(|(name, value)| {
-                let value = match value {
-                    Some(range) => Value::Bytes(&body[range.clone()]),
-                    None => Value::File,
-                };
-                (Cow::Borrowed(name.as_str()), value)
-            })
-        });
-        let form = form.into_iter().flat_map(move |(body, pairs)| {
-            pairs
-                .filter(move |at| maybe(&body[at.start..at.name_end]))
-                .map(|at| {
-                    let name = decode_name(&body[at.start..at.name_end]);
-                    let value = body.get(at.name_end + 1..at.end).unwrap_or_default();
-                    (name, Value::Encoded(value))
-                })
-        });
-        let pairs = pairs.into_iter().flatten().map(|(name, value)| {
-            let value = match value {
-                FieldValue::Text(text) => Value::Text(Cow::Borrowed(text)),
-                FieldValue::Null => Value::Null,
-                FieldValue::NotText => Value::NotText,
-            };
-            (Cow::Borrowed(name.as_str()), value)
-        });
-        form.chain(pairs).chain(multipart)
+    /// Every field, in order, with its name as sent, leaving out the urlencoded and multipart
+    /// fields whose raw (undecoded) name `maybe` rules out.
+    fn entries_where<'s, F: Fn(&[u8]) -> bool>(&'s self, maybe: F) -> Entries<'s, F> {
+        match &self.stored {
+            Stored::Form { body, pairs } => Entries::Form {
+                body,
+                pairs: pairs.iter(),
+                maybe,
+            },
+            Stored::Pairs(pairs) => Entries::Pairs(pairs.iter()),
+            Stored::Multipart { body, parts } => Entries::Multipart {
+                body,
+                parts: parts.iter(),
+                maybe,
+            },
+        }
     }
 
     /// How many fields there are (PHP stops reading past `max_input_vars`).

@@ -30,7 +30,7 @@
 //! 4 KiB form). The tests here and the `request_reader` fuzz target check that whatever the plain
 //! reading accepts, `multer` reads part for part the same.
 
-use super::fields::Fields;
+use super::fields::{Fields, PartAt, PartName};
 use bytes::Bytes;
 use std::borrow::Cow;
 
@@ -103,13 +103,16 @@ pub(crate) async fn read(boundary: &str, body: Bytes) -> Result<Fields, String> 
             }
         }
     }
-    // Values stay in the body: only the one or two asked for are ever decoded.
+    // Names and values stay in the body: only the one or two asked for are ever decoded.
     let fields = parts
         .into_iter()
         .filter_map(|part| {
-            let name = String::from_utf8_lossy(&part.name?).into_owned();
+            let name = match part.name? {
+                Cow::Borrowed(name) if within(&body, name) => PartName::At(offset(&body, name)),
+                name => PartName::Unescaped(name.into_owned().into()),
+            };
             let value = (!part.file).then(|| offset(&body, part.value));
-            Some((name, value))
+            Some(PartAt { name, value })
         })
         .collect();
     Ok(Fields::multipart(body, fields))
@@ -143,6 +146,12 @@ async fn multer_reads_alike(boundary: &str, body: &Bytes, php: &[Part<'_>]) -> b
     }
 }
 
+/// Whether `part` is a slice of `body` (a name PHP's reading gives is one unless copied).
+fn within(body: &[u8], part: &[u8]) -> bool {
+    body.as_ptr_range().start <= part.as_ptr_range().start
+        && part.as_ptr_range().end <= body.as_ptr_range().end
+}
+
 /// Where `part` lies in `body`, which it is a slice of.
 fn offset(body: &[u8], part: &[u8]) -> std::ops::Range<usize> {
     let start = part.as_ptr() as usize - body.as_ptr() as usize;
@@ -165,7 +174,7 @@ fn offset(body: &[u8], part: &[u8]) -> std::ops::Range<usize> {
 /// `name` or `filename` by text could find anywhere else.
 fn read_plain<'a>(boundary: &[u8], body: &'a [u8]) -> Option<Vec<PlainPart<'a>>> {
     let mut rest = body.strip_prefix(b"--")?.strip_prefix(boundary)?;
-    let mut parts = Vec::new();
+    let mut parts = Vec::with_capacity(8);
     loop {
         if let Some(after) = rest.strip_prefix(b"--") {
             return (after.is_empty() || after == b"\r\n").then_some(parts);
@@ -212,25 +221,23 @@ fn read_plain<'a>(boundary: &[u8], body: &'a [u8]) -> Option<Vec<PlainPart<'a>>>
 
 /// A plain header line: a token, `": "`, then visible ASCII and spaces, not starting with one.
 fn plain_header(line: &[u8]) -> Option<(&[u8], &[u8])> {
-    let colon = line.iter().position(|&b| b == b':')?;
-    let (name, value) = (&line[..colon], line[colon + 1..].strip_prefix(b" ")?);
-    let token = |b: &u8| b.is_ascii_alphanumeric() || *b == b'-';
-    let text = |b: &u8| (0x20..0x7f).contains(b);
-    (!name.is_empty()
-        && name.iter().all(token)
-        && value.first().is_some_and(|&b| b != b' ')
-        && value.iter().all(text))
-    .then_some((name, value))
+    // The name runs up to the first byte not of a token, which must be its `:`.
+    let colon = line.iter().position(|&b| !is(b, TOKEN))?;
+    if colon == 0 || line[colon] != b':' {
+        return None;
+    }
+    let value = line[colon + 1..].strip_prefix(b" ")?;
+    (value.first().is_some_and(|&b| b != b' ') && value.iter().all(|&b| is(b, TEXT)))
+        .then_some((&line[..colon], value))
 }
 
 /// A plain `Content-Disposition` value: its name, and whether it names a file.
 fn plain_disposition(value: &[u8]) -> Option<(&[u8], bool)> {
-    let name_char =
-        |b: &u8| b.is_ascii_graphic() && !matches!(b, b'"' | b'\'' | b'\\' | b';' | b'=' | b',');
     let rest = value.strip_prefix(b"form-data; name=\"")?;
-    let end = rest.iter().position(|&b| b == b'"')?;
-    let (name, rest) = (&rest[..end], &rest[end + 1..]);
-    if name.is_empty() || !name.iter().all(name_char) {
+    // The name runs up to the first byte not of a name, which must be its closing quote.
+    let end = rest.iter().position(|&b| !is(b, NAME))?;
+    let (name, rest) = (&rest[..end], rest[end..].strip_prefix(b"\"")?);
+    if name.is_empty() {
         return None;
     }
     if rest.is_empty() {
@@ -238,44 +245,71 @@ fn plain_disposition(value: &[u8]) -> Option<(&[u8], bool)> {
     }
     let file = rest.strip_prefix(b"; filename=\"")?.strip_suffix(b"\"")?;
     file.iter()
-        .all(|b| *b == b' ' || name_char(b))
+        .all(|&b| is(b, FILE_NAME))
         .then_some((name, true))
+}
+
+/// Bytes of a header name: letters, digits and `-`.
+const TOKEN: u8 = 1;
+/// Bytes of a plain header value: visible ASCII and the space.
+const TEXT: u8 = 2;
+/// Bytes of a plain part name: visible ASCII other than `"`, `'`, `\`, `;`, `=` and `,`.
+const NAME: u8 = 4;
+/// Bytes of a plain file name: those of a name, and the space.
+const FILE_NAME: u8 = 8;
+
+/// The classes each byte is in, so that a check costs one look-up per byte.
+static CLASSES: [u8; 256] = {
+    let mut classes = [0; 256];
+    let mut b = 0;
+    while b < 256 {
+        let byte = b as u8;
+        let mut class = 0;
+        if byte.is_ascii_alphanumeric() || byte == b'-' {
+            class |= TOKEN;
+        }
+        if byte >= 0x20 && byte < 0x7f {
+            class |= TEXT;
+        }
+        let name =
+            byte.is_ascii_graphic() && !matches!(byte, b'"' | b'\'' | b'\\' | b';' | b'=' | b',');
+        if name {
+            class |= NAME;
+        }
+        if name || byte == b' ' {
+            class |= FILE_NAME;
+        }
+        classes[b] = class;
+        b += 1;
+    }
+    classes
+};
+
+/// Whether `byte` is in `class`.
+fn is(byte: u8, class: u8) -> bool {
+    CLASSES[usize::from(byte)] & class != 0
 }
 
 /// The parts PHP registers, in order. A body PHP would only partly read (garbled headers,
 /// over-long lines) is an error.
 fn read_as_php<'a>(boundary: &[u8], body: &'a [u8]) -> Result<Vec<Part<'a>>, String> {
-    let mut delimiter = b"--".to_vec();
-    delimiter.extend_from_slice(boundary);
-    let mut next = b"\n".to_vec();
-    next.extend_from_slice(&delimiter);
-
     let mut reader = Reader { body, at: 0 };
-    let mut parts = Vec::new();
+    // Most forms have a handful of parts: one allocation for all of them.
+    let mut parts = Vec::with_capacity(8);
     while reader.at < body.len() {
         // Each part begins with a line that is the delimiter, whatever came before it.
         loop {
             match reader.line()? {
                 None => return Ok(parts),
-                // `c_str(line) == delimiter`, without scanning the whole line for a NUL.
-                Some(line)
-                    if line.starts_with(&delimiter)
-                        && line.get(delimiter.len()).is_none_or(|&b| b == 0) =>
-                {
-                    break;
-                }
+                Some(line) if is_delimiter_line(line, boundary) => break,
                 Some(_) => {}
             }
         }
-        let headers = reader.headers()?;
-        let Some(disposition) = headers
-            .iter()
-            .find(|(key, _)| key.eq_ignore_ascii_case(b"content-disposition"))
-        else {
+        let Some(disposition) = reader.disposition()? else {
             // PHP skips the part; its lines are read while looking for the next delimiter.
             continue;
         };
-        let (name, filename) = match &disposition.1 {
+        let (name, filename) = match &disposition {
             // Borrowed from the body, unless the header was folded over several lines.
             Cow::Borrowed(value) => disposition_params(value),
             Cow::Owned(value) => {
@@ -290,7 +324,7 @@ fn read_as_php<'a>(boundary: &[u8], body: &'a [u8]) -> Result<Vec<Part<'a>>, Str
                     .into(),
             );
         }
-        let value = reader.value(&next);
+        let value = reader.value(boundary);
         parts.push(Part {
             name,
             file: filename.is_some(),
@@ -298,6 +332,19 @@ fn read_as_php<'a>(boundary: &[u8], body: &'a [u8]) -> Result<Vec<Part<'a>>, Str
         });
     }
     Ok(parts)
+}
+
+/// Whether a line is the delimiter `--boundary` as PHP compares it (`strcmp`: up to a NUL).
+fn is_delimiter_line(line: &[u8], boundary: &[u8]) -> bool {
+    line.strip_prefix(b"--")
+        .and_then(|line| line.strip_prefix(boundary))
+        .is_some_and(|rest| rest.first().is_none_or(|&b| b == 0))
+}
+
+/// Whether `rest` starts with `--boundary`, or is the start of it cut off by the end of the body.
+fn starts_delimiter(rest: &[u8], boundary: &[u8]) -> bool {
+    let (dashes, rest) = rest.split_at(rest.len().min(2));
+    b"--".starts_with(dashes) && boundary.starts_with(&rest[..rest.len().min(boundary.len())])
 }
 
 /// A C string's bytes: PHP compares lines and header text with `strcmp`, up to a NUL.
@@ -313,9 +360,14 @@ fn is_space(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r')
 }
 
-/// A part's header as PHP keeps it: the text before the first `:`, and the value (a copy only
-/// when continued on another line).
-type Header<'a> = (&'a [u8], Cow<'a, [u8]>);
+/// `bytes` without the C white space it starts with.
+fn skip_space(bytes: &[u8]) -> &[u8] {
+    let start = bytes
+        .iter()
+        .position(|&b| !is_space(b))
+        .unwrap_or(bytes.len());
+    &bytes[start..]
+}
 
 struct Reader<'a> {
     body: &'a [u8],
@@ -341,48 +393,52 @@ impl<'a> Reader<'a> {
         Ok(Some(line.strip_suffix(b"\r").unwrap_or(line)))
     }
 
-    /// A part's headers, `(key, value)`, up to the first empty line (or one starting with NUL).
-    fn headers(&mut self) -> Result<Vec<Header<'a>>, String> {
-        let mut headers = Vec::new();
-        let mut current: Option<Header<'a>> = None;
+    /// Reads a part's headers, up to the first empty line (or one starting with NUL), and gives
+    /// the value of the first `Content-Disposition` among them (its key in any case), as PHP's
+    /// `php_mime_get_hdr_value` finds it: a copy only when the header goes on over more lines.
+    fn disposition(&mut self) -> Result<Option<Cow<'a, [u8]>>, String> {
+        let mut found: Option<Cow<'a, [u8]>> = None;
+        // Whether the header being read is the one found: the lines that continue it are its.
+        let mut reading_found = false;
         while let Some(line) = self.line()? {
             let line = c_str(line);
-            if line.is_empty() {
+            let Some(&first) = line.first() else {
                 break;
-            }
-            // A line starting with white space continues the previous header.
-            let colon = if is_space(line[0]) {
+            };
+            // A line starting with white space, or without a `:`, continues the previous header.
+            let colon = if is_space(first) {
                 None
             } else {
-                line.iter().position(|&b| b == b':')
+                memchr::memchr(b':', line)
             };
-            match (colon, &mut current) {
-                (Some(colon), _) => {
-                    headers.extend(current.take());
-                    let value = &line[colon + 1..];
-                    let skip = value.iter().take_while(|&&b| is_space(b)).count();
-                    current = Some((&line[..colon], Cow::Borrowed(&value[skip..])));
+            match colon {
+                Some(colon) => {
+                    reading_found = found.is_none()
+                        && line[..colon].eq_ignore_ascii_case(b"content-disposition");
+                    if reading_found {
+                        found = Some(Cow::Borrowed(skip_space(&line[colon + 1..])));
+                    }
                 }
-                (None, Some((_, value))) => value.to_mut().extend_from_slice(line),
-                (None, None) => {}
+                None => {
+                    if let (true, Some(value)) = (reading_found, &mut found) {
+                        value.to_mut().extend_from_slice(line);
+                    }
+                }
             }
         }
-        headers.extend(current);
-        Ok(headers)
+        Ok(found)
     }
 
     /// A part's value: everything up to the next `\n--boundary` (or up to a start of it that
-    /// reaches the end of the body), without the `\r` before it.
-    fn value(&mut self, next: &[u8]) -> &'a [u8] {
+    /// reaches the end of the body), without the `\r` before it. The reader then stands on the
+    /// line after that `\n`, as PHP's does after reading the empty rest of the value's line.
+    fn value(&mut self, boundary: &[u8]) -> &'a [u8] {
         let rest = &self.body[self.at..];
-        // `next` starts with `\n`: only a line end can start it.
+        // Only a line end can start the next delimiter.
         let end = memchr::memchr_iter(b'\n', rest)
-            .find(|&at| {
-                let tail = &rest[at..];
-                tail.starts_with(next) || next.starts_with(tail)
-            })
+            .find(|&at| starts_delimiter(&rest[at + 1..], boundary))
             .unwrap_or(rest.len());
-        self.at += end;
+        self.at = (self.at + end + 1).min(self.body.len());
         let mut value = &rest[..end];
         if end < rest.len() {
             value = value.strip_suffix(b"\r").unwrap_or(value);
@@ -395,14 +451,12 @@ impl<'a> Reader<'a> {
 /// `;`-separated pairs (quotes protect separators), keys matched case-insensitively, the last of
 /// each kept.
 fn disposition_params(value: &[u8]) -> (Option<Word<'_>>, Option<Word<'_>>) {
-    let value = c_str(value);
-    let mut rest = &value[value.iter().take_while(|&&b| is_space(b)).count()..];
+    let mut rest = skip_space(c_str(value));
     let (mut name, mut filename) = (None, None);
     while !rest.is_empty() {
-        let pair = get_word(&mut rest, b';');
-        rest = &rest[rest.iter().take_while(|&&b| is_space(b)).count()..];
+        let mut pair = get_word(&mut rest, b';');
+        rest = skip_space(rest);
         if pair.contains(&b'=') {
-            let mut pair = pair;
             let key = get_word(&mut pair, b'=');
             if key.eq_ignore_ascii_case(b"name") {
                 name = Some(get_word_conf(pair));
@@ -421,45 +475,59 @@ type Word<'a> = Cow<'a, [u8]>;
 fn get_word<'a>(line: &mut &'a [u8], stop: u8) -> &'a [u8] {
     let bytes = *line;
     let mut at = 0;
-    while at < bytes.len() && bytes[at] != stop {
+    // The next `stop` or quote; a quoted run ends at the same quote not escaped with `\`.
+    while let Some(found) = bytes[at..]
+        .iter()
+        .position(|&b| b == stop || b == b'"' || b == b'\'')
+    {
+        at += found;
         let quote = bytes[at];
-        if quote == b'"' || quote == b'\'' {
-            at += 1;
-            while at < bytes.len() && bytes[at] != quote {
-                if bytes[at] == b'\\' && bytes.get(at + 1) == Some(&quote) {
-                    at += 2;
-                } else {
-                    at += 1;
+        if quote == stop {
+            break;
+        }
+        at += 1;
+        loop {
+            match bytes[at..].iter().position(|&b| b == quote) {
+                // An escaped quote: `\` is read as escaping only a quote, so the byte before
+                // the quote tells (the opening quote is never that byte).
+                Some(found) if found > 0 && bytes[at + found - 1] == b'\\' => at += found + 1,
+                Some(found) => {
+                    at += found + 1;
+                    break;
+                }
+                None => {
+                    at = bytes.len();
+                    break;
                 }
             }
-            if at < bytes.len() {
-                at += 1;
-            }
-        } else {
-            at += 1;
         }
     }
-    let at = at.min(bytes.len());
-    let word = &bytes[..at];
-    let mut end = at;
-    while end < bytes.len() && bytes[end] == stop {
-        end += 1;
+    if at >= bytes.len() || bytes[at] != stop {
+        at = bytes.len();
     }
+    let word = &bytes[..at];
+    let end = bytes[at..]
+        .iter()
+        .position(|&b| b != stop)
+        .map_or(bytes.len(), |skip| at + skip);
     *line = &bytes[end..];
     word
 }
 
 /// PHP's `php_ap_getword_conf`: a quoted or unquoted value, with `\\` and `\"` unescaped.
 fn get_word_conf(bytes: &[u8]) -> Cow<'_, [u8]> {
-    let bytes = &bytes[bytes.iter().take_while(|&&b| is_space(b)).count()..];
+    let bytes = skip_space(bytes);
     match bytes.first() {
-        None => Cow::Borrowed(&[]),
+        None => Cow::Borrowed(bytes),
         Some(&quote) if quote == b'"' || quote == b'\'' => {
             let inner = &bytes[1..];
             substring_conf(inner, inner.len(), Some(quote))
         }
         Some(_) => {
-            let len = bytes.iter().take_while(|&&b| !is_space(b)).count();
+            let len = bytes
+                .iter()
+                .position(|&b| is_space(b))
+                .unwrap_or(bytes.len());
             substring_conf(bytes, len, None)
         }
     }
@@ -467,10 +535,12 @@ fn get_word_conf(bytes: &[u8]) -> Cow<'_, [u8]> {
 
 /// The first `len` bytes up to `quote`, unescaped; borrowed when there is no `\\` to remove.
 fn substring_conf(bytes: &[u8], len: usize, quote: Option<u8>) -> Cow<'_, [u8]> {
-    let end = quote
-        .and_then(|quote| memchr::memchr(quote, &bytes[..len]))
+    // Parameter values are short: a plain scan costs less than setting up a `memchr`.
+    let end = bytes[..len]
+        .iter()
+        .position(|&b| Some(b) == quote || b == b'\\')
         .unwrap_or(len);
-    if memchr::memchr(b'\\', &bytes[..end]).is_none() {
+    if bytes.get(end) != Some(&b'\\') || end == len {
         return Cow::Borrowed(&bytes[..end]);
     }
     let mut out = Vec::with_capacity(len);
@@ -508,17 +578,31 @@ pub(crate) fn boundary_words(header: &str, any_case: bool) -> impl Iterator<Item
 
 /// The boundary as PHP finds it in a `multipart/form-data` header: after the first `=` that
 /// follows the first `boundary` (case-sensitive, then case-insensitive), quoted or up to `,`/`;`.
-/// The guard then takes it only when it is plain (see `fields::is_plain_boundary`).
+/// The guard takes only headers that name `boundary` once, where both searches find the same
+/// word, so it needs only [`php_boundary_at`]; this is PHP's whole search, for the tests.
+#[cfg(test)]
 pub(crate) fn php_boundary(content_type: &str) -> Option<&str> {
     let at = boundary_words(content_type, false)
         .next()
         .or_else(|| boundary_words(content_type, true).next())?;
+    php_boundary_at(content_type, at)
+}
+
+/// The boundary PHP reads after the word `boundary` found at `at` in `content_type`: after the
+/// first `=`, quoted or up to `,`/`;`. The guard then takes it only when it is plain (see
+/// `fields::is_plain_boundary`).
+pub(crate) fn php_boundary_at(content_type: &str, at: usize) -> Option<&str> {
     let after = &content_type[at..];
-    let value = &after[after.find('=')? + 1..];
+    // Cut only at ASCII bytes, so every slice is at a character boundary.
+    let value = &after[memchr::memchr(b'=', after.as_bytes())? + 1..];
     if let Some(quoted) = value.strip_prefix('"') {
-        return quoted.find('"').map(|end| &quoted[..end]);
+        return memchr::memchr(b'"', quoted.as_bytes()).map(|end| &quoted[..end]);
     }
-    Some(value.find([',', ';']).map_or(value, |end| &value[..end]))
+    let end = value
+        .bytes()
+        .position(|b| b == b',' || b == b';')
+        .unwrap_or(value.len());
+    Some(&value[..end])
 }
 
 #[cfg(test)]

@@ -57,6 +57,38 @@ const JSON_TYPES: [&str; 6] = [
 ];
 const FORM_TYPE: &str = "application/x-www-form-urlencoded";
 
+/// `text` cut at every `separator`, an ASCII byte (so each piece is whole characters): what
+/// `str::split` gives, without decoding characters on the way.
+fn split_ascii(text: &str, separator: u8) -> impl Iterator<Item = &str> {
+    let mut rest = Some(text);
+    std::iter::from_fn(move || {
+        let current = rest?;
+        match memchr::memchr(separator, current.as_bytes()) {
+            Some(at) => {
+                rest = Some(&current[at + 1..]);
+                Some(&current[..at])
+            }
+            None => {
+                rest = None;
+                Some(current)
+            }
+        }
+    })
+}
+
+/// Whether `text` starts with `prefix` (ASCII), in any case.
+fn starts_with_ignore_case(text: &str, prefix: &str) -> bool {
+    text.as_bytes()
+        .get(..prefix.len())
+        .is_some_and(|start| start.eq_ignore_ascii_case(prefix.as_bytes()))
+}
+
+/// Whether `text` ends with `suffix` (ASCII), in any case.
+fn ends_with_ignore_case(text: &str, suffix: &str) -> bool {
+    text.len() >= suffix.len()
+        && text.as_bytes()[text.len() - suffix.len()..].eq_ignore_ascii_case(suffix.as_bytes())
+}
+
 /// PHP's `trim()` characters.
 fn is_php_trim(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\n' | b'\r' | b'\0' | 0x0b)
@@ -112,12 +144,12 @@ impl Reading {
         if value.is_empty() || value == "0" {
             return Ok(None);
         }
-        let essence = value.split(';').next().unwrap_or_default();
+        let essence = split_ascii(value, b';').next().unwrap_or_default();
         let essence = essence.trim_matches(|c: char| c.is_ascii() && is_php_trim(c as u8));
-        if essence.to_ascii_lowercase().starts_with("multipart/") {
+        if starts_with_ignore_case(essence, "multipart/") {
             // PHP fills `$_POST` only when the type, lower-cased and cut at `;`, `,` or a space,
             // is `multipart/form-data`; the guard also wants nothing else before the `;`.
-            let mut params = value.split(';');
+            let mut params = split_ascii(value, b';');
             if params.next() != Some(essence)
                 || !essence.eq_ignore_ascii_case("multipart/form-data")
             {
@@ -136,7 +168,7 @@ impl Reading {
             .iter()
             .chain([&FORM_TYPE])
             .any(|t| t.eq_ignore_ascii_case(essence))
-            || essence.to_ascii_lowercase().ends_with("+json")
+            || ends_with_ignore_case(essence, "+json")
         {
             // WordPress.com would read this as an urlencoded form, which is surely not what the
             // sender meant.
