@@ -258,6 +258,11 @@ const NAME: u8 = 4;
 /// Bytes of a plain file name: those of a name, and the space.
 const FILE_NAME: u8 = 8;
 
+/// The bytes PHP's `get_word` stops at when cutting parameters: `;` and the quotes.
+const SEMICOLON_OR_QUOTE: u8 = 16;
+/// The bytes PHP's `get_word` stops at when cutting a parameter's name: `=` and the quotes.
+const EQUALS_OR_QUOTE: u8 = 32;
+
 /// The classes each byte is in, so that a check costs one look-up per byte.
 static CLASSES: [u8; 256] = {
     let mut classes = [0; 256];
@@ -278,6 +283,12 @@ static CLASSES: [u8; 256] = {
         }
         if name || byte == b' ' {
             class |= FILE_NAME;
+        }
+        if matches!(byte, b';' | b'"' | b'\'') {
+            class |= SEMICOLON_OR_QUOTE;
+        }
+        if matches!(byte, b'=' | b'"' | b'\'') {
+            class |= EQUALS_OR_QUOTE;
         }
         classes[b] = class;
         b += 1;
@@ -349,10 +360,7 @@ fn starts_delimiter(rest: &[u8], boundary: &[u8]) -> bool {
 
 /// A C string's bytes: PHP compares lines and header text with `strcmp`, up to a NUL.
 fn c_str(bytes: &[u8]) -> &[u8] {
-    bytes
-        .iter()
-        .position(|&b| b == 0)
-        .map_or(bytes, |end| &bytes[..end])
+    memchr::memchr(0, bytes).map_or(bytes, |end| &bytes[..end])
 }
 
 /// C's `isspace` in the C locale.
@@ -471,15 +479,18 @@ fn disposition_params(value: &[u8]) -> (Option<Word<'_>>, Option<Word<'_>>) {
 /// A parameter's value as PHP reads it: borrowed unless unescaped.
 type Word<'a> = Cow<'a, [u8]>;
 
-/// PHP's `php_ap_getword`: up to `stop` outside quotes, then past every `stop`.
+/// PHP's `php_ap_getword`: up to `stop` (`;` or `=`) outside quotes, then past every `stop`.
 fn get_word<'a>(line: &mut &'a [u8], stop: u8) -> &'a [u8] {
+    debug_assert!(matches!(stop, b';' | b'='));
+    let stop_or_quote = if stop == b';' {
+        SEMICOLON_OR_QUOTE
+    } else {
+        EQUALS_OR_QUOTE
+    };
     let bytes = *line;
     let mut at = 0;
     // The next `stop` or quote; a quoted run ends at the same quote not escaped with `\`.
-    while let Some(found) = bytes[at..]
-        .iter()
-        .position(|&b| b == stop || b == b'"' || b == b'\'')
-    {
+    while let Some(found) = bytes[at..].iter().position(|&b| is(b, stop_or_quote)) {
         at += found;
         let quote = bytes[at];
         if quote == stop {
