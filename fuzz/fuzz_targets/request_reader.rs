@@ -235,11 +235,13 @@ fn check_against_plain_parsers(
         }
         _ => return,
     };
+    // An empty value names nothing (`Source::field`): `plan=` in the body beside `plan=pr` in
+    // the query is the plan `pr`.
     let values = |name: &str| -> Vec<&str> {
         pairs
             .iter()
             .chain(&query)
-            .filter(|(n, _)| n == name)
+            .filter(|(n, v)| n == name && !v.is_empty())
             .map(|(_, v)| v.as_str())
             .collect()
     };
