@@ -2,6 +2,7 @@
 //! are on [`Site`]).
 
 use std::fmt;
+use std::sync::Arc;
 
 /// Longest host name DNS allows.
 const MAX_HOST_LEN: usize = 253;
@@ -33,9 +34,13 @@ const MAX_SITE_LEN: usize = 512;
 /// are one site without asking WordPress.com. Locks and cache entries are keyed by the identifier, so requests naming one site both ways
 /// are not serialized with each other: an API that accepts both should map them to one form
 /// (in a [`Source::from_fn`](crate::Source::from_fn)), or accept one.
+///
+/// Cloning a `Site` is cheap: clones share one string.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Site {
-    id: Box<str>,
+    // Shared, not owned: one request's site goes into the lock table, the table of lookups in
+    // flight, the lookup, the request's extensions and the hold, and a clone is then a count.
+    id: Arc<str>,
     kind: SiteKind,
 }
 
@@ -143,7 +148,7 @@ impl Site {
             return Err(InvalidSite::TooLong);
         }
         Ok(Self {
-            id: id.into_boxed_str(),
+            id: id.into(),
             kind: SiteKind::Url,
         })
     }
