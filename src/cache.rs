@@ -65,6 +65,7 @@
 //! every entry as the partner's.
 
 use crate::Site;
+use crate::site::SiteHashing;
 use crate::lock::ForgetListener;
 use crate::stats::GuardStats;
 use crate::upstream::{LookupError, Token, UpgradePaths, UpgradePathsClient};
@@ -129,10 +130,10 @@ pub(crate) struct Lookups {
 
 struct Inner {
     client: UpgradePathsClient,
-    cache: Option<moka::sync::Cache<Site, Entry>>,
+    cache: Option<moka::sync::Cache<Site, Entry, SiteHashing>>,
     /// The lookups under way for each site: one per token asking (one in all with the partner's);
     /// a newer one for a token disowns the older, see `upgrade_paths`.
-    in_flight: Mutex<HashMap<Site, Vec<InFlight>>>,
+    in_flight: Mutex<HashMap<Site, Vec<InFlight>, SiteHashing>>,
     next_lookup: AtomicU64,
     stats: GuardStats,
 }
@@ -150,7 +151,8 @@ impl Lookups {
             moka::sync::Cache::builder()
                 .max_capacity(capacity)
                 .time_to_live(ttl)
-                .build()
+                // A site carries its hash: no second SipHash per read or invalidation.
+                .build_with_hasher(SiteHashing)
         });
         Self {
             inner: Arc::new(Inner {
@@ -475,7 +477,7 @@ impl Inner {
         }
     }
 
-    fn in_flight(&self) -> std::sync::MutexGuard<'_, HashMap<Site, Vec<InFlight>>> {
+    fn in_flight(&self) -> std::sync::MutexGuard<'_, HashMap<Site, Vec<InFlight>, SiteHashing>> {
         self.in_flight
             .lock()
             .unwrap_or_else(PoisonError::into_inner)

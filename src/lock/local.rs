@@ -1,5 +1,6 @@
 use super::{Acquire, LockError, SiteLocks, SitePermit};
 use crate::Site;
+use crate::site::SiteHashing;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -15,7 +16,7 @@ use tokio::sync::{Mutex as SiteMutex, OwnedMutexGuard};
 /// [`Source`](crate::Source) if requests name one site both ways.
 #[derive(Clone, Debug, Default)]
 pub struct LocalLocks {
-    sites: Arc<Mutex<HashMap<Site, Slot>>>,
+    sites: Arc<Mutex<HashMap<Site, Slot, SiteHashing>>>,
 }
 
 /// A site in use: its mutex, and how many requests hold or wait for it.
@@ -41,7 +42,7 @@ impl LocalLocks {
         self.map().get(site).map_or(0, |slot| slot.users)
     }
 
-    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<Site, Slot>> {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<Site, Slot, SiteHashing>> {
         // Every update leaves the map consistent, so a panic elsewhere cannot corrupt it.
         self.sites.lock().unwrap_or_else(PoisonError::into_inner)
     }
