@@ -152,7 +152,7 @@ impl Site {
         if id.len() > MAX_SITE_LEN {
             return Err(InvalidSite::TooLong);
         }
-Ok(Self::new(id.into(), SiteKind::Url))
+        Ok(Self::new(id.into(), SiteKind::Url))
     }
 
     fn new(id: Arc<str>, kind: SiteKind) -> Self {
@@ -429,7 +429,11 @@ mod tests {
     fn sites_compare_hash_and_sort_by_their_identifier() {
         use std::collections::{BTreeSet, HashSet};
         let parse = |s: &str| Site::parse(s).unwrap();
-        let spellings = ["https://Example.com/demo/", "example.com/demo", "example.com::demo"];
+        let spellings = [
+            "https://Example.com/demo/",
+            "example.com/demo",
+            "example.com::demo",
+        ];
         let sites: Vec<Site> = spellings.iter().map(|s| parse(s)).collect();
         // Three spellings of one site, the same path in another case, and a blog ID.
         fn distinct(sites: &[Site], hasher: impl BuildHasher) -> usize {
