@@ -424,7 +424,10 @@ impl Config {
                 if site.kind() == SiteKind::Url
                     && self.unknown_sites == UnknownSites::FirstProvision =>
             {
-                let why = match lookups.client().confirms_unknown(&site, caller).await {
+                // Boxed: a first provision's second call is rare, and inline its future (a whole
+                // GET and read) would double the judging's, which every check carries.
+                let confirmed = Box::pin(lookups.client().confirms_unknown(&site, caller)).await;
+                let why = match confirmed {
                     Ok(true) => {
                         return Verdict::FirstProvision {
                             site,
