@@ -52,9 +52,14 @@ impl SiteLocks for LocalLocks {
     fn acquire<'a>(&'a self, site: &'a Site, wait: Duration) -> Acquire<'a> {
         Box::pin(async move {
             let user = User::new(self, site);
-            let guard = tokio::time::timeout(wait, user.mutex.clone().lock_owned())
-                .await
-                .map_err(|_| LockError::Busy)?;
+            // A free site needs no timer: taken at once (never ahead of a waiter, since tokio's
+            // mutex hands a freed lock to the first one in line before anyone else can try).
+            let guard = match user.mutex.clone().try_lock_owned() {
+                Ok(guard) => guard,
+                Err(_) => tokio::time::timeout(wait, user.mutex.clone().lock_owned())
+                    .await
+                    .map_err(|_| LockError::Busy)?,
+            };
             Ok(SitePermit::new(Held {
                 _guard: guard,
                 _user: user,
