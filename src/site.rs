@@ -43,7 +43,6 @@ pub struct Site {
     // Shared, not owned: one request's site goes into the lock table, the table of lookups in
     // flight, the lookup, the request's extensions and the hold, and a clone is then a count.
     id: Arc<str>,
-    kind: SiteKind,
     /// `id` hashed once, with a key random per process: the guard's tables (the site locks, the
     /// lookups in flight, the cache) find a site by it without hashing the string again.
     hash: u64,
@@ -135,7 +134,13 @@ impl Site {
 
     /// Whether this is a blog ID or a domain.
     pub fn kind(&self) -> SiteKind {
-        self.kind
+        // Not kept: digits alone are a blog ID, and a domain's last label is never all digits
+        // (`parse_host` refuses it as an IP address), so every other identifier has a non-digit.
+        if self.id.bytes().all(|b| b.is_ascii_digit()) {
+            SiteKind::BlogId
+        } else {
+            SiteKind::Url
+        }
     }
 
     fn url<'a>(host: String, segments: impl Iterator<Item = &'a str>) -> Result<Self, InvalidSite> {
@@ -152,14 +157,13 @@ impl Site {
         if id.len() > MAX_SITE_LEN {
             return Err(InvalidSite::TooLong);
         }
-        Ok(Self::new(id.into(), SiteKind::Url))
+        Ok(Self::new(id.into()))
     }
 
-    fn new(id: Arc<str>, kind: SiteKind) -> Self {
+    fn new(id: Arc<str>) -> Self {
         Self {
             hash: HASH_KEY.hash_one(&*id),
             id,
-            kind,
         }
     }
 }
@@ -169,7 +173,7 @@ fn parse_blog_id(digits: &str) -> Result<Site, InvalidSite> {
     if digits.starts_with('0') || digits.parse::<u64>().is_err() {
         return Err(InvalidSite::BlogId);
     }
-    Ok(Site::new(digits.into(), SiteKind::BlogId))
+    Ok(Site::new(digits.into()))
 }
 
 fn parse_url(input: &str) -> Result<Site, InvalidSite> {
@@ -241,7 +245,7 @@ fn is_plain_segment(segment: &str) -> bool {
 /// own is per map, so the identifiers a client sends cannot be chosen to collide.
 static HASH_KEY: LazyLock<RandomState> = LazyLock::new(RandomState::new);
 
-// `kind` follows from `id` (digits alone are a blog ID), and `hash` from `id` in one process.
+// `hash` follows from `id` in one process.
 impl PartialEq for Site {
     fn eq(&self, other: &Self) -> bool {
         self.hash == other.hash && self.id == other.id
@@ -376,6 +380,18 @@ mod tests {
         assert_eq!(ok("example.com."), "example.com");
         assert_eq!(ok("localhost"), "localhost");
         assert_eq!(Site::parse("example.com").unwrap().kind(), SiteKind::Url);
+        // The kind is read off the identifier: a domain always has a non-digit somewhere.
+        for url in [
+            "1example.com",
+            "123.example::456",
+            "42.x",
+            "123-456.example",
+        ] {
+            assert_eq!(Site::parse(url).unwrap().kind(), SiteKind::Url, "{url}");
+        }
+        for refused in ["123.456", "1.2.3.4", "42::7", "10.0.0.1/wp"] {
+            assert!(Site::parse(refused).is_err(), "{refused}");
+        }
     }
 
     #[test]
