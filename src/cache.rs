@@ -66,6 +66,7 @@
 
 use crate::Site;
 use crate::lock::ForgetListener;
+use crate::site::SiteHashing;
 use crate::stats::GuardStats;
 use crate::upstream::{LookupError, Token, UpgradePaths, UpgradePathsClient};
 use futures_util::future::{BoxFuture, FutureExt, Shared};
@@ -129,10 +130,10 @@ pub(crate) struct Lookups {
 
 struct Inner {
     client: UpgradePathsClient,
-    cache: Option<moka::sync::Cache<Site, Entry>>,
+    cache: Option<moka::sync::Cache<Site, Entry, SiteHashing>>,
     /// The lookups under way for each site: one per token asking (one in all with the partner's);
     /// a newer one for a token disowns the older, see `upgrade_paths`.
-    in_flight: Mutex<HashMap<Site, Vec<InFlight>>>,
+    in_flight: Mutex<HashMap<Site, Vec<InFlight>, SiteHashing>>,
     next_lookup: AtomicU64,
     stats: GuardStats,
 }
@@ -150,7 +151,8 @@ impl Lookups {
             moka::sync::Cache::builder()
                 .max_capacity(capacity)
                 .time_to_live(ttl)
-                .build()
+                // A site carries its hash: no second SipHash per read or invalidation.
+                .build_with_hasher(SiteHashing)
         });
         Self {
             inner: Arc::new(Inner {
@@ -261,6 +263,32 @@ impl Lookups {
         if let Some(paths) = self.cached_refusal(site, product, &fetcher) {
             return Ok(paths);
         }
+        self.look_up(site, product, fetcher, fresh_from).await
+    }
+
+    /// [`upgrade_paths`](Self::upgrade_paths) without its read of the cache: for a request that
+    /// has just read it ([`known_refusal`](Self::known_refusal)) and found no refusal, with
+    /// nothing in between (the site's lock taken at once).
+    pub(crate) async fn fresh_upgrade_paths(
+        &self,
+        site: &Site,
+        product: &str,
+        caller: Option<&Token>,
+        fresh_from: LookupMark,
+    ) -> Result<Arc<UpgradePaths>, LookupError> {
+        let fetcher = self.fetcher(caller)?;
+        self.look_up(site, product, fetcher, fresh_from).await
+    }
+
+    /// The answer of a lookup in flight started at or after `fresh_from`, or of a new upstream
+    /// call, fetched with `fetcher`'s token.
+    async fn look_up(
+        &self,
+        site: &Site,
+        product: &str,
+        fetcher: Fetcher,
+        fresh_from: LookupMark,
+    ) -> Result<Arc<UpgradePaths>, LookupError> {
         let under_way = {
             let mut in_flight = self.inner.in_flight();
             let lookups = in_flight.entry(site.clone()).or_default();
@@ -308,9 +336,9 @@ impl Lookups {
             self.inner.stats.cache_hit();
             return Ok(entry.paths);
         }
-        // No product is allowed by nothing: never a cached refusal, always a lookup. A partner's
-        // view may join any lookup under way: it decides nothing.
-        self.upgrade_paths(site, "", caller, LookupMark(0)).await
+        // The cache was read just above: a lookup. A partner's view may join any lookup under
+        // way: it decides nothing.
+        self.look_up(site, "", fetcher, LookupMark(0)).await
     }
 
     /// Forgets the site's paths in this process: the cached answer, and the lookup in flight,
@@ -475,7 +503,7 @@ impl Inner {
         }
     }
 
-    fn in_flight(&self) -> std::sync::MutexGuard<'_, HashMap<Site, Vec<InFlight>>> {
+    fn in_flight(&self) -> std::sync::MutexGuard<'_, HashMap<Site, Vec<InFlight>, SiteHashing>> {
         self.in_flight
             .lock()
             .unwrap_or_else(PoisonError::into_inner)

@@ -1,7 +1,10 @@
 //! Site identifiers: what a request names, validated before anything goes upstream (the rules
 //! are on [`Site`]).
 
+use std::cmp::Ordering;
 use std::fmt;
+use std::hash::{BuildHasher, Hash, Hasher, RandomState};
+use std::sync::{Arc, LazyLock};
 
 /// Longest host name DNS allows.
 const MAX_HOST_LEN: usize = 253;
@@ -33,10 +36,16 @@ const MAX_SITE_LEN: usize = 512;
 /// are one site without asking WordPress.com. Locks and cache entries are keyed by the identifier, so requests naming one site both ways
 /// are not serialized with each other: an API that accepts both should map them to one form
 /// (in a [`Source::from_fn`](crate::Source::from_fn)), or accept one.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+///
+/// Cloning a `Site` is cheap: clones share one string.
+#[derive(Clone)]
 pub struct Site {
-    id: Box<str>,
-    kind: SiteKind,
+    // Shared, not owned: one request's site goes into the lock table, the table of lookups in
+    // flight, the lookup, the request's extensions and the hold, and a clone is then a count.
+    id: Arc<str>,
+    /// `id` hashed once, with a key random per process: the guard's tables (the site locks, the
+    /// lookups in flight, the cache) find a site by it without hashing the string again.
+    hash: u64,
 }
 
 /// Which of the two identifier forms a [`Site`] is.
@@ -125,7 +134,13 @@ impl Site {
 
     /// Whether this is a blog ID or a domain.
     pub fn kind(&self) -> SiteKind {
-        self.kind
+        // Not kept: digits alone are a blog ID, and a domain's last label is never all digits
+        // (`parse_host` refuses it as an IP address), so every other identifier has a non-digit.
+        if self.id.bytes().all(|b| b.is_ascii_digit()) {
+            SiteKind::BlogId
+        } else {
+            SiteKind::Url
+        }
     }
 
     fn url<'a>(host: String, segments: impl Iterator<Item = &'a str>) -> Result<Self, InvalidSite> {
@@ -142,10 +157,14 @@ impl Site {
         if id.len() > MAX_SITE_LEN {
             return Err(InvalidSite::TooLong);
         }
-        Ok(Self {
-            id: id.into_boxed_str(),
-            kind: SiteKind::Url,
-        })
+        Ok(Self::new(id.into()))
+    }
+
+    fn new(id: Arc<str>) -> Self {
+        Self {
+            hash: HASH_KEY.hash_one(&*id),
+            id,
+        }
     }
 }
 
@@ -154,10 +173,7 @@ fn parse_blog_id(digits: &str) -> Result<Site, InvalidSite> {
     if digits.starts_with('0') || digits.parse::<u64>().is_err() {
         return Err(InvalidSite::BlogId);
     }
-    Ok(Site {
-        id: digits.into(),
-        kind: SiteKind::BlogId,
-    })
+    Ok(Site::new(digits.into()))
 }
 
 fn parse_url(input: &str) -> Result<Site, InvalidSite> {
@@ -223,6 +239,73 @@ fn is_plain_segment(segment: &str) -> bool {
         && segment
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
+}
+
+/// The key of every [`Site`]'s hash: SipHash keyed at random once per process, as a `HashMap`'s
+/// own is per map, so the identifiers a client sends cannot be chosen to collide.
+static HASH_KEY: LazyLock<RandomState> = LazyLock::new(RandomState::new);
+
+// `hash` follows from `id` in one process.
+impl PartialEq for Site {
+    fn eq(&self, other: &Self) -> bool {
+        self.hash == other.hash && self.id == other.id
+    }
+}
+
+impl Eq for Site {}
+
+/// Writes the identifier's hash, computed once: equal sites write equal values.
+impl Hash for Site {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
+}
+
+/// By identifier.
+impl Ord for Site {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.id.cmp(&other.id)
+    }
+}
+
+impl PartialOrd for Site {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// Hashes a [`Site`] as the value it carries, already a keyed SipHash of its identifier: what the
+/// guard's own tables of sites hash with, so a look-up costs no second SipHash.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct SiteHashing;
+
+impl BuildHasher for SiteHashing {
+    type Hasher = SiteHasher;
+
+    fn build_hasher(&self) -> SiteHasher {
+        SiteHasher(0)
+    }
+}
+
+/// See [`SiteHashing`].
+pub(crate) struct SiteHasher(u64);
+
+impl Hasher for SiteHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write_u64(&mut self, value: u64) {
+        // A site writes one value, which then is the hash; anything more is mixed in.
+        self.0 = self.0.rotate_left(29) ^ value;
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only sites are hashed this way; any other key still gets a hash (FNV-1a), if a weak one.
+        for &byte in bytes {
+            self.0 = (self.0 ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
 }
 
 impl fmt::Display for Site {
@@ -297,6 +380,18 @@ mod tests {
         assert_eq!(ok("example.com."), "example.com");
         assert_eq!(ok("localhost"), "localhost");
         assert_eq!(Site::parse("example.com").unwrap().kind(), SiteKind::Url);
+        // The kind is read off the identifier: a domain always has a non-digit somewhere.
+        for url in [
+            "1example.com",
+            "123.example::456",
+            "42.x",
+            "123-456.example",
+        ] {
+            assert_eq!(Site::parse(url).unwrap().kind(), SiteKind::Url, "{url}");
+        }
+        for refused in ["123.456", "1.2.3.4", "42::7", "10.0.0.1/wp"] {
+            assert!(Site::parse(refused).is_err(), "{refused}");
+        }
     }
 
     #[test]
@@ -344,5 +439,37 @@ mod tests {
         let site = ok(&input);
         assert_eq!(site.len(), 11 + 3 * 166);
         assert_eq!(ok(&site), site);
+    }
+
+    #[test]
+    fn sites_compare_hash_and_sort_by_their_identifier() {
+        use std::collections::{BTreeSet, HashSet};
+        let parse = |s: &str| Site::parse(s).unwrap();
+        let spellings = [
+            "https://Example.com/demo/",
+            "example.com/demo",
+            "example.com::demo",
+        ];
+        let sites: Vec<Site> = spellings.iter().map(|s| parse(s)).collect();
+        // Three spellings of one site, the same path in another case, and a blog ID.
+        fn distinct(sites: &[Site], hasher: impl BuildHasher) -> usize {
+            let mut seen = HashSet::with_hasher(hasher);
+            seen.extend(sites.iter().cloned());
+            seen.len()
+        }
+        let mut all = sites.clone();
+        all.extend([parse("example.com::Demo"), parse("12345")]);
+        assert!(sites.windows(2).all(|pair| pair[0] == pair[1]));
+        assert_eq!(distinct(&all, SiteHashing), 3);
+        assert_eq!(distinct(&all, RandomState::new()), 3);
+        assert_ne!(parse("example.com::demo"), parse("example.com::Demo"));
+        let sorted: Vec<String> = ["b.example", "12345", "a.example::z", "a.example"]
+            .into_iter()
+            .map(parse)
+            .collect::<BTreeSet<_>>()
+            .iter()
+            .map(Site::to_string)
+            .collect();
+        assert_eq!(sorted, ["12345", "a.example", "a.example::z", "b.example"]);
     }
 }

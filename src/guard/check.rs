@@ -83,6 +83,9 @@ pub(crate) struct SiteHold {
     forget: Option<Forget>,
     /// How long taking the site's lock took.
     waited: Duration,
+    /// Whether the lock was busy when asked for: then the request waited, and what others did
+    /// meanwhile (a refusal cached) is to be read again.
+    queued: bool,
     permit: Option<SitePermit>,
 }
 
@@ -100,6 +103,7 @@ impl SiteHold {
         let mut hold = hold.unwrap_or(Self {
             forget: None,
             waited: Duration::ZERO,
+            queued: false,
             permit: None,
         });
         hold.forget = Some(Forget {
@@ -385,10 +389,20 @@ impl Config {
         // From here on only a lookup that read the site after the previous provision ended.
         let fresh_from = lookups.mark();
         let site = named.site;
-        match lookups
-            .upgrade_paths(&site, &product, caller, fresh_from)
-            .await
-        {
+        // A request that queued for the site reads the cache again: the request before it may
+        // have cached a refusal meanwhile. A lock taken at once follows the read above without
+        // a pause, so a second read would find what the first did: nothing (on the allowed
+        // path, a moka miss the hot path need not pay twice).
+        let paths = if hold.queued {
+            lookups
+                .upgrade_paths(&site, &product, caller, fresh_from)
+                .await
+        } else {
+            lookups
+                .fresh_upgrade_paths(&site, &product, caller, fresh_from)
+                .await
+        };
+        match paths {
             Ok(paths) => match Decision::new(&paths, &product) {
                 Decision::Upgrade { .. } => Verdict::Upgrade {
                     site,
@@ -410,7 +424,10 @@ impl Config {
                 if site.kind() == SiteKind::Url
                     && self.unknown_sites == UnknownSites::FirstProvision =>
             {
-                let why = match lookups.client().confirms_unknown(&site, caller).await {
+                // Boxed: a first provision's second call is rare, and inline its future (a whole
+                // GET and read) would double the judging's, which every check carries.
+                let confirmed = Box::pin(lookups.client().confirms_unknown(&site, caller)).await;
+                let why = match confirmed {
                     Ok(true) => {
                         return Verdict::FirstProvision {
                             site,
@@ -519,8 +536,8 @@ impl Config {
         // A free site's lock is taken on the first poll: no timer for that (registering one
         // and taking it off the timer wheel again cost more than taking the lock). Only a wait
         // is bounded, from its start.
-        let (acquired, waited) = match (&mut acquire).now_or_never() {
-            Some(acquired) => (acquired, Duration::ZERO),
+        let (acquired, waited, queued) = match (&mut acquire).now_or_never() {
+            Some(acquired) => (acquired, Duration::ZERO, false),
             None => {
                 let started = Instant::now();
                 let acquired = tokio::time::timeout(bound, acquire)
@@ -529,13 +546,14 @@ impl Config {
                 let waited = started.elapsed();
                 stats.lock_waited(waited);
                 tracing::debug!(%site, ?waited, ok = acquired.is_ok(), "waited for the site's lock");
-                (acquired, waited)
+                (acquired, waited, true)
             }
         };
         match acquired {
             Ok(permit) => Ok(SiteHold {
                 forget: None,
                 waited,
+                queued,
                 permit: Some(permit),
             }),
             Err(error) => {

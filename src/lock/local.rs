@@ -1,5 +1,6 @@
 use super::{Acquire, LockError, SiteLocks, SitePermit};
 use crate::Site;
+use crate::site::SiteHashing;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -15,7 +16,7 @@ use tokio::sync::{Mutex as SiteMutex, OwnedMutexGuard};
 /// [`Source`](crate::Source) if requests name one site both ways.
 #[derive(Clone, Debug, Default)]
 pub struct LocalLocks {
-    sites: Arc<Mutex<HashMap<Site, Slot>>>,
+    sites: Arc<Mutex<HashMap<Site, Slot, SiteHashing>>>,
 }
 
 /// A site in use: its mutex, and how many requests hold or wait for it.
@@ -41,7 +42,7 @@ impl LocalLocks {
         self.map().get(site).map_or(0, |slot| slot.users)
     }
 
-    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<Site, Slot>> {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<Site, Slot, SiteHashing>> {
         // Every update leaves the map consistent, so a panic elsewhere cannot corrupt it.
         self.sites.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -51,9 +52,14 @@ impl SiteLocks for LocalLocks {
     fn acquire<'a>(&'a self, site: &'a Site, wait: Duration) -> Acquire<'a> {
         Box::pin(async move {
             let user = User::new(self, site);
-            let guard = tokio::time::timeout(wait, user.mutex.clone().lock_owned())
-                .await
-                .map_err(|_| LockError::Busy)?;
+            // A free site needs no timer: taken at once (never ahead of a waiter, since tokio's
+            // mutex hands a freed lock to the first one in line before anyone else can try).
+            let guard = match user.mutex.clone().try_lock_owned() {
+                Ok(guard) => guard,
+                Err(_) => tokio::time::timeout(wait, user.mutex.clone().lock_owned())
+                    .await
+                    .map_err(|_| LockError::Busy)?,
+            };
             Ok(SitePermit::new(Held {
                 _guard: guard,
                 _user: user,

@@ -17,7 +17,7 @@ pub(super) struct Answer {
 /// GETs `url` with `token` and reads the answer, if its body is at most `limit` bytes long.
 pub(super) async fn get(
     http: &reqwest::Client,
-    url: String,
+    url: reqwest::Url,
     token: &Token,
     limit: usize,
 ) -> Result<Answer, LookupError> {

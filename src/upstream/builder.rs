@@ -1,6 +1,6 @@
 //! [`UpgradePathsClientBuilder`], the defaults it fills in, and [`BuildError`].
 
-use super::client::Inner;
+use super::client::{Inner, SiteEndpoints};
 use super::{TokenSource, UpgradePathsClient};
 use std::{fmt, sync::Arc, time::Duration};
 
@@ -173,6 +173,7 @@ impl UpgradePathsClientBuilder {
         Ok(UpgradePathsClient {
             inner: Arc::new(Inner {
                 http,
+                endpoints: SiteEndpoints::new(&base_url)?,
                 base_url,
                 tokens,
                 lookup_timeout: self.lookup_timeout.unwrap_or(DEFAULT_LOOKUP_TIMEOUT),

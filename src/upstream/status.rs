@@ -10,7 +10,7 @@
 //! because of a misleading "unknown".
 
 use super::answer::{Answer, get, says_invalid_blog};
-use super::client::lookup_error;
+use super::client::{Endpoint, lookup_error};
 use super::{CallerRefusal, LookupError, Token, UpgradePathsClient};
 use crate::Site;
 use http::StatusCode;
@@ -36,7 +36,7 @@ impl UpgradePathsClient {
                 Some(token) => token.clone(),
                 None => self.token_source().token().await.map_err(lookup_error)?,
             };
-            let url = format!("{}/rest/v1.4/jpphp/{site}/status", self.base_url());
+            let url = self.inner.endpoints.url(Endpoint::Status, site);
             get(&self.inner.http, url, &token, MAX_STATUS_ANSWER).await
         };
         let Answer {
