@@ -96,9 +96,11 @@ pub(crate) async fn read(boundary: &str, body: Bytes) -> Result<Fields, String> 
         }
         // Outside the plain form (an unquoted name, a tab in a header, a name in capitals), a
         // legitimate client's form is still taken when an RFC 7578 parser reads the same parts
-        // as PHP: the slower reading, paid only by such bodies.
+        // as PHP: the slower reading, paid only by such bodies. Boxed, so that `multer`'s state
+        // does not make every request's reading future (and the check's, which holds it) too
+        // large for the allocator's fast path.
         None => {
-            if !multer_reads_alike(boundary, &body, &parts).await {
+            if !Box::pin(multer_reads_alike(boundary, &body, &parts)).await {
                 return Err(NOT_PLAIN.into());
             }
         }

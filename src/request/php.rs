@@ -76,6 +76,27 @@ fn split_ascii(text: &str, separator: u8) -> impl Iterator<Item = &str> {
     })
 }
 
+/// `fields`, unless PHP would stop reading them before the end (`max_input_vars`).
+fn checked(fields: Fields) -> Result<Fields, Unreadable> {
+    if fields.len() > MAX_FIELDS {
+        return Err(Unreadable::Body(format!(
+            "the form has more than {MAX_FIELDS} fields; WordPress.com (PHP's max_input_vars) reads only the first {MAX_FIELDS}"
+        )));
+    }
+    Ok(fields)
+}
+
+/// Whether a trimmed body starts as some JSON value does: one that does not is no JSON at all.
+fn may_be_json(body: &[u8]) -> bool {
+    match body.first() {
+        Some(b'{' | b'[' | b'"' | b'-' | b'0'..=b'9') => true,
+        Some(b'n') => body.starts_with(b"null"),
+        Some(b't') => body.starts_with(b"true"),
+        Some(b'f') => body.starts_with(b"false"),
+        _ => false,
+    }
+}
+
 /// Whether `text` starts with `prefix` (ASCII), in any case.
 fn starts_with_ignore_case(text: &str, prefix: &str) -> bool {
     text.as_bytes()
@@ -213,6 +234,11 @@ impl Reading {
             }
             Self::JsonThenForm => {
                 let body = php_trim(&body);
+                if !may_be_json(&body) {
+                    // Most forms (`siteurl=…`): no JSON value starts so, `json_decode` gives
+                    // `null` and PHP reads the form, without serde_json building an error first.
+                    return checked(parse_str(body));
+                }
                 match Json::parse(&body) {
                     Ok(Json::Object(fields)) => fields,
                     // `json_decode` gives `null` for `null` itself: PHP then reads the form.
@@ -238,12 +264,7 @@ impl Reading {
             }
             Self::Form => parse_str(php_trim(&body)),
         };
-        if fields.len() > MAX_FIELDS {
-            return Err(Unreadable::Body(format!(
-                "the form has more than {MAX_FIELDS} fields; WordPress.com (PHP's max_input_vars) reads only the first {MAX_FIELDS}"
-            )));
-        }
-        Ok(fields)
+        checked(fields)
     }
 }
 
