@@ -266,20 +266,6 @@ impl Lookups {
         self.look_up(site, product, fetcher, fresh_from).await
     }
 
-    /// [`upgrade_paths`](Self::upgrade_paths) without its read of the cache: for a request that
-    /// has just read it ([`known_refusal`](Self::known_refusal)) and found no refusal, with
-    /// nothing in between (the site's lock taken at once).
-    pub(crate) async fn fresh_upgrade_paths(
-        &self,
-        site: &Site,
-        product: &str,
-        caller: Option<&Token>,
-        fresh_from: LookupMark,
-    ) -> Result<Arc<UpgradePaths>, LookupError> {
-        let fetcher = self.fetcher(caller)?;
-        self.look_up(site, product, fetcher, fresh_from).await
-    }
-
     /// The answer of a lookup in flight started at or after `fresh_from`, or of a new upstream
     /// call, fetched with `fetcher`'s token.
     async fn look_up(

@@ -83,9 +83,6 @@ pub(crate) struct SiteHold {
     forget: Option<Forget>,
     /// How long taking the site's lock took.
     waited: Duration,
-    /// Whether the lock was busy when asked for: then the request waited, and what others did
-    /// meanwhile (a refusal cached) is to be read again.
-    queued: bool,
     permit: Option<SitePermit>,
 }
 
@@ -103,7 +100,6 @@ impl SiteHold {
         let mut hold = hold.unwrap_or(Self {
             forget: None,
             waited: Duration::ZERO,
-            queued: false,
             permit: None,
         });
         hold.forget = Some(Forget {
@@ -389,19 +385,13 @@ impl Config {
         // From here on only a lookup that read the site after the previous provision ended.
         let fresh_from = lookups.mark();
         let site = named.site;
-        // A request that queued for the site reads the cache again: the request before it may
-        // have cached a refusal meanwhile. A lock taken at once follows the read above without
-        // a pause, so a second read would find what the first did: nothing (on the allowed
-        // path, a moka miss the hot path need not pay twice).
-        let paths = if hold.queued {
-            lookups
-                .upgrade_paths(&site, &product, caller, fresh_from)
-                .await
-        } else {
-            lookups
-                .fresh_upgrade_paths(&site, &product, caller, fresh_from)
-                .await
-        };
+        // The cache is read again under the lock, whether the lock was free or not: between
+        // the read above and the lock, another request may have finished a lookup and cached
+        // its refusal (found by `hundreds_of_refused_requests_cost_one_lookup`: skipping this
+        // read when the lock was free cost a second upstream lookup now and then).
+        let paths = lookups
+            .upgrade_paths(&site, &product, caller, fresh_from)
+            .await;
         match paths {
             Ok(paths) => match Decision::new(&paths, &product) {
                 Decision::Upgrade { .. } => Verdict::Upgrade {
@@ -536,8 +526,8 @@ impl Config {
         // A free site's lock is taken on the first poll: no timer for that (registering one
         // and taking it off the timer wheel again cost more than taking the lock). Only a wait
         // is bounded, from its start.
-        let (acquired, waited, queued) = match (&mut acquire).now_or_never() {
-            Some(acquired) => (acquired, Duration::ZERO, false),
+        let (acquired, waited) = match (&mut acquire).now_or_never() {
+            Some(acquired) => (acquired, Duration::ZERO),
             None => {
                 let started = Instant::now();
                 let acquired = tokio::time::timeout(bound, acquire)
@@ -546,14 +536,13 @@ impl Config {
                 let waited = started.elapsed();
                 stats.lock_waited(waited);
                 tracing::debug!(%site, ?waited, ok = acquired.is_ok(), "waited for the site's lock");
-                (acquired, waited, true)
+                (acquired, waited)
             }
         };
         match acquired {
             Ok(permit) => Ok(SiteHold {
                 forget: None,
                 waited,
-                queued,
                 permit: Some(permit),
             }),
             Err(error) => {
