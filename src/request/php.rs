@@ -165,15 +165,13 @@ impl Reading {
         if value.is_empty() || value == "0" {
             return Ok(None);
         }
-        let essence = split_ascii(value, b';').next().unwrap_or_default();
-        let essence = essence.trim_matches(|c: char| c.is_ascii() && is_php_trim(c as u8));
+        let mut params = split_ascii(value, b';');
+        let first = params.next().unwrap_or_default();
+        let essence = first.trim_matches(|c: char| c.is_ascii() && is_php_trim(c as u8));
         if starts_with_ignore_case(essence, "multipart/") {
             // PHP fills `$_POST` only when the type, lower-cased and cut at `;`, `,` or a space,
             // is `multipart/form-data`; the guard also wants nothing else before the `;`.
-            let mut params = split_ascii(value, b';');
-            if params.next() != Some(essence)
-                || !essence.eq_ignore_ascii_case("multipart/form-data")
-            {
+            if first != essence || !essence.eq_ignore_ascii_case("multipart/form-data") {
                 return Err(Unreadable::MediaType);
             }
             return match multipart_boundary(value, params) {
