@@ -133,7 +133,9 @@ pub use decision::{
 pub use guard::{
     Detached, ResponseFuture, UnknownSites, UpgradeGuard, UpgradeGuardBuilder, UpgradeGuardLayer,
 };
-pub use lock::{Acquire, ForgetListener, LocalLocks, LockError, SiteLocks, SitePermit};
+pub use lock::{
+    Acquire, ForgetListener, LocalLocks, LockError, SiteAliases, SiteLocks, SitePermit,
+};
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use lock::{RedisBuildError, RedisLocks, RedisLocksBuilder};

@@ -61,6 +61,24 @@ pub enum Rejection {
         /// The limit, in bytes.
         limit: usize,
     },
+    /// 408 `body_timeout`: the body did not arrive whole within the route's
+    /// [body timeout](crate::UpgradeGuardLayer::body_timeout). No site is held while a body is
+    /// on its way.
+    #[error("the request body did not arrive whole within {} ms", .after.as_millis())]
+    BodyTimeout {
+        /// The route's body timeout.
+        after: Duration,
+    },
+    /// 400 `invalid_connection_header`: the `Connection` header names a header of the request
+    /// that the next hop would drop (`Content-Type`, `Content-Length`, ...), after the guard read
+    /// the request with it: WordPress.com would read another request than the one checked.
+    #[error(
+        "the Connection header names {name:?}, which the next hop drops after the guard has read the request with it: send the request without naming it in Connection"
+    )]
+    ConnectionHeader {
+        /// The header named, lower-cased.
+        name: String,
+    },
     /// 404 `unknown_site`: WordPress.com does not know the site (`invalid_blog`), and the
     /// request cannot be its first provision: the site is named by a blog ID (which exists only
     /// once WordPress.com knows the site), or the route refuses unknown sites
@@ -225,7 +243,9 @@ impl Rejection {
             Self::MissingSite
             | Self::MissingProduct
             | Self::InvalidSite(_)
-            | Self::InvalidBody(_) => StatusCode::BAD_REQUEST,
+            | Self::InvalidBody(_)
+            | Self::ConnectionHeader { .. } => StatusCode::BAD_REQUEST,
+            Self::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnknownSite { .. } | Self::Upstream(LookupError::UnknownSite) => {
@@ -250,6 +270,8 @@ impl Rejection {
             Self::InvalidBody(_) => "invalid_body",
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::BodyTooLarge { .. } => "body_too_large",
+            Self::BodyTimeout { .. } => "body_timeout",
+            Self::ConnectionHeader { .. } => "invalid_connection_header",
             Self::UnknownSite { .. } | Self::Upstream(LookupError::UnknownSite) => "unknown_site",
             Self::Upstream(error) if error.is_partner_refused() => "upstream_unauthorized",
             Self::Upstream(LookupError::CallerRefused(_)) => "caller_unauthorized",

@@ -96,6 +96,8 @@ enum Route<'a> {
     /// Jetpack's own `wp jetpack partner_provision`: the site in the path, `plan` in the body.
     PartnerProvision(&'a str),
     Status(&'a str),
+    /// WordPress.com's public site lookup, `/rest/v1.1/sites/{site}`.
+    SiteLookup(&'a str),
     Token,
     NotFound,
 }
@@ -122,6 +124,11 @@ impl<'a> Route<'a> {
                     Route::PartnerProvision(site)
                 } else if let Some(site) = site("/rest/v1.4", "status") {
                     Route::Status(site)
+                } else if let Some(site) = path
+                    .strip_prefix("/rest/v1.1/sites/")
+                    .filter(|site| !site.is_empty() && !site.contains('/'))
+                {
+                    Route::SiteLookup(site)
                 } else {
                     Route::NotFound
                 }
@@ -135,6 +142,7 @@ impl<'a> Route<'a> {
             Route::Provision | Route::PartnerProvision(_) => Some(Endpoint::Provision),
             Route::Cancel(_) => Some(Endpoint::Cancel),
             Route::Status(_) => Some(Endpoint::Status),
+            Route::SiteLookup(_) => Some(Endpoint::SiteLookup),
             Route::Token => Some(Endpoint::Token),
             Route::NotFound => None,
         }
@@ -157,6 +165,7 @@ pub(crate) async fn handle(
         Route::Provision | Route::PartnerProvision(_) => Counters::bump(&counters.provisions),
         Route::Cancel(_) => Counters::bump(&counters.cancels),
         Route::Status(_) => Counters::bump(&counters.status_requests),
+        Route::SiteLookup(_) => Counters::bump(&counters.site_lookups),
         Route::Token => Counters::bump(&counters.token_requests),
         Route::NotFound => {}
     }
@@ -197,6 +206,7 @@ pub(crate) async fn handle(
         Route::PartnerProvision(site) => provision(&shared, req, Some(site)).await,
         Route::Cancel(site) => cancel(&shared, req, site).await,
         Route::Status(site) => status(&shared, &req, site),
+        Route::SiteLookup(site) => site_lookup(&shared, &req, site),
         Route::Token => token(&shared, req).await,
         Route::NotFound => Err(Refusal::new(
             StatusCode::NOT_FOUND,
@@ -314,6 +324,29 @@ fn status(shared: &Shared, req: &Request<Incoming>, site: &str) -> Result<Respon
             .collect(),
     };
     Ok(json(StatusCode::OK, &answer))
+}
+
+#[derive(Serialize)]
+struct SiteInfo {
+    #[serde(rename = "ID")]
+    id: Option<u64>,
+    #[serde(rename = "URL")]
+    url: Option<String>,
+}
+
+/// v1.1 `sites/{site}`, WordPress.com's public site lookup: the blog ID and URL of a site named
+/// by either, 404 `unknown_blog` for a site the fake does not know. Public: no token needed,
+/// but one given must be valid.
+fn site_lookup(shared: &Shared, req: &Request<Incoming>, site: &str) -> Result<Response, Refusal> {
+    expect_method(req, Method::GET)?;
+    if presented_token(req).is_some() {
+        authorize(shared, req)?;
+    }
+    let (id, url) = Site::parse(site)
+        .ok()
+        .and_then(|site| shared.store.names(&site))
+        .ok_or_else(|| Refusal::new(StatusCode::NOT_FOUND, "unknown_blog", "Unknown blog"))?;
+    Ok(json(StatusCode::OK, &SiteInfo { id, url }))
 }
 
 #[derive(Serialize)]

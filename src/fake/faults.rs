@@ -20,6 +20,8 @@ pub enum Endpoint {
     Cancel,
     /// `GET /rest/v1.4/jpphp/{site}/status`.
     Status,
+    /// `GET /rest/v1.1/sites/{site}`, the public site lookup.
+    SiteLookup,
     /// Every request, including those to unknown paths.
     Any,
 }

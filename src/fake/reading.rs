@@ -49,6 +49,7 @@ where
         site,
         product,
         body_limit,
+        ..RequestReader::default()
     };
     let Read { request, named } = reader.read(request).await;
     (request, named.map(|named| (named.site, named.product)))

@@ -32,6 +32,8 @@ pub struct FakeStats {
     pub cancelled: u64,
     /// Requests to `/rest/v1.4/jpphp/{site}/status`.
     pub status_requests: u64,
+    /// Requests to `GET /rest/v1.1/sites/{site}`, WordPress.com's public site lookup.
+    pub site_lookups: u64,
     /// Requests to `/oauth2/token`.
     pub token_requests: u64,
     /// Requests answered (or dropped, or delayed) by an injected fault.
@@ -52,6 +54,7 @@ pub(crate) struct Counters {
     pub(crate) cancels: AtomicU64,
     pub(crate) cancelled: AtomicU64,
     pub(crate) status_requests: AtomicU64,
+    pub(crate) site_lookups: AtomicU64,
     pub(crate) token_requests: AtomicU64,
     pub(crate) faults: AtomicU64,
 }
@@ -75,6 +78,7 @@ impl Counters {
             cancels: get(&self.cancels),
             cancelled: get(&self.cancelled),
             status_requests: get(&self.status_requests),
+            site_lookups: get(&self.site_lookups),
             token_requests: get(&self.token_requests),
             faults: get(&self.faults),
         }
@@ -93,6 +97,7 @@ impl Counters {
             &self.cancels,
             &self.cancelled,
             &self.status_requests,
+            &self.site_lookups,
             &self.token_requests,
             &self.faults,
         ] {

@@ -214,6 +214,14 @@ impl Store {
         self.lock().iter().map(FakeSite::snapshot).collect()
     }
 
+    /// The site's blog ID and URL (as it was given), for a site the fake knows.
+    pub(crate) fn names(&self, site: &Site) -> Option<(Option<u64>, Option<String>)> {
+        self.lock()
+            .iter()
+            .find(|s| s.is(site))
+            .map(|s| (s.blog_id, s.url.as_ref().map(|(given, _)| given.clone())))
+    }
+
     /// The site's connection state and held products; `None` for a site the fake does not know.
     pub(crate) fn status(&self, site: &Site) -> Option<(bool, Vec<&'static str>)> {
         self.lock()

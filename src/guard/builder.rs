@@ -3,7 +3,7 @@ use super::{UnknownSites, UpgradeGuardLayer};
 use crate::UpgradePathsClient;
 use crate::cache::{DEFAULT_CACHE_CAPACITY, DEFAULT_CACHE_TTL, Lookups};
 use crate::decision::Mode;
-use crate::lock::{DEFAULT_LOCK_WAIT, LocalLocks, SiteLocks};
+use crate::lock::{DEFAULT_LOCK_WAIT, LocalLocks, SiteAliases, SiteLocks, SiteNames};
 use crate::request::RequestReader;
 use crate::stats::GuardStats;
 use std::sync::Arc;
@@ -41,6 +41,7 @@ pub struct UpgradeGuardBuilder {
     cache_ttl: Duration,
     cache_capacity: u64,
     locks: Arc<dyn SiteLocks>,
+    aliases: SiteAliases,
 }
 
 impl UpgradeGuardBuilder {
@@ -50,6 +51,7 @@ impl UpgradeGuardBuilder {
             cache_ttl: DEFAULT_CACHE_TTL,
             cache_capacity: DEFAULT_CACHE_CAPACITY,
             locks: Arc::new(LocalLocks::new()),
+            aliases: SiteAliases::default(),
         }
     }
 
@@ -76,6 +78,14 @@ impl UpgradeGuardBuilder {
         self
     }
 
+    /// How the guard tells that a blog ID and a URL name one site, so that provisions naming it
+    /// both ways are serialized together; default [`SiteAliases::Resolve`] (WordPress.com's
+    /// public site lookup, asked once per name).
+    pub fn site_aliases(mut self, aliases: SiteAliases) -> Self {
+        self.aliases = aliases;
+        self
+    }
+
     /// The layer, with the provision API's defaults for where the site and the product come
     /// from; configure those per route on clones of it.
     pub fn build(self) -> UpgradeGuardLayer {
@@ -91,6 +101,7 @@ impl UpgradeGuardBuilder {
         let shared = Shared {
             lookups,
             locks: self.locks,
+            names: SiteNames::new(self.aliases, self.cache_capacity),
             stats,
         };
         UpgradeGuardLayer::from_config(Config {

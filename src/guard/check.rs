@@ -8,7 +8,7 @@ use crate::Site;
 use crate::body::GuardBody;
 use crate::cache::Lookups;
 use crate::decision::{Admission, Bypass, Checked, Decision, DecisionReport, Mode, Outcome};
-use crate::lock::{LockError, SiteLocks, SitePermit};
+use crate::lock::{HeldNames, LockError, SiteLocks, SiteNames, SitePermit};
 use crate::rejection::Rejection;
 use crate::request::{Named, Read, RequestReader};
 use crate::site::SiteKind;
@@ -24,11 +24,13 @@ use std::time::{Duration, Instant};
 /// The product slug WordPress.com's provision takes for "no paid product": it connects the site.
 const FREE: &str = "free";
 
-/// What every route of one guard shares: the lookups and their cache, the site locks, the stats.
+/// What every route of one guard shares: the lookups and their cache, the site locks and the
+/// names they are taken under, the stats.
 #[derive(Debug)]
 pub(super) struct Shared {
     pub(super) lookups: Lookups,
     pub(super) locks: Arc<dyn SiteLocks>,
+    pub(super) names: SiteNames,
     pub(super) stats: GuardStats,
 }
 
@@ -37,6 +39,18 @@ impl Shared {
     pub(super) fn forget(&self, site: &Site) {
         self.lookups.forget(site);
         self.locks.announce_forget(site);
+    }
+
+    /// Forgets the cached paths of every name in `names`: here only, or `everywhere` (in every
+    /// process sharing the locks).
+    fn forget_names(&self, names: &HeldNames, everywhere: bool) {
+        for site in names.iter() {
+            if everywhere {
+                self.forget(site);
+            } else {
+                self.lookups.forget(site);
+            }
+        }
     }
 }
 
@@ -80,8 +94,11 @@ pub(crate) struct Forward<B> {
 /// others' cached refusals stay true. (A request that a fail-open route forwards without its
 /// lock still forgets at its end: then there is no permit.)
 pub(crate) struct SiteHold {
+    /// Every name the site is held under (see `lock/names.rs`), whose cached paths are
+    /// forgotten.
+    names: HeldNames,
     forget: Option<Forget>,
-    /// How long taking the site's lock took.
+    /// How long taking the site's locks took.
     waited: Duration,
     permit: Option<SitePermit>,
 }
@@ -89,22 +106,21 @@ pub(crate) struct SiteHold {
 /// What a forwarded request's [`SiteHold`] forgets when it ends.
 struct Forget {
     shared: Arc<Shared>,
-    site: Site,
     /// Whether every process sharing the locks is told (a cancel), or only this one.
     everywhere: bool,
 }
 
 impl SiteHold {
-    /// Forget the site's cached paths when this hold ends.
-    fn forgetting(hold: Option<Self>, shared: &Arc<Shared>, site: Site, everywhere: bool) -> Self {
-        let mut hold = hold.unwrap_or(Self {
+    /// Forget the site's cached paths, under every name it is held by, when this hold ends.
+    fn forgetting(hold: Option<Self>, shared: &Arc<Shared>, site: &Site, everywhere: bool) -> Self {
+        let mut hold = hold.unwrap_or_else(|| Self {
+            names: HeldNames::only(site),
             forget: None,
             waited: Duration::ZERO,
             permit: None,
         });
         hold.forget = Some(Forget {
             shared: shared.clone(),
-            site,
             everywhere,
         });
         hold
@@ -114,17 +130,8 @@ impl SiteHold {
 impl Drop for SiteHold {
     fn drop(&mut self) {
         // Runs before the fields drop: the site is forgotten while it is still held.
-        if let Some(Forget {
-            shared,
-            site,
-            everywhere,
-        }) = self.forget.take()
-        {
-            if everywhere {
-                shared.forget(&site);
-            } else {
-                shared.lookups.forget(&site);
-            }
+        if let Some(Forget { shared, everywhere }) = self.forget.take() {
+            shared.forget_names(&self.names, everywhere);
         }
     }
 }
@@ -132,7 +139,8 @@ impl Drop for SiteHold {
 impl std::fmt::Debug for SiteHold {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SiteHold")
-            .field("forgets", &self.forget.as_ref().map(|forget| &forget.site))
+            .field("names", &self.names)
+            .field("forgets", &self.forget.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -265,14 +273,15 @@ impl Config {
             latency: started.elapsed(),
         });
         if let Some(site) = verdict.site().filter(|_| outcome != Outcome::Rejected) {
-            // What is forwarded may change the site's paths: nobody here may reuse these,
-            // whatever it answers (and again when it ends: see `SiteHold`). Other processes need
-            // telling only of a cancel: a provision only takes products off a site's paths, so
-            // their cached refusals stay true.
-            if self.cancels {
-                self.shared.forget(site);
-            } else {
-                self.shared.lookups.forget(site);
+            // What is forwarded may change the site's paths: nobody here may reuse these, under
+            // any of its names, whatever it answers (and again when it ends: see `SiteHold`).
+            // Other processes need telling only of a cancel: a provision only takes products
+            // off a site's paths, so their cached refusals stay true.
+            match verdict.hold() {
+                Some(hold) => self.shared.forget_names(&hold.names, self.cancels),
+                None => self
+                    .shared
+                    .forget_names(&HeldNames::only(site), self.cancels),
             }
         }
         let admission = verdict.admission();
@@ -323,7 +332,7 @@ impl Config {
             }
         };
         let hold = match forwarded_site {
-            Some(site) => Some(SiteHold::forgetting(hold, &self.shared, site, self.cancels)),
+            Some(site) => Some(SiteHold::forgetting(hold, &self.shared, &site, self.cancels)),
             None => hold,
         };
         Ok(Forward {
@@ -336,8 +345,13 @@ impl Config {
     /// The route's verdict on a request it could read.
     /// `caller` is the request's bearer token when the client uses the caller's token.
     async fn judge(&self, named: Named, caller: Option<&Token>) -> Verdict {
+        // A request that cannot be looked up (or relayed: the route passes the caller's token
+        // on) holds nothing, whatever kind it is.
+        if caller.is_none() && self.shared.lookups.client().uses_caller_token() {
+            return Verdict::stopped(Rejection::Upstream(LookupError::MissingToken), named, None);
+        }
         if self.cancels {
-            return match self.hold(&named.site).await {
+            return match self.hold(&named.site, caller).await {
                 Ok(hold) => Verdict::Cancellation {
                     site: named.site,
                     hold,
@@ -356,7 +370,7 @@ impl Config {
             Some(product) => Some(product.to_owned()),
         };
         let Some(product) = product else {
-            return match self.hold(&named.site).await {
+            return match self.hold(&named.site, caller).await {
                 Ok(hold) => Verdict::Connection {
                     site: named.site,
                     product: named.product,
@@ -378,7 +392,7 @@ impl Config {
             Err(why) => return Verdict::stopped(Rejection::Upstream(why), named, None),
             Ok(None) => {}
         }
-        let hold = match self.hold(&named.site).await {
+        let hold = match self.hold(&named.site, caller).await {
             Ok(hold) => hold,
             Err(why) => return Verdict::stopped(why, named, None),
         };
@@ -516,40 +530,63 @@ impl Config {
         }
     }
 
-    /// Takes the site's lock, counting the requests that had to wait.
-    async fn hold(&self, site: &Site) -> Result<SiteHold, Rejection> {
-        let stats = &self.shared.stats;
+    /// Holds the site under every name it goes by (one lookup the first time a name is seen),
+    /// counting the requests that had to wait.
+    async fn hold(&self, site: &Site, caller: Option<&Token>) -> Result<SiteHold, Rejection> {
+        let shared = &self.shared;
+        let names = shared
+            .names
+            .of(site, shared.lookups.client(), caller)
+            .await
+            .map_err(Rejection::Upstream)?;
+        let mut permit: Option<SitePermit> = None;
+        let mut waited = Duration::ZERO;
+        for name in names.iter() {
+            let (taken, wait) = self.lock(name, self.lock_wait.saturating_sub(waited)).await;
+            waited += wait;
+            let taken = match taken {
+                Ok(taken) => taken,
+                Err(error) => {
+                    shared.stats.site_busy();
+                    return Err(Rejection::SiteBusy(error));
+                }
+            };
+            // Freed together, in the order they were taken.
+            permit = Some(match permit {
+                None => taken,
+                Some(held) => SitePermit::new((held, taken)),
+            });
+        }
+        if !waited.is_zero() {
+            shared.stats.lock_waited(waited);
+        }
+        Ok(SiteHold {
+            names,
+            forget: None,
+            waited,
+            permit,
+        })
+    }
+
+    /// Takes one name's lock, waiting at most `wait`; says how long it waited.
+    async fn lock(&self, site: &Site, wait: Duration) -> (Result<SitePermit, LockError>, Duration) {
         // Bounded here too, so a lock implementation that overstays its wait cannot hang requests;
         // the margin leaves a shared lock time to finish its last attempt and report it.
-        let bound = self.lock_wait.saturating_add(Duration::from_secs(5));
-        let mut acquire = self.shared.locks.acquire(site, self.lock_wait);
-        // A free site's lock is taken on the first poll: no timer for that (registering one
-        // and taking it off the timer wheel again cost more than taking the lock). Only a wait
-        // is bounded, from its start.
-        let (acquired, waited) = match (&mut acquire).now_or_never() {
-            Some(acquired) => (acquired, Duration::ZERO),
-            None => {
-                let started = Instant::now();
-                let acquired = tokio::time::timeout(bound, acquire)
-                    .await
-                    .unwrap_or(Err(LockError::Busy));
-                let waited = started.elapsed();
-                stats.lock_waited(waited);
-                tracing::debug!(%site, ?waited, ok = acquired.is_ok(), "waited for the site's lock");
-                (acquired, waited)
-            }
-        };
-        match acquired {
-            Ok(permit) => Ok(SiteHold {
-                forget: None,
-                waited,
-                permit: Some(permit),
-            }),
-            Err(error) => {
-                stats.site_busy();
-                Err(Rejection::SiteBusy(error))
-            }
+        let bound = wait.saturating_add(Duration::from_secs(5));
+        let mut acquire = self.shared.locks.acquire(site, wait);
+        // A free site's lock is taken on the first poll: no timer for that (registering one and
+        // taking it off the timer wheel again costs more than taking the lock). Only a wait is
+        // bounded, from its start.
+        if let Some(acquired) = (&mut acquire).now_or_never() {
+            return (acquired, Duration::ZERO);
         }
+        let started = Instant::now();
+        let acquired = tokio::time::timeout(bound, acquire)
+            .await
+            .unwrap_or(Err(LockError::Busy));
+        let waited = started.elapsed();
+        tracing::debug!(%site, ?waited, ok = acquired.is_ok(), "waited for the site's lock");
+        (acquired, waited)
     }
 }
 

@@ -119,9 +119,22 @@ impl UpgradeGuardLayer {
         self
     }
 
-    /// The largest body buffered when a source reads the body; larger ones are 413.
+    /// The largest body the route buffers; larger ones are 413 `body_too_large`. Default
+    /// 64 KiB.
+    ///
+    /// Every guarded request's body is read whole before its site is held, whether a source
+    /// reads it or not: a client sending its body slowly (or never finishing it) holds no site.
     pub fn body_limit(mut self, bytes: usize) -> Self {
         Arc::make_mut(&mut self.config).reader.body_limit = bytes;
+        self
+    }
+
+    /// How long a request's body may take to arrive, from the first time the guard has to wait
+    /// for it; past it the answer is 408 `body_timeout`. Default 10 s. No site is held while
+    /// the body is on its way, so this bounds what a slow client costs: a connection and at
+    /// most [`body_limit`](Self::body_limit) bytes, never another request's provision.
+    pub fn body_timeout(mut self, timeout: Duration) -> Self {
+        Arc::make_mut(&mut self.config).reader.body_timeout = timeout;
         self
     }
 

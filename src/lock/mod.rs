@@ -6,6 +6,9 @@
 //! work has finished (when its client went away, the guard finishes it alone, up to a ceiling); a
 //! request that waits sees the paths as they are after the previous provision.
 //!
+//! A site is held under every name it goes by (its blog ID and its URL), learned from
+//! WordPress.com: see [`SiteAliases`] and `names.rs`.
+//!
 //! [`LocalLocks`] serializes within one process. A partner running several processes needs a
 //! lock shared between them: with the `redis` feature, `RedisLocks` holds each site in Redis
 //! (leases renewed while held, freed on drop, bounded waits, fail closed when Redis is away); or
@@ -18,6 +21,7 @@
 //! cancellation it would refuse what is an upgrade again, until it expired.
 
 mod local;
+mod names;
 #[cfg(feature = "redis")]
 mod redis;
 
@@ -25,6 +29,8 @@ mod redis;
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use self::redis::{RedisBuildError, RedisLocks, RedisLocksBuilder};
 pub use local::LocalLocks;
+pub(crate) use names::{HeldNames, SiteNames};
+pub use names::SiteAliases;
 
 use crate::Site;
 use std::{fmt, future::Future, pin::Pin, sync::Arc, time::Duration};

@@ -1,5 +1,9 @@
-//! Reading the site and the product from a request, and the body when a source needs it.
+//! Reading the site and the product from a request, and its body.
+//!
+//! The whole request is in hand before anything is held: the body is read (within the route's
+//! limit and timeout) even when no source needs it, so no site waits on a client's slow body.
 
+mod connection;
 pub(crate) mod fields;
 mod multipart;
 pub(crate) mod php;
@@ -14,19 +18,26 @@ use bytes::{Bytes, BytesMut};
 use fields::Fields;
 use http::{Request, header::CONTENT_LENGTH, request::Parts};
 use http_body::Body;
-use http_body_util::BodyExt;
 use php::{Reading, Unreadable};
 use std::borrow::Cow;
+use std::future::{Future, poll_fn};
+use std::pin::Pin;
+use std::task::Poll;
+use std::time::Duration;
+use tokio::time::{Sleep, sleep};
 
 /// The largest body the guard buffers by default: provision forms are a few hundred bytes.
 pub(crate) const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
+/// How long a body may take to arrive by default, from the first time the guard waits for it.
+pub(crate) const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Where one route finds its site and product, and how much body it reads.
+/// Where one route finds its site and product, and how much body it reads, for how long.
 #[derive(Clone, Debug)]
 pub(crate) struct RequestReader {
     pub(crate) site: Source,
     pub(crate) product: Source,
     pub(crate) body_limit: usize,
+    pub(crate) body_timeout: Duration,
 }
 
 impl Default for RequestReader {
@@ -35,6 +46,7 @@ impl Default for RequestReader {
             site: Source::field("siteurl"),
             product: Source::field("plan"),
             body_limit: DEFAULT_BODY_LIMIT,
+            body_timeout: DEFAULT_BODY_TIMEOUT,
         }
     }
 }
@@ -56,34 +68,36 @@ pub(crate) struct Read<B> {
 }
 
 impl RequestReader {
-    /// Reads the site and the product, buffering the body only when a source needs it. The
-    /// request always comes back, whole, so a route in shadow mode can forward even what it
-    /// could not read.
+    /// Reads the site and the product, and buffers the body whole whether a source needs it or
+    /// not: nothing is held for a request still on its way. The request always comes back,
+    /// whole, so a route in shadow mode can forward even what it could not read.
     pub(crate) async fn read<B>(&self, request: Request<B>) -> Read<B>
     where
         B: Body<Data = Bytes>,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let (parts, body) = request.into_parts();
-        if !(self.site.needs_body() || self.product.needs_body()) {
-            let named = self.find(&parts, None);
-            let request = Request::from_parts(parts, GuardBody::original(body));
-            return Read { request, named };
+        let unread = |parts, body, why| Read {
+            request: Request::from_parts(parts, GuardBody::original(body)),
+            named: Err(why),
+        };
+        if let Err(why) = connection::check(&parts.headers) {
+            return unread(parts, body, why);
         }
-        let reading = match Reading::from_headers(&parts.headers) {
-            Ok(reading) => reading,
-            Err(unreadable) => {
-                let request = Request::from_parts(parts, GuardBody::original(body));
-                return Read {
-                    request,
-                    named: Err(unreadable.into()),
-                };
+        let reads_body = self.site.needs_body() || self.product.needs_body();
+        let reading = if reads_body {
+            match Reading::from_headers(&parts.headers) {
+                Ok(reading) => Some(reading),
+                Err(unreadable) => return unread(parts, body, unreadable.into()),
             }
+        } else {
+            None
         };
         let (body, bytes) = self.buffer(&parts, body).await;
-        let named = match bytes {
-            Ok(bytes) => self.find_in_body(&parts, reading, bytes).await,
-            Err(rejection) => Err(rejection),
+        let named = match (bytes, reading) {
+            (Ok(bytes), Some(reading)) => self.find_in_body(&parts, reading, bytes).await,
+            (Ok(_), None) => self.find(&parts, None),
+            (Err(rejection), _) => Err(rejection),
         };
         Read {
             request: Request::from_parts(parts, body),
@@ -131,9 +145,11 @@ impl RequestReader {
         Ok(Named { site, product })
     }
 
-    /// Buffers the body within the limit: a declared length is checked before reading, and a
-    /// body without one is cut off as soon as it passes the limit. Gives back the body to
-    /// forward, as it arrived, and the bytes to read fields from.
+    /// Buffers the body within the limit and the timeout: a declared length is checked before
+    /// reading, a body without one is cut off as soon as it passes the limit, and one that
+    /// stops arriving is given up on once the timeout has passed since the guard first had to
+    /// wait for it (a body already there costs no timer). Gives back the body to forward, as it
+    /// arrived, and the bytes to read fields from.
     async fn buffer<B>(&self, parts: &Parts, body: B) -> (GuardBody<B>, Result<Bytes, Rejection>)
     where
         B: Body<Data = Bytes>,
@@ -152,7 +168,26 @@ impl RequestReader {
         let mut body = Box::pin(body);
         let mut data = Chunks::default();
         let mut trailers = None;
-        while let Some(frame) = body.frame().await {
+        let mut timer: Option<Pin<Box<Sleep>>> = None;
+        loop {
+            let next = poll_fn(|cx| {
+                if let Poll::Ready(frame) = body.as_mut().poll_frame(cx) {
+                    return Poll::Ready(Some(frame));
+                }
+                let timer = timer.get_or_insert_with(|| Box::pin(sleep(self.body_timeout)));
+                timer.as_mut().poll(cx).map(|()| None)
+            })
+            .await;
+            let frame = match next {
+                Some(Some(frame)) => frame,
+                Some(None) => break,
+                None => {
+                    let late = Rejection::BodyTimeout {
+                        after: self.body_timeout,
+                    };
+                    return (GuardBody::resumed(data.into_bytes(), body), Err(late));
+                }
+            };
             let frame = match frame {
                 Ok(frame) => frame,
                 Err(error) => {

@@ -293,10 +293,12 @@ impl Inner {
     }
 }
 
-/// The two endpoints' URLs up to the site, `{base_url}/rest/v1.x/jpphp/`, parsed once.
+/// The endpoints' URLs up to the site (`{base_url}/rest/v1.x/jpphp/`, `{base_url}/rest/v1.1/sites/`),
+/// parsed once.
 pub(super) struct SiteEndpoints {
     upgrade_paths: reqwest::Url,
     status: reqwest::Url,
+    site: reqwest::Url,
 }
 
 /// Which endpoint of a site to ask.
@@ -306,6 +308,8 @@ pub(super) enum Endpoint {
     UpgradePaths,
     /// v1.4 `status`.
     Status,
+    /// v1.1 `sites/{site}`, the public site lookup.
+    Site,
 }
 
 impl SiteEndpoints {
@@ -318,6 +322,8 @@ impl SiteEndpoints {
         Ok(Self {
             upgrade_paths: parse("v1.3")?,
             status: parse("v1.4")?,
+            site: reqwest::Url::parse(&format!("{base_url}/rest/v1.1/sites/"))
+                .map_err(|_| BuildError::BaseUrl)?,
         })
     }
 
@@ -328,12 +334,16 @@ impl SiteEndpoints {
     /// segment takes as they are, so it cannot change the URL's shape.
     pub(super) fn url(&self, endpoint: Endpoint, site: &Site) -> reqwest::Url {
         let (mut url, last) = match endpoint {
-            Endpoint::UpgradePaths => (self.upgrade_paths.clone(), "upgrade-paths"),
-            Endpoint::Status => (self.status.clone(), "status"),
+            Endpoint::UpgradePaths => (self.upgrade_paths.clone(), Some("upgrade-paths")),
+            Endpoint::Status => (self.status.clone(), Some("status")),
+            Endpoint::Site => (self.site.clone(), None),
         };
         // A base with a path can be a base: `parse_base_url` refuses the others.
         if let Ok(mut segments) = url.path_segments_mut() {
-            segments.pop_if_empty().push(site.as_str()).push(last);
+            segments.pop_if_empty().push(site.as_str());
+            if let Some(last) = last {
+                segments.push(last);
+            }
         }
         url
     }
@@ -411,6 +421,9 @@ mod tests {
                     // The base is kept in its parsed form, so the string is already the URL's.
                     assert_eq!(built.as_str(), whole);
                 }
+                let whole = format!("{}/rest/v1.1/sites/{site}", client.base_url());
+                let built = client.inner.endpoints.url(Endpoint::Site, &site);
+                assert_eq!(built.as_str(), whole);
             }
         }
     }

@@ -3,7 +3,8 @@
 //!
 //! [`UpgradePathsClient`] (in `client.rs`) makes lookups, with their retries (`retry.rs`),
 //! deadlines and token refreshes; `status.rs` asks the second endpoint that confirms a site is
-//! new. [`UpgradePathsClientBuilder`] and its defaults are in `builder.rs`, the credentials
+//! new, and `names.rs` the public site lookup that tells a blog ID and a URL of one site apart
+//! from two sites. [`UpgradePathsClientBuilder`] and its defaults are in `builder.rs`, the credentials
 //! ([`TokenSource`]) in `auth.rs`, the reading of answers in `answer.rs`, the answer itself
 //! ([`UpgradePaths`]) in `paths.rs`, and the errors in `error.rs`.
 
@@ -12,6 +13,7 @@ mod auth;
 mod builder;
 mod client;
 mod error;
+mod names;
 mod paths;
 mod retry;
 mod status;
@@ -20,4 +22,5 @@ pub use auth::{ClientCredentialsBuilder, Token, TokenError, TokenSource};
 pub use builder::{BuildError, UpgradePathsClientBuilder};
 pub use client::UpgradePathsClient;
 pub use error::{CallerRefusal, LookupError};
+pub(crate) use names::SiteLookup;
 pub use paths::UpgradePaths;

@@ -1,0 +1,186 @@
+//! One site, one lock, whatever it is called: the names a site's lock is taken under.
+//!
+//! A request may name a site by its blog ID or by its URL, and two provisions of one site must
+//! be serialized however each names it. The guard therefore holds a site under every name it
+//! knows the site by: the name the request gave, the blog ID and the URL WordPress.com's public
+//! site lookup gives for it (`GET /rest/v1.1/sites/{site}`, asked once per name and remembered;
+//! see `upstream/names.rs`). Two requests naming one site both ways then share the blog ID's
+//! lock.
+//!
+//! A name WordPress.com does not know yet (a new site, by URL) is held under that name alone.
+//! Its first provision registers it; a request naming the new blog ID a moment later learns its
+//! URL from the lookup and waits on the URL's lock, which the first provision still holds. So
+//! until a name's other spelling is known, a request can only ever wait on its lock, never pass
+//! beside it. A site WordPress.com will not describe to the token (a private site) is held under
+//! its name and under one lock shared by every such request: they are serialized with each other,
+//! since which of them name one site cannot be told.
+//!
+//! The locks are taken in one order (blog IDs, which are digits, before URLs; then as strings),
+//! the same in every process, so two requests taking several never wait on each other in turn.
+
+use crate::site::{Site, SiteHashing, SiteKind};
+use crate::upstream::{LookupError, SiteLookup, Token, UpgradePathsClient};
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+
+/// How long a site's names are remembered: a blog ID and its URL part only when a site moves
+/// to another address, and a stale pair only ever makes the guard hold one lock more.
+const NAMES_TTL: Duration = Duration::from_secs(60 * 60);
+
+/// The lock every request takes whose site WordPress.com would not name (a private site).
+/// `.invalid` is reserved (RFC 2606): no real site has this name.
+static UNNAMED: LazyLock<Site> =
+    LazyLock::new(|| Site::parse("unnamed-sites.invalid").expect("a valid site"));
+
+/// How the guard tells that a blog ID and a URL name one site; set on
+/// [`UpgradeGuardBuilder::site_aliases`](crate::UpgradeGuardBuilder::site_aliases).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum SiteAliases {
+    /// Ask WordPress.com's public site lookup (`GET /rest/v1.1/sites/{site}`) for the other
+    /// name of each site a request names, once per name (remembered for an hour), and hold the
+    /// site under all its names: provisions naming one site by blog ID and by URL are
+    /// serialized together, within one process and across processes sharing the
+    /// [locks](crate::SiteLocks). A site's first provision costs one call more; when the lookup
+    /// fails the request is refused with 503 `upgrade_paths_unavailable`, as for any lookup.
+    #[default]
+    Resolve,
+    /// Hold a site under the name the request gave only. Provisions naming one site by blog ID
+    /// and by URL are then **not** serialized together, and two such requests at once can both
+    /// pass: only for deployments whose every route names sites one way (every source a path
+    /// parameter holding blog IDs, say).
+    AsNamed,
+}
+
+/// The names one request's site is held under, in the order their locks are taken.
+#[derive(Clone, Debug)]
+pub(crate) struct HeldNames {
+    /// Sorted, without repeats: at most the request's name, the blog ID and the URL, or the name
+    /// and [`UNNAMED`].
+    names: [Option<Site>; 3],
+}
+
+impl HeldNames {
+    fn new(names: [Option<Site>; 3]) -> Self {
+        let mut names = names;
+        names.sort_by(|a, b| match (a, b) {
+            (Some(a), Some(b)) => order(a, b),
+            // The empty places last.
+            (a, b) => b.is_some().cmp(&a.is_some()),
+        });
+        for i in 1..names.len() {
+            if names[i].is_some() && names[..i].contains(&names[i]) {
+                names[i] = None;
+            }
+        }
+        names.sort_by_key(Option::is_none);
+        Self { names }
+    }
+
+    /// A site held under the name the request gave alone.
+    pub(crate) fn only(site: &Site) -> Self {
+        Self {
+            names: [Some(site.clone()), None, None],
+        }
+    }
+
+    /// The names, in lock order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &Site> {
+        self.names.iter().flatten()
+    }
+}
+
+/// The lock order: blog IDs before URLs, then by identifier.
+fn order(a: &Site, b: &Site) -> std::cmp::Ordering {
+    let kind = |site: &Site| site.kind() == SiteKind::Url;
+    kind(a).cmp(&kind(b)).then_with(|| a.cmp(b))
+}
+
+/// The names the guard knows each site by, learned from WordPress.com.
+pub(crate) struct SiteNames {
+    aliases: SiteAliases,
+    /// What the lookup said of each name asked about, and of the names it gave.
+    known: moka::sync::Cache<Site, Arc<HeldNames>, SiteHashing>,
+}
+
+impl SiteNames {
+    pub(crate) fn new(aliases: SiteAliases, capacity: u64) -> Self {
+        Self {
+            aliases,
+            known: moka::sync::Cache::builder()
+                .max_capacity(capacity.max(1))
+                .time_to_live(NAMES_TTL)
+                .build_with_hasher(SiteHashing),
+        }
+    }
+
+    /// The names to hold `site` under. Remembered names cost no call; a name asked about for the
+    /// first time costs one lookup with `caller`'s token (or the client's own).
+    pub(crate) async fn of(
+        &self,
+        site: &Site,
+        client: &UpgradePathsClient,
+        caller: Option<&Token>,
+    ) -> Result<HeldNames, LookupError> {
+        if self.aliases == SiteAliases::AsNamed {
+            return Ok(HeldNames::only(site));
+        }
+        if let Some(names) = self.known.get(site) {
+            return Ok((*names).clone());
+        }
+        match client.site_lookup(site, caller).await? {
+            SiteLookup::Known { blog_id, url } => {
+                let names = Arc::new(HeldNames::new([Some(site.clone()), blog_id, url]));
+                for name in names.iter() {
+                    self.known.insert(name.clone(), names.clone());
+                }
+                Ok((*names).clone())
+            }
+            // Not remembered: the site may be registered a moment from now.
+            SiteLookup::Unknown => Ok(HeldNames::only(site)),
+            SiteLookup::Private => Ok(HeldNames::new([
+                Some(site.clone()),
+                Some(UNNAMED.clone()),
+                None,
+            ])),
+        }
+    }
+}
+
+impl std::fmt::Debug for SiteNames {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SiteNames")
+            .field("aliases", &self.aliases)
+            .field("known", &self.known.entry_count())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn site(s: &str) -> Site {
+        Site::parse(s).unwrap()
+    }
+
+    fn names(held: &HeldNames) -> Vec<&str> {
+        held.iter().map(Site::as_str).collect()
+    }
+
+    #[test]
+    fn names_are_held_in_one_order_without_repeats() {
+        let held = HeldNames::new([
+            Some(site("example.com")),
+            Some(site("1002")),
+            Some(site("example.com")),
+        ]);
+        assert_eq!(names(&held), ["1002", "example.com"]);
+        let held = HeldNames::new([Some(site("b.example")), None, Some(site("a.example"))]);
+        assert_eq!(names(&held), ["a.example", "b.example"]);
+        // Blog IDs first, whatever the strings compare as.
+        let held = HeldNames::new([Some(site("0.example")), Some(site("99")), None]);
+        assert_eq!(names(&held), ["99", "0.example"]);
+        assert_eq!(names(&HeldNames::only(&site("7"))), ["7"]);
+    }
+}
