@@ -226,8 +226,8 @@ fuzz_target!(|data: &[u8]| {
         if routed != Route::Provision {
             if let Some(raw) = raw_segments(&path) {
                 if raw.len() == 5 {
-                    let site = String::from_utf8_lossy(&decode_once(raw[3].as_bytes()))
-                        .to_lowercase();
+                    let site =
+                        String::from_utf8_lossy(&decode_once(raw[3].as_bytes())).to_lowercase();
                     for (front, reading) in decoding {
                         let segments = reading.as_ref().unwrap();
                         assert_eq!(
