@@ -71,7 +71,7 @@ pub fn raw_segments(path: &str) -> Option<Vec<&str>> {
 }
 
 /// Whether some reading of `path` could contain one of `names` (lower-case ASCII): `path` as
-/// sent, or after one to [`DECODING_ROUNDS`] rounds of percent decoding, each lower-cased with
+/// sent, or after one to eight rounds of percent decoding, each lower-cased with
 /// ASCII white space and control characters (NUL, tab, ...) removed, wherever they are. A path
 /// still holding escapes after the last round could name anything, and does.
 ///

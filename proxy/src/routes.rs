@@ -23,7 +23,7 @@
 //! characters stand in it, the proxy answers it itself, `400 {"error":"ambiguous_path",...}`,
 //! and forwards nothing ([`Route::AmbiguousPath`]); other paths that are not plain (a dot
 //! segment in a status call) are passed through. The site of partner-provision and
-//! partner-cancel is read from the segment the route matched, as sent ([`path_site`]).
+//! partner-cancel is read from the segment the route matched, as sent (`path_site`).
 //!
 //! On the guarded routes `--request-timeout` bounds the guard's whole future, from outside: when
 //! it passes after the request was forwarded, the guard finishes the provision alone (holding the
