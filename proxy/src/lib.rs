@@ -9,7 +9,9 @@
 //! - sends Jetpack's own `POST /rest/v1.3/jpphp/{site}/partner-provision` through
 //!   [`routes::partner_provision_layer`] (site from the path, product from `plan`);
 //! - sends `POST /rest/v1.3/jpphp/{site}/partner-cancel` through [`routes::cancel_layer`];
-//! - matches those routes in every spelling WordPress.com serves ([`routes::route`]);
+//! - matches those routes in every spelling WordPress.com serves ([`routes::route`]), and
+//!   answers `400 ambiguous_path` itself to a path that is not plain and could be read as one of
+//!   them by a front that normalises paths ([`path_reading`]);
 //! - passes everything else through ([`forward`]): method, path, query, headers and bodies streamed
 //!   both ways, hop-by-hop headers dropped, `Host` set for the upstream.
 //!
@@ -25,6 +27,7 @@ pub mod admin;
 pub mod config;
 pub mod forward;
 pub mod metrics;
+pub mod path_reading;
 pub mod routes;
 pub mod server;
 pub mod tls;

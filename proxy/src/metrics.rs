@@ -8,8 +8,8 @@
 //! | `upgrade_guard_lookups_total`, `upgrade_guard_cache_hits_total`, `upgrade_guard_coalesced_total` | counter | |
 //! | `upgrade_guard_lock_wait_seconds` | histogram | how long each guarded request that took its site's lock waited for it (zero when the site was free) |
 //! | `upgrade_guard_lock_waits_total`, `upgrade_guard_site_busy_total` | counter | requests that had to wait, requests answered `site_busy` |
-//! | `upgrade_guard_proxy_requests_total` | counter | `route` (provision, partner_provision, cancel, passthrough), `status` |
-//! | `upgrade_guard_proxy_upstream_seconds` | histogram | `route`: until the upstream's response head |
+//! | `upgrade_guard_proxy_requests_total` | counter | `route` (provision, partner_provision, cancel, passthrough, ambiguous_path), `status` |
+//! | `upgrade_guard_proxy_upstream_seconds` | histogram | `route` (the four forwarded): until the upstream's response head |
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -30,6 +30,9 @@ pub enum Route {
     Cancel,
     /// Everything else, passed through.
     Passthrough,
+    /// A path that is not plain and could be read as a guarded route's: answered by the proxy
+    /// (400 `ambiguous_path`), never forwarded. Last: it has no upstream latency.
+    AmbiguousPath,
 }
 
 impl Route {
@@ -40,10 +43,12 @@ impl Route {
             Self::PartnerProvision => "partner_provision",
             Self::Cancel => "cancel",
             Self::Passthrough => "passthrough",
+            Self::AmbiguousPath => "ambiguous_path",
         }
     }
 
-    const ALL: [Self; 4] = [
+    /// The routes that reach the upstream, indexed by their discriminant.
+    const FORWARDED: [Self; 4] = [
         Self::Provision,
         Self::PartnerProvision,
         Self::Cancel,
@@ -71,7 +76,7 @@ struct Inner {
     lock_wait: Histogram,
     finished_alone: Mutex<BTreeMap<(&'static str, Option<u16>), u64>>,
     requests: Mutex<BTreeMap<(Route, u16), u64>>,
-    upstream_latency: [Histogram; Route::ALL.len()],
+    upstream_latency: [Histogram; Route::FORWARDED.len()],
 }
 
 impl Metrics {
@@ -131,7 +136,9 @@ impl Metrics {
 
     /// Records how long the upstream took to start answering on `route`.
     pub fn upstream_latency(&self, route: Route, latency: Duration) {
-        self.inner.upstream_latency[route as usize].observe(latency);
+        if let Some(histogram) = self.inner.upstream_latency.get(route as usize) {
+            histogram.observe(latency);
+        }
     }
 
     /// Everything, in Prometheus' text exposition format (version 0.0.4).
@@ -214,7 +221,7 @@ impl Metrics {
             );
         }
         let mut first = true;
-        for route in Route::ALL {
+        for route in Route::FORWARDED {
             let label = format!("route=\"{}\"", route.as_str());
             inner.upstream_latency[route as usize].render(
                 &mut out,

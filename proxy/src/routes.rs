@@ -3,7 +3,7 @@
 //! A `POST` whose path names the provision endpoint goes through the guard, one naming a site's
 //! partner-provision (what Jetpack's own `wp jetpack partner_provision` calls) through
 //! [`partner_provision_layer`], and one naming a site's partner-cancel through [`cancel_layer`];
-//! everything else goes straight to the [`Forwarder`].
+//! everything else goes straight to the [`Forwarder`], except the ambiguous paths below.
 //!
 //! Requests are matched at least as leniently as WordPress.com's `WPCOM_JSON_API::serve()` reads
 //! them, so that no spelling WordPress.com would serve as a provision slips past the guard as a
@@ -13,6 +13,18 @@
 //! repeated or trailing slashes ignored. A spelling WordPress.com would not serve is guarded all
 //! the same: the guard then refuses or forwards it, and WordPress.com answers 404.
 //!
+//! Only plain paths are matched (see [`path_reading`]): once decoded, no dot segment (`.`, `..`,
+//! `%2e%2e`, `.%2e`), no `\`, `;`, `%` (double encoding, `%252e`), `?` or `#`, no white space,
+//! NUL or other control character, nothing outside printable ASCII. A path that is not plain is
+//! read differently by each front that normalises paths (many resolve dot segments, some drop
+//! `;x` or trim white space), so one of them could turn it into a provision the guard never saw,
+//! or into another site than the one the guard checked. When any reading of such a path could
+//! name a guarded endpoint, at any depth of percent decoding and whatever white space or control
+//! characters stand in it, the proxy answers it itself, `400 {"error":"ambiguous_path",...}`,
+//! and forwards nothing ([`Route::AmbiguousPath`]); other paths that are not plain (a dot
+//! segment in a status call) are passed through. The site of partner-provision and
+//! partner-cancel is read from the segment the route matched, as sent (`path_site`).
+//!
 //! On the guarded routes `--request-timeout` bounds the guard's whole future, from outside: when
 //! it passes after the request was forwarded, the guard finishes the provision alone (holding the
 //! site until it lands, within its detached ceiling) while the client gets its 504. A timeout
@@ -21,6 +33,7 @@
 
 use crate::forward::{Forwarder, ProxyBody, boxed, error_response};
 use crate::metrics::{Metrics, Route};
+use crate::path_reading::{self, PlainPath};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use std::convert::Infallible;
@@ -38,10 +51,20 @@ pub fn route(method: &Method, path: &str) -> Route {
     if !method.as_str().eq_ignore_ascii_case(Method::POST.as_str()) {
         return Route::Passthrough;
     }
-    let decoded = percent_encoding::percent_decode_str(path).decode_utf8_lossy();
-    let lower = decoded.to_ascii_lowercase();
-    let segments: Vec<&str> = lower.split('/').filter(|s| !s.is_empty()).collect();
-    match segments.as_slice() {
+    match PlainPath::read(path) {
+        Some(plain) => guarded_route(&plain.segments().collect::<Vec<_>>()),
+        None if path_reading::could_name(path, &GUARDED_ENDPOINTS) => Route::AmbiguousPath,
+        None => Route::Passthrough,
+    }
+}
+
+/// The last segments of the guarded routes (`partner-provision` holds `provision`): a path that
+/// is not plain and could be read as holding one is refused.
+const GUARDED_ENDPOINTS: [&str; 2] = ["provision", "partner-cancel"];
+
+/// The route table, on a plain path's segments.
+fn guarded_route(segments: &[&str]) -> Route {
+    match segments {
         ["rest", version, "jpphp", "provision"] if is_version(version) => Route::Provision,
         // Any number of segments where the site goes: the site source refuses all but one
         // (400), rather than let an odd spelling pass unguarded.
@@ -89,19 +112,16 @@ pub fn partner_provision_layer(guard: &UpgradeGuardLayer) -> UpgradeGuardLayer {
 }
 
 /// The site a partner-provision or partner-cancel path names, as sent: `{site}` in
-/// `/rest/{version}/jpphp/{site}/partner-cancel`, read from any spelling [`route`] sends to those
-/// routes. Not percent-decoded: [`Site::parse`](upgrade_guard::Site::parse) refuses a `%` (400
-/// `invalid_site`) rather than guess how the upstream would decode it. Several segments where
-/// the site goes name no site (400 `missing_site`): WordPress.com's endpoint takes one segment
-/// there, and the guard must not check `a/b` as the site `a::b`.
+/// `/rest/{version}/jpphp/{site}/partner-cancel`, read from the path's
+/// [`raw_segments`](path_reading::raw_segments), one for one with the segments [`route`] matched,
+/// so it is the segment the route matched there: no `;x`, dot segment or encoded `/` can make
+/// the guard check one site while the upstream acts on another (such a path has no raw
+/// segments, and no site). Not percent-decoded: [`Site::parse`](upgrade_guard::Site::parse)
+/// refuses a `%` (400 `invalid_site`) rather than guess how the upstream would decode it.
+/// Several segments where the site goes name no site (400 `missing_site`): WordPress.com's
+/// endpoint takes one segment there, and the guard must not check `a/b` as the site `a::b`.
 fn path_site(request: &http::request::Parts) -> Option<String> {
-    let segments: Vec<&str> = request
-        .uri
-        .path()
-        .split('/')
-        .filter(|s| !s.is_empty())
-        .collect();
-    match segments.as_slice() {
+    match path_reading::raw_segments(request.uri.path())?.as_slice() {
         [_, _, _, site, _] => Some((*site).to_owned()),
         _ => None,
     }
@@ -193,6 +213,18 @@ impl Service<Request<Incoming>> for Proxy {
                         }
                     }
                 }) as Self::Future
+            }
+            Route::AmbiguousPath => {
+                // Debug-formatted: the path may hold anything, control characters included.
+                tracing::info!(
+                    ?path,
+                    "refused: a path that is not plain could name a guarded endpoint"
+                );
+                Box::pin(std::future::ready(Ok(error_response(
+                    StatusCode::BAD_REQUEST,
+                    "ambiguous_path",
+                    "the path is not plain (a dot segment, an encoded dot or slash, a backslash, a ';' parameter, white space, a control character or a double encoding) and could be read as a guarded endpoint's by a front that normalises paths; send its plain spelling",
+                ))))
             }
             Route::Passthrough => self.passthrough.call(request),
         };
@@ -293,6 +325,162 @@ mod tests {
     }
 
     #[test]
+    fn spellings_a_normalising_front_reads_as_a_guarded_route_are_refused() {
+        for (path, could_be) in [
+            // Dot segments, plain and encoded, alone and mixed.
+            ("/rest/v1.3/jpphp/x/../provision", Route::Provision),
+            ("/rest/v1.3/jpphp/./provision", Route::Provision),
+            ("/rest/v1.3/jpphp/provision/.", Route::Provision),
+            ("/rest/v1.3/./jpphp/provision", Route::Provision),
+            ("/rest/v1.3/x/../jpphp/provision", Route::Provision),
+            ("/rest/v1.3/jpphp/x/%2E%2E/provision", Route::Provision),
+            ("/rest/v1.3/jpphp/x/%2e%2e/provision", Route::Provision),
+            ("/rest/v1.3/jpphp/x/.%2e/provision", Route::Provision),
+            ("/rest/v1.3/jpphp/x/%2e./provision", Route::Provision),
+            ("/rest/v1.3/jpphp/%2E/provision", Route::Provision),
+            ("/rest/v1.3/jpphp/x%2F..%2Fprovision", Route::Provision),
+            ("/rest/v1.3/jpphp/x%2f%2e%2e%2fprovision", Route::Provision),
+            // Double (and triple) encoding.
+            ("/rest/v1.3/jpphp/x/%252e%252e/provision", Route::Provision),
+            ("/rest/v1.3/jpphp/x/%252E%252E/provision", Route::Provision),
+            ("/rest/v1.3/jpphp/x%252f..%252fprovision", Route::Provision),
+            (
+                "/rest/v1.3/jpphp/x/%25252e%25252e/provision",
+                Route::Provision,
+            ),
+            ("/rest/v1.3/jpphp/provisio%256E", Route::Provision),
+            // Matrix parameters, backslashes.
+            ("/rest/v1.3/jpphp/provision;x", Route::Provision),
+            ("/rest/v1.3/jpphp;x/provision", Route::Provision),
+            ("/rest/v1.3;x=1/jpphp/provision", Route::Provision),
+            ("/rest/v1.3/jpphp/x/..;/provision", Route::Provision),
+            ("/rest/v1.3/jpphp/provision%3Bx", Route::Provision),
+            ("/rest/v1.3/jpphp\\provision", Route::Provision),
+            ("/rest\\v1.3\\jpphp\\provision", Route::Provision),
+            ("/rest/v1.3/jpphp/x\\..\\provision", Route::Provision),
+            ("/rest/v1.3/jpphp%5cprovision", Route::Provision),
+            ("/rest/v1.3/jpphp%5Cx%5C..%5Cprovision", Route::Provision),
+            ("/rest/v1.3/jpphp%255cprovision", Route::Provision),
+            // White space, NUL, control characters, anywhere in a segment.
+            ("/rest/v1.3/jpphp/provision%20", Route::Provision),
+            ("/rest/v1.3/jpphp/%20provision", Route::Provision),
+            ("/rest/v1.3/jpphp/provision%09", Route::Provision),
+            ("/rest/v1.3/jpphp/provision%00", Route::Provision),
+            ("/rest/v1.3/jpphp/provision%00.json", Route::Provision),
+            ("/rest/v1.3/jpphp/provision%0A", Route::Provision),
+            ("/rest/v1.3/jpphp/provi%00sion", Route::Provision),
+            ("/rest/v1.3/jpphp/provision%C2%A0", Route::Provision),
+            ("/rest/v1.3%20/jpphp/provision", Route::Provision),
+            ("/rest/v1.3/jpphp/provision%2520", Route::Provision),
+            // A query or fragment a decoding front would cut.
+            ("/rest/v1.3/jpphp/provision%3Fx=1", Route::Provision),
+            ("/rest/v1.3/jpphp/provision%23x", Route::Provision),
+            // Combinations, with case and slashes.
+            (
+                "//REST/V1.3//JPPHP/X/%2E%2E//PROVISION;X%20",
+                Route::Provision,
+            ),
+            (
+                "/rest/v1.3/jpphp/x/..%2f.%2f;/provision%09",
+                Route::Provision,
+            ),
+            // The site-in-path routes: the guard must not check one site while a front sends
+            // the upstream another.
+            ("/rest/v1.3/jpphp/1002/./partner-cancel", Route::Cancel),
+            (
+                "/rest/v1.3/jpphp/1002;x/partner-provision",
+                Route::PartnerProvision,
+            ),
+            (
+                "/rest/v1.3/jpphp/1003/../1002/partner-provision",
+                Route::PartnerProvision,
+            ),
+            (
+                "/rest/v1.3/jpphp/1002%2F..%2F1003/partner-cancel",
+                Route::Cancel,
+            ),
+            (
+                "/rest/v1.3/jpphp/1002%20/partner-provision",
+                Route::PartnerProvision,
+            ),
+            ("/rest/v1.3/jpphp/1002/partner-cancel;x", Route::Cancel),
+            ("/rest/v1.3/jpphp/1002\\partner-cancel", Route::Cancel),
+            ("/rest/v1.3/jpphp/1002/partner%2Dcancel%00", Route::Cancel),
+            (
+                "/rest/v1.3/jpphp/1002/PARTNER-PROVISION%252F%252E",
+                Route::PartnerProvision,
+            ),
+        ] {
+            assert_eq!(route(&Method::POST, path), Route::AmbiguousPath, "{path}");
+            // The spelling is worth its place: some front reads it as that route.
+            if path != "/rest/v1.3/jpphp/provi%00sion" {
+                let front = front_reading(path);
+                let front: Vec<&str> = front.iter().map(String::as_str).collect();
+                assert_eq!(guarded_route(&front), could_be, "{path} read as {front:?}");
+            }
+        }
+        // Other methods are not provisions at WordPress.com whatever the path.
+        assert_eq!(
+            route(&Method::GET, "/rest/v1.3/jpphp/x/../provision"),
+            Route::Passthrough
+        );
+        // Not plain, but no reading names a guarded endpoint: passed through.
+        for path in [
+            "/rest/v1.4/jpphp/1002/./status",
+            "/rest/v1.3/jpphp/x/../partner-keys/verify",
+            "/rest/v1.1/sites/example.com;x",
+            "/oauth2/%2e/token",
+        ] {
+            assert_eq!(route(&Method::POST, path), Route::Passthrough, "{path}");
+        }
+    }
+
+    /// What a front that normalises paths eagerly sends on: escapes decoded until none is left,
+    /// the path cut at a decoded `?`, `#` or NUL, `\\` as `/`, each segment cut at its `;` and
+    /// trimmed of white space, dot segments resolved, case folded, empty segments dropped.
+    fn front_reading(path: &str) -> Vec<String> {
+        let mut text = path.as_bytes().to_vec();
+        loop {
+            let decoded: Vec<u8> = percent_encoding::percent_decode(&text).collect();
+            if decoded == text {
+                break;
+            }
+            text = decoded;
+        }
+        let text = String::from_utf8_lossy(&text)
+            .to_lowercase()
+            .replace('\\', "/");
+        let text = text.split(['?', '#', '\0']).next().unwrap();
+        let mut segments: Vec<String> = Vec::new();
+        for segment in text.split('/') {
+            let segment = segment.split(';').next().unwrap().trim();
+            match segment {
+                "" | "." => {}
+                ".." => drop(segments.pop()),
+                _ => segments.push(segment.to_owned()),
+            }
+        }
+        segments
+    }
+
+    #[test]
+    fn every_guarded_route_ends_in_a_guarded_endpoint_name() {
+        // What keeps GUARDED_ENDPOINTS in step with the table.
+        for path in [
+            "/rest/v1.3/jpphp/provision",
+            "/rest/v1.3/jpphp/1002/partner-provision",
+            "/rest/v1.3/jpphp/1002/partner-cancel",
+        ] {
+            assert_ne!(route(&Method::POST, path), Route::Passthrough, "{path}");
+            let last = path.rsplit('/').next().unwrap();
+            assert!(
+                GUARDED_ENDPOINTS.iter().any(|name| last.contains(name)),
+                "{last}"
+            );
+        }
+    }
+
+    #[test]
     fn the_site_is_read_from_the_path_as_sent() {
         let site = |path: &str| {
             let (parts, ()) = Request::post(path).body(()).unwrap().into_parts();
@@ -309,10 +497,24 @@ mod tests {
         // Several segments: no site (400 missing_site), never `a::b`.
         assert_eq!(site("/rest/v1.3/jpphp/a/b/partner-cancel"), None);
         // Given with its `%`, which Site::parse refuses (400 invalid_site).
+        // An encoded `/`: the route matched two segments there (`a` and `b`), so no site
+        // (before, `a%2Fb`, which Site::parse refuses: refused either way).
+        assert_eq!(site("/rest/v1.3/jpphp/a%2Fb/partner-cancel"), None);
+        // Escapes in the site itself stay, for Site::parse to refuse (400 invalid_site).
         assert_eq!(
-            site("/rest/v1.3/jpphp/a%2Fb/partner-cancel").as_deref(),
-            Some("a%2Fb")
+            site("/rest/v1.3/jpphp/10%302/partner-cancel").as_deref(),
+            Some("10%302")
         );
-        assert!(upgrade_guard::Site::parse("a%2Fb").is_err());
+        assert!(upgrade_guard::Site::parse("10%302").is_err());
+        // Not plain, or an encoded `/` before the site: no site, rather than one the route
+        // did not match there.
+        for path in [
+            "/rest/v1.3/jpphp/1002;x/partner-cancel",
+            "/rest/v1.3/jpphp/1002/./partner-cancel",
+            "/rest/v1.3/jpphp%2F1002/x/partner-cancel",
+            "/rest/v1.3/jpphp/1002%20/partner-provision",
+        ] {
+            assert_eq!(site(path), None, "{path}");
+        }
     }
 }

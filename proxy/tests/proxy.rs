@@ -1013,3 +1013,123 @@ async fn via_names_the_proxy_both_ways() {
     assert_eq!(via, ["1.1 upgrade-guard-proxy"]);
     proxy.shutdown().await;
 }
+
+#[tokio::test]
+async fn no_spelling_a_normalising_front_reads_as_a_guarded_route_passes_unchecked() {
+    // proxy -> a front that normalises paths eagerly -> the fake WordPress.com. Without the
+    // proxy's refusal, each spelling below reaches the fake as a provision of a downgrade.
+    let fake = FakeUpstream::builder().demo_sites().start().await.unwrap();
+    let front = common::normalising_front(fake.url()).await;
+    let proxy = upgrade_guard_proxy::start(common::config(
+        &format!("http://{front}"),
+        &["--token", &fake.token()],
+    ))
+    .await
+    .expect("the proxy starts");
+    let bearer = format!("Bearer {}", fake.token());
+    // Realtime Backups over Professional: a downgrade, by URL in the form, by blog ID (1003)
+    // in the path.
+    let (content_type, form) = multipart(&[
+        ("siteurl", "https://professional.example.com/"),
+        ("local_user", "admin"),
+        ("plan", "jetpack-backup-realtime"),
+    ]);
+    let json = r#"{"plan":"jetpack-backup-realtime"}"#;
+    let mut spellings = Vec::new();
+    for path in [
+        "/rest/v1.3/jpphp/x/../provision",
+        "/rest/v1.3/jpphp/./provision",
+        "/rest/v1.3/jpphp/x/%2e%2e/provision",
+        "/rest/v1.3/jpphp/x/.%2E/provision",
+        "/rest/v1.3/jpphp/x/%252e%252e/provision",
+        "/rest/v1.3/jpphp/x%2F..%2Fprovision",
+        "/rest/v1.3/jpphp;x/provision",
+        "/rest/v1.3/jpphp/provision;x",
+        "/rest/v1.3/jpphp\\provision",
+        "/rest/v1.3/jpphp%5Cprovision",
+        "/rest/v1.3/jpphp/provision%20",
+        "/rest/v1.3/jpphp/provision%09",
+        "/rest/v1.3/jpphp/provision%00",
+        "/rest/v1.3/jpphp/provision%3Fx",
+        "//REST/v1.3//JPPHP/x/%2E%2E//Provision;x%20",
+    ] {
+        spellings.push((path, content_type.as_str(), form.as_ref()));
+    }
+    for path in [
+        "/rest/v1.3/jpphp/1003/./partner-provision",
+        "/rest/v1.3/jpphp/1003;x/partner-provision",
+        // The guard must not check 1001 (free: Realtime Backups is an upgrade there) while the
+        // front sends the provision to 1003.
+        "/rest/v1.3/jpphp/1001/../1003/partner-provision",
+        "/rest/v1.3/jpphp/1003%20/partner-provision",
+    ] {
+        spellings.push((path, "application/x-www-form-urlencoded", json.as_bytes()));
+    }
+    // Each of these is a provision of a downgrade to the front.
+    for (path, _, _) in &spellings {
+        let normalised = common::eagerly_normalised(path);
+        assert!(
+            normalised == "/rest/v1.3/jpphp/provision"
+                || normalised == "/rest/v1.3/jpphp/1003/partner-provision",
+            "{path} -> {normalised}"
+        );
+    }
+
+    for (path, content_type, body) in &spellings {
+        let (status, answer) = common::send_raw(
+            proxy.addr(),
+            "POST",
+            path,
+            &[("authorization", &bearer), ("content-type", content_type)],
+            body,
+        )
+        .await;
+        // Refused by the proxy itself, or by the guard: never forwarded as a passthrough.
+        assert!(
+            (status == 400 && answer.starts_with(r#"{"error":"ambiguous_path","message":""#))
+                || (status == 409 && answer.contains(r#""error":"upgrade_not_allowed""#)),
+            "{path}: {status} {answer}"
+        );
+    }
+    let stats = fake.stats();
+    assert_eq!(stats.provisions, 0, "a provision reached the fake");
+    assert_eq!(stats.leaks, 0);
+    // The proxy answered all of them itself: the front saw none, not even a lookup.
+    assert_eq!(stats.requests, 0, "{stats:?}");
+    let metrics = metrics_of(&proxy).await;
+    let line = format!(
+        r#"upgrade_guard_proxy_requests_total{{route="ambiguous_path",status="400"}} {}"#,
+        spellings.len()
+    );
+    assert!(
+        metrics.lines().any(|l| l == line),
+        "no {line:?} in\n{metrics}"
+    );
+
+    // A spelling no reading makes a guarded route is passed through, and the front does
+    // normalise: the status call reaches the fake as `/rest/v1.4/jpphp/1003/status`.
+    let (status, answer) = common::send_raw(
+        proxy.addr(),
+        "GET",
+        "/rest/v1.4/jpphp/x/%2e%2e/1003/status",
+        &[("authorization", &bearer)],
+        b"",
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(fake.stats().status_requests, 1);
+    // And sent to the front directly, the first spelling is a downgrade provisioned.
+    let (content_type, form) = (spellings[0].1, spellings[0].2);
+    let (status, answer) = common::send_raw(
+        front,
+        "POST",
+        spellings[0].0,
+        &[("authorization", &bearer), ("content-type", content_type)],
+        form,
+    )
+    .await;
+    assert_eq!(status, 400, "{answer}");
+    assert!(answer.contains("plan_downgrade_disallowed"), "{answer}");
+    assert_eq!(fake.stats().leaks, 1);
+    proxy.shutdown().await;
+}

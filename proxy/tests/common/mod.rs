@@ -243,3 +243,113 @@ pub async fn echo_upstream() -> SocketAddr {
     });
     addr
 }
+
+/// What a front that normalises paths eagerly sends on, as some reverse proxies and frameworks
+/// in front of an API do: escapes decoded until none is left, the path cut at a decoded `?`, `#`
+/// or NUL, `\` as `/`, each segment cut at its `;` and trimmed of white space, dot segments
+/// resolved, case folded, empty segments dropped.
+pub fn eagerly_normalised(path: &str) -> String {
+    let mut text = path.as_bytes().to_vec();
+    loop {
+        let decoded: Vec<u8> = percent_encoding::percent_decode(&text).collect();
+        if decoded == text {
+            break;
+        }
+        text = decoded;
+    }
+    let text = String::from_utf8_lossy(&text)
+        .to_lowercase()
+        .replace('\\', "/");
+    let text = text.split(['?', '#', '\0']).next().unwrap();
+    let mut segments: Vec<&str> = Vec::new();
+    for segment in text.split('/') {
+        let segment = segment.split(';').next().unwrap().trim();
+        match segment {
+            "" | "." => {}
+            ".." => drop(segments.pop()),
+            _ => segments.push(segment),
+        }
+    }
+    format!("/{}", segments.join("/"))
+}
+
+/// A front on loopback that relays every request to `upstream` (an `http://` base URL) with its
+/// path [`eagerly_normalised`], its query, method, headers (`Host` set anew) and body as they
+/// came: what may stand between the proxy and WordPress.com.
+pub async fn normalising_front(upstream: &str) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let upstream = upstream.trim_end_matches('/').to_owned();
+    let client: Client<HttpConnector, Incoming> =
+        Client::builder(TokioExecutor::new()).build_http();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let (client, upstream) = (client.clone(), upstream.clone());
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+                    let (client, upstream) = (client.clone(), upstream.clone());
+                    async move {
+                        let (mut parts, body) = request.into_parts();
+                        let query = parts
+                            .uri
+                            .query()
+                            .map(|query| format!("?{query}"))
+                            .unwrap_or_default();
+                        let path = eagerly_normalised(parts.uri.path());
+                        parts.uri = format!("{upstream}{path}{query}").parse().unwrap();
+                        parts.headers.remove("host");
+                        let response = client
+                            .request(Request::from_parts(parts, body))
+                            .await
+                            .expect("the upstream answers the front");
+                        Ok::<_, Infallible>(response)
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// One HTTP/1.1 request written as given (any bytes in its target) on a connection of its own,
+/// and the answer read to the connection's end: its status and body.
+pub async fn send_raw(
+    addr: SocketAddr,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut head = format!(
+        "{method} {target} HTTP/1.1\r\nhost: {addr}\r\ncontent-length: {}\r\nconnection: close\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    let mut request = head.into_bytes();
+    request.extend_from_slice(body);
+    stream.write_all(&request).await.unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    let status = answer
+        .split(' ')
+        .nth(1)
+        .and_then(|status| status.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {answer:?}"));
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}

@@ -1,0 +1,201 @@
+//! How a request path is read before it is routed: its one plain reading, or, when it has none,
+//! whether some reading of it could name a guarded endpoint.
+//!
+//! A path is *plain* when, its percent escapes decoded once, every segment is printable ASCII
+//! without `\`, `;`, `%`, `?` or `#`, and neither `.` nor `..`. Every reader agrees on a plain
+//! path: WordPress.com, the proxy, and any front that normalises paths (decoding escapes again,
+//! turning `\` into `/`, dropping `;` parameters, trimming white space and NUL, resolving dot
+//! segments, folding case, collapsing slashes) all see the same segments, so the proxy routes it
+//! on that one reading, [`PlainPath`].
+//!
+//! On any other path they part: `/rest/v1.3/jpphp/x/../provision` is a 404 at WordPress.com but a
+//! provision behind a front that resolves dot segments (nginx does, when `proxy_pass` names a
+//! URI), and `/rest/v1.3/jpphp/1002;x/partner-cancel` names the site `1002;x` to one reader and
+//! `1002` to another. Such a path is never routed on a guess: when any reading could name a
+//! guarded endpoint ([`could_name`]) the proxy refuses it, and otherwise it is passed through.
+//! Asking "could it name one" instead of modelling each normaliser keeps the rule independent
+//! of the order a front applies its steps in (decoding before or after resolving dot segments,
+//! `..` eating an empty segment or not, parameters cut per segment or for the whole path).
+
+use percent_encoding::{percent_decode, percent_decode_str};
+
+/// How many rounds of percent decoding [`could_name`] reads through (`%252e` is `.` after two).
+/// A path still holding escapes after them is taken to name anything: no front decodes that
+/// often, and stopping bounds the work a long path of `%25%25...` costs to a few passes over it.
+const DECODING_ROUNDS: usize = 8;
+
+/// A plain path's one reading: its percent escapes decoded once, lower case.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlainPath(String);
+
+impl PlainPath {
+    /// The plain reading of `path`, or `None` when `path` is not plain (see the
+    /// [module docs](self)).
+    pub fn read(path: &str) -> Option<Self> {
+        let decoded = percent_decode_str(path).decode_utf8_lossy();
+        let plain = PlainPath(decoded.to_ascii_lowercase());
+        let is_plain = plain.segments().all(is_plain_segment);
+        is_plain.then_some(plain)
+    }
+
+    /// The segments, empty ones dropped: repeated and trailing slashes, and encoded ones
+    /// (`%2F`), only separate segments.
+    pub fn segments(&self) -> impl Iterator<Item = &str> {
+        self.0.split('/').filter(|segment| !segment.is_empty())
+    }
+}
+
+/// Printable ASCII without the characters some reader gives a meaning to, and not a dot segment.
+/// After one decoding, so `%2E%2E` is `..` and `%252e` holds a `%`.
+fn is_plain_segment(segment: &str) -> bool {
+    segment != "."
+        && segment != ".."
+        && segment
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && !matches!(b, b'\\' | b';' | b'%' | b'?' | b'#'))
+}
+
+/// The segments of `path` as sent, empty ones dropped, when each is the spelling of one segment
+/// of its [`PlainPath`] (same number, same order): `None` when the path is not plain, or when a
+/// segment holds an encoded `/`, which makes it two segments once decoded.
+///
+/// For reading a value (a site) out of a path at the place its route matched: taken from these,
+/// it is the segment the route was matched on, spelled as the upstream will receive it.
+pub fn raw_segments(path: &str) -> Option<Vec<&str>> {
+    PlainPath::read(path)?;
+    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    // A non-empty segment never decodes to an empty one, so without an encoded `/` the two
+    // readings have one segment for one.
+    let splits = |segment: &&str| percent_decode_str(segment).any(|b| b == b'/');
+    (!segments.iter().any(splits)).then_some(segments)
+}
+
+/// Whether some reading of `path` could contain one of `names` (lower-case ASCII): `path` as
+/// sent, or after one to eight rounds of percent decoding, each lower-cased with
+/// ASCII white space and control characters (NUL, tab, ...) removed, wherever they are. A path
+/// still holding escapes after the last round could name anything, and does.
+///
+/// A normaliser only decodes, folds case, replaces `\` and removes (parameters, white space,
+/// dot segments and the segments they eat): a name it ends up with was already one run of
+/// characters in some decoding of the path, unless a removed character stood inside it, and
+/// the removal of white space and control characters stands for that.
+pub fn could_name(path: &str, names: &[&str]) -> bool {
+    let mut text = path.as_bytes().to_vec();
+    for _ in 0..=DECODING_ROUNDS {
+        let squeezed: Vec<u8> = text
+            .iter()
+            .filter(|&&b| b > b' ' && b != 0x7f)
+            .map(u8::to_ascii_lowercase)
+            .collect();
+        if names.iter().any(|name| {
+            squeezed
+                .windows(name.len())
+                .any(|window| window == name.as_bytes())
+        }) {
+            return true;
+        }
+        let decoded: Vec<u8> = percent_decode(&text).collect();
+        if decoded == text {
+            return false;
+        }
+        text = decoded;
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_paths_have_one_reading() {
+        let segments = |path: &str| {
+            PlainPath::read(path)
+                .map(|plain| plain.segments().map(str::to_owned).collect::<Vec<_>>())
+        };
+        assert_eq!(
+            segments("//REST/v1%2E3//jpphp/provisio%6E/").unwrap(),
+            ["rest", "v1.3", "jpphp", "provision"]
+        );
+        assert_eq!(
+            segments("/rest/v1.3/jpphp/a%2Fb/partner-cancel").unwrap(),
+            ["rest", "v1.3", "jpphp", "a", "b", "partner-cancel"]
+        );
+        assert_eq!(segments("/").unwrap(), Vec::<String>::new());
+        for path in [
+            "/rest/v1.3/jpphp/./provision",
+            "/rest/v1.3/jpphp/x/../provision",
+            "/rest/v1.3/jpphp/x/%2E%2e/provision",
+            "/rest/v1.3/jpphp/x/.%2e/provision",
+            "/rest/v1.3/jpphp/x%2F..%2Fprovision",
+            "/rest/v1.3/jpphp/x/%252e%252e/provision",
+            "/rest/v1.3/jpphp/provision;x",
+            "/rest/v1.3/jpphp%3Bx/provision",
+            "/rest/v1.3/jpphp\\provision",
+            "/rest/v1.3/jpphp%5Cprovision",
+            "/rest/v1.3/jpphp/provision%20",
+            "/rest/v1.3/jpphp/provision%09",
+            "/rest/v1.3/jpphp/provision%00",
+            "/rest/v1.3/jpphp/provision%3F",
+            "/rest/v1.3/jpphp/provision%23x",
+            "/rest/v1.3/jpphp/provision%zz",
+            "/rest/v1.3/jpphp/provision%C2%A0",
+            "/rest/v1.3/jpphp/provision%FF",
+        ] {
+            assert_eq!(segments(path), None, "{path}");
+        }
+    }
+
+    #[test]
+    fn raw_segments_are_one_for_one_with_the_plain_reading() {
+        assert_eq!(
+            raw_segments("//rest/v1.3/jpphp/10%302/partner-cancel/").unwrap(),
+            ["rest", "v1.3", "jpphp", "10%302", "partner-cancel"]
+        );
+        // Decoded, `jpphp%2F1002` is two segments, so `x` would be read at the site's place
+        // although the route matched `1002` and `x` there.
+        assert_eq!(
+            raw_segments("/rest/v1.3/jpphp%2F1002/x/partner-cancel"),
+            None
+        );
+        assert_eq!(raw_segments("/rest/v1.3/jpphp/1002;x/partner-cancel"), None);
+    }
+
+    #[test]
+    fn a_name_is_found_through_every_decoding_and_removal() {
+        let names = ["provision", "partner-cancel"];
+        for path in [
+            "/x/provision",
+            "/x/PROVISION;x",
+            "/x/provisio%6E",
+            "/x/provisio%256E",
+            "/x/provisio%25256e",
+            "/x/provi%00sion",
+            "/x/provi%2509sion",
+            "/x/partner-%2563ancel",
+            // Past the rounds: taken to name anything.
+            "/x/%25252525252525252525",
+        ] {
+            assert!(could_name(path, &names), "{path}");
+        }
+        for path in [
+            "/x/status",
+            "/x/partner-keys/verify",
+            "/x/cancel",
+            "/x/provi-sion",
+            "/x/%2525252525252525",
+            "/x/%zz",
+        ] {
+            assert!(!could_name(path, &names), "{path}");
+        }
+    }
+
+    #[test]
+    fn a_long_path_of_escapes_costs_a_few_passes() {
+        let path = format!("/%{}", "25".repeat(20_000));
+        let started = std::time::Instant::now();
+        assert!(could_name(&path, &["provision"]));
+        // Generous for a debug build on a loaded machine; quadratic work would take seconds.
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
+    }
+}
