@@ -78,7 +78,12 @@ async fn a_connection_header_naming_a_header_the_guard_read_is_refused() {
     let by_header = guard
         .clone()
         .site(Source::from_fn(|parts| {
-            parts.headers.get("x-site")?.to_str().ok().map(str::to_owned)
+            parts
+                .headers
+                .get("x-site")?
+                .to_str()
+                .ok()
+                .map(str::to_owned)
         }))
         .product(Source::query("plan"));
     let request = Request::post("/provision?plan=professional")
@@ -127,7 +132,8 @@ impl RelayThenGate {
         Response = Response<Full<Bytes>>,
         Error = Infallible,
         Future = impl Send + use<>,
-    > + Clone
+    >
+    + Clone
     + Send
     + 'static
     + use<> {
@@ -272,7 +278,8 @@ async fn as_named_holds_a_site_under_the_name_given_only() {
         .build();
     let gate = RelayThenGate::new();
     let service = guard.layer(gate.service(&fake));
-    let first = tokio::spawn(service.oneshot(form("siteurl=1001&plan=jetpack-scan&local_user=admin")));
+    let first =
+        tokio::spawn(service.oneshot(form("siteurl=1001&plan=jetpack-scan&local_user=admin")));
     gate.wait_reached().await;
     assert_eq!(locks.sites_in_use(), 1);
     assert_eq!(fake.stats().site_lookups, 0);
@@ -294,7 +301,8 @@ async fn a_site_lookup_that_fails_forwards_nothing() {
     // A private site (WordPress.com will not name it to the token): held under its name and
     // one lock every such request shares, and checked as usual.
     fake.clear_faults();
-    fake.inject(Endpoint::SiteLookup, Fault::status(403)).always();
+    fake.inject(Endpoint::SiteLookup, Fault::status(403))
+        .always();
     let answer = send(&guard, &inner, form("siteurl=1001&plan=professional")).await;
     assert_eq!(answer.status, StatusCode::OK);
     assert_eq!(inner.calls(), 1);
@@ -313,7 +321,10 @@ fn endless_body(
             first.as_bytes(),
         ))))
         .unwrap();
-    (StreamBody::new(tokio_stream_like::Receiver(receiver)), sender)
+    (
+        StreamBody::new(tokio_stream_like::Receiver(receiver)),
+        sender,
+    )
 }
 
 /// A `Stream` over a tokio channel, without a dependency for it.
@@ -347,7 +358,10 @@ async fn no_site_is_held_while_a_body_is_on_its_way() {
         .lock_wait(Duration::from_millis(100));
     let cancel = guard
         .clone()
-        .site(Source::path("/rest/v1.3/jpphp/{site}/partner-cancel", "site"))
+        .site(Source::path(
+            "/rest/v1.3/jpphp/{site}/partner-cancel",
+            "site",
+        ))
         .cancels();
     let inner = Recorder::default();
 
@@ -359,7 +373,12 @@ async fn no_site_is_held_while_a_body_is_on_its_way() {
         .unwrap();
     let slow = tokio::spawn(cancel.layer(inner.service()).oneshot(slow));
     // Meanwhile the site is free: a provision of it passes at once.
-    let answer = send(&guard, &inner, form("siteurl=1001&plan=jetpack-scan&local_user=admin")).await;
+    let answer = send(
+        &guard,
+        &inner,
+        form("siteurl=1001&plan=jetpack-scan&local_user=admin"),
+    )
+    .await;
     assert_eq!(answer.status, StatusCode::OK);
     assert_eq!(locks.sites_in_use(), 0);
 
@@ -369,10 +388,7 @@ async fn no_site_is_held_while_a_body_is_on_its_way() {
         .await
         .unwrap()
         .to_bytes();
-    assert!(
-        body.starts_with(br#"{"error":"body_timeout","#),
-        "{body:?}"
-    );
+    assert!(body.starts_with(br#"{"error":"body_timeout","#), "{body:?}");
     drop(sender);
     assert_eq!(inner.calls(), 1, "only the provision was forwarded");
 }
@@ -391,7 +407,10 @@ async fn a_request_without_the_bearer_token_its_route_relays_holds_nothing() {
         .build();
     let cancel = guard
         .clone()
-        .site(Source::path("/rest/v1.3/jpphp/{site}/partner-cancel", "site"))
+        .site(Source::path(
+            "/rest/v1.3/jpphp/{site}/partner-cancel",
+            "site",
+        ))
         .cancels();
     let inner = Recorder::default();
     let request = Request::post("/rest/v1.3/jpphp/1001/partner-cancel")

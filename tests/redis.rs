@@ -635,7 +635,12 @@ async fn a_cancel_on_one_replica_is_forgotten_by_the_others() {
         announced.sort();
         assert_eq!(
             announced,
-            ["1003", "1003", "professional.example.com", "professional.example.com"]
+            [
+                "1003",
+                "1003",
+                "professional.example.com",
+                "professional.example.com"
+            ]
         );
         drop(messages);
         let heard = done.elapsed();

@@ -145,6 +145,18 @@ pub struct Config {
         value_name = "SECONDS"
     )]
     pub shutdown_grace_secs: u64,
+
+    /// How long a guarded request waits while another provision of its site is under way;
+    /// past it the answer is 503 `site_busy`.
+    #[arg(long = "lock-wait", env = "UPGRADE_GUARD_LOCK_WAIT", default_value_t = 20, value_name = "SECONDS",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub lock_wait_secs: u64,
+
+    /// How long a guarded request's body may take to arrive; past it the answer is 408
+    /// `body_timeout`. No site is held while a body is on its way.
+    #[arg(long = "body-timeout", env = "UPGRADE_GUARD_BODY_TIMEOUT", default_value_t = 10, value_name = "SECONDS",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub body_timeout_secs: u64,
 }
 
 /// Whose token the guard's upgrade-paths lookups carry.
@@ -185,6 +197,16 @@ impl Config {
     /// `--cache-ttl` as a duration.
     pub fn cache_ttl(&self) -> Duration {
         Duration::from_secs(self.cache_ttl_secs)
+    }
+
+    /// `--lock-wait` as a duration.
+    pub fn lock_wait(&self) -> Duration {
+        Duration::from_secs(self.lock_wait_secs)
+    }
+
+    /// `--body-timeout` as a duration.
+    pub fn body_timeout(&self) -> Duration {
+        Duration::from_secs(self.body_timeout_secs)
     }
 
     /// `--shutdown-grace` as a duration.

@@ -9,6 +9,7 @@
 //!
 //! | situation | status | `error` |
 //! |---|---|---|
+//! | the client's own body broke off or was malformed (a bad chunk) while it was streamed | 400 | `invalid_request_body` |
 //! | the upstream can't be reached or broke off before answering | 502 | `upstream_unreachable` |
 //! | the upstream did not start answering within `--request-timeout` | 504 | `upstream_timeout` |
 
@@ -26,6 +27,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tower_service::Service;
@@ -199,7 +201,18 @@ impl Forwarder {
         parts
             .headers
             .insert(header::HOST, inner.upstream.host.clone());
-        let body = body.map_err(Into::into).boxed_unsync();
+        // Set when the client's own body broke (a malformed chunk, say) while it was streamed
+        // upstream: that failure is the caller's to fix, not the upstream's.
+        let client_failed = Arc::new(AtomicBool::new(false));
+        let body = body
+            .map_err({
+                let client_failed = client_failed.clone();
+                move |error| {
+                    client_failed.store(true, Ordering::Relaxed);
+                    error.into()
+                }
+            })
+            .boxed_unsync();
         let started = Instant::now();
         let request = inner.client.request(Request::from_parts(parts, body));
         let sent = if self.bounded {
@@ -217,6 +230,14 @@ impl Forwarder {
                 drop_hop_by_hop(&mut parts.headers);
                 parts.headers.append(header::VIA, received);
                 Response::from_parts(parts, body.map_err(BoxError::from).boxed_unsync())
+            }
+            Ok(Err(error)) if client_failed.load(Ordering::Relaxed) => {
+                tracing::info!(route = self.route.as_str(), error = %ErrorChain(&error), "the client's request body could not be read");
+                error_response(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request_body",
+                    "the request body could not be read (malformed chunked encoding, or the connection broke off)",
+                )
             }
             Ok(Err(error)) => {
                 tracing::warn!(route = self.route.as_str(), error = %ErrorChain(&error), "upstream unreachable");

@@ -169,7 +169,11 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     if let Some(url) = &config.redis {
         guard = guard.site_locks(redis_locks(url).await?);
     }
-    let guard = guard.build().detached_ceiling(DETACHED_CEILING);
+    let guard = guard
+        .build()
+        .detached_ceiling(DETACHED_CEILING)
+        .lock_wait(config.lock_wait())
+        .body_timeout(config.body_timeout());
     let metrics = Metrics::new(guard.stats());
     let guard = guard.on_decision({
         let metrics = metrics.clone();

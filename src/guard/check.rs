@@ -332,7 +332,12 @@ impl Config {
             }
         };
         let hold = match forwarded_site {
-            Some(site) => Some(SiteHold::forgetting(hold, &self.shared, &site, self.cancels)),
+            Some(site) => Some(SiteHold::forgetting(
+                hold,
+                &self.shared,
+                &site,
+                self.cancels,
+            )),
             None => hold,
         };
         Ok(Forward {

@@ -29,8 +29,8 @@ mod redis;
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use self::redis::{RedisBuildError, RedisLocks, RedisLocksBuilder};
 pub use local::LocalLocks;
-pub(crate) use names::{HeldNames, SiteNames};
 pub use names::SiteAliases;
+pub(crate) use names::{HeldNames, SiteNames};
 
 use crate::Site;
 use std::{fmt, future::Future, pin::Pin, sync::Arc, time::Duration};

@@ -121,7 +121,14 @@ mod tests {
         ] {
             assert_eq!(refused(&[ct, ("connection", value)]), None, "{value}");
         }
-        assert_eq!(refused(&[ct, ("keep-alive", "timeout=5"), ("connection", "keep-alive")]), None);
+        assert_eq!(
+            refused(&[
+                ct,
+                ("keep-alive", "timeout=5"),
+                ("connection", "keep-alive")
+            ]),
+            None
+        );
         assert_eq!(refused(&[ct]), None);
     }
 }

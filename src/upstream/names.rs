@@ -118,7 +118,9 @@ mod tests {
             url: url.map(|url| Site::parse(url).unwrap()),
         };
         assert_eq!(
-            read_names(br#"{"ID":1002,"name":"Blog","URL":"https://Example.com/blog/","jetpack":true}"#),
+            read_names(
+                br#"{"ID":1002,"name":"Blog","URL":"https://Example.com/blog/","jetpack":true}"#
+            ),
             Some(known("1002", Some("example.com::blog")))
         );
         assert_eq!(
