@@ -44,6 +44,8 @@
 //! | body (or query) malformed, or a read field repeated | 400 | `invalid_body` |
 //! | body content type the route can't read | 415 | `unsupported_media_type` |
 //! | body over the limit | 413 | `body_too_large` |
+//! | body not in whole within the [body timeout](UpgradeGuardLayer::body_timeout) | 408 | `body_timeout` |
+//! | a `Connection` header naming a header of the request the next hop would drop (`Content-Type`, ...) | 400 | `invalid_connection_header` |
 //! | upstream: unknown blog ID (or any unknown site, on a route that [refuses them](UnknownSites::Refuse)) | 404 | `unknown_site` |
 //! | upstream: the partner's token is refused | 502 | `upstream_unauthorized` |
 //! | [caller's own token](UpgradePathsClientBuilder::caller_token): none in the request | 401 | `missing_token` |
@@ -86,7 +88,9 @@
 //! two provisions of a site that both checked first could both pass, and the second would be the
 //! downgrade the guard exists to stop. So the guard holds the site from before its lookup until
 //! the inner service's work has finished; a request that waits sees the site as the previous
-//! provision left it. [`LocalLocks`] (the default) serialize within one process; with the `redis`
+//! provision left it. Nothing is held before the whole request (its body too) is in hand. One
+//! site is one lock whatever it is called: a site is held under its blog ID and its URL alike,
+//! learned from WordPress.com's public site lookup ([`SiteAliases`]). [`LocalLocks`] (the default) serialize within one process; with the `redis`
 //! feature, `RedisLocks` serialize across replicas (`RedisLocksBuilder`, `RedisBuildError`). Any
 //! other shared engine can implement [`SiteLocks`], with [`SitePermit`], [`Acquire`],
 //! [`ForgetListener`] and [`LockError`].

@@ -89,7 +89,8 @@ impl Php {
             case.uri,
             case.body.len()
         );
-        for (name, value) in case.headers() {
+        // What the next hop forwards: without the headers `Connection` names.
+        for (name, value) in case.forwarded_headers() {
             head.push_str(&format!("{name}: {value}\r\n"));
         }
         head.push_str("\r\n");
@@ -148,6 +149,9 @@ struct Case {
     class: &'static str,
     content_type: Option<String>,
     encoding: Option<&'static str>,
+    /// A `Connection` header: the guard reads the request with it, and PHP gets it as a proxy
+    /// forwards it, without the headers it names.
+    connection: Option<&'static str>,
     uri: String,
     body: Vec<u8>,
 }
@@ -158,6 +162,7 @@ impl Case {
             class,
             content_type: content_type.map(str::to_owned),
             encoding: None,
+            connection: None,
             uri: "/provision".into(),
             body: body.into(),
         }
@@ -176,7 +181,35 @@ impl Case {
         if let Some(encoding) = self.encoding {
             headers.push(("Content-Encoding", encoding.to_owned()));
         }
+        if let Some(connection) = self.connection {
+            headers.push(("Connection", connection.to_owned()));
+        }
         headers
+    }
+
+    fn connection(mut self, connection: &'static str) -> Self {
+        self.connection = Some(connection);
+        self
+    }
+
+    /// The headers as a proxy forwards them (RFC 9110 section 7.6.1): without `Connection` and
+    /// the headers it names.
+    fn forwarded_headers(&self) -> Vec<(&'static str, String)> {
+        let named: Vec<String> = self
+            .connection
+            .map(|c| {
+                c.split(',')
+                    .map(|n| n.trim().to_ascii_lowercase())
+                    .collect()
+            })
+            .unwrap_or_default();
+        self.headers()
+            .into_iter()
+            .filter(|(name, _)| {
+                !name.eq_ignore_ascii_case("connection")
+                    && !named.contains(&name.to_ascii_lowercase())
+            })
+            .collect()
     }
 }
 
@@ -899,6 +932,50 @@ fn listed_cases() -> Vec<Case> {
         truncated,
     ));
     cases.extend(multi);
+    // A `Connection` header naming a header the reading depends on: the next hop drops it, and
+    // PHP reads the bytes another way (the multipart form as a urlencoded one, with the site and
+    // plan hidden in a value). Refused; the connection's own options are read alike.
+    let hidden = "x&siteurl=https://professional.example.com/&plan=jetpack-backup-realtime&z=";
+    let hiding = multipart(
+        "b1",
+        "\r\n",
+        &[
+            ("siteurl", SITE),
+            ("plan", "professional"),
+            ("local_user", hidden),
+        ],
+        "--b1--\r\n",
+    );
+    for connection in [
+        "Content-Type",
+        "keep-alive, content-type",
+        "close",
+        "keep-alive",
+    ] {
+        cases.push(
+            Case::new(
+                "Connection",
+                Some("multipart/form-data; boundary=b1"),
+                hiding.clone(),
+            )
+            .connection(connection),
+        );
+        cases.push(
+            Case::new("Connection", Some("application/json"), json.clone()).connection(connection),
+        );
+        cases.push(
+            Case::new(
+                "Connection",
+                Some("application/x-www-form-urlencoded"),
+                form.clone(),
+            )
+            .connection(connection),
+        );
+    }
+    let mut encoded = Case::new("Connection", Some("application/json"), json.clone())
+        .connection("Content-Encoding");
+    encoded.encoding = Some("identity");
+    cases.push(encoded);
     cases
 }
 

@@ -285,6 +285,36 @@ async fn a_client_gone_mid_relay_on_one_replica_holds_the_site_for_every_replica
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_site_named_by_url_on_one_replica_and_by_blog_id_on_another_is_one_lock() {
+    const TRANSIT: Duration = Duration::from_millis(800);
+    let redis = RedisServer::start();
+    let fake = fake().await;
+    let (a, b) = (replica(&fake, locks(&redis)), replica(&fake, locks(&redis)));
+    // On replica A, Professional by URL, taking a while to land.
+    let (sent, mut handed_over) = tokio::sync::mpsc::unbounded_channel();
+    let first = tokio::spawn(
+        a.layer(relay_in_transit(&fake, TRANSIT, sent))
+            .oneshot(form(
+                "siteurl=https://free.example.com/&plan=professional&local_user=a",
+            )),
+    );
+    handed_over.recv().await.expect("the provision was sent");
+    // On replica B, Realtime Backups by blog ID: it waits for A's provision to land, and is
+    // then a downgrade.
+    let second = b
+        .layer(relay::<GuardBody<Full<Bytes>>>(&fake))
+        .oneshot(form(
+            "siteurl=1001&plan=jetpack-backup-realtime&local_user=b",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(second.status(), StatusCode::CONFLICT);
+    assert_eq!(first.await.unwrap().unwrap().status(), StatusCode::OK);
+    let stats = fake.stats();
+    assert_eq!((stats.provisioned, stats.leaks), (1, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_site_held_by_another_replica_is_busy_after_the_wait() {
     let redis = RedisServer::start();
     let fake = fake().await;

@@ -9,7 +9,9 @@
 //! Input layout, so seeds can be written by hand (see `fuzz/seeds/request_reader/`):
 //! `<flags byte><content-type>\n<uri>\n<body>`. The flags pick the route's sources (bits 0-1),
 //! how the body arrives in chunks (bits 2-4), the `Content-Length` header (bits 5-6) and a small
-//! body limit (bit 7).
+//! body limit (bit 7). The content-type line may go on with `\r<name>:<value>` headers of any
+//! kind (a `Connection` header, say): an accepted request must reach the next hop with the
+//! headers it was read with, once that hop has dropped what `Connection` names.
 #![no_main]
 
 use bytes::Bytes;
@@ -58,7 +60,8 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let mut lines = rest.splitn(3, |&b| b == b'\n');
-    let content_type = lines.next().unwrap_or_default();
+    let mut head = lines.next().unwrap_or_default().split(|&b| b == b'\r');
+    let content_type = head.next().unwrap_or_default();
     let uri = lines.next().unwrap_or_default();
     let body = Bytes::copy_from_slice(lines.next().unwrap_or_default());
 
@@ -79,6 +82,17 @@ fuzz_target!(|data: &[u8]| {
             request = request.header(header::CONTENT_TYPE, value);
         }
     }
+    for header in head {
+        let Some(colon) = header.iter().position(|&b| b == b':') else {
+            continue;
+        };
+        if let (Ok(name), Ok(value)) = (
+            http::HeaderName::from_bytes(&header[..colon]),
+            http::HeaderValue::from_bytes(&header[colon + 1..]),
+        ) {
+            request = request.header(name, value);
+        }
+    }
     let declared = match (flags >> 5) & 3 {
         0 => None,
         1 => Some(body.len().to_string()),
@@ -95,7 +109,7 @@ fuzz_target!(|data: &[u8]| {
     let request = request
         .body(StreamBody::new(stream::iter(chunks)))
         .expect("a valid request");
-    let content_type = request.headers().get(header::CONTENT_TYPE).cloned();
+    let headers = request.headers().clone();
     let query = request.uri().query().map(str::to_owned);
 
     let (forwarded, named) = now(read_request(
@@ -116,6 +130,16 @@ fuzz_target!(|data: &[u8]| {
 
     match named {
         Ok((site, product)) => {
+            // What a proxy behind the guard forwards (RFC 9110 section 7.6.1), read as the
+            // proxy reads `Connection`: the guard must have read the request with these.
+            let dropped = named_by_connection(&headers);
+            for name in &dropped {
+                assert!(
+                    CONNECTION_ONLY.contains(&name.as_str()),
+                    "accepted a request whose next hop drops its {name} header"
+                );
+            }
+            let content_type = headers.get(header::CONTENT_TYPE).cloned();
             assert_eq!(Site::parse(site.as_str()).as_ref(), Ok(&site));
             if let Some(product) = product {
                 assert!(
@@ -135,9 +159,11 @@ fuzz_target!(|data: &[u8]| {
         }
         Err(rejection) => {
             let expected_status = match rejection.code() {
-                "missing_site" | "missing_product" | "invalid_site" | "invalid_body" => {
-                    StatusCode::BAD_REQUEST
-                }
+                "missing_site"
+                | "missing_product"
+                | "invalid_site"
+                | "invalid_body"
+                | "invalid_connection_header" => StatusCode::BAD_REQUEST,
                 "unsupported_media_type" => StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "body_too_large" => {
                     let declared_too_large = declared
@@ -157,6 +183,32 @@ fuzz_target!(|data: &[u8]| {
         }
     }
 });
+
+/// Hop-by-hop headers that say nothing of how a body reads: a `Connection` header may name them.
+const CONNECTION_ONLY: [&str; 8] = [
+    "close",
+    "keep-alive",
+    "upgrade",
+    "te",
+    "http2-settings",
+    "proxy-connection",
+    "proxy-authorization",
+    "proxy-authenticate",
+];
+
+/// The headers of `headers` a proxy drops because `Connection` names them, as
+/// `upgrade-guard-proxy` reads it (lower-cased names, the header itself left out).
+fn named_by_connection(headers: &http::HeaderMap) -> Vec<String> {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .filter_map(|name| http::HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .filter(|name| headers.contains_key(name) && *name != header::CONNECTION)
+        .map(|name| name.as_str().to_owned())
+        .collect()
+}
 
 /// With the default sources, an accepted request with one of WordPress.com's exact content types
 /// names one `siteurl` and one `plan`, as plain parsers read them from the body after PHP's

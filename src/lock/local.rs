@@ -12,8 +12,9 @@ use tokio::sync::{Mutex as SiteMutex, OwnedMutexGuard};
 /// so memory follows the number of sites being provisioned right now, not the number ever seen.
 /// Waiters are served in arrival order (tokio's mutex is fair).
 ///
-/// A blog ID and the URL of the same site are different keys: map them to one form in your
-/// [`Source`](crate::Source) if requests name one site both ways.
+/// A key is one name of a site; the guard takes the lock of every name a site goes by (its blog
+/// ID and its URL, see [`SiteAliases`](crate::SiteAliases)), so one site is one lock whatever a
+/// request calls it.
 #[derive(Clone, Debug, Default)]
 pub struct LocalLocks {
     sites: Arc<Mutex<HashMap<Site, Slot, SiteHashing>>>,
