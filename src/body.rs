@@ -11,9 +11,9 @@ pin_project! {
     /// A body that went through the guard: the original, untouched, or bytes the guard read,
     /// handed on as they arrived.
     ///
-    /// On the way in, a request keeps its original body unless the route reads a field from it;
-    /// then the body was buffered (within the limit) and is handed on as the same bytes and
-    /// trailers. When the guard forwards a request it could not read whole (only in
+    /// On the way in, the guard reads every request's body whole (within the route's limit and
+    /// timeout) before it holds the site, and hands it on as the same bytes and trailers; a
+    /// request it refused before reading keeps its original body. When the guard forwards a request it could not read whole (only in
     /// [shadow mode](crate::Mode::Shadow)), the bytes it read come first, then the rest of the
     /// original. On the way out, a response is the inner service's, untouched, or one of the
     /// guard's own JSON answers.

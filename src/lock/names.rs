@@ -52,41 +52,39 @@ pub enum SiteAliases {
     AsNamed,
 }
 
-/// The names one request's site is held under, in the order their locks are taken.
+/// The names one request's site is held under, in the order their locks are taken: cheap to
+/// clone, and small, since every forwarded request carries one.
 #[derive(Clone, Debug)]
-pub(crate) struct HeldNames {
-    /// Sorted, without repeats: at most the request's name, the blog ID and the URL, or the name
-    /// and [`UNNAMED`].
-    names: [Option<Site>; 3],
+pub(crate) enum HeldNames {
+    /// The name the request gave, alone.
+    Named(Site),
+    /// Several names, sorted, without repeats: at most the request's name, the blog ID and the
+    /// URL, or the name and [`UNNAMED`].
+    Several(Arc<[Site]>),
 }
 
 impl HeldNames {
-    fn new(names: [Option<Site>; 3]) -> Self {
-        let mut names = names;
-        names.sort_by(|a, b| match (a, b) {
-            (Some(a), Some(b)) => order(a, b),
-            // The empty places last.
-            (a, b) => b.is_some().cmp(&a.is_some()),
-        });
-        for i in 1..names.len() {
-            if names[i].is_some() && names[..i].contains(&names[i]) {
-                names[i] = None;
-            }
+    fn new(names: impl IntoIterator<Item = Option<Site>>) -> Self {
+        let mut names: Vec<Site> = names.into_iter().flatten().collect();
+        names.sort_by(order);
+        names.dedup();
+        match <[Site; 1]>::try_from(names) {
+            Ok([site]) => Self::Named(site),
+            Err(names) => Self::Several(names.into()),
         }
-        names.sort_by_key(Option::is_none);
-        Self { names }
     }
 
     /// A site held under the name the request gave alone.
     pub(crate) fn only(site: &Site) -> Self {
-        Self {
-            names: [Some(site.clone()), None, None],
-        }
+        Self::Named(site.clone())
     }
 
     /// The names, in lock order.
-    pub(crate) fn iter(&self) -> impl Iterator<Item = &Site> {
-        self.names.iter().flatten()
+    pub(crate) fn iter(&self) -> std::slice::Iter<'_, Site> {
+        match self {
+            Self::Named(site) => std::slice::from_ref(site).iter(),
+            Self::Several(names) => names.iter(),
+        }
     }
 }
 
@@ -100,7 +98,7 @@ fn order(a: &Site, b: &Site) -> std::cmp::Ordering {
 pub(crate) struct SiteNames {
     aliases: SiteAliases,
     /// What the lookup said of each name asked about, and of the names it gave.
-    known: moka::sync::Cache<Site, Arc<HeldNames>, SiteHashing>,
+    known: moka::sync::Cache<Site, HeldNames, SiteHashing>,
 }
 
 impl SiteNames {
@@ -126,23 +124,21 @@ impl SiteNames {
             return Ok(HeldNames::only(site));
         }
         if let Some(names) = self.known.get(site) {
-            return Ok((*names).clone());
+            return Ok(names);
         }
-        match client.site_lookup(site, caller).await? {
+        // Boxed: a name is looked up once, and inline its future (a whole GET and read) would
+        // swell the check's, which every request carries.
+        match Box::pin(client.site_lookup(site, caller)).await? {
             SiteLookup::Known { blog_id, url } => {
-                let names = Arc::new(HeldNames::new([Some(site.clone()), blog_id, url]));
+                let names = HeldNames::new([Some(site.clone()), blog_id, url]);
                 for name in names.iter() {
                     self.known.insert(name.clone(), names.clone());
                 }
-                Ok((*names).clone())
+                Ok(names)
             }
             // Not remembered: the site may be registered a moment from now.
             SiteLookup::Unknown => Ok(HeldNames::only(site)),
-            SiteLookup::Private => Ok(HeldNames::new([
-                Some(site.clone()),
-                Some(UNNAMED.clone()),
-                None,
-            ])),
+            SiteLookup::Private => Ok(HeldNames::new([Some(site.clone()), Some(UNNAMED.clone())])),
         }
     }
 }

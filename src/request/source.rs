@@ -56,7 +56,7 @@ impl Source {
     /// form (tried as JSON first), a `multipart/form-data` form, a JSON object (top-level key; a
     /// string or an integer; `null` is no value), or, for other content types, a form.
     ///
-    /// A route with a body source buffers the body (within the limit) to read it. A field that
+    /// The guard reads every body whole (within the limit) before it holds a site. A field that
     /// appears twice is refused: the provision endpoint would use another copy than the one
     /// checked. The query string's parameter of the same name is read too: one value in either
     /// place is that value, two different values are refused (WordPress.com's `input()` reads
