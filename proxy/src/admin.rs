@@ -2,7 +2,7 @@
 //! so that nothing of it is reachable through the proxy's port (as Envoy's admin listener).
 
 use crate::forward::{ProxyBody, error_response};
-use crate::metrics::Metrics;
+use crate::metrics::{self, Metrics};
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full};
@@ -10,9 +10,6 @@ use std::convert::Infallible;
 use std::future::{Ready, ready};
 use std::task::{Context, Poll};
 use tower_service::Service;
-
-/// The content type of Prometheus' text exposition format.
-const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Answers the admin endpoints.
 #[derive(Clone, Debug)]
@@ -35,7 +32,7 @@ impl Admin {
             );
         }
         let (content_type, body) = match path {
-            "/metrics" => (PROMETHEUS_TEXT, self.metrics.render()),
+            "/metrics" => (metrics::CONTENT_TYPE, self.metrics.render()),
             // The process is up and serving; readiness of the upstream is the upstream's to say.
             "/healthz" => ("application/json", r#"{"status":"ok"}"#.to_owned()),
             _ => {

@@ -27,6 +27,7 @@ pub mod forward;
 pub mod metrics;
 pub mod routes;
 pub mod server;
+pub mod telemetry;
 pub mod tls;
 
 pub use config::{Config, Credentials};

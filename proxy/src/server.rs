@@ -5,6 +5,7 @@ use crate::config::{Config, Credentials, redacted_url};
 use crate::forward::{ErrorChain, Forwarder, InvalidUpstream, ProxyBody, Upstream};
 use crate::metrics::Metrics;
 use crate::routes::Proxy;
+use crate::telemetry::Telemetry;
 use crate::tls::{self, TlsError};
 use http::{Request, Response};
 use hyper::body::Incoming;
@@ -170,7 +171,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         guard = guard.site_locks(redis_locks(url).await?);
     }
     let guard = guard.build().detached_ceiling(DETACHED_CEILING);
-    let metrics = Metrics::new(guard.stats());
+    let metrics = Metrics::new(guard.stats(), guard.detached());
     let guard = guard.on_decision({
         let metrics = metrics.clone();
         move |report| metrics.decision(report)
@@ -181,7 +182,10 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         config.request_timeout(),
         metrics.clone(),
     );
-    let proxy = Proxy::new(&guard, &forwarder, metrics.clone());
+    let proxy = Telemetry::new(
+        Proxy::new(&guard, &forwarder, metrics.clone()),
+        metrics.clone(),
+    );
     let detached = guard.detached();
 
     let listener = bind("--listen", config.listen).await?;
@@ -193,11 +197,19 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let grace = config.shutdown_grace();
     let https = acceptor.is_some();
     let servers = vec![
-        tokio::spawn(serve(listener, acceptor, proxy, stopped.clone(), grace)),
+        tokio::spawn(serve(
+            listener,
+            acceptor,
+            proxy,
+            Some(metrics.clone()),
+            stopped.clone(),
+            grace,
+        )),
         tokio::spawn(serve(
             admin_listener,
             None,
             Admin::new(metrics),
+            None,
             stopped,
             grace,
         )),
@@ -263,10 +275,12 @@ fn local_addr(
 /// Accepts connections until `stopped` turns true, then waits (at most `grace`) for the
 /// connections to finish their requests; idle keep-alive connections close at once, and those
 /// still busy after `grace` are closed, dropping their requests (see [`Running::shutdown`]).
+/// With `metrics`, the connections open are counted there.
 async fn serve<S>(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
     service: S,
+    metrics: Option<Metrics>,
     mut stopped: watch::Receiver<bool>,
     grace: Duration,
 ) where
@@ -300,7 +314,10 @@ async fn serve<S>(
         let watcher = graceful.watcher();
         let tls = tls.clone();
         let service = TowerToHyperService::new(service.clone());
+        let open = metrics.as_ref().map(Metrics::connection_opened);
         connections.spawn(async move {
+            // Dropped with the task, however it ends (closed, failed, or cut at shutdown).
+            let _open = open;
             let mut http = http1::Builder::new();
             http.timer(TokioTimer::new())
                 .header_read_timeout(HEADER_READ_TIMEOUT);
