@@ -1,5 +1,6 @@
 //! The proxy's settings: flags, each of which an environment variable may stand in for.
 
+use crate::logs::LogFormat;
 use clap::Parser;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -145,6 +146,17 @@ pub struct Config {
         value_name = "SECONDS"
     )]
     pub shutdown_grace_secs: u64,
+
+    /// How log lines are written on stdout: `text`, one readable line per event, or `json`, one
+    /// JSON object per line for a log shipper. `RUST_LOG` sets what is logged (default `info`).
+    #[arg(
+        long,
+        env = "UPGRADE_GUARD_LOG_FORMAT",
+        value_enum,
+        default_value_t = LogFormat::Text,
+        value_name = "FORMAT"
+    )]
+    pub log_format: LogFormat,
 }
 
 /// Whose token the guard's upgrade-paths lookups carry.
@@ -205,6 +217,8 @@ impl std::fmt::Debug for Config {
             .field("credentials", &self.credentials())
             .field("request_timeout", &self.request_timeout())
             .field("cache_ttl", &self.cache_ttl())
+            .field("shutdown_grace", &self.shutdown_grace())
+            .field("log_format", &self.log_format)
             .finish()
     }
 }
@@ -262,6 +276,16 @@ mod tests {
         assert!(parse(&["--token", "t", "--client-id", "i", "--client-secret", "s"]).is_err());
         assert!(parse(&["--listen", "not-an-address"]).is_err());
         assert!(parse(&["--request-timeout", "0"]).is_err());
+        assert!(parse(&["--log-format", "yaml"]).is_err());
+    }
+
+    #[test]
+    fn logs_are_text_unless_json_is_asked_for() {
+        assert_eq!(parse(&[]).unwrap().log_format, LogFormat::Text);
+        assert_eq!(
+            parse(&["--log-format", "json"]).unwrap().log_format,
+            LogFormat::Json
+        );
     }
 
     #[test]

@@ -24,6 +24,7 @@
 pub mod admin;
 pub mod config;
 pub mod forward;
+pub mod logs;
 pub mod metrics;
 pub mod routes;
 pub mod server;

@@ -2,19 +2,12 @@
 
 use clap::Parser;
 use std::process::ExitCode;
-use tracing_subscriber::EnvFilter;
-use upgrade_guard_proxy::{Config, start};
+use upgrade_guard_proxy::{Config, logs, start};
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let config = Config::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        // Colours only for a person at a terminal, never in a log file or a pipe.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-        .init();
+    logs::init(config.log_format);
     // Listening for the signals before serving: one that comes right after the start-up log
     // line must shut down gracefully, not kill the process.
     let signals = match ShutdownSignals::new() {

@@ -5,7 +5,7 @@ use crate::config::{Config, Credentials, redacted_url};
 use crate::forward::{ErrorChain, Forwarder, InvalidUpstream, ProxyBody, Upstream};
 use crate::metrics::Metrics;
 use crate::routes::Proxy;
-use crate::telemetry::Telemetry;
+use crate::telemetry::{self, Telemetry};
 use crate::tls::{self, TlsError};
 use http::{Request, Response};
 use hyper::body::Incoming;
@@ -174,7 +174,10 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let metrics = Metrics::new(guard.stats(), guard.detached());
     let guard = guard.on_decision({
         let metrics = metrics.clone();
-        move |report| metrics.decision(report)
+        move |report| {
+            metrics.decision(report);
+            telemetry::record_decision(report);
+        }
     });
     let forwarder = Forwarder::new(
         upstream,

@@ -155,3 +155,197 @@ async fn metrics_parse_as_prometheus_text() {
     }
     proxy.shutdown().await;
 }
+
+/// The binary, started as an operator would, its stdout read line by line.
+struct Binary {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    /// The start-up line, given back by `stop` with the rest.
+    first: String,
+}
+
+impl Binary {
+    /// Starts the binary with `args` on free loopback ports, and waits for its start-up line.
+    /// Returns it with the proxy's and the admin listener's addresses.
+    fn start(args: &[&str]) -> (Self, String, String) {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_upgrade-guard-proxy"))
+            .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+            .args(args)
+            .env_clear()
+            .env("RUST_LOG", "info")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .expect("the binary runs");
+        let stdout = child.stdout.take().unwrap();
+        let (send_line, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { return };
+                if send_line.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        let mut binary = Self {
+            child,
+            lines,
+            first: String::new(),
+        };
+        let first = binary.next_line().expect("a start-up line");
+        let json: serde_json::Value =
+            serde_json::from_str(&first).unwrap_or_else(|e| panic!("{e}: {first}"));
+        assert_eq!(json["message"], "upgrade-guard-proxy listening", "{first}");
+        let addr = json["addr"].as_str().expect("addr").to_owned();
+        let admin = json["admin_addr"].as_str().expect("admin_addr").to_owned();
+        binary.first = first;
+        (binary, addr, admin)
+    }
+
+    /// The next line on stdout, waiting at most 30 s; `None` once stdout is closed.
+    fn next_line(&mut self) -> Option<String> {
+        match self.lines.recv_timeout(std::time::Duration::from_secs(30)) {
+            Ok(line) => Some(line),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => None,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => panic!("no log line in 30 s"),
+        }
+    }
+
+    /// Sends `signal` to this child (its own pid, not yet waited for).
+    fn signal(&self, signal: libc::c_int) {
+        let pid = libc::pid_t::try_from(self.child.id()).unwrap();
+        // SAFETY: kill(2) has no memory effects; the pid is our own child, not yet waited for,
+        // so it can't have been reused.
+        #[allow(unsafe_code)]
+        let sent = unsafe { libc::kill(pid, signal) };
+        assert_eq!(sent, 0, "signal {signal} not sent");
+    }
+
+    /// SIGTERM, then every line it wrote (the start-up line first) until it exits, which it
+    /// must do successfully.
+    fn stop(mut self) -> Vec<String> {
+        self.signal(libc::SIGTERM);
+        let mut rest = vec![std::mem::take(&mut self.first)];
+        while let Some(line) = self.next_line() {
+            rest.push(line);
+        }
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "{status}");
+        rest
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The first 8 hex digits of the SHA-256 of `token`, computed here by other means than the
+/// proxy's (`sha256sum`'s output is what an operator would compare with).
+fn fingerprint(token: &str) -> String {
+    let mut child = Command::new("sha256sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("sha256sum (coreutils)");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(token.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    String::from_utf8(output.stdout).unwrap()[..8].to_owned()
+}
+
+#[tokio::test]
+async fn json_logs_carry_each_decision_and_never_a_secret() {
+    let fake = FakeUpstream::builder().demo_sites().start().await.unwrap();
+    let (client_id, client_secret, token) = (fake.client_id(), fake.client_secret(), fake.token());
+    let (binary, addr, _admin) = Binary::start(&[
+        "--log-format",
+        "json",
+        "--upstream",
+        fake.url(),
+        "--client-id",
+        &client_id,
+        "--client-secret",
+        &client_secret,
+    ]);
+    let (client, url) = (http_client(), format!("http://{addr}"));
+    let refused = send(
+        &client,
+        provision(
+            &url,
+            &token,
+            "https://professional.example.com/",
+            "personal",
+        ),
+    )
+    .await;
+    assert_eq!(refused.status, StatusCode::CONFLICT);
+    let allowed = send(
+        &client,
+        provision(&url, &token, "https://free.example.com/", "personal"),
+    )
+    .await;
+    assert_eq!(allowed.status, 200, "{}", allowed.text());
+    let lines = tokio::task::spawn_blocking(move || binary.stop())
+        .await
+        .unwrap();
+
+    let secrets = [token.to_string(), client_secret.to_string()];
+    let mut parsed = Vec::new();
+    for line in &lines {
+        for secret in &secrets {
+            assert!(!line.contains(secret.as_str()), "a secret in {line}");
+        }
+        let json: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        for field in ["timestamp", "level", "message", "target"] {
+            assert!(json.get(field).is_some(), "no {field} in {line}");
+        }
+        parsed.push(json);
+    }
+    let answered: Vec<&serde_json::Value> = parsed
+        .iter()
+        .filter(|line| line["message"] == "request answered")
+        .collect();
+    assert_eq!(answered.len(), 2, "{lines:#?}");
+    let caller = fingerprint(&token);
+    for line in &answered {
+        assert_eq!(line["span"]["route"], "provision", "{line}");
+        assert_eq!(line["span"]["token"], caller.as_str(), "{line}");
+        assert_eq!(line["product"], "personal", "{line}");
+        assert!(line["decision_ms"].as_f64().unwrap() >= 0.0, "{line}");
+        assert!(
+            line["total_ms"].as_f64().unwrap() >= line["decision_ms"].as_f64().unwrap(),
+            "{line}"
+        );
+    }
+    let (no, yes) = (answered[0], answered[1]);
+    assert_eq!(no["status"], 409, "{no}");
+    assert_eq!(no["site"], "professional.example.com", "{no}");
+    assert_eq!(no["outcome"], "rejected", "{no}");
+    assert_eq!(no["code"], "upgrade_not_allowed", "{no}");
+    assert!(no.get("upstream_status").is_none(), "{no}");
+    assert!(no.get("admission").is_none(), "{no}");
+    assert_eq!(yes["status"], 200, "{yes}");
+    assert_eq!(yes["upstream_status"], 200, "{yes}");
+    assert_eq!(yes["site"], "free.example.com", "{yes}");
+    assert_eq!(yes["outcome"], "allowed", "{yes}");
+    assert_eq!(yes["admission"], "upgrade", "{yes}");
+    assert!(yes.get("code").is_none(), "{yes}");
+    // The library's own decision lines are written in the request's span too.
+    let decided = parsed
+        .iter()
+        .filter(|line| line["message"] == "upgrade allowed")
+        .collect::<Vec<_>>();
+    assert_eq!(decided.len(), 1, "{lines:#?}");
+    assert_eq!(decided[0]["span"]["route"], "provision");
+}
