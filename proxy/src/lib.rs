@@ -26,6 +26,7 @@ pub mod config;
 pub mod forward;
 pub mod logs;
 pub mod metrics;
+pub mod request_id;
 pub mod routes;
 pub mod server;
 pub mod telemetry;

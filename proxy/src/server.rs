@@ -4,6 +4,7 @@ use crate::admin::Admin;
 use crate::config::{Config, Credentials, redacted_url};
 use crate::forward::{ErrorChain, Forwarder, InvalidUpstream, ProxyBody, Upstream};
 use crate::metrics::Metrics;
+use crate::request_id::{self, MakeRequestUuid, SetRequestIdLayer};
 use crate::routes::Proxy;
 use crate::telemetry::{self, Telemetry};
 use crate::tls::{self, TlsError};
@@ -21,6 +22,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_rustls::TlsAcceptor;
+use tower::ServiceBuilder;
 use tower_service::Service;
 use upgrade_guard::{
     BuildError, Detached, LockError, RedisBuildError, RedisLocks, Site, SiteLocks,
@@ -185,10 +187,13 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         config.request_timeout(),
         metrics.clone(),
     );
-    let proxy = Telemetry::new(
-        Proxy::new(&guard, &forwarder, metrics.clone()),
-        metrics.clone(),
-    );
+    let proxy = ServiceBuilder::new()
+        .map_request(request_id::drop_invalid)
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .service(Telemetry::new(
+            Proxy::new(&guard, &forwarder, metrics.clone()),
+            metrics.clone(),
+        ));
     let detached = guard.detached();
 
     let listener = bind("--listen", config.listen).await?;

@@ -10,6 +10,7 @@
 use crate::forward::{ProxyBody, UpstreamStatus};
 use crate::logs::token_fingerprint;
 use crate::metrics::Metrics;
+use crate::request_id::{RequestId, X_REQUEST_ID};
 use crate::routes;
 use http::{Request, Response};
 use std::convert::Infallible;
@@ -61,7 +62,9 @@ pub fn record_decision(report: &DecisionReport<'_>) {
 }
 
 /// Wraps the proxy's front service (see [`Proxy`](crate::routes::Proxy)): each request is
-/// served inside its `request` span, and counted as in flight while on a guarded route.
+/// served inside its `request` span, and counted as in flight while on a guarded route; the
+/// answer carries the request's ID (see [`request_id`](crate::request_id), whose layers go
+/// outside this one).
 #[derive(Clone, Debug)]
 pub struct Telemetry<S> {
     inner: S,
@@ -91,8 +94,13 @@ where
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let started = Instant::now();
         let route = routes::route(request.method(), request.uri().path());
+        let id = request
+            .extensions()
+            .get::<RequestId>()
+            .map(|id| id.header_value().clone());
         let span = tracing::info_span!(
             "request",
+            request_id = id.as_ref().and_then(|id| id.to_str().ok()),
             route = route.as_str(),
             token = token_fingerprint(request.headers()),
         );
@@ -104,8 +112,12 @@ where
         let answered = DECISION.scope(slot.clone(), answered);
         Box::pin(
             async move {
-                let response = answered.await?;
+                let mut response = answered.await?;
                 drop(in_flight);
+                // The ID the proxy used, in place of any the upstream answered with.
+                if let Some(id) = id {
+                    response.headers_mut().insert(X_REQUEST_ID, id);
+                }
                 let status = response.status().as_u16();
                 let upstream_status = response
                     .extensions()

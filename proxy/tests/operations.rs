@@ -278,23 +278,25 @@ async fn json_logs_carry_each_decision_and_never_a_secret() {
         &client_secret,
     ]);
     let (client, url) = (http_client(), format!("http://{addr}"));
-    let refused = send(
-        &client,
-        provision(
-            &url,
-            &token,
-            "https://professional.example.com/",
-            "personal",
-        ),
-    )
-    .await;
+    let mut request = provision(
+        &url,
+        &token,
+        "https://professional.example.com/",
+        "personal",
+    );
+    request
+        .headers_mut()
+        .insert("x-request-id", "partner-42".parse().unwrap());
+    let refused = send(&client, request).await;
     assert_eq!(refused.status, StatusCode::CONFLICT);
+    assert_eq!(refused.headers["x-request-id"], "partner-42");
     let allowed = send(
         &client,
         provision(&url, &token, "https://free.example.com/", "personal"),
     )
     .await;
     assert_eq!(allowed.status, 200, "{}", allowed.text());
+    let made = allowed.headers["x-request-id"].to_str().unwrap().to_owned();
     let lines = tokio::task::spawn_blocking(move || binary.stop())
         .await
         .unwrap();
@@ -329,6 +331,8 @@ async fn json_logs_carry_each_decision_and_never_a_secret() {
         );
     }
     let (no, yes) = (answered[0], answered[1]);
+    assert_eq!(no["span"]["request_id"], "partner-42", "{no}");
+    assert_eq!(yes["span"]["request_id"], made.as_str(), "{yes}");
     assert_eq!(no["status"], 409, "{no}");
     assert_eq!(no["site"], "professional.example.com", "{no}");
     assert_eq!(no["outcome"], "rejected", "{no}");
@@ -348,4 +352,116 @@ async fn json_logs_carry_each_decision_and_never_a_secret() {
         .collect::<Vec<_>>();
     assert_eq!(decided.len(), 1, "{lines:#?}");
     assert_eq!(decided[0]["span"]["route"], "provision");
+    assert_eq!(decided[0]["span"]["request_id"], made.as_str());
+}
+
+/// An upstream that says which `X-Request-Id` it received (in `x-upstream-saw`), and answers
+/// with an ID of its own, which the proxy must not pass on in place of its own.
+async fn request_id_upstream() -> std::net::SocketAddr {
+    use hyper_util::rt::TokioIo;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(
+                    |request: Request<hyper::body::Incoming>| async move {
+                        let saw: Vec<&str> = request
+                            .headers()
+                            .get_all("x-request-id")
+                            .iter()
+                            .map(|value| value.to_str().unwrap())
+                            .collect();
+                        Ok::<_, std::convert::Infallible>(
+                            http::Response::builder()
+                                .header("x-upstream-saw", saw.join(" | "))
+                                .header("x-request-id", "the-upstreams-own")
+                                .body(full(""))
+                                .unwrap(),
+                        )
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn a_request_id_is_kept_or_made_and_sent_both_ways() {
+    let upstream = format!("http://{}", request_id_upstream().await);
+    let proxy = upgrade_guard_proxy::start(common::config(&upstream, &["--token", "t"]))
+        .await
+        .unwrap();
+    let client = http_client();
+    let get = |ids: &[&[u8]]| {
+        let mut request = Request::get(format!("http://{}/rest/v1.1/me", proxy.addr()));
+        for id in ids {
+            request = request.header("x-request-id", http::HeaderValue::from_bytes(id).unwrap());
+        }
+        send(&client, request.body(full("")).unwrap())
+    };
+    let valid_id = |answer: &common::Answer| {
+        let id = answer.headers["x-request-id"].to_str().unwrap().to_owned();
+        assert_eq!(answer.headers.get_all("x-request-id").iter().count(), 1);
+        assert_eq!(
+            answer.headers["x-upstream-saw"],
+            id.as_str(),
+            "upstream saw another ID"
+        );
+        assert!(
+            !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic()),
+            "{id:?}"
+        );
+        id
+    };
+
+    // Kept, as sent.
+    let longest = "x".repeat(128);
+    for kept in ["partner-42", "a:b/c=d;e", longest.as_str()] {
+        let answer = get(&[kept.as_bytes()]).await;
+        assert_eq!(valid_id(&answer), kept);
+    }
+    // Made: a UUID, a new one each time.
+    let first = valid_id(&get(&[]).await);
+    let second = valid_id(&get(&[]).await);
+    assert_eq!(first.len(), 36, "{first}");
+    assert_ne!(first, second);
+    // Replaced.
+    let too_long = "x".repeat(129);
+    for replaced in [
+        &[too_long.as_bytes()][..],
+        &[b"two words"],
+        &[b"tab\there"],
+        &["caf\u{e9}".as_bytes()],
+        &[b"one", b"two"],
+    ] {
+        let answer = get(replaced).await;
+        let id = valid_id(&answer);
+        assert_eq!(id.len(), 36, "{replaced:?} gave {id}");
+    }
+    proxy.shutdown().await;
+
+    // On a guarded route, the guard's own answer carries it too.
+    let fake = FakeUpstream::builder().demo_sites().start().await.unwrap();
+    let token = fake.token();
+    let proxy = upgrade_guard_proxy::start(common::config(fake.url(), &["--token", &token]))
+        .await
+        .unwrap();
+    let mut request = provision(
+        &format!("http://{}", proxy.addr()),
+        &token,
+        "https://professional.example.com/",
+        "personal",
+    );
+    request
+        .headers_mut()
+        .insert("x-request-id", "refused-7".parse().unwrap());
+    let refused = send(&client, request).await;
+    assert_eq!(refused.status, StatusCode::CONFLICT);
+    assert_eq!(refused.headers["x-request-id"], "refused-7");
+    proxy.shutdown().await;
 }
