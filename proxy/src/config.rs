@@ -78,7 +78,8 @@ pub struct Config {
     )]
     pub redis: Option<String>,
 
-    /// Where `GET /metrics` (Prometheus text) and `GET /healthz` are served; never on --listen.
+    /// Where `GET /metrics` (Prometheus text), `GET /healthz` (liveness) and `GET /readyz`
+    /// (readiness) are served; never on --listen.
     #[arg(
         long,
         env = "UPGRADE_GUARD_ADMIN",

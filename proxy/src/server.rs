@@ -1,6 +1,6 @@
 //! Start-up (config → service stack → listeners), the accept loops, and graceful shutdown.
 
-use crate::admin::Admin;
+use crate::admin::{Admin, Readiness, probe_site};
 use crate::config::{Config, Credentials, redacted_url};
 use crate::forward::{ErrorChain, Forwarder, InvalidUpstream, ProxyBody, Upstream};
 use crate::metrics::Metrics;
@@ -25,8 +25,8 @@ use tokio_rustls::TlsAcceptor;
 use tower::ServiceBuilder;
 use tower_service::Service;
 use upgrade_guard::{
-    BuildError, Detached, LockError, RedisBuildError, RedisLocks, Site, SiteLocks,
-    UpgradeGuardLayer, UpgradePathsClient,
+    BuildError, Detached, LockError, RedisBuildError, RedisLocks, SiteLocks, UpgradeGuardLayer,
+    UpgradePathsClient,
 };
 
 /// How long a client has to finish its TLS handshake, and to send a request's headers.
@@ -166,11 +166,15 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     };
     let connector = tls::upstream_connector(upstream.is_https())?;
 
-    let mut guard =
-        UpgradeGuardLayer::builder(lookup_client(&config)?).cache_ttl(config.cache_ttl());
+    let client = lookup_client(&config)?;
+    // With client credentials, /readyz says whether the token endpoint refuses them.
+    let mut readiness = Readiness::default().tokens(client.token_source().clone());
+    let mut guard = UpgradeGuardLayer::builder(client).cache_ttl(config.cache_ttl());
     // Without --redis, the builder's default: in-process locks.
     if let Some(url) = &config.redis {
-        guard = guard.site_locks(redis_locks(url).await?);
+        let locks = redis_locks(url).await?;
+        readiness = readiness.redis(locks.clone());
+        guard = guard.site_locks(locks);
     }
     let guard = guard.build().detached_ceiling(DETACHED_CEILING);
     let metrics = Metrics::new(guard.stats(), guard.detached());
@@ -216,7 +220,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         tokio::spawn(serve(
             admin_listener,
             None,
-            Admin::new(metrics),
+            Admin::new(metrics, readiness),
             None,
             stopped,
             grace,
@@ -256,8 +260,7 @@ async fn redis_locks(url: &str) -> Result<RedisLocks, StartError> {
             url: shown.clone(),
             source,
         })?;
-    let probe = Site::parse("start-up-probe.upgrade-guard-proxy.invalid").expect("a valid domain");
-    match locks.acquire(&probe, REDIS_PROBE_WAIT).await {
+    match locks.acquire(&probe_site(), REDIS_PROBE_WAIT).await {
         // Busy: another replica is probing at the same moment, and Redis answered it.
         Ok(_) | Err(LockError::Busy) => Ok(locks),
         Err(source) => Err(StartError::RedisUnreachable { url: shown, source }),

@@ -465,3 +465,128 @@ async fn a_request_id_is_kept_or_made_and_sent_both_ways() {
     assert_eq!(refused.headers["x-request-id"], "refused-7");
     proxy.shutdown().await;
 }
+
+/// `GET` on the admin listener: the status and the body as JSON.
+async fn admin_get(admin: std::net::SocketAddr, path: &str) -> (StatusCode, serde_json::Value) {
+    let answer = send(
+        &http_client(),
+        Request::get(format!("http://{admin}{path}"))
+            .body(full(""))
+            .unwrap(),
+    )
+    .await;
+    (answer.status, answer.json())
+}
+
+#[tokio::test]
+async fn readiness_follows_the_token_endpoints_word_on_the_credentials() {
+    use upgrade_guard::fake::{Endpoint, Fault};
+    let fake = FakeUpstream::builder().demo_sites().start().await.unwrap();
+    let proxy = upgrade_guard_proxy::start(common::config(
+        fake.url(),
+        &[
+            "--client-id",
+            &fake.client_id(),
+            "--client-secret",
+            &fake.client_secret(),
+        ],
+    ))
+    .await
+    .unwrap();
+    let admin = proxy.admin_addr();
+    // The client is revoked for one token request, then accepted again.
+    fake.inject(
+        Endpoint::Token,
+        Fault::status_with_body(400, r#"{"error":"invalid_client"}"#),
+    )
+    .once();
+    let (status, body) = admin_get(admin, "/readyz").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["status"], "not_ready");
+    assert_eq!(body["checks"]["credentials"], "refused");
+    let metrics = send(
+        &http_client(),
+        Request::get(format!("http://{admin}/metrics"))
+            .body(full(""))
+            .unwrap(),
+    )
+    .await
+    .text();
+    assert!(
+        metrics.lines().any(|l| l == "upgrade_guard_proxy_ready 0"),
+        "{metrics}"
+    );
+    // Liveness is not readiness: the process is fine.
+    assert_eq!(admin_get(admin, "/healthz").await.0, StatusCode::OK);
+    let (status, body) = admin_get(admin, "/readyz").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["checks"]["credentials"], "ok");
+    // A token in hand is reused: the check costs no token request while it is valid.
+    let asked = fake.stats().token_requests;
+    assert_eq!(admin_get(admin, "/readyz").await.0, StatusCode::OK);
+    assert_eq!(fake.stats().token_requests, asked);
+    proxy.shutdown().await;
+
+    // Credentials the token endpoint never accepts.
+    let proxy = upgrade_guard_proxy::start(common::config(
+        fake.url(),
+        &["--client-id", "nobody", "--client-secret", "wrong"],
+    ))
+    .await
+    .unwrap();
+    for _ in 0..2 {
+        let (status, body) = admin_get(proxy.admin_addr(), "/readyz").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert_eq!(body["checks"]["credentials"], "refused");
+    }
+    proxy.shutdown().await;
+
+    // A fixed token: nothing to check.
+    let proxy = upgrade_guard_proxy::start(common::config(fake.url(), &["--token", "t"]))
+        .await
+        .unwrap();
+    let (status, body) = admin_get(proxy.admin_addr(), "/readyz").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, serde_json::json!({"status": "ready", "checks": {}}));
+    proxy.shutdown().await;
+}
+
+/// With `--redis`, `/readyz` is 503 while Redis is gone and 200 once it is back. Needs
+/// `redis-server` (`--features system-tests`).
+#[cfg(feature = "system-tests")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_follows_redis() {
+    use common::redis_server::RedisServer;
+    use std::time::{Duration, Instant};
+    let mut redis = RedisServer::start();
+    let fake = FakeUpstream::builder().demo_sites().start().await.unwrap();
+    let proxy = upgrade_guard_proxy::start(common::config(
+        fake.url(),
+        &["--token", &fake.token(), "--redis", &redis.url()],
+    ))
+    .await
+    .unwrap();
+    let admin = proxy.admin_addr();
+    let (status, body) = admin_get(admin, "/readyz").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["checks"]["redis"], "ok");
+
+    tokio::task::block_in_place(|| redis.stop());
+    let (status, body) = admin_get(admin, "/readyz").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["checks"]["redis"], "unreachable");
+    assert_eq!(admin_get(admin, "/healthz").await.0, StatusCode::OK);
+
+    tokio::task::block_in_place(|| redis.restart());
+    // The connection comes back by itself; poll until it has, within a deadline.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, body) = admin_get(admin, "/readyz").await;
+        if status == StatusCode::OK {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still not ready: {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    proxy.shutdown().await;
+}
