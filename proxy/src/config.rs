@@ -46,7 +46,9 @@ pub struct Config {
     )]
     pub listen: SocketAddr,
 
-    /// The certificate chain (PEM) to serve HTTPS with; needs --tls-key.
+    /// The certificate chain (PEM) to serve HTTPS with; needs --tls-key. Both files are read
+    /// again on SIGHUP: new connections get the new pair, open ones keep theirs, and a pair
+    /// that can't be served is logged and the old one kept.
     #[arg(
         long,
         env = "UPGRADE_GUARD_TLS_CERT",

@@ -33,4 +33,4 @@ pub mod telemetry;
 pub mod tls;
 
 pub use config::{Config, Credentials};
-pub use server::{Running, StartError, start};
+pub use server::{Reloader, Running, StartError, start};

@@ -1,4 +1,5 @@
-//! `upgrade-guard-proxy`: flags → config → service stack → serve → graceful shutdown.
+//! `upgrade-guard-proxy`: flags → config → service stack → serve (SIGHUP: reload the
+//! certificate) → graceful shutdown (SIGTERM, SIGINT).
 
 use clap::Parser;
 use std::process::ExitCode;
@@ -17,6 +18,16 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // SIGHUP reloads the certificate; listened for before serving, as its default action is to
+    // end the process.
+    #[cfg(unix)]
+    let mut hangups = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(hangups) => hangups,
+        Err(error) => {
+            eprintln!("upgrade-guard-proxy: cannot listen for SIGHUP: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
     let running = match start(config).await {
         Ok(running) => running,
         Err(error) => {
@@ -25,6 +36,15 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    #[cfg(unix)]
+    tokio::spawn({
+        let reloader = running.reloader();
+        async move {
+            while hangups.recv().await.is_some() {
+                reloader.reload();
+            }
+        }
+    });
     signals.recv().await;
     tracing::info!("shutting down: no new connections, finishing the requests under way");
     running.shutdown().await;

@@ -7,7 +7,7 @@ use crate::metrics::Metrics;
 use crate::request_id::{self, MakeRequestUuid, SetRequestIdLayer};
 use crate::routes::Proxy;
 use crate::telemetry::{self, Telemetry};
-use crate::tls::{self, TlsError};
+use crate::tls::{self, Certificates, TlsError};
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
@@ -21,7 +21,6 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
-use tokio_rustls::TlsAcceptor;
 use tower::ServiceBuilder;
 use tower_service::Service;
 use upgrade_guard::{
@@ -100,6 +99,7 @@ pub struct Running {
     stop: watch::Sender<bool>,
     servers: Vec<JoinHandle<()>>,
     detached: Detached,
+    reloader: Reloader,
 }
 
 impl Running {
@@ -117,6 +117,11 @@ impl Running {
     pub fn url(&self) -> String {
         let scheme = if self.https { "https" } else { "http" };
         format!("{scheme}://{}", self.addr)
+    }
+
+    /// What reloads the certificate (on SIGHUP), usable while the proxy serves.
+    pub fn reloader(&self) -> Reloader {
+        self.reloader.clone()
     }
 
     /// Stops accepting, lets the requests under way finish (at most `--shutdown-grace`), closes
@@ -152,6 +157,38 @@ impl Running {
     }
 }
 
+/// Reloads the certificate and key the proxy serves (`--tls-cert`, `--tls-key`), as the binary
+/// does on SIGHUP; see [`Certificates::reload`].
+#[derive(Clone, Debug)]
+pub struct Reloader {
+    certificates: Option<Certificates>,
+    metrics: Metrics,
+}
+
+impl Reloader {
+    /// Reads the certificate and key again: connections accepted from now on get the new pair,
+    /// those open keep theirs. A pair that can't be served is logged and the old one kept.
+    /// Returns whether a new pair is served; `false` without `--tls-cert` too.
+    pub fn reload(&self) -> bool {
+        let Some(certificates) = &self.certificates else {
+            tracing::info!("no --tls-cert to reload");
+            return false;
+        };
+        let loaded = match certificates.reload() {
+            Ok(()) => {
+                tracing::info!(cert = %certificates.cert_path().display(), "certificate reloaded; new connections get it");
+                true
+            }
+            Err(error) => {
+                tracing::warn!(error = %ErrorChain(&error), "certificate reload failed; still serving the previous one");
+                false
+            }
+        };
+        self.metrics.tls_reloaded(loaded);
+        loaded
+    }
+}
+
 /// Builds the service stack from `config`, binds both listeners and starts serving on the
 /// current Tokio runtime.
 ///
@@ -160,8 +197,8 @@ impl Running {
 /// unreachable Redis is found now rather than as 503s later), and both addresses.
 pub async fn start(config: Config) -> Result<Running, StartError> {
     let upstream = Upstream::parse(&config.upstream)?;
-    let acceptor = match (&config.tls_cert, &config.tls_key) {
-        (Some(cert), Some(key)) => Some(tls::acceptor(cert, key)?),
+    let certificates = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => Some(Certificates::load(cert, key)?),
         _ => None,
     };
     let connector = tls::upstream_connector(upstream.is_https())?;
@@ -207,11 +244,15 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
 
     let (stop, stopped) = watch::channel(false);
     let grace = config.shutdown_grace();
-    let https = acceptor.is_some();
+    let https = certificates.is_some();
+    let reloader = Reloader {
+        certificates: certificates.clone(),
+        metrics: metrics.clone(),
+    };
     let servers = vec![
         tokio::spawn(serve(
             listener,
-            acceptor,
+            certificates,
             proxy,
             Some(metrics.clone()),
             stopped.clone(),
@@ -234,6 +275,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         stop,
         servers,
         detached,
+        reloader,
     })
 }
 
@@ -289,7 +331,7 @@ fn local_addr(
 /// With `metrics`, the connections open are counted there.
 async fn serve<S>(
     listener: TcpListener,
-    tls: Option<TlsAcceptor>,
+    tls: Option<Certificates>,
     service: S,
     metrics: Option<Metrics>,
     mut stopped: watch::Receiver<bool>,
@@ -323,7 +365,8 @@ async fn serve<S>(
         };
         let _ = stream.set_nodelay(true);
         let watcher = graceful.watcher();
-        let tls = tls.clone();
+        // The certificate current at this connection's handshake, kept for its whole life.
+        let tls = tls.as_ref().map(Certificates::acceptor);
         let service = TowerToHyperService::new(service.clone());
         let open = metrics.as_ref().map(Metrics::connection_opened);
         connections.spawn(async move {

@@ -590,3 +590,181 @@ async fn readiness_follows_redis() {
     }
     proxy.shutdown().await;
 }
+
+impl Binary {
+    /// Reads log lines until one whose `message` starts with `prefix`, and returns it.
+    fn wait_for(&mut self, prefix: &str) -> serde_json::Value {
+        loop {
+            let line = self
+                .next_line()
+                .unwrap_or_else(|| panic!("stdout closed before {prefix:?}"));
+            let json: serde_json::Value =
+                serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+            if json["message"]
+                .as_str()
+                .is_some_and(|message| message.starts_with(prefix))
+            {
+                return json;
+            }
+        }
+    }
+}
+
+/// Puts `from`'s key and certificate at `key` and `cert`, each by a rename, as certbot and
+/// cert-manager replace files.
+fn install(from: &common::TestCert, cert: &std::path::Path, key: &std::path::Path) {
+    for (source, target) in [(&from.key, key), (&from.cert, cert)] {
+        let partial = target.with_extension("partial");
+        std::fs::copy(source, &partial).unwrap();
+        std::fs::rename(&partial, target).unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_serves_a_new_certificate_without_failing_a_request() {
+    use common::{TestCert, client_trusting};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::time::{Duration, Instant};
+
+    let fake = FakeUpstream::builder().demo_sites().start().await.unwrap();
+    let token = fake.token();
+    let (old, new) = (TestCert::new(), TestCert::new());
+    // The proxy's own files, replaced in place.
+    let dir =
+        std::env::temp_dir().join(format!("upgrade-guard-proxy-rotate-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    install(&old, &cert, &key);
+    let (mut binary, addr, admin) = Binary::start(&[
+        "--log-format",
+        "json",
+        "--upstream",
+        fake.url(),
+        "--token",
+        &token,
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+    ]);
+    let url = format!("https://{addr}");
+
+    // Traffic all along, trusting both certificates: over one kept connection, and over a new
+    // connection (a new handshake) for each request. Not one may fail.
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut traffic = Vec::new();
+    let mut counts = Vec::new();
+    for keep_alive in [true, false] {
+        let client = client_trusting(&[&old, &new], keep_alive);
+        let (stop, count) = (stop.clone(), Arc::new(AtomicU64::new(0)));
+        counts.push(count.clone());
+        let (url, token) = (url.clone(), token.clone());
+        traffic.push(tokio::spawn(async move {
+            let mut failures = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let request = provision(
+                    &url,
+                    &token,
+                    "https://professional.example.com/",
+                    "personal",
+                );
+                match client.request(request).await {
+                    Ok(answer) if answer.status() == StatusCode::CONFLICT => {}
+                    Ok(answer) => failures.push(format!("status {}", answer.status())),
+                    Err(error) => failures.push(format!("{error:?}")),
+                }
+                count.fetch_add(1, Ordering::Relaxed);
+            }
+            failures
+        }));
+    }
+    // Waits until each traffic loop has made `more` requests from now on.
+    let more_traffic = |more: u64| {
+        let from: Vec<u64> = counts.iter().map(|c| c.load(Ordering::Relaxed)).collect();
+        let counts = counts.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while counts
+                .iter()
+                .zip(&from)
+                .any(|(count, from)| count.load(Ordering::Relaxed) < from + more)
+            {
+                assert!(Instant::now() < deadline, "the traffic stalled");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    };
+    more_traffic(3).await;
+    // A connection opened before any reload, trusting the old certificate only.
+    let held = client_trusting(&[&old], true);
+    let refused = |client: &common::HttpsClient| {
+        client.request(provision(
+            &url,
+            &token,
+            "https://professional.example.com/",
+            "personal",
+        ))
+    };
+    assert_eq!(refused(&held).await.unwrap().status(), StatusCode::CONFLICT);
+
+    // A bad pair: logged, and the old certificate still served.
+    std::fs::write(&cert, "not a certificate").unwrap();
+    binary.signal(libc::SIGHUP);
+    let failed = tokio::task::block_in_place(|| binary.wait_for("certificate reload"));
+    assert_eq!(
+        failed["message"],
+        "certificate reload failed; still serving the previous one"
+    );
+    assert_eq!(failed["level"], "WARN");
+    let old_only = client_trusting(&[&old], false);
+    assert_eq!(
+        refused(&old_only).await.unwrap().status(),
+        StatusCode::CONFLICT
+    );
+    more_traffic(3).await;
+
+    // The new pair.
+    install(&new, &cert, &key);
+    binary.signal(libc::SIGHUP);
+    let loaded = tokio::task::block_in_place(|| binary.wait_for("certificate reload"));
+    assert_eq!(loaded["level"], "INFO", "{loaded}");
+    more_traffic(3).await;
+    let new_only = client_trusting(&[&new], false);
+    assert_eq!(
+        refused(&new_only).await.unwrap().status(),
+        StatusCode::CONFLICT
+    );
+    assert!(
+        refused(&old_only).await.is_err(),
+        "a new connection still got the old certificate"
+    );
+    // The connection opened before the rotation is still served, with the certificate it
+    // began with.
+    assert_eq!(refused(&held).await.unwrap().status(), StatusCode::CONFLICT);
+
+    stop.store(true, Ordering::Relaxed);
+    for loop_ in traffic {
+        let failures = loop_.await.unwrap();
+        assert!(failures.is_empty(), "{failures:?}");
+    }
+    let metrics = send(
+        &http_client(),
+        Request::get(format!("http://{admin}/metrics"))
+            .body(full(""))
+            .unwrap(),
+    )
+    .await
+    .text();
+    for line in [
+        r#"upgrade_guard_proxy_tls_reloads_total{result="loaded"} 1"#,
+        r#"upgrade_guard_proxy_tls_reloads_total{result="failed"} 1"#,
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "no {line} in\n{metrics}"
+        );
+    }
+    tokio::task::block_in_place(|| binary.stop());
+    let _ = std::fs::remove_dir_all(&dir);
+}
