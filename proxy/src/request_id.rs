@@ -71,7 +71,7 @@ mod tests {
         assert_eq!(kept(&[b"abc-123"]), Some(b"abc-123".to_vec()));
         let longest = vec![b'x'; MAX_LEN];
         assert_eq!(kept(&[&longest]), Some(longest.clone()));
-        assert_eq!(kept(&[&vec![b'x'; MAX_LEN + 1]]), None);
+        assert_eq!(kept(&[&[b'x'; MAX_LEN + 1]]), None);
         assert_eq!(kept(&[b"a b"]), None);
         assert_eq!(kept(&[b"a\tb"]), None);
         assert_eq!(kept(&["é".as_bytes()]), None);

@@ -273,9 +273,9 @@ async fn json_logs_carry_each_decision_and_never_a_secret() {
         "--upstream",
         fake.url(),
         "--client-id",
-        &client_id,
+        client_id,
         "--client-secret",
-        &client_secret,
+        client_secret,
     ]);
     let (client, url) = (http_client(), format!("http://{addr}"));
     let mut request = provision(
@@ -486,9 +486,9 @@ async fn readiness_follows_the_token_endpoints_word_on_the_credentials() {
         fake.url(),
         &[
             "--client-id",
-            &fake.client_id(),
+            fake.client_id(),
             "--client-secret",
-            &fake.client_secret(),
+            fake.client_secret(),
         ],
     ))
     .await
