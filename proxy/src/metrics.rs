@@ -14,7 +14,7 @@
 //! | `upgrade_guard_proxy_upstream_seconds` | histogram | `route`: until the upstream's response head |
 //! | `upgrade_guard_proxy_open_connections` | gauge | client connections open on `--listen` |
 //! | `upgrade_guard_proxy_guarded_in_flight` | gauge | requests on the guarded routes (provision, partner_provision, cancel) not yet answered |
-//! | `upgrade_guard_proxy_ready` | gauge | 1 when `/readyz` answers 200, 0 when 503 (as of its last check) |
+//! | `upgrade_guard_proxy_ready` | gauge | 1 when `/readyz` last answered 200, 0 when 503 or before its first check |
 //! | `upgrade_guard_proxy_tls_reloads_total` | counter | `result` (loaded, failed): certificate reloads on SIGHUP |
 
 use prometheus_client::collector::Collector;
