@@ -1,5 +1,6 @@
 //! The proxy's settings: flags, each of which an environment variable may stand in for.
 
+use crate::logs::LogFormat;
 use clap::Parser;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -45,7 +46,9 @@ pub struct Config {
     )]
     pub listen: SocketAddr,
 
-    /// The certificate chain (PEM) to serve HTTPS with; needs --tls-key.
+    /// The certificate chain (PEM) to serve HTTPS with; needs --tls-key. Both files are read
+    /// again on SIGHUP: new connections get the new pair, open ones keep theirs, and a pair
+    /// that can't be served is logged and the old one kept.
     #[arg(
         long,
         env = "UPGRADE_GUARD_TLS_CERT",
@@ -77,7 +80,8 @@ pub struct Config {
     )]
     pub redis: Option<String>,
 
-    /// Where `GET /metrics` (Prometheus text) and `GET /healthz` are served; never on --listen.
+    /// Where `GET /metrics` (Prometheus text), `GET /healthz` (liveness) and `GET /readyz`
+    /// (readiness) are served; never on --listen.
     #[arg(
         long,
         env = "UPGRADE_GUARD_ADMIN",
@@ -157,6 +161,17 @@ pub struct Config {
     #[arg(long = "body-timeout", env = "UPGRADE_GUARD_BODY_TIMEOUT", default_value_t = 10, value_name = "SECONDS",
           value_parser = clap::value_parser!(u64).range(1..))]
     pub body_timeout_secs: u64,
+
+    /// How log lines are written on stdout: `text`, one readable line per event, or `json`, one
+    /// JSON object per line for a log shipper. `RUST_LOG` sets what is logged (default `info`).
+    #[arg(
+        long,
+        env = "UPGRADE_GUARD_LOG_FORMAT",
+        value_enum,
+        default_value_t = LogFormat::Text,
+        value_name = "FORMAT"
+    )]
+    pub log_format: LogFormat,
 }
 
 /// Whose token the guard's upgrade-paths lookups carry.
@@ -227,6 +242,8 @@ impl std::fmt::Debug for Config {
             .field("credentials", &self.credentials())
             .field("request_timeout", &self.request_timeout())
             .field("cache_ttl", &self.cache_ttl())
+            .field("shutdown_grace", &self.shutdown_grace())
+            .field("log_format", &self.log_format)
             .finish()
     }
 }
@@ -284,6 +301,16 @@ mod tests {
         assert!(parse(&["--token", "t", "--client-id", "i", "--client-secret", "s"]).is_err());
         assert!(parse(&["--listen", "not-an-address"]).is_err());
         assert!(parse(&["--request-timeout", "0"]).is_err());
+        assert!(parse(&["--log-format", "yaml"]).is_err());
+    }
+
+    #[test]
+    fn logs_are_text_unless_json_is_asked_for() {
+        assert_eq!(parse(&[]).unwrap().log_format, LogFormat::Text);
+        assert_eq!(
+            parse(&["--log-format", "json"]).unwrap().log_format,
+            LogFormat::Json
+        );
     }
 
     #[test]

@@ -51,6 +51,11 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     header::PROXY_AUTHENTICATE,
 ];
 
+/// On a response the upstream gave (in its extensions): the upstream's status. A response
+/// without it was made by the guard or the proxy itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UpstreamStatus(pub StatusCode);
+
 /// Where requests go: the upstream's scheme and authority.
 #[derive(Clone, Debug)]
 pub struct Upstream {
@@ -226,6 +231,8 @@ impl Forwarder {
                     .metrics
                     .upstream_latency(self.route, started.elapsed());
                 let (mut parts, body) = response.into_parts();
+                // Tells the logs an upstream answer from one of the proxy's own.
+                parts.extensions.insert(UpstreamStatus(parts.status));
                 let received = via(parts.version);
                 drop_hop_by_hop(&mut parts.headers);
                 parts.headers.append(header::VIA, received);

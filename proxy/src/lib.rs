@@ -15,9 +15,12 @@
 //! - passes everything else through ([`forward`]): method, path, query, headers and bodies streamed
 //!   both ways, hop-by-hop headers dropped, `Host` set for the upstream.
 //!
-//! Metrics and health are served on a separate admin listener ([`admin`]); HTTPS is served with
-//! rustls ([`tls`]). The binary's `main` only parses the flags into a [`Config`], calls
-//! [`start`] and waits for a signal to [`Running::shutdown`].
+//! Metrics ([`metrics`]), liveness and readiness are served on a separate admin listener
+//! ([`admin`]); HTTPS is served with rustls, its certificate reloadable ([`tls`]). Each request
+//! gets an ID ([`request_id`]) and a span on every log line, and each guarded one a line with
+//! its decision ([`telemetry`], [`logs`]). The binary's `main` only parses the flags into a
+//! [`Config`], installs the logs, calls [`start`], reloads the certificate on SIGHUP
+//! ([`Running::reloader`]) and waits for SIGTERM or SIGINT to [`Running::shutdown`].
 //!
 //! [`UpgradeGuardLayer`]: upgrade_guard::UpgradeGuardLayer
 #![warn(missing_docs, rust_2018_idioms)]
@@ -26,11 +29,14 @@
 pub mod admin;
 pub mod config;
 pub mod forward;
+pub mod logs;
 pub mod metrics;
 pub mod path_reading;
+pub mod request_id;
 pub mod routes;
 pub mod server;
+pub mod telemetry;
 pub mod tls;
 
 pub use config::{Config, Credentials};
-pub use server::{Running, StartError, start};
+pub use server::{Reloader, Running, StartError, start};

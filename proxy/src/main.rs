@@ -1,26 +1,30 @@
-//! `upgrade-guard-proxy`: flags → config → service stack → serve → graceful shutdown.
+//! `upgrade-guard-proxy`: flags → config → service stack → serve (SIGHUP: reload the
+//! certificate) → graceful shutdown (SIGTERM, SIGINT).
 
 use clap::Parser;
 use std::process::ExitCode;
-use tracing_subscriber::EnvFilter;
-use upgrade_guard_proxy::{Config, start};
+use upgrade_guard_proxy::{Config, logs, start};
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let config = Config::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        // Colours only for a person at a terminal, never in a log file or a pipe.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-        .init();
+    logs::init(config.log_format);
     // Listening for the signals before serving: one that comes right after the start-up log
     // line must shut down gracefully, not kill the process.
     let signals = match ShutdownSignals::new() {
         Ok(signals) => signals,
         Err(error) => {
             eprintln!("upgrade-guard-proxy: cannot listen for signals: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // SIGHUP reloads the certificate; listened for before serving, as its default action is to
+    // end the process.
+    #[cfg(unix)]
+    let mut hangups = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(hangups) => hangups,
+        Err(error) => {
+            eprintln!("upgrade-guard-proxy: cannot listen for SIGHUP: {error}");
             return ExitCode::FAILURE;
         }
     };
@@ -32,6 +36,15 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    #[cfg(unix)]
+    tokio::spawn({
+        let reloader = running.reloader();
+        async move {
+            while hangups.recv().await.is_some() {
+                reloader.reload();
+            }
+        }
+    });
     signals.recv().await;
     tracing::info!("shutting down: no new connections, finishing the requests under way");
     running.shutdown().await;

@@ -1,4 +1,5 @@
-//! The proxy's numbers, rendered in Prometheus' text exposition format on the admin listener.
+//! The proxy's numbers, kept and rendered by `prometheus-client` in Prometheus' text exposition
+//! format (version 0.0.4) on the admin listener.
 //!
 //! | metric | type | labels |
 //! |---|---|---|
@@ -8,15 +9,27 @@
 //! | `upgrade_guard_lookups_total`, `upgrade_guard_cache_hits_total`, `upgrade_guard_coalesced_total` | counter | |
 //! | `upgrade_guard_lock_wait_seconds` | histogram | how long each guarded request that took its site's lock waited for it (zero when the site was free) |
 //! | `upgrade_guard_lock_waits_total`, `upgrade_guard_site_busy_total` | counter | requests that had to wait, requests answered `site_busy` |
+//! | `upgrade_guard_detached_in_progress` | gauge | forwarded requests the guard is finishing alone now (their clients went away): what a SIGTERM waits for |
 //! | `upgrade_guard_proxy_requests_total` | counter | `route` (provision, partner_provision, cancel, passthrough, ambiguous_path), `status` |
 //! | `upgrade_guard_proxy_upstream_seconds` | histogram | `route` (the four forwarded): until the upstream's response head |
+//! | `upgrade_guard_proxy_open_connections` | gauge | client connections open on `--listen` |
+//! | `upgrade_guard_proxy_guarded_in_flight` | gauge | requests on the guarded routes (provision, partner_provision, cancel) not yet answered |
+//! | `upgrade_guard_proxy_ready` | gauge | 1 when `/readyz` last answered 200, 0 when 503 or before its first check |
+//! | `upgrade_guard_proxy_tls_reloads_total` | counter | `result` (loaded, failed): certificate reloads on SIGHUP |
 
-use std::collections::BTreeMap;
-use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, PoisonError};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use std::sync::Arc;
 use std::time::Duration;
-use upgrade_guard::{DecisionReport, Finished, GuardStats, Outcome};
+use upgrade_guard::{DecisionReport, Detached, Finished, GuardStats, Outcome};
+
+/// The content type of what [`Metrics::render`] writes.
+pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 
 /// Which route of the proxy a request took.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -31,7 +44,7 @@ pub enum Route {
     /// Everything else, passed through.
     Passthrough,
     /// A path that is not plain and could be read as a guarded route's: answered by the proxy
-    /// (400 `ambiguous_path`), never forwarded. Last: it has no upstream latency.
+    /// (400 `ambiguous_path`), never forwarded.
     AmbiguousPath,
 }
 
@@ -47,7 +60,15 @@ impl Route {
         }
     }
 
-    /// The routes that reach the upstream, indexed by their discriminant.
+    /// Whether the guard stands in front of the route.
+    pub fn is_guarded(self) -> bool {
+        matches!(
+            self,
+            Self::Provision | Self::PartnerProvision | Self::Cancel
+        )
+    }
+
+    /// The routes that reach the upstream.
     const FORWARDED: [Self; 4] = [
         Self::Provision,
         Self::PartnerProvision,
@@ -62,6 +83,39 @@ const BUCKETS: [f64; 14] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
+fn latency_histogram() -> Histogram {
+    Histogram::new(BUCKETS)
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DecisionLabels {
+    outcome: &'static str,
+    code: &'static str,
+    admission: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FinishedLabels {
+    finished: &'static str,
+    status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    route: &'static str,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    route: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReloadLabels {
+    result: &'static str,
+}
+
 /// The proxy's metrics; cheap to clone, clones share the numbers.
 #[derive(Clone, Debug)]
 pub struct Metrics {
@@ -70,27 +124,106 @@ pub struct Metrics {
 
 #[derive(Debug)]
 struct Inner {
-    guard: GuardStats,
-    decisions: Mutex<BTreeMap<(&'static str, &'static str, &'static str), u64>>,
+    registry: Registry,
+    decisions: Family<DecisionLabels, Counter>,
     decision_latency: Histogram,
     lock_wait: Histogram,
-    finished_alone: Mutex<BTreeMap<(&'static str, Option<u16>), u64>>,
-    requests: Mutex<BTreeMap<(Route, u16), u64>>,
-    upstream_latency: [Histogram; Route::FORWARDED.len()],
+    finished_alone: Family<FinishedLabels, Counter>,
+    requests: Family<RequestLabels, Counter>,
+    upstream_latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    open_connections: Gauge,
+    guarded_in_flight: Gauge,
+    ready: Gauge,
+    tls_reloads: Family<ReloadLabels, Counter>,
 }
 
 impl Metrics {
-    /// Metrics around a guard's own counters.
-    pub fn new(guard: GuardStats) -> Self {
+    /// Metrics around a guard's own counters and the requests it is finishing alone.
+    pub fn new(guard: GuardStats, detached: Detached) -> Self {
+        let mut registry = Registry::default();
+        let decisions = Family::<DecisionLabels, Counter>::default();
+        registry.register(
+            "upgrade_guard_decisions",
+            "Decisions of the guard, by outcome, rejection code and admission",
+            decisions.clone(),
+        );
+        let decision_latency = latency_histogram();
+        registry.register(
+            "upgrade_guard_decision_seconds",
+            "From a guarded request's arrival to the guard's decision",
+            decision_latency.clone(),
+        );
+        let lock_wait = latency_histogram();
+        registry.register(
+            "upgrade_guard_lock_wait_seconds",
+            "How long each guarded request that took its site's lock waited for it",
+            lock_wait.clone(),
+        );
+        let finished_alone = Family::<FinishedLabels, Counter>::default();
+        registry.register(
+            "upgrade_guard_finished_alone",
+            "Forwarded requests the guard finished after their client went away, by how they ended",
+            finished_alone.clone(),
+        );
+        // The library keeps these counters itself; they are read at each scrape.
+        registry.register_collector(Box::new(GuardCollector { guard, detached }));
+
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "upgrade_guard_proxy_requests",
+            "Requests answered, by route and status",
+            requests.clone(),
+        );
+        let upstream_latency: Family<RouteLabels, Histogram, fn() -> Histogram> =
+            Family::new_with_constructor(latency_histogram);
+        // Every route's series exists from the start, so a rate over it is 0, not absent.
+        for route in Route::FORWARDED {
+            drop(upstream_latency.get_or_create(&RouteLabels {
+                route: route.as_str(),
+            }));
+        }
+        registry.register(
+            "upgrade_guard_proxy_upstream_seconds",
+            "Until the upstream's response head, by route",
+            upstream_latency.clone(),
+        );
+        let open_connections = Gauge::default();
+        registry.register(
+            "upgrade_guard_proxy_open_connections",
+            "Client connections open on --listen",
+            open_connections.clone(),
+        );
+        let guarded_in_flight = Gauge::default();
+        registry.register(
+            "upgrade_guard_proxy_guarded_in_flight",
+            "Requests on the guarded routes not yet answered",
+            guarded_in_flight.clone(),
+        );
+        let ready = Gauge::default();
+        registry.register(
+            "upgrade_guard_proxy_ready",
+            "1 when /readyz answers 200, 0 when it answers 503, as of its last check",
+            ready.clone(),
+        );
+        let tls_reloads = Family::<ReloadLabels, Counter>::default();
+        registry.register(
+            "upgrade_guard_proxy_tls_reloads",
+            "Certificate reloads on SIGHUP, by result",
+            tls_reloads.clone(),
+        );
         Self {
             inner: Arc::new(Inner {
-                guard,
-                decisions: Mutex::default(),
-                decision_latency: Histogram::default(),
-                lock_wait: Histogram::default(),
-                finished_alone: Mutex::default(),
-                requests: Mutex::default(),
-                upstream_latency: Default::default(),
+                registry,
+                decisions,
+                decision_latency,
+                lock_wait,
+                finished_alone,
+                requests,
+                upstream_latency,
+                open_connections,
+                guarded_in_flight,
+                ready,
+                tls_reloads,
             }),
         }
     }
@@ -102,199 +235,160 @@ impl Metrics {
     /// forwarding, not from arrival: it is counted on its own, not as a decision.
     pub fn decision(&self, report: &DecisionReport<'_>) {
         if let Outcome::FinishedAlone(finished) = report.outcome {
-            let (how, status) = match finished {
-                Finished::Answered(status) => ("answered", Some(status.as_u16())),
-                Finished::Failed => ("failed", None),
-                Finished::CeilingPassed => ("ceiling_passed", None),
+            let (finished, status) = match finished {
+                Finished::Answered(status) => ("answered", status.as_str().to_owned()),
+                Finished::Failed => ("failed", "none".to_owned()),
+                Finished::CeilingPassed => ("ceiling_passed", "none".to_owned()),
                 // A way of ending this proxy doesn't know yet: still counted, not lost.
-                _ => ("other", None),
+                _ => ("other", "none".to_owned()),
             };
-            *lock(&self.inner.finished_alone)
-                .entry((how, status))
-                .or_default() += 1;
+            self.inner
+                .finished_alone
+                .get_or_create(&FinishedLabels { finished, status })
+                .inc();
             return;
         }
-        let code = report.rejection.map_or("none", |why| why.code());
-        let admission = report
-            .admission
-            .map_or("none", |admission| admission.as_str());
-        *lock(&self.inner.decisions)
-            .entry((report.outcome.as_str(), code, admission))
-            .or_default() += 1;
-        self.inner.decision_latency.observe(report.latency);
+        let labels = DecisionLabels {
+            outcome: report.outcome.as_str(),
+            code: report.rejection.map_or("none", |why| why.code()),
+            admission: report
+                .admission
+                .map_or("none", |admission| admission.as_str()),
+        };
+        self.inner.decisions.get_or_create(&labels).inc();
+        self.inner
+            .decision_latency
+            .observe(report.latency.as_secs_f64());
         if let Some(waited) = report.lock_wait {
-            self.inner.lock_wait.observe(waited);
+            self.inner.lock_wait.observe(waited.as_secs_f64());
         }
     }
 
     /// Counts a request the proxy answered on `route` with `status`.
     pub fn answered(&self, route: Route, status: u16) {
-        *lock(&self.inner.requests)
-            .entry((route, status))
-            .or_default() += 1;
+        self.inner
+            .requests
+            .get_or_create(&RequestLabels {
+                route: route.as_str(),
+                status,
+            })
+            .inc();
     }
 
     /// Records how long the upstream took to start answering on `route`.
     pub fn upstream_latency(&self, route: Route, latency: Duration) {
-        if let Some(histogram) = self.inner.upstream_latency.get(route as usize) {
-            histogram.observe(latency);
-        }
+        self.inner
+            .upstream_latency
+            .get_or_create(&RouteLabels {
+                route: route.as_str(),
+            })
+            .observe(latency.as_secs_f64());
     }
 
-    /// Everything, in Prometheus' text exposition format (version 0.0.4).
+    /// Counts a client connection open until the returned value is dropped.
+    pub fn connection_opened(&self) -> Open {
+        Open::new(&self.inner.open_connections)
+    }
+
+    /// Counts a request on a guarded route in flight until the returned value is dropped.
+    pub fn guarded_request(&self) -> Open {
+        Open::new(&self.inner.guarded_in_flight)
+    }
+
+    /// Records what `/readyz` last answered.
+    pub fn set_ready(&self, ready: bool) {
+        self.inner.ready.set(i64::from(ready));
+    }
+
+    /// Counts a certificate reload on SIGHUP.
+    pub fn tls_reloaded(&self, loaded: bool) {
+        let result = if loaded { "loaded" } else { "failed" };
+        self.inner
+            .tls_reloads
+            .get_or_create(&ReloadLabels { result })
+            .inc();
+    }
+
+    /// Everything, in Prometheus' text exposition format (version 0.0.4, [`CONTENT_TYPE`]).
     pub fn render(&self) -> String {
-        let inner = &*self.inner;
-        let mut out = String::with_capacity(4096);
-        out.push_str("# HELP upgrade_guard_decisions_total Decisions of the guard, by outcome, rejection code and admission.\n");
-        out.push_str("# TYPE upgrade_guard_decisions_total counter\n");
-        for ((outcome, code, admission), n) in lock(&inner.decisions).iter() {
-            let _ = writeln!(
-                out,
-                "upgrade_guard_decisions_total{{outcome=\"{outcome}\",code=\"{code}\",admission=\"{admission}\"}} {n}"
-            );
-        }
-        inner.decision_latency.render(
-            &mut out,
-            "upgrade_guard_decision_seconds",
-            "From a guarded request's arrival to the guard's decision.",
-            &[""],
-        );
-        inner.lock_wait.render(
-            &mut out,
-            "upgrade_guard_lock_wait_seconds",
-            "How long each guarded request that took its site's lock waited for it.",
-            &[""],
-        );
-        out.push_str("# HELP upgrade_guard_finished_alone_total Forwarded requests the guard finished after their client went away, by how they ended.\n");
-        out.push_str("# TYPE upgrade_guard_finished_alone_total counter\n");
-        for ((how, status), n) in lock(&inner.finished_alone).iter() {
-            let status = status.map_or_else(|| "none".to_owned(), |s| s.to_string());
-            let _ = writeln!(
-                out,
-                "upgrade_guard_finished_alone_total{{finished=\"{how}\",status=\"{status}\"}} {n}"
-            );
-        }
-
-        let stats = inner.guard.snapshot();
-        let counters: [(&str, &str, f64); 5] = [
-            (
-                "lookups",
-                "Upstream upgrade-paths lookups made.",
-                stats.lookups as f64,
-            ),
-            (
-                "cache_hits",
-                "Decisions answered from the cache.",
-                stats.cache_hits as f64,
-            ),
-            (
-                "coalesced",
-                "Requests that joined a lookup in flight.",
-                stats.coalesced as f64,
-            ),
-            (
-                "lock_waits",
-                "Requests that waited for another provision of their site.",
-                stats.lock_waits as f64,
-            ),
-            (
-                "site_busy",
-                "Requests answered site_busy.",
-                stats.site_busy as f64,
-            ),
-        ];
-        for (name, help, value) in counters {
-            let _ = writeln!(out, "# HELP upgrade_guard_{name}_total {help}");
-            let _ = writeln!(out, "# TYPE upgrade_guard_{name}_total counter");
-            let _ = writeln!(out, "upgrade_guard_{name}_total {value}");
-        }
-
-        out.push_str(
-            "# HELP upgrade_guard_proxy_requests_total Requests answered, by route and status.\n",
-        );
-        out.push_str("# TYPE upgrade_guard_proxy_requests_total counter\n");
-        for ((route, status), n) in lock(&inner.requests).iter() {
-            let route = route.as_str();
-            let _ = writeln!(
-                out,
-                "upgrade_guard_proxy_requests_total{{route=\"{route}\",status=\"{status}\"}} {n}"
-            );
-        }
-        let mut first = true;
-        for route in Route::FORWARDED {
-            let label = format!("route=\"{}\"", route.as_str());
-            inner.upstream_latency[route as usize].render(
-                &mut out,
-                "upgrade_guard_proxy_upstream_seconds",
-                if first {
-                    "Until the upstream's response head, by route."
-                } else {
-                    ""
-                },
-                &[&label],
-            );
-            first = false;
-        }
+        let mut out = String::with_capacity(8192);
+        prometheus_client::encoding::prometheus_text::encode(&mut out, &self.inner.registry)
+            .expect("writing to a String cannot fail");
         out
     }
 }
 
-/// A counter map stays usable even if a holder panicked: counts are plain numbers.
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
+/// One unit of a gauge (an open connection, a request in flight), given back when dropped, so
+/// that every way out of a connection's task or a request's future is counted.
+#[derive(Debug)]
+pub struct Open(Gauge);
 
-/// A fixed-bucket latency histogram, lock-free.
-#[derive(Debug, Default)]
-struct Histogram {
-    /// Observations per bucket (not cumulative), the last one past every bound.
-    buckets: [AtomicU64; BUCKETS.len() + 1],
-    sum_micros: AtomicU64,
-}
-
-impl Histogram {
-    fn observe(&self, latency: Duration) {
-        let seconds = latency.as_secs_f64();
-        let bucket = BUCKETS
-            .iter()
-            .position(|&bound| seconds <= bound)
-            .unwrap_or(BUCKETS.len());
-        self.buckets[bucket].fetch_add(1, Relaxed);
-        let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
-        self.sum_micros.fetch_add(micros, Relaxed);
+impl Open {
+    fn new(gauge: &Gauge) -> Self {
+        gauge.inc();
+        Self(gauge.clone())
     }
+}
 
-    /// Writes the histogram; `help` empty when another series of the same name came first.
-    fn render(&self, out: &mut String, name: &str, help: &str, labels: &[&str]) {
-        if !help.is_empty() {
-            let _ = writeln!(out, "# HELP {name} {help}");
-            let _ = writeln!(out, "# TYPE {name} histogram");
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// The library's counters and its detached requests, read at each scrape.
+#[derive(Debug)]
+struct GuardCollector {
+    guard: GuardStats,
+    detached: Detached,
+}
+
+impl Collector for GuardCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let stats = self.guard.snapshot();
+        for (name, help, value) in [
+            (
+                "upgrade_guard_lookups",
+                "Upstream upgrade-paths lookups made",
+                stats.lookups,
+            ),
+            (
+                "upgrade_guard_cache_hits",
+                "Decisions answered from the cache",
+                stats.cache_hits,
+            ),
+            (
+                "upgrade_guard_coalesced",
+                "Requests that joined a lookup in flight",
+                stats.coalesced,
+            ),
+            (
+                "upgrade_guard_lock_waits",
+                "Requests that waited for another provision of their site",
+                stats.lock_waits,
+            ),
+            (
+                "upgrade_guard_site_busy",
+                "Requests answered site_busy",
+                stats.site_busy,
+            ),
+        ] {
+            let counter = ConstCounter::new(value);
+            counter.encode(encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                counter.metric_type(),
+            )?)?;
         }
-        let labels = labels
-            .iter()
-            .filter(|l| !l.is_empty())
-            .copied()
-            .collect::<Vec<_>>()
-            .join(",");
-        let with = |extra: &str| match (labels.is_empty(), extra.is_empty()) {
-            (true, true) => String::new(),
-            (true, false) => format!("{{{extra}}}"),
-            (false, true) => format!("{{{labels}}}"),
-            (false, false) => format!("{{{labels},{extra}}}"),
-        };
-        let mut cumulative = 0;
-        for (i, count) in self.buckets.iter().enumerate() {
-            cumulative += count.load(Relaxed);
-            let le = BUCKETS.get(i).map_or("+Inf".to_owned(), |b| b.to_string());
-            let _ = writeln!(
-                out,
-                "{name}_bucket{} {cumulative}",
-                with(&format!("le=\"{le}\""))
-            );
-        }
-        let sum = self.sum_micros.load(Relaxed) as f64 / 1e6;
-        let _ = writeln!(out, "{name}_sum{} {sum}", with(""));
-        let _ = writeln!(out, "{name}_count{} {cumulative}", with(""));
+        let detached =
+            ConstGauge::new(i64::try_from(self.detached.in_progress()).unwrap_or(i64::MAX));
+        detached.encode(encoder.encode_descriptor(
+            "upgrade_guard_detached_in_progress",
+            "Forwarded requests the guard is finishing alone because their clients went away",
+            None,
+            detached.metric_type(),
+        )?)
     }
 }
 
@@ -304,12 +398,15 @@ mod tests {
 
     #[test]
     fn histograms_are_cumulative_and_counted() {
-        let metrics = Metrics::new(GuardStats::default());
+        let metrics = Metrics::new(GuardStats::default(), Detached::default());
         metrics.upstream_latency(Route::Passthrough, Duration::from_micros(300));
         metrics.upstream_latency(Route::Passthrough, Duration::from_millis(30));
         metrics.upstream_latency(Route::Passthrough, Duration::from_secs(60));
         metrics.answered(Route::Passthrough, 200);
         metrics.answered(Route::Passthrough, 200);
+        let open = metrics.connection_opened();
+        let _in_flight = metrics.guarded_request();
+        drop(metrics.guarded_request());
         let text = metrics.render();
         for line in [
             "upgrade_guard_proxy_upstream_seconds_bucket{route=\"passthrough\",le=\"0.0005\"} 1",
@@ -320,6 +417,9 @@ mod tests {
             "upgrade_guard_proxy_upstream_seconds_bucket{route=\"provision\",le=\"+Inf\"} 0",
             "upgrade_guard_proxy_requests_total{route=\"passthrough\",status=\"200\"} 2",
             "upgrade_guard_lookups_total 0",
+            "upgrade_guard_detached_in_progress 0",
+            "upgrade_guard_proxy_open_connections 1",
+            "upgrade_guard_proxy_guarded_in_flight 1",
             "# TYPE upgrade_guard_decision_seconds histogram",
         ] {
             assert!(
@@ -332,6 +432,13 @@ mod tests {
             text.matches("# TYPE upgrade_guard_proxy_upstream_seconds ")
                 .count(),
             1
+        );
+        drop(open);
+        assert!(
+            metrics
+                .render()
+                .lines()
+                .any(|l| l == "upgrade_guard_proxy_open_connections 0")
         );
     }
 }

@@ -1,11 +1,13 @@
 //! Start-up (config → service stack → listeners), the accept loops, and graceful shutdown.
 
-use crate::admin::Admin;
+use crate::admin::{Admin, Readiness, probe_site};
 use crate::config::{Config, Credentials, redacted_url};
 use crate::forward::{ErrorChain, Forwarder, InvalidUpstream, ProxyBody, Upstream};
 use crate::metrics::Metrics;
+use crate::request_id::{self, MakeRequestUuid, SetRequestIdLayer};
 use crate::routes::Proxy;
-use crate::tls::{self, TlsError};
+use crate::telemetry::{self, Telemetry};
+use crate::tls::{self, Certificates, TlsError};
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
@@ -19,11 +21,11 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
-use tokio_rustls::TlsAcceptor;
+use tower::ServiceBuilder;
 use tower_service::Service;
 use upgrade_guard::{
-    BuildError, Detached, LockError, RedisBuildError, RedisLocks, Site, SiteLocks,
-    UpgradeGuardLayer, UpgradePathsClient,
+    BuildError, Detached, LockError, RedisBuildError, RedisLocks, SiteLocks, UpgradeGuardLayer,
+    UpgradePathsClient,
 };
 
 /// How long a client has to finish its TLS handshake, and to send a request's headers.
@@ -97,6 +99,7 @@ pub struct Running {
     stop: watch::Sender<bool>,
     servers: Vec<JoinHandle<()>>,
     detached: Detached,
+    reloader: Reloader,
 }
 
 impl Running {
@@ -114,6 +117,11 @@ impl Running {
     pub fn url(&self) -> String {
         let scheme = if self.https { "https" } else { "http" };
         format!("{scheme}://{}", self.addr)
+    }
+
+    /// What reloads the certificate (on SIGHUP), usable while the proxy serves.
+    pub fn reloader(&self) -> Reloader {
+        self.reloader.clone()
     }
 
     /// Stops accepting, lets the requests under way finish (at most `--shutdown-grace`), closes
@@ -149,6 +157,38 @@ impl Running {
     }
 }
 
+/// Reloads the certificate and key the proxy serves (`--tls-cert`, `--tls-key`), as the binary
+/// does on SIGHUP; see [`Certificates::reload`].
+#[derive(Clone, Debug)]
+pub struct Reloader {
+    certificates: Option<Certificates>,
+    metrics: Metrics,
+}
+
+impl Reloader {
+    /// Reads the certificate and key again: connections accepted from now on get the new pair,
+    /// those open keep theirs. A pair that can't be served is logged and the old one kept.
+    /// Returns whether a new pair is served; `false` without `--tls-cert` too.
+    pub fn reload(&self) -> bool {
+        let Some(certificates) = &self.certificates else {
+            tracing::info!("no --tls-cert to reload");
+            return false;
+        };
+        let loaded = match certificates.reload() {
+            Ok(()) => {
+                tracing::info!(cert = %certificates.cert_path().display(), "certificate reloaded; new connections get it");
+                true
+            }
+            Err(error) => {
+                tracing::warn!(error = %ErrorChain(&error), "certificate reload failed; still serving the previous one");
+                false
+            }
+        };
+        self.metrics.tls_reloaded(loaded);
+        loaded
+    }
+}
+
 /// Builds the service stack from `config`, binds both listeners and starts serving on the
 /// current Tokio runtime.
 ///
@@ -157,27 +197,34 @@ impl Running {
 /// unreachable Redis is found now rather than as 503s later), and both addresses.
 pub async fn start(config: Config) -> Result<Running, StartError> {
     let upstream = Upstream::parse(&config.upstream)?;
-    let acceptor = match (&config.tls_cert, &config.tls_key) {
-        (Some(cert), Some(key)) => Some(tls::acceptor(cert, key)?),
+    let certificates = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => Some(Certificates::load(cert, key)?),
         _ => None,
     };
     let connector = tls::upstream_connector(upstream.is_https())?;
 
-    let mut guard =
-        UpgradeGuardLayer::builder(lookup_client(&config)?).cache_ttl(config.cache_ttl());
+    let client = lookup_client(&config)?;
+    // With client credentials, /readyz says whether the token endpoint refuses them.
+    let mut readiness = Readiness::default().tokens(client.token_source().clone());
+    let mut guard = UpgradeGuardLayer::builder(client).cache_ttl(config.cache_ttl());
     // Without --redis, the builder's default: in-process locks.
     if let Some(url) = &config.redis {
-        guard = guard.site_locks(redis_locks(url).await?);
+        let locks = redis_locks(url).await?;
+        readiness = readiness.redis(locks.clone());
+        guard = guard.site_locks(locks);
     }
     let guard = guard
         .build()
         .detached_ceiling(DETACHED_CEILING)
         .lock_wait(config.lock_wait())
         .body_timeout(config.body_timeout());
-    let metrics = Metrics::new(guard.stats());
+    let metrics = Metrics::new(guard.stats(), guard.detached());
     let guard = guard.on_decision({
         let metrics = metrics.clone();
-        move |report| metrics.decision(report)
+        move |report| {
+            metrics.decision(report);
+            telemetry::record_decision(report);
+        }
     });
     let forwarder = Forwarder::new(
         upstream,
@@ -185,7 +232,13 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         config.request_timeout(),
         metrics.clone(),
     );
-    let proxy = Proxy::new(&guard, &forwarder, metrics.clone());
+    let proxy = ServiceBuilder::new()
+        .map_request(request_id::drop_invalid)
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .service(Telemetry::new(
+            Proxy::new(&guard, &forwarder, metrics.clone()),
+            metrics.clone(),
+        ));
     let detached = guard.detached();
 
     let listener = bind("--listen", config.listen).await?;
@@ -195,13 +248,25 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
 
     let (stop, stopped) = watch::channel(false);
     let grace = config.shutdown_grace();
-    let https = acceptor.is_some();
+    let https = certificates.is_some();
+    let reloader = Reloader {
+        certificates: certificates.clone(),
+        metrics: metrics.clone(),
+    };
     let servers = vec![
-        tokio::spawn(serve(listener, acceptor, proxy, stopped.clone(), grace)),
+        tokio::spawn(serve(
+            listener,
+            certificates,
+            proxy,
+            Some(metrics.clone()),
+            stopped.clone(),
+            grace,
+        )),
         tokio::spawn(serve(
             admin_listener,
             None,
-            Admin::new(metrics),
+            Admin::new(metrics, readiness),
+            None,
             stopped,
             grace,
         )),
@@ -214,6 +279,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         stop,
         servers,
         detached,
+        reloader,
     })
 }
 
@@ -240,8 +306,7 @@ async fn redis_locks(url: &str) -> Result<RedisLocks, StartError> {
             url: shown.clone(),
             source,
         })?;
-    let probe = Site::parse("start-up-probe.upgrade-guard-proxy.invalid").expect("a valid domain");
-    match locks.acquire(&probe, REDIS_PROBE_WAIT).await {
+    match locks.acquire(&probe_site(), REDIS_PROBE_WAIT).await {
         // Busy: another replica is probing at the same moment, and Redis answered it.
         Ok(_) | Err(LockError::Busy) => Ok(locks),
         Err(source) => Err(StartError::RedisUnreachable { url: shown, source }),
@@ -267,10 +332,12 @@ fn local_addr(
 /// Accepts connections until `stopped` turns true, then waits (at most `grace`) for the
 /// connections to finish their requests; idle keep-alive connections close at once, and those
 /// still busy after `grace` are closed, dropping their requests (see [`Running::shutdown`]).
+/// With `metrics`, the connections open are counted there.
 async fn serve<S>(
     listener: TcpListener,
-    tls: Option<TlsAcceptor>,
+    tls: Option<Certificates>,
     service: S,
+    metrics: Option<Metrics>,
     mut stopped: watch::Receiver<bool>,
     grace: Duration,
 ) where
@@ -302,9 +369,13 @@ async fn serve<S>(
         };
         let _ = stream.set_nodelay(true);
         let watcher = graceful.watcher();
-        let tls = tls.clone();
+        // The certificate current at this connection's handshake, kept for its whole life.
+        let tls = tls.as_ref().map(Certificates::acceptor);
         let service = TowerToHyperService::new(service.clone());
+        let open = metrics.as_ref().map(Metrics::connection_opened);
         connections.spawn(async move {
+            // Dropped with the task, however it ends (closed, failed, or cut at shutdown).
+            let _open = open;
             let mut http = http1::Builder::new();
             http.timer(TokioTimer::new())
                 .header_read_timeout(HEADER_READ_TIMEOUT);

@@ -1,5 +1,7 @@
-//! TLS with rustls: serving HTTPS (`--tls-cert`, `--tls-key`) and reaching an `https://` upstream.
+//! TLS with rustls: serving HTTPS (`--tls-cert`, `--tls-key`, reloaded on SIGHUP) and reaching
+//! an `https://` upstream.
 
+use arc_swap::ArcSwap;
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
 use std::path::{Path, PathBuf};
@@ -50,8 +52,67 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(aws_lc_rs::default_provider())
 }
 
-/// An acceptor serving the certificate chain in `cert` with the key in `key`, over HTTP/1.1.
-pub fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, TlsError> {
+/// The certificate the proxy serves (`--tls-cert`, `--tls-key`), reloadable while it serves.
+///
+/// Each accepted connection takes the configuration current at its handshake
+/// ([`acceptor`](Self::acceptor)); [`reload`](Self::reload) reads both files again and swaps the
+/// configuration only if they can be served together, so connections under way keep theirs
+/// and a bad pair leaves the old one in place. Cheap to clone: clones share the configuration.
+#[derive(Clone)]
+pub struct Certificates {
+    cert: PathBuf,
+    key: PathBuf,
+    current: Arc<ArcSwap<ServerConfig>>,
+}
+
+impl Certificates {
+    /// Reads the certificate chain in `cert` and the key in `key`.
+    ///
+    /// # Errors
+    ///
+    /// A file that can't be read or holds nothing of its kind, or a key that is not the
+    /// certificate's, each naming its flag.
+    pub fn load(cert: &Path, key: &Path) -> Result<Self, TlsError> {
+        Ok(Self {
+            cert: cert.to_owned(),
+            key: key.to_owned(),
+            current: Arc::new(ArcSwap::from_pointee(server_config(cert, key)?)),
+        })
+    }
+
+    /// Reads both files again and serves them to the connections accepted from now on.
+    ///
+    /// # Errors
+    ///
+    /// As [`load`](Self::load); the certificate served until now is kept.
+    pub fn reload(&self) -> Result<(), TlsError> {
+        let config = server_config(&self.cert, &self.key)?;
+        self.current.store(Arc::new(config));
+        Ok(())
+    }
+
+    /// An acceptor with the configuration current now, for one connection.
+    pub fn acceptor(&self) -> TlsAcceptor {
+        TlsAcceptor::from(self.current.load_full())
+    }
+
+    /// The certificate file (`--tls-cert`).
+    pub fn cert_path(&self) -> &Path {
+        &self.cert
+    }
+}
+
+impl std::fmt::Debug for Certificates {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Certificates")
+            .field("cert", &self.cert)
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The server configuration for the chain in `cert` and the key in `key`, over HTTP/1.1.
+fn server_config(cert: &Path, key: &Path) -> Result<ServerConfig, TlsError> {
     let chain = CertificateDer::pem_file_iter(cert)
         .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
         .and_then(|chain| {
@@ -76,7 +137,7 @@ pub fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, TlsError> {
         .with_single_cert(chain, private_key)
         .map_err(TlsError::Config)?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(TlsAcceptor::from(Arc::new(config)))
+    Ok(config)
 }
 
 /// The upstream connector: TLS verified against the system's CA certificates for `https://`,

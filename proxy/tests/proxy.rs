@@ -520,8 +520,8 @@ async fn metrics_and_health_are_on_the_admin_listener_only() {
     }
     assert_eq!(send(&admin, get("/nothing")).await.status, 404);
 
-    // On the proxy's port, /metrics and /healthz are the upstream's paths like any other.
-    for path in ["/metrics", "/healthz"] {
+    // On the proxy's port, /metrics, /healthz and /readyz are the upstream's paths like any other.
+    for path in ["/metrics", "/healthz", "/readyz"] {
         let through = send(
             &client,
             Request::get(format!("{url}{path}"))

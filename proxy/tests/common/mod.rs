@@ -62,23 +62,35 @@ impl TestCert {
 
     /// An HTTPS client that trusts this certificate only.
     pub fn client(&self) -> HttpsClient {
-        let mut roots = RootCertStore::empty();
-        roots
-            .add(self.der.clone())
-            .expect("the test certificate is a root");
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let config = ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        let connector = HttpsConnectorBuilder::new()
-            .with_tls_config(config)
-            .https_only()
-            .enable_http1()
-            .build();
-        Client::builder(TokioExecutor::new()).build(connector)
+        client_trusting(&[self], true)
     }
+}
+
+/// An HTTPS client that trusts `certs` only; without `keep_alive`, each request opens a
+/// connection (and makes a TLS handshake) of its own.
+pub fn client_trusting(certs: &[&TestCert], keep_alive: bool) -> HttpsClient {
+    let mut roots = RootCertStore::empty();
+    for cert in certs {
+        roots
+            .add(cert.der.clone())
+            .expect("the test certificate is a root");
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = HttpsConnectorBuilder::new()
+        .with_tls_config(config)
+        .https_only()
+        .enable_http1()
+        .build();
+    let mut client = Client::builder(TokioExecutor::new());
+    if !keep_alive {
+        client.pool_max_idle_per_host(0);
+    }
+    client.build(connector)
 }
 
 impl Drop for TestCert {
