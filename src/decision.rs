@@ -1,38 +1,17 @@
-//! The decision: is the product an upgrade for the site, and what does the route do about it?
+//! What the guard decided for a request, and what the route does about it.
 //!
 //! WordPress.com owns the rule; the guard only reads its answer. A product is an upgrade exactly
-//! when the site's upgrade paths list it, in any family. A route's [`Mode`] says what happens to
-//! the requests the guard would stop, and every decision is reported ([`DecisionReport`]).
+//! when the site's upgrade paths list it, in any family, and refused only when the answer speaks
+//! about the product's family (`catalogue.rs`). A route's [`Mode`] says what happens to the
+//! requests the guard would stop, and every decision is reported ([`DecisionReport`]).
 
 use crate::Site;
 use crate::lock::LockError;
 use crate::rejection::Rejection;
-use crate::upstream::{LookupError, UpgradePaths};
+use crate::upstream::LookupError;
 use http::{HeaderValue, StatusCode};
 use std::fmt;
 use std::time::Duration;
-
-/// What the guard decided for one request.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Decision<'a> {
-    /// The product is listed: forward the provision.
-    Upgrade {
-        /// The family that lists it.
-        family: &'a str,
-    },
-    /// The product is not listed: answer 409.
-    NotAnUpgrade,
-}
-
-impl<'a> Decision<'a> {
-    /// Decides for `product` given the site's `paths`.
-    pub(crate) fn new(paths: &'a UpgradePaths, product: &str) -> Self {
-        match paths.family_of(product) {
-            Some(family) => Self::Upgrade { family },
-            None => Self::NotAnUpgrade,
-        }
-    }
-}
 
 /// What the guard checked, in the extensions of every request it forwards with a product: a
 /// checked upgrade ([`Admission::Upgrade`]) or the first provision of a site WordPress.com does
@@ -110,6 +89,12 @@ pub enum Admission {
     /// ([`cancels`](crate::UpgradeGuardLayer::cancels)): nothing to check, the site held and its
     /// cached paths dropped.
     Cancellation,
+    /// The site's upgrade-paths answer does not judge the product: it does not list it, and
+    /// WordPress.com's answers do not speak about its family (Scan and Anti-spam, where
+    /// upgrade-paths answers only about plans and backups). Forwarded on a route whose
+    /// [`UnjudgedProducts`](crate::UnjudgedProducts) is `Forward`, the default: WordPress.com's
+    /// provision endpoint decides.
+    Unjudged,
 }
 
 impl Admission {
@@ -120,6 +105,7 @@ impl Admission {
             Self::FirstProvision => "first_provision",
             Self::Connection => "connection",
             Self::Cancellation => "cancellation",
+            Self::Unjudged => "unjudged",
         }
     }
 }

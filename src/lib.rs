@@ -100,7 +100,7 @@
 //! it does *not* list the product, so whatever the cache holds can make the guard answer 409, never
 //! forward a downgrade; an upgrade is always confirmed by a lookup made under the site's lock.
 //! Hot refused requests (tooling retrying a downgrade) cost no upstream call, an allowed provision
-//! exactly one. A cancellation gives products back, which is why a cancel route is marked
+//! exactly one (plus one site lookup the first time a name is seen). A cancellation gives products back, which is why a cancel route is marked
 //! [`cancels`](UpgradeGuardLayer::cancels) and a change the guard cannot see is told with
 //! [`forget`](UpgradeGuardLayer::forget); processes sharing `RedisLocks` tell each other.
 //!
@@ -117,6 +117,7 @@
 
 mod body;
 mod cache;
+mod catalogue;
 mod decision;
 mod guard;
 mod lock;
@@ -131,6 +132,7 @@ mod upstream;
 pub mod fake;
 
 pub use body::GuardBody;
+pub use catalogue::UnjudgedProducts;
 pub use decision::{
     Admission, BYPASS_HEADER, Bypass, Checked, DecisionReport, Finished, Mode, Outcome,
 };

@@ -35,6 +35,18 @@ pub enum Rejection {
         /// What WordPress.com says may be provisioned instead.
         upgrade_paths: Arc<UpgradePaths>,
     },
+    /// 409 `product_not_judged`: the site's upgrade-paths answer does not judge the product (it
+    /// does not list it, and does not speak about its family), on a route that refuses such
+    /// products ([`UnjudgedProducts::Refuse`](crate::UnjudgedProducts::Refuse)).
+    #[error(
+        "{product} is not judged by site {site}'s upgrade paths (WordPress.com's answer does not speak about its family), and this route takes only judged products"
+    )]
+    NotJudged {
+        /// The site.
+        site: Site,
+        /// The product the request asked for.
+        product: String,
+    },
     /// 400 `missing_site`: the request names no site.
     #[error("the request names no site")]
     MissingSite,
@@ -239,7 +251,7 @@ impl Rejection {
     /// The HTTP status of the response.
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::NotAnUpgrade { .. } => StatusCode::CONFLICT,
+            Self::NotAnUpgrade { .. } | Self::NotJudged { .. } => StatusCode::CONFLICT,
             Self::MissingSite
             | Self::MissingProduct
             | Self::InvalidSite(_)
@@ -264,6 +276,7 @@ impl Rejection {
     pub fn code(&self) -> &'static str {
         match self {
             Self::NotAnUpgrade { .. } => "upgrade_not_allowed",
+            Self::NotJudged { .. } => "product_not_judged",
             Self::MissingSite => "missing_site",
             Self::MissingProduct => "missing_product",
             Self::InvalidSite(_) => "invalid_site",
@@ -319,6 +332,7 @@ impl Rejection {
                 product,
                 upgrade_paths,
             } => (Some(site), Some(product.as_str()), Some(&**upgrade_paths)),
+            Self::NotJudged { site, product } => (Some(site), Some(product.as_str()), None),
             Self::UnknownSite { site } => (Some(site), None, None),
             _ => (None, None, None),
         };

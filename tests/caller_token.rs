@@ -134,10 +134,10 @@ async fn an_entry_fetched_by_one_caller_is_not_another_callers_refusal() {
     let guard = UpgradeGuardLayer::new(caller_client(&fake));
     let inner = Recorder::default();
 
-    // B's token sees site 1003 as offered nothing but Personal: Scan is refused, and cached.
+    // B's token sees site 1003 as offered nothing but Personal: Premium is refused, and cached.
     let scan = |token| {
         let mut request = personal(Some(token));
-        *request.body_mut() = Full::from("siteurl=1003&plan=jetpack-scan&local_user=admin");
+        *request.body_mut() = Full::from("siteurl=1003&plan=premium&local_user=admin");
         request
     };
     fake.inject(Endpoint::UpgradePaths, Fault::status_with_body(200, B_VIEW))

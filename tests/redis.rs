@@ -741,17 +741,20 @@ async fn forget_on_one_replica_reaches_the_others_and_a_lost_subscription_forget
     };
 
     // A change made elsewhere, told to replica A only.
-    assert_eq!(refused("jetpack-scan").await, StatusCode::CONFLICT);
+    assert_eq!(
+        refused("jetpack-backup-realtime").await,
+        StatusCode::CONFLICT
+    );
     fake.add_site(
         upgrade_guard::fake::FakeSite::new(1003).url("https://professional.example.com/"),
     );
     assert_eq!(
-        refused("jetpack-scan").await,
+        refused("jetpack-backup-realtime").await,
         StatusCode::CONFLICT,
         "cached"
     );
     a.forget(&site);
-    eventually_ok("jetpack-scan").await;
+    eventually_ok("jetpack-backup-realtime").await;
 
     // Redis goes away while B holds a refusal; a forget published meanwhile is lost. Once B
     // listens again it forgets everything, since it cannot know what it missed.

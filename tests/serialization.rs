@@ -599,7 +599,9 @@ async fn sequential_lookups_reuse_pooled_connections() {
     let fake = fake().await;
     let guard = UpgradeGuardLayer::builder(client(&fake))
         .cache_ttl(Duration::ZERO)
-        .build();
+        .build()
+        // A product of no family: refused on a route that takes only judged products.
+        .unjudged_products(upgrade_guard::UnjudgedProducts::Refuse);
     let inner = Recorder::default();
     for site in [
         "1001", "1002", "1003", "1004", "1001", "1002", "1003", "1004",

@@ -172,6 +172,71 @@ pub struct Config {
         value_name = "FORMAT"
     )]
     pub log_format: LogFormat,
+
+    /// What the guard does with a product the site's upgrade-paths answer does not judge (one
+    /// it does not list, of a family WordPress.com's answers do not speak about: Scan and
+    /// Anti-spam, where they cover plans and backups only): `forward` it (WordPress.com's
+    /// provision endpoint decides) or `refuse` it (409 `product_not_judged`).
+    #[arg(
+        long = "unjudged-products",
+        env = "UPGRADE_GUARD_UNJUDGED_PRODUCTS",
+        value_enum,
+        default_value_t = Unjudged::Forward,
+        value_name = "CHOICE"
+    )]
+    pub unjudged_products: Unjudged,
+
+    /// Product families WordPress.com's upgrade-paths answers speak about, besides
+    /// `jetpack-plans` and `jetpack-backup` (always) and those an answer has listed: a product
+    /// of one is refused when an answer does not list it. Comma-separated, or the flag repeated.
+    #[arg(
+        long = "covered-family",
+        env = "UPGRADE_GUARD_COVERED_FAMILIES",
+        value_delimiter = ',',
+        value_name = "FAMILY"
+    )]
+    pub covered_families: Vec<String>,
+
+    /// Products of families the guard cannot know from WordPress.com's docs, as `SLUG=FAMILY`
+    /// (the documented ones are known, and every answer teaches more). Comma-separated, or the
+    /// flag repeated.
+    #[arg(
+        long = "product-family",
+        env = "UPGRADE_GUARD_PRODUCT_FAMILIES",
+        value_delimiter = ',',
+        value_name = "SLUG=FAMILY",
+        value_parser = parse_product_family
+    )]
+    pub product_families: Vec<(String, String)>,
+}
+
+/// `--unjudged-products`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Unjudged {
+    /// Forward it, marked `unjudged` in logs and metrics.
+    #[default]
+    Forward,
+    /// Answer 409 `product_not_judged`.
+    Refuse,
+}
+
+impl From<Unjudged> for upgrade_guard::UnjudgedProducts {
+    fn from(unjudged: Unjudged) -> Self {
+        match unjudged {
+            Unjudged::Forward => Self::Forward,
+            Unjudged::Refuse => Self::Refuse,
+        }
+    }
+}
+
+/// `SLUG=FAMILY`, both non-empty.
+fn parse_product_family(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((slug, family)) if !slug.trim().is_empty() && !family.trim().is_empty() => {
+            Ok((slug.trim().to_owned(), family.trim().to_owned()))
+        }
+        _ => Err(format!("{text:?} is not SLUG=FAMILY")),
+    }
 }
 
 /// Whose token the guard's upgrade-paths lookups carry.
@@ -243,6 +308,11 @@ impl std::fmt::Debug for Config {
             .field("request_timeout", &self.request_timeout())
             .field("cache_ttl", &self.cache_ttl())
             .field("shutdown_grace", &self.shutdown_grace())
+            .field("lock_wait", &self.lock_wait())
+            .field("body_timeout", &self.body_timeout())
+            .field("unjudged_products", &self.unjudged_products)
+            .field("covered_families", &self.covered_families)
+            .field("product_families", &self.product_families)
             .field("log_format", &self.log_format)
             .finish()
     }

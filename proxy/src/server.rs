@@ -207,6 +207,12 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     // With client credentials, /readyz says whether the token endpoint refuses them.
     let mut readiness = Readiness::default().tokens(client.token_source().clone());
     let mut guard = UpgradeGuardLayer::builder(client).cache_ttl(config.cache_ttl());
+    for family in &config.covered_families {
+        guard = guard.covered_family(family);
+    }
+    for (product, family) in &config.product_families {
+        guard = guard.product_family(product, family);
+    }
     // Without --redis, the builder's default: in-process locks.
     if let Some(url) = &config.redis {
         let locks = redis_locks(url).await?;
@@ -217,7 +223,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         .build()
         .detached_ceiling(DETACHED_CEILING)
         .lock_wait(config.lock_wait())
-        .body_timeout(config.body_timeout());
+        .body_timeout(config.body_timeout())
+        .unjudged_products(config.unjudged_products.into());
     let metrics = Metrics::new(guard.stats(), guard.detached());
     let guard = guard.on_decision({
         let metrics = metrics.clone();

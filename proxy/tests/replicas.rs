@@ -42,7 +42,15 @@ async fn racing_provisions_through_three_replicas_leak_nothing() {
             start_https(
                 fake.url(),
                 &cert,
-                &["--token", &token, "--redis", &redis.url()],
+                // The fake answers about Scan and Anti-spam too: their products are judged.
+                &[
+                    "--token",
+                    &token,
+                    "--redis",
+                    &redis.url(),
+                    "--covered-family",
+                    "jetpack-scan,jetpack-anti-spam",
+                ],
             )
             .await,
         );

@@ -44,6 +44,8 @@ pub(crate) struct Shared {
     pub(crate) client_secret: String,
     /// Whether a site offered nothing is answered `[]` (PHP's empty array) rather than `{}`.
     pub(crate) empty_paths_as_array: bool,
+    /// The families upgrade-paths answers about; `None`: all of them.
+    pub(crate) families: Option<Vec<String>>,
 }
 
 impl Shared {
@@ -232,7 +234,10 @@ fn upgrade_paths(
         .ok()
         .and_then(|site| shared.store.held(&site))
         .ok_or_else(invalid_blog)?;
-    let offered = catalogue::offered(held);
+    let mut offered = catalogue::offered(held);
+    if let Some(families) = &shared.families {
+        offered.retain(|family, _| families.iter().any(|f| f == family));
+    }
     if offered.is_empty() && shared.empty_paths_as_array {
         // What PHP's json_encode makes of an empty array.
         return Ok(with_status(StatusCode::OK, Full::from("[]")));

@@ -26,6 +26,8 @@ pub struct FakeUpstreamBuilder {
     client_secret: String,
     sites: Vec<FakeSite>,
     empty_paths_as_array: bool,
+    grant_delay: Duration,
+    families: Option<Vec<String>>,
 }
 
 impl Default for FakeUpstreamBuilder {
@@ -37,6 +39,8 @@ impl Default for FakeUpstreamBuilder {
             client_secret: "fake-client-secret".into(),
             sites: Vec::new(),
             empty_paths_as_array: false,
+            grant_delay: Duration::ZERO,
+            families: None,
         }
     }
 }
@@ -116,11 +120,35 @@ impl FakeUpstreamBuilder {
         self
     }
 
+    /// Shows each provision in upgrade-paths and status only `delay` after it was made, as
+    /// WordPress.com, which grants products through its own jobs, may: meanwhile they answer as
+    /// before it (a site registered by its first provision is unknown to them), while the
+    /// provision endpoint already refuses a product the site would not gain from once every
+    /// provision made is granted. Default: at once.
+    #[must_use]
+    pub fn grant_delay(mut self, delay: Duration) -> Self {
+        self.grant_delay = delay;
+        self
+    }
+
+    /// Answers upgrade-paths about these product families only, as WordPress.com's partner docs
+    /// say it does (`jetpack-plans` and `jetpack-backup` "at the time of this writing"); the
+    /// provision endpoint still takes every product. Default: every family of the catalogue.
+    #[must_use]
+    pub fn answer_families<I, S>(mut self, families: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.families = Some(families.into_iter().map(Into::into).collect());
+        self
+    }
+
     /// Binds `127.0.0.1` on a free port and starts serving on the current tokio runtime.
     pub async fn start(self) -> io::Result<FakeUpstream> {
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
         let addr = listener.local_addr()?;
-        let store = Store::default();
+        let store = Store::new(self.grant_delay);
         for site in self.sites {
             store.add(site);
         }
@@ -134,6 +162,7 @@ impl FakeUpstreamBuilder {
             client_id: self.client_id,
             client_secret: self.client_secret,
             empty_paths_as_array: self.empty_paths_as_array,
+            families: self.families,
         });
         let task = tokio::spawn(accept_loop(listener, shared.clone()));
         Ok(FakeUpstream {

@@ -6,6 +6,7 @@ use super::catalogue::{PRODUCTS, Product};
 const PLANS: &str = "jetpack-plans";
 use crate::site::{Site, SiteKind};
 use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
 /// A site to seed the fake with, known by its blog ID, its URL, or both.
 ///
@@ -22,18 +23,17 @@ pub struct FakeSite {
     url: Option<(String, Site)>,
     held: Vec<&'static str>,
     connected: bool,
+    /// Products provisioned but not granted yet (the fake's grant delay), with when they are.
+    pending: Vec<(Instant, &'static Product)>,
+    /// For a site registered by a first provision under a grant delay: when upgrade-paths and
+    /// status start knowing it.
+    known_from: Option<Instant>,
 }
 
 impl FakeSite {
     /// A site known by its blog ID, holding nothing (a free site).
     pub fn new(blog_id: u64) -> Self {
-        Self {
-            blog_id: None,
-            url: None,
-            held: Vec::new(),
-            connected: true,
-        }
-        .blog_id(blog_id)
+        Self::unnamed().blog_id(blog_id)
     }
 
     /// A site known only by its URL (no blog ID), holding nothing.
@@ -42,13 +42,41 @@ impl FakeSite {
     ///
     /// As [`url`](Self::url).
     pub fn from_url(url: &str) -> Self {
+        Self::unnamed().url(url)
+    }
+
+    fn unnamed() -> Self {
         Self {
             blog_id: None,
             url: None,
             held: Vec::new(),
             connected: true,
+            pending: Vec::new(),
+            known_from: None,
         }
-        .url(url)
+    }
+
+    /// Grants the products whose time has come.
+    fn settle(&mut self, now: Instant) {
+        let (due, later): (Vec<_>, Vec<_>) = self.pending.drain(..).partition(|(at, _)| *at <= now);
+        self.pending = later;
+        for (_, product) in due {
+            grant(&mut self.held, product);
+        }
+    }
+
+    /// What the site holds once every provision made is granted.
+    fn held_eventually(&self) -> Vec<&'static str> {
+        let mut held = self.held.clone();
+        for (_, product) in &self.pending {
+            grant(&mut held, product);
+        }
+        held
+    }
+
+    /// Whether upgrade-paths and status know the site at `now`.
+    fn known_at(&self, now: Instant) -> bool {
+        self.known_from.is_none_or(|from| from <= now)
     }
 
     /// Sets the blog ID.
@@ -129,6 +157,12 @@ impl FakeSite {
     }
 }
 
+/// Grants `product`: the products it supersedes go, it is held.
+fn grant(held: &mut Vec<&'static str>, product: &'static Product) {
+    held.retain(|slug| Product::find(slug).is_none_or(|held| !product.supersedes(held)));
+    hold(held, product);
+}
+
 /// Adds `product` to `held`, keeping catalogue order and no duplicates.
 fn hold(held: &mut Vec<&'static str>, product: &'static Product) {
     if !held.contains(&product.slug) {
@@ -193,9 +227,19 @@ pub(crate) enum CancelError {
 #[derive(Debug, Default)]
 pub(crate) struct Store {
     sites: Mutex<Vec<FakeSite>>,
+    /// How long a provision takes to show in upgrade-paths and status.
+    grant_delay: Duration,
 }
 
 impl Store {
+    /// A store whose provisions show `grant_delay` after they are made.
+    pub(crate) fn new(grant_delay: Duration) -> Self {
+        Self {
+            sites: Mutex::default(),
+            grant_delay,
+        }
+    }
+
     /// Adds `site`, replacing any site known by the same blog ID or URL.
     pub(crate) fn add(&self, site: FakeSite) {
         let mut sites = self.lock();
@@ -203,18 +247,32 @@ impl Store {
         sites.push(site);
     }
 
+    /// What the site holds as upgrade-paths sees it (provisions granted so far); `None` for a
+    /// site upgrade-paths does not know.
     pub(crate) fn held(&self, site: &Site) -> Option<Vec<&'static str>> {
+        let now = Instant::now();
         self.lock()
-            .iter()
-            .find(|s| s.is(site))
-            .map(|s| s.held.clone())
+            .iter_mut()
+            .find(|s| s.is(site) && s.known_at(now))
+            .map(|s| {
+                s.settle(now);
+                s.held.clone()
+            })
     }
 
     pub(crate) fn snapshots(&self) -> Vec<SiteSnapshot> {
-        self.lock().iter().map(FakeSite::snapshot).collect()
+        let now = Instant::now();
+        self.lock()
+            .iter_mut()
+            .map(|s| {
+                s.settle(now);
+                s.snapshot()
+            })
+            .collect()
     }
 
-    /// The site's blog ID and URL (as it was given), for a site the fake knows.
+    /// The site's blog ID and URL (as it was given), for a site the fake knows: the public site
+    /// lookup knows a site from its registration on.
     pub(crate) fn names(&self, site: &Site) -> Option<(Option<u64>, Option<String>)> {
         self.lock()
             .iter()
@@ -222,23 +280,32 @@ impl Store {
             .map(|s| (s.blog_id, s.url.as_ref().map(|(given, _)| given.clone())))
     }
 
-    /// The site's connection state and held products; `None` for a site the fake does not know.
+    /// The site's connection state and held products as status sees them; `None` for a site
+    /// it does not know.
     pub(crate) fn status(&self, site: &Site) -> Option<(bool, Vec<&'static str>)> {
+        let now = Instant::now();
         self.lock()
-            .iter()
-            .find(|s| s.is(site))
-            .map(|s| (s.connected, s.held.clone()))
+            .iter_mut()
+            .find(|s| s.is(site) && s.known_at(now))
+            .map(|s| {
+                s.settle(now);
+                (s.connected, s.held.clone())
+            })
     }
 
-    /// Provisions `product` on `site` if it is offered (the products it supersedes are
-    /// dropped), or with no product only connects it. A site named by URL that the fake does
-    /// not know is registered first, with a new blog ID and nothing held, as WordPress.com's
-    /// provision does.
+    /// Provisions `product` on `site` if the site gains from it once every provision already
+    /// made is granted (the products it supersedes are dropped), or with no product only
+    /// connects it. A site named by URL that the fake does not know is registered first, with a
+    /// new blog ID and nothing held, as WordPress.com's provision does. Under a grant delay the
+    /// product shows in upgrade-paths and status only once the delay has passed (and so does a
+    /// site registered now).
     pub(crate) fn provision(
         &self,
         site: &Site,
         product: Option<&'static Product>,
     ) -> Result<Provisioned, ProvisionError> {
+        let now = Instant::now();
+        let delay = self.grant_delay;
         let mut sites = self.lock();
         let registered = !sites.iter().any(|s| s.is(site));
         if registered {
@@ -247,20 +314,24 @@ impl Store {
             }
             let blog_id = sites.iter().filter_map(|s| s.blog_id).max().unwrap_or(0) + 1;
             let url = format!("https://{}/", site.as_str().replace("::", "/"));
-            sites.push(FakeSite::new(blog_id).url(&url));
+            let mut new = FakeSite::new(blog_id).url(&url);
+            new.known_from = (!delay.is_zero()).then_some(now + delay);
+            sites.push(new);
         }
         let found = sites
             .iter_mut()
             .find(|s| s.is(site))
             .expect("the site is known or was just registered");
+        found.settle(now);
         if let Some(product) = product {
-            if !product.is_offered(&found.held) {
+            if !product.is_offered(&found.held_eventually()) {
                 return Err(ProvisionError::NotOffered);
             }
-            found
-                .held
-                .retain(|slug| Product::find(slug).is_none_or(|held| !product.supersedes(held)));
-            hold(&mut found.held, product);
+            if delay.is_zero() {
+                grant(&mut found.held, product);
+            } else {
+                found.pending.push((now + delay, product));
+            }
         }
         found.connected = true;
         Ok(Provisioned {
@@ -269,13 +340,17 @@ impl Store {
         })
     }
 
-    /// Takes products off `site`: what a partner's cancellation does.
+    /// Takes products off `site`: what a partner's cancellation does (every provision already
+    /// made granted first).
     pub(crate) fn cancel(&self, site: &Site, cancel: Cancel) -> Result<(), CancelError> {
         let mut sites = self.lock();
         let site = sites
             .iter_mut()
             .find(|s| s.is(site))
             .ok_or(CancelError::UnknownSite)?;
+        site.held = site.held_eventually();
+        site.pending.clear();
+        site.known_from = None;
         let before = site.held.len();
         match cancel {
             Cancel::All => site.held.clear(),

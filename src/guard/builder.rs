@@ -2,6 +2,7 @@ use super::check::{Config, Shared};
 use super::{UnknownSites, UpgradeGuardLayer};
 use crate::UpgradePathsClient;
 use crate::cache::{DEFAULT_CACHE_CAPACITY, DEFAULT_CACHE_TTL, Lookups};
+use crate::catalogue::{Catalogue, UnjudgedProducts};
 use crate::decision::Mode;
 use crate::lock::{DEFAULT_LOCK_WAIT, LocalLocks, SiteAliases, SiteLocks, SiteNames};
 use crate::request::RequestReader;
@@ -42,6 +43,8 @@ pub struct UpgradeGuardBuilder {
     cache_capacity: u64,
     locks: Arc<dyn SiteLocks>,
     aliases: SiteAliases,
+    products: Vec<(String, String)>,
+    covered: Vec<String>,
 }
 
 impl UpgradeGuardBuilder {
@@ -52,6 +55,8 @@ impl UpgradeGuardBuilder {
             cache_capacity: DEFAULT_CACHE_CAPACITY,
             locks: Arc::new(LocalLocks::new()),
             aliases: SiteAliases::default(),
+            products: Vec::new(),
+            covered: Vec::new(),
         }
     }
 
@@ -86,6 +91,38 @@ impl UpgradeGuardBuilder {
         self
     }
 
+    /// Says that `product` belongs to `family`, for a product WordPress.com's partner docs do not
+    /// name (the documented ones are known: the plans in `jetpack-plans`, the two backups in
+    /// `jetpack-backup`, `jetpack-scan` and `jetpack-anti-spam` each in its own). Products are
+    /// also learned from every upgrade-paths answer read (a product listed under a family
+    /// belongs to it). A product whose family is [covered](Self::covered_family) is refused when
+    /// an answer does not list it; see [`UnjudgedProducts`].
+    ///
+    /// ```
+    /// use upgrade_guard::{UpgradeGuardLayer, UpgradePathsClient};
+    ///
+    /// let client = UpgradePathsClient::builder().bearer_token("partner-token").build()?;
+    /// let guard = UpgradeGuardLayer::builder(client)
+    ///     .product_family("jetpack-security-t1", "jetpack-security")
+    ///     .covered_family("jetpack-security")
+    ///     .build();
+    /// # Ok::<(), upgrade_guard::BuildError>(())
+    /// ```
+    pub fn product_family(mut self, product: impl Into<String>, family: impl Into<String>) -> Self {
+        self.products.push((product.into(), family.into()));
+        self
+    }
+
+    /// Says that WordPress.com's upgrade-paths answers speak about `family`, so that an answer
+    /// that does not list a product of it refuses the product (409), from the first answer on.
+    /// `jetpack-plans` and `jetpack-backup` always are; any other family is covered once an
+    /// answer has listed it. Until then a product of it is not judged: see [`UnjudgedProducts`],
+    /// whose `Refuse` is the safe setting where that matters.
+    pub fn covered_family(mut self, family: impl Into<String>) -> Self {
+        self.covered.push(family.into());
+        self
+    }
+
     /// The layer, with the provision API's defaults for where the site and the product come
     /// from; configure those per route on clones of it.
     pub fn build(self) -> UpgradeGuardLayer {
@@ -102,6 +139,7 @@ impl UpgradeGuardBuilder {
             lookups,
             locks: self.locks,
             names: SiteNames::new(self.aliases, self.cache_capacity),
+            catalogue: Catalogue::new(self.products, self.covered),
             stats,
         };
         UpgradeGuardLayer::from_config(Config {
@@ -112,6 +150,7 @@ impl UpgradeGuardBuilder {
             on_decision: None,
             require_product: false,
             unknown_sites: UnknownSites::default(),
+            unjudged: UnjudgedProducts::default(),
             cancels: false,
             after_drop: Default::default(),
         })

@@ -7,7 +7,8 @@ use super::UnknownSites;
 use crate::Site;
 use crate::body::GuardBody;
 use crate::cache::Lookups;
-use crate::decision::{Admission, Bypass, Checked, Decision, DecisionReport, Mode, Outcome};
+use crate::catalogue::{Catalogue, Judgement, UnjudgedProducts};
+use crate::decision::{Admission, Bypass, Checked, DecisionReport, Mode, Outcome};
 use crate::lock::{HeldNames, LockError, SiteLocks, SiteNames, SitePermit};
 use crate::rejection::Rejection;
 use crate::request::{Named, Read, RequestReader};
@@ -25,12 +26,13 @@ use std::time::{Duration, Instant};
 const FREE: &str = "free";
 
 /// What every route of one guard shares: the lookups and their cache, the site locks and the
-/// names they are taken under, the stats.
+/// names they are taken under, what the answers can judge, the stats.
 #[derive(Debug)]
 pub(super) struct Shared {
     pub(super) lookups: Lookups,
     pub(super) locks: Arc<dyn SiteLocks>,
     pub(super) names: SiteNames,
+    pub(super) catalogue: Catalogue,
     pub(super) stats: GuardStats,
 }
 
@@ -66,6 +68,8 @@ pub(super) struct Config {
     /// request.
     pub(super) require_product: bool,
     pub(super) unknown_sites: UnknownSites,
+    /// What the route does with a product the site's answer does not judge.
+    pub(super) unjudged: UnjudgedProducts,
     /// Whether the route changes a site's products other than by provisioning (a cancel).
     pub(super) cancels: bool,
     /// How a forwarded request whose client went away is finished.
@@ -153,6 +157,12 @@ enum Verdict {
         product: String,
         hold: SiteHold,
     },
+    /// The site's answer does not judge the product, and the route forwards such products.
+    Unjudged {
+        site: Site,
+        product: String,
+        hold: SiteHold,
+    },
     /// WordPress.com does not know the site, named by URL: the provision registers it.
     FirstProvision {
         site: Site,
@@ -191,6 +201,7 @@ impl Verdict {
     fn hold(&self) -> Option<&SiteHold> {
         match self {
             Self::Upgrade { hold, .. }
+            | Self::Unjudged { hold, .. }
             | Self::FirstProvision { hold, .. }
             | Self::Connection { hold, .. }
             | Self::Cancellation { hold, .. } => Some(hold),
@@ -201,6 +212,7 @@ impl Verdict {
     fn admission(&self) -> Option<Admission> {
         match self {
             Self::Upgrade { .. } => Some(Admission::Upgrade),
+            Self::Unjudged { .. } => Some(Admission::Unjudged),
             Self::FirstProvision { .. } => Some(Admission::FirstProvision),
             Self::Connection { .. } => Some(Admission::Connection),
             Self::Cancellation { .. } => Some(Admission::Cancellation),
@@ -211,6 +223,7 @@ impl Verdict {
     fn site(&self) -> Option<&Site> {
         match self {
             Self::Upgrade { site, .. }
+            | Self::Unjudged { site, .. }
             | Self::FirstProvision { site, .. }
             | Self::Connection { site, .. }
             | Self::Cancellation { site, .. } => Some(site),
@@ -220,7 +233,9 @@ impl Verdict {
 
     fn product(&self) -> Option<&str> {
         match self {
-            Self::Upgrade { product, .. } | Self::FirstProvision { product, .. } => Some(product),
+            Self::Upgrade { product, .. }
+            | Self::Unjudged { product, .. }
+            | Self::FirstProvision { product, .. } => Some(product),
             Self::Connection { product, .. } | Self::Stopped { product, .. } => product.as_deref(),
             Self::Cancellation { .. } => None,
         }
@@ -294,6 +309,11 @@ impl Config {
         let (hold, bypass) = match verdict {
             Verdict::Stopped { why, .. } if outcome == Outcome::Rejected => return Err(why),
             Verdict::Upgrade {
+                site,
+                product,
+                hold,
+            }
+            | Verdict::Unjudged {
                 site,
                 product,
                 hold,
@@ -391,8 +411,9 @@ impl Config {
         // a moment ago.
         match lookups.known_refusal(&named.site, &product, caller).await {
             Ok(Some(paths)) => {
-                let why = not_an_upgrade(&named.site, &product, paths);
-                return Verdict::stopped(why, named, None);
+                if let Some(why) = self.refusal(&named.site, &product, paths) {
+                    return Verdict::stopped(why, named, None);
+                }
             }
             Err(why) => return Verdict::stopped(Rejection::Upstream(why), named, None),
             Ok(None) => {}
@@ -412,19 +433,30 @@ impl Config {
             .upgrade_paths(&site, &product, caller, fresh_from)
             .await;
         match paths {
-            Ok(paths) => match Decision::new(&paths, &product) {
-                Decision::Upgrade { .. } => Verdict::Upgrade {
-                    site,
-                    product,
-                    hold,
-                },
-                Decision::NotAnUpgrade => Verdict::Stopped {
-                    why: not_an_upgrade(&site, &product, paths),
-                    site: Some(site),
-                    product: Some(product),
-                    hold: Some(hold),
-                },
-            },
+            Ok(paths) => {
+                let catalogue = &self.shared.catalogue;
+                catalogue.learn(&paths);
+                match (catalogue.judge(&paths, &product), self.unjudged) {
+                    (Judgement::Listed, _) => Verdict::Upgrade {
+                        site,
+                        product,
+                        hold,
+                    },
+                    (Judgement::NotJudged, UnjudgedProducts::Forward) => Verdict::Unjudged {
+                        site,
+                        product,
+                        hold,
+                    },
+                    (Judgement::Refused | Judgement::NotJudged, _) => Verdict::Stopped {
+                        why: self
+                            .refusal(&site, &product, paths)
+                            .expect("a product not listed, judged or refused unjudged"),
+                        site: Some(site),
+                        product: Some(product),
+                        hold: Some(hold),
+                    },
+                }
+            }
             // A site named by URL that WordPress.com does not know holds nothing: this provision
             // is its first, and registers it. Held like any provision, so a second first
             // provision waits and is checked against what this one left. Forwarded unchecked, so
@@ -498,6 +530,9 @@ impl Config {
                     Some(Admission::FirstProvision) => "first provision of a new site forwarded",
                     Some(Admission::Connection) => "connection request forwarded (no product)",
                     Some(Admission::Cancellation) => "cancellation forwarded",
+                    Some(Admission::Unjudged) => {
+                        "product not judged by the site's upgrade paths forwarded"
+                    }
                     _ => "upgrade allowed",
                 };
                 tracing::info!(
@@ -595,11 +630,23 @@ impl Config {
     }
 }
 
-fn not_an_upgrade(site: &Site, product: &str, paths: Arc<UpgradePaths>) -> Rejection {
-    Rejection::NotAnUpgrade {
-        site: site.clone(),
-        product: product.to_owned(),
-        upgrade_paths: paths,
+impl Config {
+    /// Why the route refuses `product` on `site`, given an answer that does not list it: 409
+    /// when the answer judges it, or when the route takes only judged products; `None` when the
+    /// route forwards what the answer does not judge.
+    fn refusal(&self, site: &Site, product: &str, paths: Arc<UpgradePaths>) -> Option<Rejection> {
+        match (self.shared.catalogue.judge(&paths, product), self.unjudged) {
+            (Judgement::Listed, _) | (Judgement::NotJudged, UnjudgedProducts::Forward) => None,
+            (Judgement::Refused, _) => Some(Rejection::NotAnUpgrade {
+                site: site.clone(),
+                product: product.to_owned(),
+                upgrade_paths: paths,
+            }),
+            (Judgement::NotJudged, UnjudgedProducts::Refuse) => Some(Rejection::NotJudged {
+                site: site.clone(),
+                product: product.to_owned(),
+            }),
+        }
     }
 }
 
@@ -613,6 +660,7 @@ impl std::fmt::Debug for Config {
             .field("on_decision", &self.on_decision.as_ref().map(|_| ".."))
             .field("require_product", &self.require_product)
             .field("unknown_sites", &self.unknown_sites)
+            .field("unjudged", &self.unjudged)
             .field("cancels", &self.cancels)
             .field("after_drop", &self.after_drop)
             .finish()

@@ -1,5 +1,6 @@
 use super::check::Config;
 use super::{Detached, UpgradeGuard, UpgradeGuardBuilder};
+use crate::catalogue::UnjudgedProducts;
 use crate::decision::{DecisionReport, Mode};
 use crate::stats::GuardStats;
 use crate::upstream::{LookupError, Token, UpgradePaths};
@@ -218,6 +219,24 @@ impl UpgradeGuardLayer {
     /// ```
     pub fn require_product(mut self) -> Self {
         Arc::make_mut(&mut self.config).require_product = true;
+        self
+    }
+
+    /// What this route does with a product the site's upgrade-paths answer does not judge (one
+    /// it does not list, of a family WordPress.com's answers do not speak about: Scan and
+    /// Anti-spam, where upgrade-paths answers about plans and backups only); default
+    /// [`UnjudgedProducts::Forward`], WordPress.com's provision endpoint deciding.
+    ///
+    /// ```
+    /// use upgrade_guard::{UnjudgedProducts, UpgradeGuardLayer, UpgradePathsClient};
+    ///
+    /// let client = UpgradePathsClient::builder().bearer_token("partner-token").build()?;
+    /// // Only provisions upgrade-paths judges reach the provision call.
+    /// let strict = UpgradeGuardLayer::new(client).unjudged_products(UnjudgedProducts::Refuse);
+    /// # Ok::<(), upgrade_guard::BuildError>(())
+    /// ```
+    pub fn unjudged_products(mut self, unjudged: UnjudgedProducts) -> Self {
+        Arc::make_mut(&mut self.config).unjudged = unjudged;
         self
     }
 
