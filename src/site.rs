@@ -32,10 +32,9 @@ const MAX_SITE_LEN: usize = 512;
 /// assert!(Site::parse("example.com:8080").is_err());
 /// ```
 ///
-/// A blog ID and the URL of the same site are different identifiers: the guard cannot tell they
-/// are one site without asking WordPress.com. Locks and cache entries are keyed by the identifier, so requests naming one site both ways
-/// are not serialized with each other: an API that accepts both should map them to one form
-/// (in a [`Source::from_fn`](crate::Source::from_fn)), or accept one.
+/// A blog ID and the URL of the same site are different identifiers; the guard learns that they
+/// name one site from WordPress.com and holds the site under both (see
+/// [`SiteAliases`](crate::SiteAliases)).
 ///
 /// Cloning a `Site` is cheap: clones share one string.
 #[derive(Clone)]

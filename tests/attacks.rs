@@ -298,14 +298,64 @@ async fn a_site_lookup_that_fails_forwards_nothing() {
     let answer = send(&guard, &inner, form("siteurl=1001&plan=professional")).await;
     assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(answer.error(), "upgrade_paths_unavailable");
-    // A private site (WordPress.com will not name it to the token): held under its name and
+    // A connection request provisions nothing: held under the name given, and forwarded.
+    let answer = send(&guard, &inner, form("siteurl=1001&local_user=admin")).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(inner.calls(), 1);
+    // A private site (WordPress.com does not describe it publicly): held under its names and
     // one lock every such request shares, and checked as usual.
+    fake.clear_faults();
+    fake.inject(
+        Endpoint::SiteLookup,
+        Fault::status_with_body(
+            403,
+            r#"{"error":"unauthorized","message":"User cannot access this private blog."}"#,
+        ),
+    )
+    .always();
+    let answer = send(&guard, &inner, form("siteurl=1001&plan=professional")).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(inner.calls(), 2);
+    // Any other refusal of the lookup is an error: nothing is forwarded.
     fake.clear_faults();
     fake.inject(Endpoint::SiteLookup, Fault::status(403))
         .always();
-    let answer = send(&guard, &inner, form("siteurl=1001&plan=professional")).await;
-    assert_eq!(answer.status, StatusCode::OK);
-    assert_eq!(inner.calls(), 1);
+    let answer = send(&guard, &inner, form("siteurl=1002&plan=professional")).await;
+    assert_eq!(answer.error(), "upgrade_paths_unavailable");
+    assert_eq!(inner.calls(), 2);
+}
+
+#[tokio::test]
+async fn a_url_spelled_otherwise_than_wordpress_com_keeps_it_shares_its_loose_lock() {
+    // WordPress.com keeps the site as `www.example.org/Blog`; a partner names it
+    // `example.org/blog`, which the site lookup does not find: held under that name and its
+    // loose form, which the blog ID's names share.
+    let fake = FakeUpstream::builder()
+        .site(FakeSite::new(77).url("https://www.example.org/Blog/"))
+        .start()
+        .await
+        .unwrap();
+    let locks = LocalLocks::new();
+    let guard = UpgradeGuardLayer::builder(client(&fake))
+        .site_locks(locks.clone())
+        .build();
+    let gate = RelayThenGate::new();
+    let service = guard.layer(gate.service(&fake));
+    let first = tokio::spawn(service.clone().oneshot(form(
+        "siteurl=https://example.org/blog/&plan=professional&local_user=a",
+    )));
+    gate.wait_reached().await;
+    let second = tokio::spawn(service.oneshot(form("siteurl=77&plan=jetpack-scan&local_user=b")));
+    eventually("the blog ID waits on the loose lock", || {
+        locks.users(&site("example.org.loose.invalid::blog")) == 2
+    })
+    .await;
+    assert!(!second.is_finished());
+    gate.release();
+    gate.release();
+    assert_eq!(first.await.unwrap().unwrap().status(), StatusCode::OK);
+    second.await.unwrap().unwrap();
+    assert_eq!(locks.sites_in_use(), 0);
 }
 
 /// A body that sends `first` and then never ends (until the test drops the sender).

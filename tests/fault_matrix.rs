@@ -753,10 +753,9 @@ async fn a_client_gone_mid_relay_holds_the_site_until_its_provision_lands() {
     let t = mid_relay().await;
     t.send_and_leave("siteurl=1001&plan=jetpack-backup-realtime&local_user=admin")
         .await;
-    // Held under both its names, its blog ID and its URL.
     assert_eq!(
-        t.locks.sites_in_use(),
-        2,
+        t.locks.users(&upgrade_guard::Site::parse("1001").unwrap()),
+        1,
         "the client left, the site is held"
     );
     assert_eq!(t.guard.detached().in_progress(), 1);
@@ -798,8 +797,10 @@ async fn a_late_provision_of_a_client_gone_mid_relay_is_never_a_downgrade() {
     let t = mid_relay().await;
     t.send_and_leave("siteurl=1001&plan=jetpack-backup-daily&local_user=admin")
         .await;
-    // Held under both its names, its blog ID and its URL.
-    assert_eq!(t.locks.sites_in_use(), 2);
+    assert_eq!(
+        t.locks.users(&upgrade_guard::Site::parse("1001").unwrap()),
+        1
+    );
 
     let second = t
         .service

@@ -650,11 +650,11 @@ async fn a_cancel_on_one_replica_is_forgotten_by_the_others() {
         let cancelled = cancel.clone().oneshot(cancel_all("1003")).await.unwrap();
         assert_eq!(cancelled.status(), StatusCode::OK);
         let done = Instant::now();
-        // Announced twice under each of the site's names: when the cancel was forwarded, and
-        // when it had finished.
+        // Announced twice under each of the site's names (its blog ID, its URL and the URL's
+        // loose form): when the cancel was forwarded, and when it had finished.
         let mut messages = bystander.on_message();
         let mut announced = Vec::new();
-        for _ in 0..4 {
+        for _ in 0..6 {
             let message = tokio::time::timeout(Duration::from_secs(5), messages.next())
                 .await
                 .expect("the forget is announced")
@@ -669,7 +669,9 @@ async fn a_cancel_on_one_replica_is_forgotten_by_the_others() {
                 "1003",
                 "1003",
                 "professional.example.com",
-                "professional.example.com"
+                "professional.example.com",
+                "professional.example.com.loose.invalid",
+                "professional.example.com.loose.invalid"
             ]
         );
         drop(messages);

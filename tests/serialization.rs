@@ -368,13 +368,13 @@ async fn cancelled_during_the_inner_call_the_site_stays_held_until_it_ends() {
             .oneshot(form("siteurl=1001&plan=jetpack-scan")),
     );
     gate.wait_reached().await;
-    // Held under both its names, its blog ID and its URL.
-    assert_eq!(locks.sites_in_use(), 2);
+    let held = || locks.users(&upgrade_guard::Site::parse("1001").unwrap());
+    assert_eq!(held(), 1);
     first.abort();
     assert!(first.await.unwrap_err().is_cancelled());
     assert_eq!(
-        locks.sites_in_use(),
-        2,
+        held(),
+        1,
         "the handler may have sent the provision: the site stays held"
     );
     assert_eq!(guard.detached().in_progress(), 1);
@@ -458,8 +458,11 @@ async fn an_inner_call_that_never_ends_frees_the_site_after_the_ceiling_with_a_w
     let left = tokio::time::Instant::now();
     first.abort();
     assert!(first.await.unwrap_err().is_cancelled());
-    // Under both its names, its blog ID and its URL.
-    assert_eq!(locks.sites_in_use(), 2, "held while the ceiling runs");
+    assert_eq!(
+        locks.users(&upgrade_guard::Site::parse("1001").unwrap()),
+        1,
+        "held while the ceiling runs"
+    );
 
     let finished = tokio::time::timeout(Duration::from_secs(10), report_rx)
         .await
@@ -561,8 +564,11 @@ async fn a_timeout_outside_the_guard_keeps_the_site_until_the_handler_ends() {
         .await;
     assert!(answer.unwrap_err().is::<tower::timeout::error::Elapsed>());
     gate.wait_reached().await;
-    // Under both its names, its blog ID and its URL.
-    assert_eq!(locks.sites_in_use(), 2, "held past the timeout");
+    assert_eq!(
+        locks.users(&upgrade_guard::Site::parse("1001").unwrap()),
+        1,
+        "held past the timeout"
+    );
     assert_eq!(guard.detached().in_progress(), 1);
     gate.release(1);
     guard.detached().wait().await;

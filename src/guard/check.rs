@@ -107,6 +107,16 @@ pub(crate) struct SiteHold {
     permit: Option<SitePermit>,
 }
 
+/// Whether a request the guard holds a site for can provision a product.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Provides {
+    /// A provision of a product: held under every name of the site, or not at all.
+    Product,
+    /// A connection request or a cancel: held under the name given when the site's other names
+    /// cannot be learned.
+    Nothing,
+}
+
 /// What a forwarded request's [`SiteHold`] forgets when it ends.
 struct Forget {
     shared: Arc<Shared>,
@@ -376,7 +386,7 @@ impl Config {
             return Verdict::stopped(Rejection::Upstream(LookupError::MissingToken), named, None);
         }
         if self.cancels {
-            return match self.hold(&named.site, caller).await {
+            return match self.hold(&named.site, Provides::Nothing).await {
                 Ok(hold) => Verdict::Cancellation {
                     site: named.site,
                     hold,
@@ -395,7 +405,7 @@ impl Config {
             Some(product) => Some(product.to_owned()),
         };
         let Some(product) = product else {
-            return match self.hold(&named.site, caller).await {
+            return match self.hold(&named.site, Provides::Nothing).await {
                 Ok(hold) => Verdict::Connection {
                     site: named.site,
                     product: named.product,
@@ -418,7 +428,7 @@ impl Config {
             Err(why) => return Verdict::stopped(Rejection::Upstream(why), named, None),
             Ok(None) => {}
         }
-        let hold = match self.hold(&named.site, caller).await {
+        let hold = match self.hold(&named.site, Provides::Product).await {
             Ok(hold) => hold,
             Err(why) => return Verdict::stopped(why, named, None),
         };
@@ -570,15 +580,20 @@ impl Config {
         }
     }
 
-    /// Holds the site under every name it goes by (one lookup the first time a name is seen),
-    /// counting the requests that had to wait.
-    async fn hold(&self, site: &Site, caller: Option<&Token>) -> Result<SiteHold, Rejection> {
+    /// Holds the site under every name it goes by (a lookup until a name is known), counting the
+    /// requests that had to wait.
+    async fn hold(&self, site: &Site, provides: Provides) -> Result<SiteHold, Rejection> {
         let shared = &self.shared;
-        let names = shared
-            .names
-            .of(site, shared.lookups.client(), caller)
-            .await
-            .map_err(Rejection::Upstream)?;
+        let names = match shared.names.of(site, shared.lookups.client()).await {
+            Ok(names) => names,
+            // Nothing is provisioned: the name given is enough to hold (a cancel, a repair,
+            // which a failing site lookup must not block).
+            Err(error) if provides == Provides::Nothing => {
+                tracing::warn!(%site, error = %crate::rejection::Chain(&error), "the site lookup failed; held under the name given");
+                SiteNames::given(site)
+            }
+            Err(error) => return Err(Rejection::Upstream(error)),
+        };
         let mut permit: Option<SitePermit> = None;
         let mut waited = Duration::ZERO;
         for name in names.iter() {

@@ -3,23 +3,25 @@
 //! A request may name a site by its blog ID or by its URL, and two provisions of one site must
 //! be serialized however each names it. The guard therefore holds a site under every name it
 //! knows the site by: the name the request gave, the blog ID and the URL WordPress.com's public
-//! site lookup gives for it (`GET /rest/v1.1/sites/{site}`, asked once per name and remembered;
-//! see `upstream/names.rs`). Two requests naming one site both ways then share the blog ID's
-//! lock.
+//! site lookup gives for it (`GET /rest/v1.1/sites/{site}`, asked until known, then remembered;
+//! see `upstream/names.rs`), and, for each URL, its *loose* form: the host without a leading
+//! `www.` and the path in lower case, the spellings in which a URL a partner sends and the one
+//! WordPress.com keeps for the site most often differ. Two requests naming one site both ways
+//! then share the blog ID's lock.
 //!
-//! A name WordPress.com does not know yet (a new site, by URL) is held under that name alone.
-//! Its first provision registers it; a request naming the new blog ID a moment later learns its
-//! URL from the lookup and waits on the URL's lock, which the first provision still holds. So
-//! until a name's other spelling is known, a request can only ever wait on its lock, never pass
-//! beside it. A site WordPress.com will not describe to the token (a private site) is held under
-//! its name and under one lock shared by every such request: they are serialized with each other,
-//! since which of them name one site cannot be told.
+//! A name WordPress.com does not know yet (a new site, by URL) is held under that name and its
+//! loose form. Its first provision registers it; a request naming the new blog ID a moment later
+//! learns the site's URL from the lookup and waits on that URL's loose lock, which the first
+//! provision still holds, as long as the URL WordPress.com keeps differs from the one the first
+//! provision sent at most by `www.` and case. A site WordPress.com does not describe publicly (a
+//! private site) is held under its names and under one lock shared by every such request: they
+//! are serialized with each other, since which of them name one site cannot be told.
 //!
 //! The locks are taken in one order (blog IDs, which are digits, before URLs; then as strings),
 //! the same in every process, so two requests taking several never wait on each other in turn.
 
 use crate::site::{Site, SiteHashing, SiteKind};
-use crate::upstream::{LookupError, SiteLookup, Token, UpgradePathsClient};
+use crate::upstream::{LookupError, SiteLookup, UpgradePathsClient};
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
@@ -37,12 +39,15 @@ static UNNAMED: LazyLock<Site> =
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum SiteAliases {
-    /// Ask WordPress.com's public site lookup (`GET /rest/v1.1/sites/{site}`) for the other
-    /// name of each site a request names, once per name (remembered for an hour), and hold the
-    /// site under all its names: provisions naming one site by blog ID and by URL are
-    /// serialized together, within one process and across processes sharing the
-    /// [locks](crate::SiteLocks). A site's first provision costs one call more; when the lookup
-    /// fails the request is refused with 503 `upgrade_paths_unavailable`, as for any lookup.
+    /// Ask WordPress.com's public site lookup (`GET /rest/v1.1/sites/{site}`, without a token)
+    /// for the other name of each site a request names, and hold the site under all its names:
+    /// provisions naming one site by blog ID and by URL are serialized together, within one
+    /// process and across processes sharing the [locks](crate::SiteLocks). A name once known is
+    /// remembered for an hour; a name WordPress.com does not know (a new site) or describes not
+    /// (a private site) is asked about again by each request naming it, one call more. When the
+    /// lookup fails, a request naming a product is refused with 503
+    /// `upgrade_paths_unavailable`, as for any failed lookup; a connection request or a cancel,
+    /// which provision nothing, is held under the name it gave.
     #[default]
     Resolve,
     /// Hold a site under the name the request gave only. Provisions naming one site by blog ID
@@ -112,13 +117,11 @@ impl SiteNames {
         }
     }
 
-    /// The names to hold `site` under. Remembered names cost no call; a name asked about for the
-    /// first time costs one lookup with `caller`'s token (or the client's own).
+    /// The names to hold `site` under. Remembered names cost no call; another costs one lookup.
     pub(crate) async fn of(
         &self,
         site: &Site,
         client: &UpgradePathsClient,
-        caller: Option<&Token>,
     ) -> Result<HeldNames, LookupError> {
         if self.aliases == SiteAliases::AsNamed {
             return Ok(HeldNames::only(site));
@@ -128,19 +131,59 @@ impl SiteNames {
         }
         // Boxed: a name is looked up once, and inline its future (a whole GET and read) would
         // swell the check's, which every request carries.
-        match Box::pin(client.site_lookup(site, caller)).await? {
+        match Box::pin(client.site_lookup(site)).await? {
             SiteLookup::Known { blog_id, url } => {
-                let names = HeldNames::new([Some(site.clone()), blog_id, url]);
-                for name in names.iter() {
+                let names = with_loose([Some(site.clone()), blog_id, url]);
+                for name in names.iter().filter(|name| !is_loose(name)) {
                     self.known.insert(name.clone(), names.clone());
                 }
                 Ok(names)
             }
             // Not remembered: the site may be registered a moment from now.
-            SiteLookup::Unknown => Ok(HeldNames::only(site)),
-            SiteLookup::Private => Ok(HeldNames::new([Some(site.clone()), Some(UNNAMED.clone())])),
+            SiteLookup::Unknown => Ok(Self::given(site)),
+            SiteLookup::Private => Ok(with_loose([Some(site.clone()), Some(UNNAMED.clone())])),
         }
     }
+
+    /// The names to hold `site` under without asking WordPress.com: the name given (and its
+    /// loose form), for a request that provisions nothing when the lookup failed.
+    pub(crate) fn given(site: &Site) -> HeldNames {
+        with_loose([Some(site.clone())])
+    }
+}
+
+/// The suffix of loose names: `.invalid` is reserved (RFC 2606), so no site is called that.
+const LOOSE: &str = ".loose.invalid";
+
+/// `names`, with the loose form of each URL among them.
+fn with_loose<const N: usize>(names: [Option<Site>; N]) -> HeldNames {
+    let loose: Vec<Option<Site>> = names.iter().flatten().map(loose).collect();
+    HeldNames::new(names.into_iter().chain(loose))
+}
+
+/// The loose form of a URL: the host without a leading `www.`, the path in lower case, under a
+/// reserved domain (`example.com.loose.invalid::blog` for `www.Example.com/Blog`). `None` for a
+/// blog ID.
+fn loose(site: &Site) -> Option<Site> {
+    if site.kind() != SiteKind::Url || is_loose(site) || *site == *UNNAMED {
+        return None;
+    }
+    let mut parts = site.as_str().split("::");
+    let host = parts.next().unwrap_or_default();
+    let host = host.strip_prefix("www.").unwrap_or(host);
+    let mut loose = format!("{host}{LOOSE}");
+    for segment in parts {
+        loose.push_str("::");
+        loose.push_str(&segment.to_ascii_lowercase());
+    }
+    Site::parse(&loose).ok()
+}
+
+fn is_loose(site: &Site) -> bool {
+    site.as_str()
+        .split("::")
+        .next()
+        .is_some_and(|host| host.ends_with(LOOSE))
 }
 
 impl std::fmt::Debug for SiteNames {
@@ -178,5 +221,21 @@ mod tests {
         let held = HeldNames::new([Some(site("0.example")), Some(site("99")), None]);
         assert_eq!(names(&held), ["99", "0.example"]);
         assert_eq!(names(&HeldNames::only(&site("7"))), ["7"]);
+    }
+
+    #[test]
+    fn a_url_is_also_held_under_its_loose_form() {
+        assert_eq!(
+            names(&SiteNames::given(&site("https://www.Example.com/Blog/"))),
+            ["example.com.loose.invalid::blog", "www.example.com::Blog"]
+        );
+        // The spellings a partner and WordPress.com may use for one site share it.
+        let sent = SiteNames::given(&site("example.com/blog"));
+        let kept = with_loose([Some(site("1234")), Some(site("www.example.com::BLOG"))]);
+        assert!(
+            sent.iter()
+                .any(|name| kept.iter().any(|other| other == name))
+        );
+        assert_eq!(names(&SiteNames::given(&site("7"))), ["7"]);
     }
 }

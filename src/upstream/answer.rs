@@ -14,20 +14,19 @@ pub(super) struct Answer {
     pub(super) body: Bytes,
 }
 
-/// GETs `url` with `token` and reads the answer, if its body is at most `limit` bytes long.
+/// GETs `url` with `token` (none: a public endpoint) and reads the answer, if its body is at
+/// most `limit` bytes long.
 pub(super) async fn get(
     http: &reqwest::Client,
     url: reqwest::Url,
-    token: &Token,
+    token: Option<&Token>,
     limit: usize,
 ) -> Result<Answer, LookupError> {
-    let response = http
-        .get(url)
-        .header(header::AUTHORIZATION, token.authorization())
-        .header(header::ACCEPT, "application/json")
-        .send()
-        .await
-        .map_err(transport)?;
+    let mut request = http.get(url).header(header::ACCEPT, "application/json");
+    if let Some(token) = token {
+        request = request.header(header::AUTHORIZATION, token.authorization());
+    }
+    let response = request.send().await.map_err(transport)?;
     let status = response.status();
     let retry_after = retry_after(response.headers());
     let www_authenticate = response.headers().get(header::WWW_AUTHENTICATE).cloned();

@@ -282,7 +282,7 @@ impl Inner {
             retry_after,
             www_authenticate,
             body,
-        } = get(&self.http, url, token, self.max_answer_bytes).await?;
+        } = get(&self.http, url, Some(token), self.max_answer_bytes).await?;
         match classify(status, &body, retry_after) {
             // The caller's token, the caller's refusal: kept as WordPress.com gave it, to relay.
             Err(LookupError::Unauthorized { status }) if whose == Whose::Caller => Err(

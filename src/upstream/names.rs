@@ -4,12 +4,13 @@
 //! whatever they call it. The guard learns the other name of a site from
 //! `GET /rest/v1.1/sites/{site}` (WordPress.com's public site lookup, which takes a blog ID or a
 //! domain with `::` for `/`): its answer's `ID` is the blog ID and its `URL` the site's address.
-//! One attempt, within the lookup deadline: a site's names that cannot be learned now are asked
-//! for again by the next request.
+//! The lookup is public and is asked without a token: no partner scope or caller's token decides
+//! what it answers, and a caller's bad token cannot make it fail. One attempt, within the lookup
+//! deadline.
 
 use super::answer::{Answer, get};
-use super::client::{Endpoint, lookup_error};
-use super::{LookupError, Token, UpgradePathsClient};
+use super::client::Endpoint;
+use super::{LookupError, UpgradePathsClient};
 use crate::Site;
 use crate::site::SiteKind;
 use http::StatusCode;
@@ -28,27 +29,16 @@ pub(crate) enum SiteLookup {
     },
     /// WordPress.com knows no site by that name (`unknown_blog` or `invalid_blog`).
     Unknown,
-    /// WordPress.com knows the site but will not say its names to this token (a private site:
-    /// 401 or 403 with another code).
+    /// WordPress.com knows the site but does not describe it publicly: a private site (403
+    /// `unauthorized`).
     Private,
 }
 
 impl UpgradePathsClient {
-    /// Asks WordPress.com's public site lookup for the names of `site`, with the caller's token
-    /// when given one, else the partner's.
-    pub(crate) async fn site_lookup(
-        &self,
-        site: &Site,
-        caller: Option<&Token>,
-    ) -> Result<SiteLookup, LookupError> {
-        let ask = async {
-            let token = match caller {
-                Some(token) => token.clone(),
-                None => self.token_source().token().await.map_err(lookup_error)?,
-            };
-            let url = self.inner.endpoints.url(Endpoint::Site, site);
-            get(&self.inner.http, url, &token, MAX_SITE_ANSWER).await
-        };
+    /// Asks WordPress.com's public site lookup for the names of `site`.
+    pub(crate) async fn site_lookup(&self, site: &Site) -> Result<SiteLookup, LookupError> {
+        let url = self.inner.endpoints.url(Endpoint::Site, site);
+        let ask = get(&self.inner.http, url, None, MAX_SITE_ANSWER);
         let Answer {
             status,
             retry_after,
@@ -65,7 +55,7 @@ impl UpgradePathsClient {
         }
         match (status, error_code(&body).as_deref()) {
             (_, Some("unknown_blog" | "invalid_blog")) => Ok(SiteLookup::Unknown),
-            (StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN, _) => Ok(SiteLookup::Private),
+            (StatusCode::FORBIDDEN, Some("unauthorized")) => Ok(SiteLookup::Private),
             (status, _) => Err(LookupError::Status {
                 status,
                 retry_after,

@@ -37,7 +37,7 @@ impl UpgradePathsClient {
                 None => self.token_source().token().await.map_err(lookup_error)?,
             };
             let url = self.inner.endpoints.url(Endpoint::Status, site);
-            get(&self.inner.http, url, &token, MAX_STATUS_ANSWER).await
+            get(&self.inner.http, url, Some(&token), MAX_STATUS_ANSWER).await
         };
         let Answer {
             status,
