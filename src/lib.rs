@@ -121,6 +121,7 @@ mod catalogue;
 mod decision;
 mod guard;
 mod lock;
+mod recent;
 mod rejection;
 mod request;
 mod site;

@@ -18,6 +18,8 @@ use std::time::Duration;
 pub(crate) const DEFAULT_UNAVAILABLE_RETRY_AFTER: Duration = Duration::from_secs(5);
 /// How long a client is asked to wait when another provision of the site is in progress.
 pub(crate) const SITE_BUSY_RETRY_AFTER: Duration = Duration::from_secs(1);
+/// How long a client is asked to wait while a provision of the site settles.
+pub(crate) const SETTLING_RETRY_AFTER: Duration = Duration::from_secs(2);
 /// The longest `Retry-After` passed on from the upstream.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
 
@@ -46,6 +48,25 @@ pub enum Rejection {
         site: Site,
         /// The product the request asked for.
         product: String,
+    },
+    /// 409 `already_provisioned`: the same product was provisioned for the site a moment ago
+    /// (within the [settling window](crate::UpgradeGuardBuilder::settling_window)): a retry of a
+    /// provision already made, not a downgrade.
+    #[error("{product} was provisioned for site {site} a moment ago")]
+    AlreadyProvisioned {
+        /// The site.
+        site: Site,
+        /// The product the request asked for.
+        product: String,
+    },
+    /// 503 `provision_settling`: WordPress.com's answers do not show a provision of the site made
+    /// a moment ago yet, and the guard judges nothing from an answer that does not.
+    #[error(
+        "WordPress.com does not show a provision of site {site} made a moment ago yet; try again shortly"
+    )]
+    ProvisionSettling {
+        /// The site.
+        site: Site,
     },
     /// 400 `missing_site`: the request names no site.
     #[error("the request names no site")]
@@ -251,7 +272,10 @@ impl Rejection {
     /// The HTTP status of the response.
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::NotAnUpgrade { .. } | Self::NotJudged { .. } => StatusCode::CONFLICT,
+            Self::NotAnUpgrade { .. }
+            | Self::NotJudged { .. }
+            | Self::AlreadyProvisioned { .. } => StatusCode::CONFLICT,
+            Self::ProvisionSettling { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::MissingSite
             | Self::MissingProduct
             | Self::InvalidSite(_)
@@ -277,6 +301,8 @@ impl Rejection {
         match self {
             Self::NotAnUpgrade { .. } => "upgrade_not_allowed",
             Self::NotJudged { .. } => "product_not_judged",
+            Self::AlreadyProvisioned { .. } => "already_provisioned",
+            Self::ProvisionSettling { .. } => "provision_settling",
             Self::MissingSite => "missing_site",
             Self::MissingProduct => "missing_product",
             Self::InvalidSite(_) => "invalid_site",
@@ -310,6 +336,7 @@ impl Rejection {
                     .clamp(Duration::from_secs(1), MAX_RETRY_AFTER),
             ),
             Self::SiteBusy(_) => Some(SITE_BUSY_RETRY_AFTER),
+            Self::ProvisionSettling { .. } => Some(SETTLING_RETRY_AFTER),
             _ => None,
         }
     }
@@ -332,7 +359,10 @@ impl Rejection {
                 product,
                 upgrade_paths,
             } => (Some(site), Some(product.as_str()), Some(&**upgrade_paths)),
-            Self::NotJudged { site, product } => (Some(site), Some(product.as_str()), None),
+            Self::NotJudged { site, product } | Self::AlreadyProvisioned { site, product } => {
+                (Some(site), Some(product.as_str()), None)
+            }
+            Self::ProvisionSettling { site } => (Some(site), None, None),
             Self::UnknownSite { site } => (Some(site), None, None),
             _ => (None, None, None),
         };

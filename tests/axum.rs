@@ -83,7 +83,7 @@ fn post_json(uri: &str, body: &'static str) -> Request<Body> {
 #[tokio::test]
 async fn two_routes_configured_differently() {
     let fake = fake().await;
-    let App { router, provisions } = app(UpgradeGuardLayer::new(client(&fake)));
+    let App { router, provisions } = app(recording_guard(client(&fake)));
 
     let upgrade = "siteurl=realtime.example.com&plan=professional&local_user=admin";
     let (status, body) = call(&router, post_form("/rest/v1.3/jpphp/provision", upgrade)).await;
@@ -141,7 +141,7 @@ async fn two_routes_configured_differently() {
 #[tokio::test]
 async fn routes_without_the_layer_are_unaffected() {
     let fake = fake().await;
-    let App { router, provisions } = app(UpgradeGuardLayer::new(client(&fake)));
+    let App { router, provisions } = app(recording_guard(client(&fake)));
 
     let (status, body) = call(
         &router,
@@ -185,7 +185,7 @@ async fn routes_without_the_layer_are_unaffected() {
 #[tokio::test]
 async fn the_guard_serves_a_real_axum_server_over_tcp() {
     let fake = fake().await;
-    let App { router, provisions } = app(UpgradeGuardLayer::new(client(&fake)));
+    let App { router, provisions } = app(recording_guard(client(&fake)));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let server = tokio::spawn(async move { axum::serve(listener, router).await });

@@ -6,7 +6,7 @@
 mod common;
 
 use bytes::Bytes;
-use common::{Answer, PROFESSIONAL, Recorder, eventually, send};
+use common::{Answer, PROFESSIONAL, Recorder, eventually, recording_guard, send};
 use http::{HeaderValue, Request, StatusCode, header};
 use http_body_util::Full;
 use std::time::Duration;
@@ -78,7 +78,7 @@ async fn direct_answer(fake: &FakeUpstream, token: &str) -> (StatusCode, Bytes) 
 #[tokio::test]
 async fn the_same_callers_second_request_uses_the_cache() {
     let fake = fake().await;
-    let guard = UpgradeGuardLayer::new(caller_client(&fake));
+    let guard = recording_guard(caller_client(&fake));
     let inner = Recorder::default();
 
     for _ in 0..3 {
@@ -100,7 +100,7 @@ async fn the_same_callers_second_request_uses_the_cache() {
 #[tokio::test]
 async fn two_callers_with_different_tokens_never_share_a_cached_answer() {
     let fake = fake().await;
-    let guard = UpgradeGuardLayer::new(caller_client(&fake));
+    let guard = recording_guard(caller_client(&fake));
     let inner = Recorder::default();
 
     // Tool A's lookup says Personal is not on offer, and is cached.
@@ -131,7 +131,7 @@ async fn two_callers_with_different_tokens_never_share_a_cached_answer() {
 #[tokio::test]
 async fn an_entry_fetched_by_one_caller_is_not_another_callers_refusal() {
     let fake = fake().await;
-    let guard = UpgradeGuardLayer::new(caller_client(&fake));
+    let guard = recording_guard(caller_client(&fake));
     let inner = Recorder::default();
 
     // B's token sees site 1003 as offered nothing but Personal: Premium is refused, and cached.
@@ -164,7 +164,7 @@ async fn an_entry_fetched_by_one_caller_is_not_another_callers_refusal() {
 #[tokio::test]
 async fn a_caller_does_not_join_another_callers_lookup_in_flight() {
     let fake = fake().await;
-    let guard = UpgradeGuardLayer::new(caller_client(&fake));
+    let guard = recording_guard(caller_client(&fake));
     let inner = Recorder::default();
     let service = guard.layer(inner.service::<Full<Bytes>>());
     // A's lookup is slow, so the others arrive while it is out.
@@ -202,7 +202,7 @@ async fn a_caller_does_not_join_another_callers_lookup_in_flight() {
 #[tokio::test]
 async fn an_abandoned_lookup_serves_its_own_caller_only() {
     let fake = fake().await;
-    let guard = UpgradeGuardLayer::new(caller_client(&fake));
+    let guard = recording_guard(caller_client(&fake));
     let inner = Recorder::default();
     let service = guard.layer(inner.service::<Full<Bytes>>());
     fake.inject(
@@ -239,7 +239,7 @@ async fn an_abandoned_lookup_serves_its_own_caller_only() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_callers_each_get_their_own_tokens_answer() {
     let fake = fake().await;
-    let guard = UpgradeGuardLayer::new(caller_client(&fake));
+    let guard = recording_guard(caller_client(&fake));
     let inner = Recorder::default();
     let service = guard.layer(inner.service::<Full<Bytes>>());
     let (refused_status, refused_body) = direct_answer(&fake, REVOKED).await;
@@ -293,7 +293,7 @@ async fn concurrent_callers_each_get_their_own_tokens_answer() {
 #[tokio::test]
 async fn a_refused_caller_token_gets_the_upstreams_401_with_its_body() {
     let fake = fake().await;
-    let guard = UpgradeGuardLayer::new(caller_client(&fake));
+    let guard = recording_guard(caller_client(&fake));
     let inner = Recorder::default();
     let (status, body) = direct_answer(&fake, REVOKED).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
@@ -318,7 +318,7 @@ async fn a_refused_caller_token_gets_the_upstreams_401_with_its_body() {
 #[tokio::test]
 async fn a_caller_token_refused_by_the_status_check_is_relayed() {
     let fake = fake().await;
-    let guard = UpgradeGuardLayer::new(caller_client(&fake));
+    let guard = recording_guard(caller_client(&fake));
     let inner = Recorder::default();
     let refused = r#"{"error":"invalid_token","message":"The OAuth2 token is invalid."}"#;
     fake.inject(Endpoint::Status, Fault::status_with_body(401, refused))
@@ -344,7 +344,7 @@ async fn a_caller_token_refused_by_the_status_check_is_relayed() {
 #[tokio::test]
 async fn requests_with_one_refused_token_share_its_lookup_in_flight() {
     let fake = fake().await;
-    let guard = UpgradeGuardLayer::new(caller_client(&fake));
+    let guard = recording_guard(caller_client(&fake));
     let inner = Recorder::default();
     let service = guard.layer(inner.service::<Full<Bytes>>());
     fake.inject(Endpoint::UpgradePaths, Fault::Delay(Duration::from_secs(1)))
@@ -383,7 +383,7 @@ async fn requests_with_one_refused_token_share_its_lookup_in_flight() {
 #[tokio::test]
 async fn a_refusing_403_is_relayed_with_its_challenge_and_a_non_json_one_is_answered_as_json() {
     let fake = fake().await;
-    let guard = UpgradeGuardLayer::new(caller_client(&fake));
+    let guard = recording_guard(caller_client(&fake));
     let inner = Recorder::default();
 
     let scope = r#"{"error":"invalid_scope","message":"this token may not use the partner API"}"#;
@@ -429,7 +429,7 @@ async fn a_refusing_403_is_relayed_with_its_challenge_and_a_non_json_one_is_answ
 #[tokio::test]
 async fn a_request_without_a_bearer_token_is_401_without_a_lookup() {
     let fake = fake().await;
-    let guard = UpgradeGuardLayer::new(caller_client(&fake));
+    let guard = recording_guard(caller_client(&fake));
     let inner = Recorder::default();
     // Cache a refusal for A first: a request without a token must not be answered from it.
     send(&guard, &inner, personal(Some(TOOL_A))).await;

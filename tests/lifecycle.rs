@@ -741,3 +741,220 @@ async fn a_cancel_route_reads_no_product_whatever_the_builder_order() {
     assert_ne!(error_of(&body), "invalid_body", "{body}");
     assert_eq!(partner.relay.seen().len(), 1);
 }
+
+// Issue 22: every product a partner sells, and the provision just made.
+
+/// A fake whose upgrade-paths speak about plans and backups only, as WordPress.com's partner
+/// docs say, while its provision endpoint takes every product.
+async fn plans_and_backups_only() -> Partner {
+    Partner::with(
+        FakeUpstream::builder()
+            .site(FakeSite::new(1001).url("https://free.example.com/"))
+            .site(
+                FakeSite::new(1003)
+                    .url("https://professional.example.com/")
+                    .holding(["professional"]),
+            )
+            .answer_families(["jetpack-plans", "jetpack-backup"])
+            .start()
+            .await
+            .unwrap(),
+    )
+}
+
+#[tokio::test]
+async fn scan_and_anti_spam_are_provisioned_where_upgrade_paths_speak_of_plans_and_backups_only() {
+    let partner = plans_and_backups_only().await;
+    for form in [
+        "siteurl=1001&plan=jetpack-scan&local_user=admin",
+        "siteurl=https://free.example.com/&plan=jetpack-anti-spam&local_user=admin",
+        "siteurl=https://new-scan.example/&plan=jetpack-scan&local_user=admin",
+    ] {
+        let (status, body) = partner.provision(form).await;
+        assert_eq!(status, 200, "{form}: {body}");
+    }
+    let admissions: Vec<_> = partner.relay.seen().iter().map(|r| r.admission).collect();
+    assert_eq!(
+        admissions,
+        [
+            Some(Admission::Unjudged),
+            Some(Admission::Unjudged),
+            Some(Admission::FirstProvision)
+        ]
+    );
+    // What the answer judges is judged as before.
+    let (status, body) = partner
+        .provision("siteurl=1003&plan=jetpack-backup-realtime&local_user=admin")
+        .await;
+    assert_eq!(
+        (status, error_of(&body).as_str()),
+        (409, "upgrade_not_allowed")
+    );
+    // A route that takes only judged products refuses the others.
+    let strict = partner
+        .guard
+        .clone()
+        .unjudged_products(upgrade_guard::UnjudgedProducts::Refuse);
+    let (status, body) = partner
+        .send(
+            &strict,
+            PROVISION,
+            "siteurl=1003&plan=jetpack-scan&local_user=admin",
+        )
+        .await;
+    assert_eq!(
+        (status, error_of(&body).as_str()),
+        (409, "product_not_judged")
+    );
+    assert!(body.contains(r#""product":"jetpack-scan""#), "{body}");
+    let stats = partner.fake.stats();
+    assert_eq!((stats.provisioned, stats.leaks), (3, 0));
+}
+
+#[tokio::test]
+async fn a_family_an_answer_lists_is_judged_from_then_on() {
+    // The fake speaks about every family; the guard learns Scan is covered from an answer that
+    // lists it, and refuses Scan where a later answer leaves it out.
+    let partner = Partner::new().await;
+    let (status, _) = partner
+        .provision("siteurl=1001&plan=jetpack-anti-spam&local_user=admin")
+        .await;
+    assert_eq!(status, 200);
+    let (status, body) = partner
+        .provision("siteurl=1003&plan=jetpack-scan&local_user=admin")
+        .await;
+    assert_eq!(
+        (status, error_of(&body).as_str()),
+        (409, "upgrade_not_allowed")
+    );
+    assert_eq!(partner.fake.stats().leaks, 0);
+}
+
+/// A partner whose upstream shows each provision `delay` late.
+async fn granted_late(delay: std::time::Duration) -> Partner {
+    Partner::with(
+        FakeUpstream::builder()
+            .site(FakeSite::new(1001).url("https://free.example.com/"))
+            .grant_delay(delay)
+            .start()
+            .await
+            .unwrap(),
+    )
+}
+
+const GRANT_DELAY: std::time::Duration = std::time::Duration::from_millis(500);
+
+#[tokio::test]
+async fn a_downgrade_or_a_repeat_right_after_a_provision_never_reaches_it() {
+    let partner = granted_late(GRANT_DELAY).await;
+    let (status, body) = partner
+        .provision("siteurl=1001&plan=professional&local_user=a")
+        .await;
+    assert_eq!(status, 200, "{body}");
+    // Right after: the answer still lists Realtime Backups, which Professional contains. The
+    // guard waits for an answer that shows Professional, and refuses.
+    let (status, body) = partner
+        .provision("siteurl=https://free.example.com/&plan=jetpack-backup-realtime&local_user=b")
+        .await;
+    assert_eq!(
+        (status, error_of(&body).as_str()),
+        (409, "upgrade_not_allowed")
+    );
+    // The same provision again: done already.
+    let (status, body) = partner
+        .provision("siteurl=1001&plan=professional&local_user=a")
+        .await;
+    assert_eq!(
+        (status, error_of(&body).as_str()),
+        (409, "already_provisioned")
+    );
+    assert!(
+        body.contains(r#""site":"1001","product":"professional""#),
+        "{body}"
+    );
+    let stats = partner.fake.stats();
+    assert_eq!(
+        (stats.provisions, stats.provisioned, stats.leaks),
+        (1, 1, 0)
+    );
+}
+
+#[tokio::test]
+async fn an_upgrade_right_after_a_provision_passes_once_the_answer_shows_it() {
+    let partner = granted_late(GRANT_DELAY).await;
+    for plan in ["jetpack-backup-daily", "professional"] {
+        let (status, body) = partner
+            .provision(&format!("siteurl=1001&plan={plan}&local_user=a"))
+            .await;
+        assert_eq!(status, 200, "{plan}: {body}");
+    }
+    let stats = partner.fake.stats();
+    assert_eq!((stats.provisioned, stats.leaks), (2, 0));
+}
+
+#[tokio::test]
+async fn a_cancel_gives_the_product_back_at_once_while_it_settles() {
+    let partner = granted_late(GRANT_DELAY).await;
+    let realtime = "siteurl=1001&plan=jetpack-backup-realtime&local_user=a";
+    assert_eq!(partner.provision(realtime).await.0, 200);
+    let (status, body) = partner
+        .cancel("free.example.com", "plan=jetpack-backup-realtime")
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = partner.provision(realtime).await;
+    assert_eq!(status, 200, "an upgrade again: {body}");
+    assert_eq!(partner.fake.stats().leaks, 0);
+}
+
+#[tokio::test]
+async fn a_first_provision_shown_late_is_waited_for() {
+    let partner = granted_late(GRANT_DELAY).await;
+    let (status, body) = partner
+        .provision("siteurl=https://late.example/&plan=professional&local_user=a")
+        .await;
+    assert_eq!(status, 200, "{body}");
+    // WordPress.com does not know the site yet: not another first provision, but a wait for the
+    // answer that knows it, and a refusal.
+    let (status, body) = partner
+        .provision("siteurl=late.example&plan=jetpack-backup-daily&local_user=b")
+        .await;
+    assert_eq!(
+        (status, error_of(&body).as_str()),
+        (409, "upgrade_not_allowed")
+    );
+    let stats = partner.fake.stats();
+    assert_eq!(
+        (stats.provisioned, stats.registered, stats.leaks),
+        (1, 1, 0)
+    );
+}
+
+#[tokio::test]
+async fn answers_that_never_show_a_provision_end_in_503_and_forward_nothing() {
+    // The recorder answers 200 and provisions nothing: no answer will ever show it.
+    let fake = fake().await;
+    let guard =
+        UpgradeGuardLayer::new(client(&fake)).lock_wait(std::time::Duration::from_millis(300));
+    let inner = Recorder::default();
+    let answer = send(
+        &guard,
+        &inner,
+        form("siteurl=1001&plan=jetpack-backup-daily"),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::OK);
+    let answer = send(&guard, &inner, form("siteurl=1001&plan=professional")).await;
+    assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(answer.error(), "provision_settling");
+    assert_eq!(answer.headers["retry-after"], "2");
+    assert_eq!(inner.calls(), 1);
+    // A repeat needs no settled answer.
+    let answer = send(
+        &guard,
+        &inner,
+        form("siteurl=1001&plan=jetpack-backup-daily"),
+    )
+    .await;
+    assert_eq!(answer.error(), "already_provisioned");
+    assert_eq!(inner.calls(), 1);
+}

@@ -30,11 +30,15 @@ use std::sync::{Arc, Mutex};
 use tower::{Layer, ServiceExt, service_fn};
 use upgrade_guard::fake::catalogue::PRODUCTS;
 use upgrade_guard::fake::{FakeSite, FakeUpstream};
-use upgrade_guard::{Admission, Checked, GuardBody, Site, Source, UpgradeGuardLayer};
+use upgrade_guard::{Admission, Checked, GuardBody, Site, Source};
 
 /// Every `(status, error)` the guard itself answers, from the contract.
-const CONTRACT: [(u16, &str); 11] = [
+const CONTRACT: [(u16, &str); 15] = [
     (409, "upgrade_not_allowed"),
+    (409, "already_provisioned"),
+    (409, "product_not_judged"),
+    (503, "provision_settling"),
+    (400, "invalid_connection_header"),
     (400, "missing_site"),
     (400, "missing_product"),
     (400, "invalid_site"),
@@ -326,7 +330,7 @@ fn build_allowed(case: &Allowed) -> (String, Option<String>, Vec<u8>) {
 fn allowed_requests_reach_the_inner_service_byte_for_byte() {
     let rt = runtime();
     let fake = rt.block_on(fake());
-    let guard = UpgradeGuardLayer::new(client(&fake));
+    let guard = recording_guard(client(&fake));
     let body_route = guard.clone();
     let path_route = guard
         .clone()
@@ -542,7 +546,13 @@ fn nothing_that_is_not_an_upgrade_is_provisioned() {
         }
         builder.start().await.unwrap()
     });
-    let guard = UpgradeGuardLayer::new(client(&fake));
+    // The fake's upgrade-paths speak about every family of its catalogue: said here, so that
+    // every product is judged from the first answer on (the strict setting). The relay
+    // provisions for real, so what it provisions is remembered while it settles.
+    let guard = upgrade_guard::UpgradeGuardLayer::builder(client(&fake))
+        .covered_family("jetpack-scan")
+        .covered_family("jetpack-anti-spam")
+        .build();
     let relayed: Arc<Mutex<Vec<Relayed>>> = Arc::default();
     let service = {
         let relay = relay::<Full<Bytes>>(&fake);

@@ -267,8 +267,10 @@ async fn a_waiting_request_gets_site_busy_after_the_lock_wait() {
 async fn cancelled_while_waiting_for_the_lock() {
     let fake = fake().await;
     let locks = LocalLocks::new();
+    // The gate provisions nothing upstream: no answer would ever show what it was given.
     let guard = UpgradeGuardLayer::builder(client(&fake))
         .site_locks(locks.clone())
+        .settling_window(Duration::ZERO)
         .build();
     let gate = Gate::new();
     let service = guard.layer(gate.service());
@@ -350,8 +352,10 @@ async fn cancelled_during_the_inner_call_the_site_stays_held_until_it_ends() {
     let finished = Arc::new(std::sync::Mutex::new(Vec::new()));
     let guard = {
         let finished = finished.clone();
+        // The gate provisions nothing upstream: no answer would ever show what it was given.
         UpgradeGuardLayer::builder(client(&fake))
             .site_locks(locks.clone())
+            .settling_window(Duration::ZERO)
             .build()
             .on_decision(move |report| {
                 if let Outcome::FinishedAlone(how) = report.outcome {

@@ -38,7 +38,7 @@ async fn not_an_upgrade(guard: &UpgradeGuardLayer, request: Request<Full<Bytes>>
 #[tokio::test]
 async fn urlencoded_form() {
     let fake = fake().await;
-    let guard = UpgradeGuardLayer::new(client(&fake));
+    let guard = recording_guard(client(&fake));
     forwarded(
         &guard,
         form("local_user=admin&siteurl=https%3A%2F%2Frealtime.example.com&plan=professional"),
@@ -54,7 +54,7 @@ async fn urlencoded_form() {
 #[tokio::test]
 async fn multipart_form_with_every_content_type_spelling() {
     let fake = fake().await;
-    let guard = UpgradeGuardLayer::new(client(&fake));
+    let guard = recording_guard(client(&fake));
     let fields: &[(&str, &[u8])] = &[
         ("siteurl", b"https://realtime.example.com/"),
         ("plan", b"professional"),
@@ -86,7 +86,7 @@ async fn multipart_form_with_every_content_type_spelling() {
 #[tokio::test]
 async fn multipart_with_a_binary_file_part_arrives_byte_for_byte() {
     let fake = fake().await;
-    let guard = UpgradeGuardLayer::new(client(&fake));
+    let guard = recording_guard(client(&fake));
     let key: Vec<u8> = (0..=255u8).cycle().take(3000).collect();
     let mut body = Vec::new();
     body.extend_from_slice(
@@ -113,7 +113,7 @@ async fn multipart_with_a_binary_file_part_arrives_byte_for_byte() {
 #[tokio::test]
 async fn json_object_with_a_numeric_blog_id() {
     let fake = fake().await;
-    let guard = UpgradeGuardLayer::new(client(&fake))
+    let guard = recording_guard(client(&fake))
         .site(Source::field("blog_id"))
         .product(Source::field("product"));
     forwarded(
@@ -131,7 +131,7 @@ async fn json_object_with_a_numeric_blog_id() {
 #[tokio::test]
 async fn path_parameters() {
     let fake = fake().await;
-    let guard = UpgradeGuardLayer::new(client(&fake))
+    let guard = recording_guard(client(&fake))
         .site(Source::path("/sites/{site}/plans/{plan}", "site"))
         .product(Source::path("/sites/{site}/plans/{plan}", "plan"));
     let post = |uri: &str| Request::post(uri).body(Full::default()).unwrap();
@@ -151,7 +151,7 @@ async fn path_parameters() {
 #[tokio::test]
 async fn query_parameters_leave_the_body_unread() {
     let fake = fake().await;
-    let guard = UpgradeGuardLayer::new(client(&fake))
+    let guard = recording_guard(client(&fake))
         .site(Source::query("site"))
         .product(Source::query("plan"));
     // The body is not a form at all: the route never reads it, and passes it on as it is.
@@ -173,7 +173,7 @@ async fn query_parameters_leave_the_body_unread() {
 #[tokio::test]
 async fn a_site_url_with_a_path() {
     let fake = fake().await;
-    let guard = UpgradeGuardLayer::new(client(&fake));
+    let guard = recording_guard(client(&fake));
     // https://example.com/blog/ is `example.com::blog` upstream; it holds Professional.
     not_an_upgrade(
         &guard,
@@ -201,7 +201,7 @@ async fn closures_and_fallbacks() {
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned)
     });
-    let guard = UpgradeGuardLayer::new(client(&fake))
+    let guard = recording_guard(client(&fake))
         .site(site.or(Source::field("siteurl")))
         .product(Source::query("plan").or(Source::field("plan")));
     let with_header = Request::post("/provision?plan=professional")
@@ -242,7 +242,7 @@ async fn closures_and_fallbacks() {
 #[tokio::test]
 async fn a_streamed_chunked_body_arrives_byte_for_byte() {
     let fake = fake().await;
-    let guard = UpgradeGuardLayer::new(client(&fake));
+    let guard = recording_guard(client(&fake));
     let body = format!(
         "siteurl=1001&plan=jetpack-anti-spam&local_user=admin&note={}",
         "n".repeat(5000)
@@ -442,7 +442,7 @@ async fn siteurl_zero_gets_a_message_that_makes_sense() {
 #[tokio::test]
 async fn json_sent_as_a_form_is_checked_as_the_json_wordpress_com_reads() {
     let fake = fake().await;
-    let guard = UpgradeGuardLayer::new(client(&fake));
+    let guard = recording_guard(client(&fake));
     let body = r#"{"plan":"jetpack-backup-realtime","siteurl":"https://professional.example.com/","x":"&plan=professional&siteurl=https://realtime.example.com/&local_user=admin&z="}"#;
     let request = Request::post("/rest/v1.3/jpphp/provision")
         .header("content-type", "application/x-www-form-urlencoded")

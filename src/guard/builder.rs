@@ -5,6 +5,7 @@ use crate::cache::{DEFAULT_CACHE_CAPACITY, DEFAULT_CACHE_TTL, Lookups};
 use crate::catalogue::{Catalogue, UnjudgedProducts};
 use crate::decision::Mode;
 use crate::lock::{DEFAULT_LOCK_WAIT, LocalLocks, SiteAliases, SiteLocks, SiteNames};
+use crate::recent::{DEFAULT_SETTLING_WINDOW, RecentProvisions};
 use crate::request::RequestReader;
 use crate::stats::GuardStats;
 use std::sync::Arc;
@@ -45,6 +46,7 @@ pub struct UpgradeGuardBuilder {
     aliases: SiteAliases,
     products: Vec<(String, String)>,
     covered: Vec<String>,
+    settling_window: Duration,
 }
 
 impl UpgradeGuardBuilder {
@@ -57,6 +59,7 @@ impl UpgradeGuardBuilder {
             aliases: SiteAliases::default(),
             products: Vec::new(),
             covered: Vec::new(),
+            settling_window: DEFAULT_SETTLING_WINDOW,
         }
     }
 
@@ -123,6 +126,23 @@ impl UpgradeGuardBuilder {
         self
     }
 
+    /// How long the guard remembers a provision it forwarded; default 60 s, `Duration::ZERO`
+    /// remembers nothing.
+    ///
+    /// WordPress.com grants products through its own jobs, so an upgrade-paths answer read right
+    /// after a provision may not show it yet. While the guard remembers a provision of product P
+    /// for a site (answered 2xx, or with an unknown outcome: the inner service failed, or was
+    /// given up on past the [ceiling](UpgradeGuardLayer::detached_ceiling)), an answer for the
+    /// site that still lists P (or does not know the site) is stale: the guard judges nothing
+    /// from it and asks again, pausing briefly, within the route's lock wait, then answers 503
+    /// `provision_settling`. A provision of P itself meanwhile is 409 `already_provisioned`; a
+    /// forwarded cancel forgets what is remembered of the site. Set it above the longest time
+    /// WordPress.com takes to show a grant.
+    pub fn settling_window(mut self, window: Duration) -> Self {
+        self.settling_window = window;
+        self
+    }
+
     /// The layer, with the provision API's defaults for where the site and the product come
     /// from; configure those per route on clones of it.
     pub fn build(self) -> UpgradeGuardLayer {
@@ -133,13 +153,24 @@ impl UpgradeGuardBuilder {
             self.cache_capacity,
             stats.clone(),
         );
-        // Sites other processes forget (a cancel forwarded there) are forgotten here too.
-        self.locks.listen_for_forgets(lookups.forget_listener());
+        // Sites other processes forget (a cancel forwarded there) are forgotten here too: their
+        // cached paths, and the provisions remembered of them.
+        let recent = Arc::new(RecentProvisions::new(self.settling_window));
+        let forget_paths = lookups.forget_listener();
+        let forget_recent = Arc::downgrade(&recent);
+        self.locks
+            .listen_for_forgets(Arc::new(move |site: Option<&crate::Site>| {
+                forget_paths(site);
+                if let Some(recent) = forget_recent.upgrade() {
+                    recent.forget_site(site);
+                }
+            }));
         let shared = Shared {
             lookups,
             locks: self.locks,
             names: SiteNames::new(self.aliases, self.cache_capacity),
             catalogue: Catalogue::new(self.products, self.covered),
+            recent,
             stats,
         };
         UpgradeGuardLayer::from_config(Config {

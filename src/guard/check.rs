@@ -10,6 +10,7 @@ use crate::cache::Lookups;
 use crate::catalogue::{Catalogue, Judgement, UnjudgedProducts};
 use crate::decision::{Admission, Bypass, Checked, DecisionReport, Mode, Outcome};
 use crate::lock::{HeldNames, LockError, SiteLocks, SiteNames, SitePermit};
+use crate::recent::{RecentProvisions, Seen};
 use crate::rejection::Rejection;
 use crate::request::{Named, Read, RequestReader};
 use crate::site::SiteKind;
@@ -33,13 +34,18 @@ pub(super) struct Shared {
     pub(super) locks: Arc<dyn SiteLocks>,
     pub(super) names: SiteNames,
     pub(super) catalogue: Catalogue,
+    /// The provisions forwarded within the settling window.
+    pub(super) recent: Arc<RecentProvisions>,
     pub(super) stats: GuardStats,
 }
 
 impl Shared {
-    /// Forgets the site's cached paths here and in every process sharing the locks.
+    /// Forgets the site's cached paths, and the provisions remembered of it, here and in every
+    /// process sharing the locks: the site changed in a way the guard did not see, or a cancel
+    /// gave products back.
     pub(super) fn forget(&self, site: &Site) {
         self.lookups.forget(site);
+        self.recent.forget_site(Some(site));
         self.locks.announce_forget(site);
     }
 
@@ -105,6 +111,12 @@ pub(crate) struct SiteHold {
     /// How long taking the site's locks took.
     waited: Duration,
     permit: Option<SitePermit>,
+    /// The product of a forwarded provision: remembered for the settling window when the
+    /// request ends, unless its answer says it failed.
+    provision: Option<String>,
+    /// The status the inner service answered the forwarded request with; `None` while unknown
+    /// (not answered yet, or the inner service failed or was given up on).
+    answered: Option<StatusCode>,
 }
 
 /// Whether a request the guard holds a site for can provision a product.
@@ -132,6 +144,8 @@ impl SiteHold {
             forget: None,
             waited: Duration::ZERO,
             permit: None,
+            provision: None,
+            answered: None,
         });
         hold.forget = Some(Forget {
             shared: shared.clone(),
@@ -139,12 +153,24 @@ impl SiteHold {
         });
         hold
     }
+
+    /// The inner service answered the forwarded request with `status`.
+    pub(super) fn answered(&mut self, status: StatusCode) {
+        self.answered = Some(status);
+    }
 }
 
 impl Drop for SiteHold {
     fn drop(&mut self) {
         // Runs before the fields drop: the site is forgotten while it is still held.
         if let Some(Forget { shared, everywhere }) = self.forget.take() {
+            // A provision that may have been made is remembered before anyone can check the
+            // site again: what this hold frees is its lock.
+            if let Some(product) = self.provision.take()
+                && self.answered.is_none_or(|status| status.is_success())
+            {
+                shared.recent.remember(&self.names, &product);
+            }
             shared.forget_names(&self.names, everywhere);
         }
     }
@@ -302,12 +328,17 @@ impl Config {
             // any of its names, whatever it answers (and again when it ends: see `SiteHold`).
             // Other processes need telling only of a cancel: a provision only takes products
             // off a site's paths, so their cached refusals stay true.
-            match verdict.hold() {
-                Some(hold) => self.shared.forget_names(&hold.names, self.cancels),
-                None => self
-                    .shared
-                    .forget_names(&HeldNames::only(site), self.cancels),
-            }
+            let only;
+            let names = match verdict.hold() {
+                Some(hold) => &hold.names,
+                None => {
+                    only = HeldNames::only(site);
+                    &only
+                }
+            };
+            // A cancel's forget, told everywhere, also forgets the provisions remembered of the
+            // site: what it gives back is an upgrade again at once.
+            self.shared.forget_names(names, self.cancels);
         }
         let admission = verdict.admission();
         if let (Some(admission), Some(site)) = (admission, verdict.site()) {
@@ -321,18 +352,20 @@ impl Config {
             Verdict::Upgrade {
                 site,
                 product,
-                hold,
+                mut hold,
             }
             | Verdict::Unjudged {
                 site,
                 product,
-                hold,
+                mut hold,
             }
             | Verdict::FirstProvision {
                 site,
                 product,
-                hold,
+                mut hold,
             } => {
+                // Remembered when it ends, unless its answer says it failed (see `recent.rs`).
+                hold.provision = Some(product.clone());
                 request.extensions_mut().insert(Checked {
                     site,
                     product,
@@ -432,16 +465,26 @@ impl Config {
             Ok(hold) => hold,
             Err(why) => return Verdict::stopped(why, named, None),
         };
-        // From here on only a lookup that read the site after the previous provision ended.
-        let fresh_from = lookups.mark();
+        // The same provision again while the last one settles: done already, not a downgrade.
+        if self.shared.recent.provisioned(&hold.names, &product) {
+            let why = Rejection::AlreadyProvisioned {
+                site: named.site.clone(),
+                product: product.clone(),
+            };
+            return Verdict::stopped(why, named, Some(hold));
+        }
         let site = named.site;
-        // The cache is read again under the lock, whether the lock was free or not: between
-        // the read above and the lock, another request may have finished a lookup and cached
-        // its refusal (found by `hundreds_of_refused_requests_cost_one_lookup`: skipping this
-        // read when the lock was free cost a second upstream lookup now and then).
-        let paths = lookups
-            .upgrade_paths(&site, &product, caller, fresh_from)
-            .await;
+        let paths = match self.settled_lookup(&hold, &site, &product, caller).await {
+            Ok(paths) => paths,
+            Err(why) => {
+                return Verdict::Stopped {
+                    why,
+                    site: Some(site),
+                    product: Some(product),
+                    hold: Some(hold),
+                };
+            }
+        };
         match paths {
             Ok(paths) => {
                 let catalogue = &self.shared.catalogue;
@@ -580,6 +623,58 @@ impl Config {
         }
     }
 
+    /// Looks the held site up until the answer shows every provision of it forwarded within the
+    /// settling window (see `recent.rs`), where the answer would forward the request: nothing is
+    /// forwarded on an answer that does not show the provision just made. A refusal needs no
+    /// such answer (a provision only takes products off a site's paths). Asks again after a
+    /// short pause, doubling, within what is left of the route's lock wait; past it, 503
+    /// `provision_settling`.
+    async fn settled_lookup(
+        &self,
+        hold: &SiteHold,
+        site: &Site,
+        product: &str,
+        caller: Option<&Token>,
+    ) -> Result<Result<Arc<UpgradePaths>, LookupError>, Rejection> {
+        let lookups = &self.shared.lookups;
+        let deadline = Instant::now() + self.lock_wait.saturating_sub(hold.waited);
+        let mut pause = Duration::from_millis(50);
+        loop {
+            // Only a lookup that read the site after the previous provision ended. The cache is
+            // read again under the lock, whether the lock was free or not: between the read
+            // before it and the lock, another request may have finished a lookup and cached its
+            // refusal, which then costs no second upstream call.
+            let fresh_from = lookups.mark();
+            let answer = lookups
+                .upgrade_paths(site, product, caller, fresh_from)
+                .await;
+            let seen = match &answer {
+                Ok(paths) if self.forwards_on(paths, product) => Seen::Paths(paths),
+                Err(LookupError::UnknownSite) => Seen::UnknownSite,
+                _ => return Ok(answer),
+            };
+            if !self.shared.recent.stale(&hold.names, seen) {
+                return Ok(answer);
+            }
+            if Instant::now() + pause > deadline {
+                tracing::info!(%site, product, "the site's answers do not show a provision just made yet");
+                return Err(Rejection::ProvisionSettling { site: site.clone() });
+            }
+            tracing::debug!(%site, product, ?pause, "a stale answer: asking again");
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(1));
+        }
+    }
+
+    /// Whether this route forwards `product` on `paths`: listed, or not judged and forwarded.
+    fn forwards_on(&self, paths: &UpgradePaths, product: &str) -> bool {
+        match self.shared.catalogue.judge(paths, product) {
+            Judgement::Listed => true,
+            Judgement::NotJudged => self.unjudged == UnjudgedProducts::Forward,
+            Judgement::Refused => false,
+        }
+    }
+
     /// Holds the site under every name it goes by (a lookup until a name is known), counting the
     /// requests that had to wait.
     async fn hold(&self, site: &Site, provides: Provides) -> Result<SiteHold, Rejection> {
@@ -620,6 +715,8 @@ impl Config {
             forget: None,
             waited,
             permit,
+            provision: None,
+            answered: None,
         })
     }
 

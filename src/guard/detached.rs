@@ -8,7 +8,7 @@
 //! forwarding hands the inner future and the site's permit to a task that drives the future to
 //! its end, bounded by the route's ceiling, and only then frees the site.
 
-use super::check::Config;
+use super::check::{Config, SiteHold};
 use crate::Site;
 use crate::decision::{DecisionReport, Finished, Outcome};
 use http::StatusCode;
@@ -148,15 +148,14 @@ impl Drop for Running {
 /// Drives `future` to its end in a task of its own, holding `permit` (whatever the guard holds
 /// while forwarding: the site's lock) until then or until the route's ceiling passes, then
 /// reports how it ended.
-pub(super) fn finish_alone<F, P>(
+pub(super) fn finish_alone<F>(
     config: Arc<Config>,
     mut future: Pin<Box<F>>,
     poll_status: PollStatus<F>,
-    permit: P,
+    mut permit: Option<SiteHold>,
     forwarded: Forwarded,
 ) where
     F: Future + Send + 'static,
-    P: Send + 'static,
 {
     let Ok(runtime) = tokio::runtime::Handle::try_current() else {
         // Dropped outside any runtime: nothing can drive the future. Say so rather than pretend.
@@ -174,6 +173,9 @@ pub(super) fn finish_alone<F, P>(
             tokio::time::timeout(ceiling, poll_fn(|cx| poll_status(future.as_mut(), cx))).await;
         // Past the ceiling the work is cancelled here, before the site is freed.
         drop(future);
+        if let (Ok(Some(status)), Some(permit)) = (&ended, permit.as_mut()) {
+            permit.answered(*status);
+        }
         drop(permit);
         let finished = match ended {
             Ok(Some(status)) => Finished::Answered(status),

@@ -131,8 +131,16 @@ where
                         return Poll::Ready(Ok(rejection.into_response()));
                     }
                 },
-                State::Forwarding { future, bypass, .. } => {
+                State::Forwarding {
+                    future,
+                    bypass,
+                    permit,
+                    ..
+                } => {
                     let output = ready!(future.as_mut().poll(cx));
+                    if let (Ok(response), Some(permit)) = (&output, permit.as_mut()) {
+                        permit.answered(response.status());
+                    }
                     let bypass = bypass.take();
                     // The inner service has answered: the next provision of the site may start.
                     *state = State::Done;

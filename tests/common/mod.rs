@@ -53,6 +53,15 @@ pub fn client(fake: &FakeUpstream) -> UpgradePathsClient {
         .expect("the client builds")
 }
 
+/// A guard in front of an inner service that provisions nothing upstream (a [`Recorder`]): it
+/// remembers no provision it forwards (`settling_window(ZERO)`), since no upgrade-paths answer
+/// would ever show one, and a second provision of the site would wait for it in vain.
+pub fn recording_guard(client: UpgradePathsClient) -> UpgradeGuardLayer {
+    UpgradeGuardLayer::builder(client)
+        .settling_window(Duration::ZERO)
+        .build()
+}
+
 /// What the inner service saw of one request.
 #[derive(Clone, Debug)]
 pub struct Seen {
