@@ -412,6 +412,11 @@ fn print_demo(listen: SocketAddr, sites: &[SiteSnapshot]) {
          -d siteurl=https://professional.example.com/ -d local_user=admin -d force_connect=1\n\
          \nWhat a site may get now, for a dashboard (blog 1004 has Daily Backups):\n  \
          curl -s {base}/sites/1004/upgrade-paths\n\
+         \nScan, as the partner tooling's --plan=jetpack-scan sends it (where upgrade-paths does not\n\
+         speak about Scan at all, as WordPress.com's docs say of today, the guard forwards it marked\n\
+         unjudged, and WordPress.com decides):\n  \
+         {provision} -H 'Content-Type: multipart/form-data;' \\\n    \
+         -F siteurl=https://example.com/blog/ -F plan=jetpack-scan -F local_user=admin\n\
          \nCancel, then provision what the cancel gave back (the downgrade refused above is an\n\
          upgrade at once: the guard forgot the site's cached paths):\n  \
          curl -s -X POST {base}/rest/v1.3/jpphp/professional.example.com/partner-cancel -d plan=professional\n  \

@@ -37,7 +37,10 @@
 //!
 //! | situation | status | `error` |
 //! |---|---|---|
-//! | product not in the site's upgrade paths (`{}` or PHP's `[]`: none) | 409 | `upgrade_not_allowed` |
+//! | product not in the site's upgrade paths, of a family the answer speaks about (`{}` or PHP's `[]`: none) | 409 | `upgrade_not_allowed` |
+//! | product the answer does not judge, on a route that [refuses those](UnjudgedProducts::Refuse) | 409 | `product_not_judged` |
+//! | the same product provisioned a moment ago ([settling window](UpgradeGuardBuilder::settling_window)) | 409 | `already_provisioned` |
+//! | the site's answers do not show a provision made a moment ago yet | 503 + `Retry-After` | `provision_settling` |
 //! | site absent or empty | 400 | `missing_site` |
 //! | product absent or empty on a route that [requires one](UpgradeGuardLayer::require_product) | 400 | `missing_product` |
 //! | site identifier malformed | 400 | `invalid_site` |
@@ -55,7 +58,8 @@
 //!
 //! Nothing is forwarded in any of these cases. Forwarded besides upgrades, with the site held and
 //! marked by an [`Admission`]: a request naming no product, or `free` (a connection request); the
-//! first provision of a site named by URL that WordPress.com does not know yet; a request on a
+//! first provision of a site named by URL that WordPress.com does not know yet; a product the
+//! site's answer does not judge ([`UnjudgedProducts`]); a request on a
 //! [`cancels`](UpgradeGuardLayer::cancels) route. The inner service's responses and errors pass
 //! through untouched, and the service's error type is the inner one's, so it works behind axum.
 //!

@@ -587,7 +587,7 @@ async fn the_examples_printed_commands_answer_as_printed() {
         .spawn()
         .unwrap();
     // What each printed command answers, in the order printed: status, then a part of the body.
-    let expected: [(u16, &str); 9] = [
+    let expected: [(u16, &str); 10] = [
         (200, r#"{"success":true"#),
         (409, r#"{"error":"upgrade_not_allowed""#),
         (409, r#"{"error":"upgrade_not_allowed""#),
@@ -595,6 +595,7 @@ async fn the_examples_printed_commands_answer_as_printed() {
         (200, r#"{"success":true"#),
         (200, r#"{"success":true"#),
         (200, r#""jetpack-backup":["jetpack-backup-realtime"]"#),
+        (200, r#"{"success":true"#),
         (200, r#"{"success":true}"#),
         (200, r#"{"success":true"#),
     ];

@@ -587,6 +587,10 @@ fn nothing_that_is_not_an_upgrade_is_provisioned() {
             // Every batch starts from the seeded holdings: provisions saturate sites quickly.
             for (id, url, held) in SITES {
                 fake.add_site(FakeSite::new(id).url(url).holding(held.iter().copied()));
+                // A change the guard cannot see, told to it: the provisions it remembers of the
+                // site are gone.
+                guard.forget(&Site::parse(&id.to_string()).unwrap());
+                guard.forget(&Site::parse(url).unwrap());
             }
             let leaks_before = fake.stats().leaks;
             let answers = rt.block_on(async {

@@ -324,7 +324,7 @@ impl Store {
             .expect("the site is known or was just registered");
         found.settle(now);
         if let Some(product) = product {
-            if !product.is_offered(&found.held_eventually()) {
+            if !product.is_offered(found.held_eventually()) {
                 return Err(ProvisionError::NotOffered);
             }
             if delay.is_zero() {

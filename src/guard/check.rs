@@ -90,7 +90,9 @@ pub(super) type OnDecision = dyn Fn(&DecisionReport<'_>) + Send + Sync;
 /// through.
 pub(crate) struct Forward<B> {
     pub(super) request: Request<GuardBody<B>>,
-    pub(super) permit: Option<SiteHold>,
+    /// Boxed: the response future carries it while the inner service works, and a held site
+    /// is larger than everything else the future keeps.
+    pub(super) permit: Option<Box<SiteHold>>,
     pub(super) bypass: Option<Bypass>,
 }
 
@@ -405,7 +407,7 @@ impl Config {
         };
         Ok(Forward {
             request,
-            permit: hold,
+            permit: hold.map(Box::new),
             bypass,
         })
     }

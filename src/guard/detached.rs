@@ -152,7 +152,7 @@ pub(super) fn finish_alone<F>(
     config: Arc<Config>,
     mut future: Pin<Box<F>>,
     poll_status: PollStatus<F>,
-    mut permit: Option<SiteHold>,
+    mut permit: Option<Box<SiteHold>>,
     forwarded: Forwarded,
 ) where
     F: Future + Send + 'static,

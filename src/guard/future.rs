@@ -70,7 +70,7 @@ where
     },
     Forwarding {
         future: Pin<Box<S::Future>>,
-        permit: Option<SiteHold>,
+        permit: Option<Box<SiteHold>>,
         bypass: Option<HeaderValue>,
         poll_status: PollStatus<S::Future>,
         config: Arc<Config>,
