@@ -494,7 +494,10 @@ fn guard(
     {
         let locks = upgrade_guard::RedisLocks::builder(url).build()?;
         println!("site locks shared through {locks:?}");
-        Ok(UpgradeGuardLayer::builder(client).site_locks(locks).build())
+        Ok(UpgradeGuardLayer::builder(client)
+            .site_locks(locks.clone())
+            .peers(locks)
+            .build())
     }
     #[cfg(not(feature = "redis"))]
     {

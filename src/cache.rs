@@ -28,7 +28,7 @@
 //!   site is forgotten when the cancel is forwarded and again when it has finished), and why a
 //!   change the guard cannot see must be told with [`forget`](crate::UpgradeGuardLayer::forget).
 //!   Across processes, `RedisLocks` carries each forgotten site to every other process (see
-//!   [`SiteLocks::announce_forget`](crate::SiteLocks::announce_forget)). A refusal answered
+//!   [`Peers::announce_forget`](crate::Peers::announce_forget)). A refusal answered
 //!   while a cancel of the same site is still under way reflects the site before it; no refusal
 //!   is cached past the cancel's end.
 //! - A **first provision** (a site WordPress.com does not know yet) caches nothing: the lookup
@@ -65,7 +65,7 @@
 //! every entry as the partner's.
 
 use crate::Site;
-use crate::lock::ForgetListener;
+use crate::peers::ForgetListener;
 use crate::site::SiteHashing;
 use crate::stats::GuardStats;
 use crate::upstream::{LookupError, Token, UpgradePaths, UpgradePathsClient};

@@ -108,6 +108,12 @@ impl Admission {
             Self::Unjudged => "unjudged",
         }
     }
+
+    /// Whether a request let through as this provisions a product (and so is remembered for
+    /// the settling window, see [`settling_window`](crate::UpgradeGuardBuilder::settling_window)).
+    pub fn provisions(self) -> bool {
+        matches!(self, Self::Upgrade | Self::FirstProvision | Self::Unjudged)
+    }
 }
 
 impl fmt::Display for Admission {
@@ -248,10 +254,11 @@ pub enum Outcome {
     FailedOpen,
     /// Would have been rejected, forwarded by a [`Mode::Shadow`] route.
     Shadowed,
-    /// Forwarded (and reported then), after which its client went away; the guard finished the
-    /// inner service's work alone, holding the site meanwhile, and this is how it ended. The
-    /// report's `latency` is then from forwarding to that end, and its `rejection` is `None`.
-    FinishedAlone(Finished),
+    /// Forwarded (and reported then), after which its client went away: *detached*, the guard
+    /// finished the inner service's work alone, holding the site meanwhile, and this is how it
+    /// ended. The report's `latency` is then from forwarding to that end, and its `rejection` is
+    /// `None`.
+    Detached(DetachedEnd),
 }
 
 impl Outcome {
@@ -262,16 +269,16 @@ impl Outcome {
             Self::Rejected => "rejected",
             Self::FailedOpen => "failed_open",
             Self::Shadowed => "shadowed",
-            Self::FinishedAlone(_) => "finished_alone",
+            Self::Detached(_) => "detached",
         }
     }
 }
 
 /// How the inner service's work ended for a request whose client went away after it was
-/// forwarded ([`Outcome::FinishedAlone`]).
+/// forwarded ([`Outcome::Detached`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
-pub enum Finished {
+pub enum DetachedEnd {
     /// The inner service answered with this status; the answer went nowhere, its client had
     /// gone. A provision that landed for a client that left shows here.
     Answered(StatusCode),

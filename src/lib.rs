@@ -77,7 +77,7 @@
 //! each forwarded request's extensions, or a [`Bypass`] ([`BYPASS_HEADER`]) when a fail-open or
 //! shadow route forwarded what it would have refused. Every request ends in a [`DecisionReport`]
 //! handed to [`on_decision`](UpgradeGuardLayer::on_decision), with its [`Outcome`] (and how a
-//! request finished alone, [`Finished`]); [`GuardStats`] counts them ([`StatsSnapshot`]). Each
+//! request finished detached, [`DetachedEnd`]); [`GuardStats`] counts them ([`StatsSnapshot`]). Each
 //! refusal is a [`Rejection`], the table above; an unreadable body carries a [`BodyError`].
 //!
 //! **Asking WordPress.com.** [`UpgradePathsClient`] (built with [`UpgradePathsClientBuilder`])
@@ -96,8 +96,10 @@
 //! site is one lock whatever it is called: a site is held under its blog ID and its URL alike,
 //! learned from WordPress.com's public site lookup ([`SiteAliases`]). [`LocalLocks`] (the default) serialize within one process; with the `redis`
 //! feature, `RedisLocks` serialize across replicas (`RedisLocksBuilder`, `RedisBuildError`). Any
-//! other shared engine can implement [`SiteLocks`], with [`SitePermit`], [`Acquire`],
-//! [`ForgetListener`] and [`LockError`].
+//! other shared engine can implement [`SiteLocks`], with [`SitePermit`], [`Acquire`] and
+//! [`LockError`]. What the processes tell each other besides (forgotten sites, the provisions
+//! just made) is [`Peers`] (`RedisLocks` too), with [`ForgetListener`], [`PeersFuture`],
+//! [`Remembered`] and [`PeersError`].
 //!
 //! **Caching.** Lookups of one site are shared by the requests that want them at the same time,
 //! and their answers are cached, for refusals only: a cached answer decides a request only when
@@ -106,7 +108,7 @@
 //! Hot refused requests (tooling retrying a downgrade) cost no upstream call, an allowed provision
 //! exactly one (plus one site lookup the first time a name is seen). A cancellation gives products back, which is why a cancel route is marked
 //! [`cancels`](UpgradeGuardLayer::cancels) and a change the guard cannot see is told with
-//! [`forget`](UpgradeGuardLayer::forget); processes sharing `RedisLocks` tell each other.
+//! [`forget`](UpgradeGuardLayer::forget); processes sharing [`Peers`] tell each other.
 //!
 //! **Testing.** The `fake` module (feature `test-util`) is a fake WordPress.com partner API on a
 //! loopback port, with WordPress.com's product catalogue and injectable faults.
@@ -125,6 +127,7 @@ mod catalogue;
 mod decision;
 mod guard;
 mod lock;
+mod peers;
 mod recent;
 mod rejection;
 mod request;
@@ -139,17 +142,16 @@ pub mod fake;
 pub use body::GuardBody;
 pub use catalogue::UnjudgedProducts;
 pub use decision::{
-    Admission, BYPASS_HEADER, Bypass, Checked, DecisionReport, Finished, Mode, Outcome,
+    Admission, BYPASS_HEADER, Bypass, Checked, DecisionReport, DetachedEnd, Mode, Outcome,
 };
 pub use guard::{
     Detached, ResponseFuture, UnknownSites, UpgradeGuard, UpgradeGuardBuilder, UpgradeGuardLayer,
 };
-pub use lock::{
-    Acquire, ForgetListener, LocalLocks, LockError, SiteAliases, SiteLocks, SitePermit,
-};
+pub use lock::{Acquire, LocalLocks, LockError, SiteAliases, SiteLocks, SitePermit};
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use lock::{RedisBuildError, RedisLocks, RedisLocksBuilder};
+pub use peers::{ForgetListener, Peers, PeersError, PeersFuture, Remembered};
 pub use rejection::{BodyError, Rejection};
 pub use request::Source;
 pub use site::{InvalidSite, Site, SiteKind};

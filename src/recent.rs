@@ -18,12 +18,19 @@
 //!
 //! This needs no knowledge of which product contains which: only "the answer does not show what
 //! was just provisioned". Memory follows the provisions of the last window, not every site.
+//!
+//! With [`Peers`], every provision is also remembered where the other processes look, before
+//! the site is freed, and what they remember of a site is recalled with the site held: a
+//! provision forwarded by one replica makes the others' stale answers stale too. Whether an
+//! answer has shown a provision stays each process's own reading.
 
 use crate::lock::HeldNames;
+use crate::peers::{Peers, PeersError};
 use crate::site::{Site, SiteHashing};
 use crate::upstream::UpgradePaths;
 use std::collections::HashMap;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::future::Future;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 /// How long a provision is remembered by default.
@@ -34,6 +41,7 @@ pub(crate) const DEFAULT_SETTLING_WINDOW: Duration = Duration::from_secs(60);
 pub(crate) struct RecentProvisions {
     window: Duration,
     sites: Mutex<HashMap<Site, Vec<Recent>, SiteHashing>>,
+    peers: Option<Arc<dyn Peers>>,
 }
 
 /// One provision remembered.
@@ -55,25 +63,63 @@ pub(crate) enum Seen<'a> {
 }
 
 impl RecentProvisions {
-    /// Provisions are remembered for `window`; `Duration::ZERO` remembers nothing.
-    pub(crate) fn new(window: Duration) -> Self {
+    /// Provisions are remembered for `window` (`Duration::ZERO` remembers nothing), here and,
+    /// when there are `peers`, there too.
+    pub(crate) fn new(window: Duration, peers: Option<Arc<dyn Peers>>) -> Self {
         Self {
             window,
             sites: Mutex::default(),
+            peers,
         }
     }
 
-    /// Remembers a provision of `product` for the site held under `names`.
-    pub(crate) fn remember(&self, names: &HeldNames, product: &str) {
+    /// Remembers a provision of `product` for the site held under `names`. With peers, returns
+    /// the work of remembering it there, which must end before the site is freed.
+    pub(crate) fn remember(
+        &self,
+        names: &HeldNames,
+        product: &str,
+    ) -> Option<impl Future<Output = ()> + Send + 'static> {
         if self.window.is_zero() {
-            return;
+            return None;
         }
-        let now = Instant::now();
-        let recent = Recent {
-            product: product.into(),
-            until: now + self.window,
-            shown: false,
+        self.remember_here(names, product, self.window);
+        let peers = self.peers.clone()?;
+        let (names, product, window) = (names.clone(), product.to_owned(), self.window);
+        Some(async move {
+            for name in names.iter() {
+                if let Err(error) = peers.remember_provision(name, &product, window).await {
+                    tracing::warn!(
+                        site = %name,
+                        product,
+                        error = %crate::rejection::Chain(&error),
+                        "could not tell the other processes of a provision just made"
+                    );
+                }
+            }
+        })
+    }
+
+    /// Adds to what this process remembers of the site held under `names` what its peers
+    /// remember of it. Without peers, there is nothing to recall.
+    pub(crate) async fn recall(&self, names: &HeldNames) -> Result<(), PeersError> {
+        let Some(peers) = self.peers.as_ref().filter(|_| !self.window.is_zero()) else {
+            return Ok(());
         };
+        for name in names.iter() {
+            for remembered in peers.recall_provisions(name).await? {
+                let window = remembered.remaining.min(self.window);
+                self.remember_here(&HeldNames::only(name), &remembered.product, window);
+            }
+        }
+        Ok(())
+    }
+
+    /// Remembers a provision of `product` for `window` here. One already remembered keeps what
+    /// this process's answers have shown of it, and the later of the two ends.
+    fn remember_here(&self, names: &HeldNames, product: &str, window: Duration) {
+        let now = Instant::now();
+        let until = now + window;
         let mut sites = self.sites();
         // Now and then, the whole table: sites whose window passed go.
         if sites.len() > 64 && sites.len().is_power_of_two() {
@@ -84,24 +130,33 @@ impl RecentProvisions {
         }
         for name in names.iter() {
             let remembered = sites.entry(name.clone()).or_default();
-            remembered.retain(|r| r.until > now && *r.product != *product);
-            remembered.push(recent.clone());
+            remembered.retain(|r| r.until > now);
+            match remembered.iter_mut().find(|r| *r.product == *product) {
+                Some(known) => known.until = known.until.max(until),
+                None => remembered.push(Recent {
+                    product: product.into(),
+                    until,
+                    shown: false,
+                }),
+            }
         }
     }
 
-    /// Forgets what is remembered under `site`'s name (`None`: of every site), as another process
-    /// announced.
-    pub(crate) fn forget_site(&self, site: Option<&Site>) {
+    /// Forgets what is remembered of `site` here and tells the peers to forget it too (with
+    /// its cached paths): a cancel gave products back, or the guard was told of a change.
+    pub(crate) fn forget_everywhere(&self, site: &Site) {
+        self.forget_site(site);
+        if let Some(peers) = &self.peers {
+            peers.announce_forget(site);
+        }
+    }
+
+    /// Forgets what is remembered under `site`'s name, as another process announced.
+    pub(crate) fn forget_site(&self, site: &Site) {
         if self.window.is_zero() {
             return;
         }
-        let mut sites = self.sites();
-        match site {
-            Some(site) => {
-                sites.remove(site);
-            }
-            None => sites.clear(),
-        }
+        self.sites().remove(site);
     }
 
     /// Whether a provision of `product` for the site held under `names` was forwarded within the
@@ -175,7 +230,7 @@ mod tests {
 
     #[test]
     fn an_answer_is_stale_until_it_shows_the_provision() {
-        let recent = RecentProvisions::new(Duration::from_secs(60));
+        let recent = RecentProvisions::new(Duration::from_secs(60), None);
         let site = names("1001");
         let before = paths(
             r#"{"jetpack-plans":["professional"],"jetpack-backup":["jetpack-backup-realtime"]}"#,
@@ -185,7 +240,7 @@ mod tests {
             !recent.stale(&site, Seen::Paths(&before)),
             "nothing remembered"
         );
-        recent.remember(&site, "professional");
+        let _ = recent.remember(&site, "professional");
         assert!(recent.provisioned(&site, "professional"));
         assert!(!recent.provisioned(&site, "premium"));
         assert!(recent.stale(&site, Seen::Paths(&before)));
@@ -194,16 +249,16 @@ mod tests {
         assert!(!recent.stale(&site, Seen::Paths(&after)));
         assert!(!recent.stale(&site, Seen::Paths(&before)));
         assert!(recent.provisioned(&site, "professional"));
-        recent.forget_site(Some(&Site::parse("1001").unwrap()));
+        recent.forget_site(&Site::parse("1001").unwrap());
         assert!(!recent.provisioned(&site, "professional"));
         assert_eq!(recent.len(), 0);
     }
 
     #[test]
     fn the_window_ends_the_memory() {
-        let recent = RecentProvisions::new(Duration::from_millis(1));
+        let recent = RecentProvisions::new(Duration::from_millis(1), None);
         let site = names("1001");
-        recent.remember(&site, "professional");
+        let _ = recent.remember(&site, "professional");
         let until = Instant::now() + Duration::from_millis(1);
         while Instant::now() <= until {
             std::hint::spin_loop();
@@ -211,8 +266,8 @@ mod tests {
         assert!(!recent.provisioned(&site, "professional"));
         assert!(!recent.stale(&site, Seen::UnknownSite));
         assert_eq!(recent.len(), 0);
-        let off = RecentProvisions::new(Duration::ZERO);
-        off.remember(&site, "professional");
+        let off = RecentProvisions::new(Duration::ZERO, None);
+        let _ = off.remember(&site, "professional");
         assert!(!off.provisioned(&site, "professional"));
     }
 }

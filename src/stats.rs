@@ -31,6 +31,7 @@ struct Counters {
     site_busy: AtomicU64,
     forwarded: AtomicU64,
     rejected: AtomicU64,
+    detached: AtomicU64,
 }
 
 /// The counters at one moment; see [`GuardStats::snapshot`].
@@ -53,6 +54,9 @@ pub struct StatsSnapshot {
     pub forwarded: u64,
     /// Requests answered by the guard itself (any rejection).
     pub rejected: u64,
+    /// Forwarded requests whose client went away, finished by the guard alone (each also
+    /// counted in `forwarded`).
+    pub detached: u64,
 }
 
 impl GuardStats {
@@ -68,6 +72,7 @@ impl GuardStats {
             site_busy: c.site_busy.load(Relaxed),
             forwarded: c.forwarded.load(Relaxed),
             rejected: c.rejected.load(Relaxed),
+            detached: c.detached.load(Relaxed),
         }
     }
 
@@ -99,5 +104,9 @@ impl GuardStats {
 
     pub(crate) fn rejected(&self) {
         self.counters.rejected.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn detached(&self) {
+        self.counters.detached.fetch_add(1, Relaxed);
     }
 }

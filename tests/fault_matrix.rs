@@ -635,7 +635,7 @@ struct MidRelay<S> {
     locks: LocalLocks,
     service: S,
     sent: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    finished: std::sync::Arc<std::sync::Mutex<Vec<upgrade_guard::Finished>>>,
+    finished: std::sync::Arc<std::sync::Mutex<Vec<upgrade_guard::DetachedEnd>>>,
 }
 
 async fn mid_relay() -> MidRelay<
@@ -671,7 +671,7 @@ async fn mid_relay() -> MidRelay<
             .site_locks(locks.clone())
             .build()
             .on_decision(move |report| {
-                if let Outcome::FinishedAlone(how) = report.outcome {
+                if let Outcome::Detached(how) = report.outcome {
                     finished.lock().unwrap().push(how);
                 }
             })
@@ -748,7 +748,7 @@ where
 #[tokio::test]
 async fn a_client_gone_mid_relay_holds_the_site_until_its_provision_lands() {
     use tower::ServiceExt;
-    use upgrade_guard::Finished;
+    use upgrade_guard::DetachedEnd;
 
     let t = mid_relay().await;
     t.send_and_leave("siteurl=1001&plan=jetpack-backup-realtime&local_user=admin")
@@ -779,7 +779,7 @@ async fn a_client_gone_mid_relay_holds_the_site_until_its_provision_lands() {
     assert_eq!(t.locks.sites_in_use(), 0);
     assert_eq!(
         *t.finished.lock().unwrap(),
-        [Finished::Answered(http::StatusCode::OK)],
+        [DetachedEnd::Answered(http::StatusCode::OK)],
         "the provision that landed for a client that left is reported"
     );
     let stats = t.fake.stats();
@@ -833,7 +833,7 @@ async fn a_late_provision_of_a_client_gone_mid_relay_is_never_a_downgrade() {
 async fn over_a_real_server_a_client_that_times_out_mid_provision_keeps_the_site_held() {
     use axum::body::Body;
     use std::sync::{Arc, Mutex};
-    use upgrade_guard::Finished;
+    use upgrade_guard::DetachedEnd;
     use upgrade_guard::Outcome;
 
     let fake = FakeUpstream::builder()
@@ -850,7 +850,7 @@ async fn over_a_real_server_a_client_that_times_out_mid_provision_keeps_the_site
     let guard = {
         let finished = finished.clone();
         UpgradeGuardLayer::new(client).on_decision(move |report| {
-            if let Outcome::FinishedAlone(how) = report.outcome {
+            if let Outcome::Detached(how) = report.outcome {
                 finished.lock().unwrap().push(how);
             }
         })
@@ -900,7 +900,7 @@ async fn over_a_real_server_a_client_that_times_out_mid_provision_keeps_the_site
     guard.detached().wait().await;
     assert_eq!(
         *finished.lock().unwrap(),
-        [Finished::Answered(http::StatusCode::OK)]
+        [DetachedEnd::Answered(http::StatusCode::OK)]
     );
     assert_eq!(fake.stats().leaks, 0);
 }

@@ -32,7 +32,19 @@ fn locks(redis: &RedisServer) -> RedisLocks {
 /// One replica of a partner API: its own client, cache and Redis connection.
 fn replica(fake: &FakeUpstream, locks: RedisLocks) -> UpgradeGuardLayer {
     UpgradeGuardLayer::builder(client(fake))
-        .site_locks(locks)
+        .site_locks(locks.clone())
+        .peers(locks)
+        .build()
+        .lock_wait(Duration::from_secs(60))
+}
+
+/// A replica that remembers no provision: for tests whose inner service provisions nothing, so
+/// that no answer would ever show it (see `recording_guard`).
+fn replica_without_memory(fake: &FakeUpstream, locks: RedisLocks) -> UpgradeGuardLayer {
+    UpgradeGuardLayer::builder(client(fake))
+        .site_locks(locks.clone())
+        .peers(locks)
+        .settling_window(Duration::ZERO)
         .build()
         .lock_wait(Duration::from_secs(60))
 }
@@ -80,21 +92,23 @@ async fn replicas_racing_conflicting_provisions_never_leak() {
         assert!(guard.stats().snapshot().lookups > 0);
     }
     let mut connection = redis_connection(&redis).await;
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg("upgrade-guard:site:*")
-        .query_async(&mut connection)
-        .await
-        .unwrap();
+    // The provisions remembered for the settling window stay; no lock key does.
     let deadline = Instant::now() + Duration::from_secs(10);
-    let mut keys = keys;
-    while !keys.is_empty() {
-        assert!(Instant::now() < deadline, "keys left behind: {keys:?}");
-        tokio::time::sleep(Duration::from_millis(2)).await;
-        keys = redis::cmd("KEYS")
+    loop {
+        let keys: Vec<String> = redis::cmd("KEYS")
             .arg("upgrade-guard:site:*")
             .query_async(&mut connection)
             .await
             .unwrap();
+        let locks: Vec<_> = keys
+            .iter()
+            .filter(|key| !key.starts_with("upgrade-guard:site:recent:"))
+            .collect();
+        if locks.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "keys left behind: {locks:?}");
+        tokio::time::sleep(Duration::from_millis(2)).await;
     }
 }
 
@@ -119,7 +133,11 @@ async fn replicas_with_only_local_locks_leak() {
 async fn a_stale_cache_on_another_replica_only_refuses() {
     let redis = RedisServer::start();
     let fake = fake().await;
-    let (a, b) = (replica(&fake, locks(&redis)), replica(&fake, locks(&redis)));
+    // Without memory: with it, A would refuse B's provision as done already, before any lookup.
+    let (a, b) = (
+        replica_without_memory(&fake, locks(&redis)),
+        replica_without_memory(&fake, locks(&redis)),
+    );
     let inner = Recorder::default();
 
     // Replica A caches the paths of a site holding Realtime Backups: Professional is listed.
@@ -152,8 +170,10 @@ async fn a_cancelled_holder_keeps_its_site_until_the_ceiling_then_frees_it() {
     const CEILING: Duration = Duration::from_millis(500);
     let redis = RedisServer::start();
     let fake = fake().await;
-    let a = replica(&fake, locks(&redis)).detached_ceiling(CEILING);
-    let b = replica(&fake, locks(&redis));
+    // Without memory: the stuck provision's outcome is unknown, and with memory every later
+    // check of the site would wait for an answer that shows it (see `recent.rs`).
+    let a = replica_without_memory(&fake, locks(&redis)).detached_ceiling(CEILING);
+    let b = replica_without_memory(&fake, locks(&redis));
     let key = locks(&redis).key(&Site::parse("1001").unwrap());
 
     // An inner service that says when it is called and never answers.
@@ -717,8 +737,10 @@ async fn forget_on_one_replica_reaches_the_others_and_a_lost_subscription_forget
     let mut redis = RedisServer::start();
     let fake = fake().await;
     let a_locks = locks(&redis);
-    let a = replica(&fake, a_locks.clone());
-    let b = replica(&fake, locks(&redis));
+    // Without memory: the holdings are changed behind the guard's back, and a provision B
+    // remembers would make answers that no longer show it stale (see `recent.rs`).
+    let a = replica_without_memory(&fake, a_locks.clone());
+    let b = replica_without_memory(&fake, locks(&redis));
     listening(&redis, &a_locks, 2).await;
     let provision = b.layer(relay::<GuardBody<Full<Bytes>>>(&fake));
     let site = Site::parse("1003").unwrap();
@@ -770,4 +792,180 @@ async fn forget_on_one_replica_reaches_the_others_and_a_lost_subscription_forget
     redis.restart();
     eventually_ok("premium").await;
     assert_eq!(fake.stats().leaks, 0);
+}
+
+/// Three replicas of a partner API sharing one Redis, over an upstream that shows each grant
+/// `GRANT_DELAY` late: what one replica forwarded, the others' answers do not show yet.
+mod provisions_shown_late {
+    use super::*;
+    use upgrade_guard::fake::FakeSite;
+
+    const GRANT_DELAY: Duration = Duration::from_millis(500);
+
+    async fn body_text<B: http_body::Body>(answer: Response<B>) -> String
+    where
+        B::Error: std::fmt::Debug,
+    {
+        use http_body_util::BodyExt;
+        let bytes = answer.into_body().collect().await.unwrap().to_bytes();
+        String::from_utf8(bytes.to_vec()).unwrap()
+    }
+
+    /// The `error` of a JSON answer; empty for any other.
+    fn error_of(body: &str) -> String {
+        serde_json::from_str::<serde_json::Value>(body)
+            .ok()
+            .and_then(|value| value["error"].as_str().map(str::to_owned))
+            .unwrap_or_default()
+    }
+
+    struct Replicas {
+        fake: FakeUpstream,
+        guards: Vec<UpgradeGuardLayer>,
+        _redis: RedisServer,
+    }
+
+    impl Replicas {
+        async fn start() -> Self {
+            let redis = RedisServer::start();
+            let fake = FakeUpstream::builder()
+                .site(FakeSite::new(1001).url("https://free.example.com/"))
+                .grant_delay(GRANT_DELAY)
+                .start()
+                .await
+                .unwrap();
+            let guards = (0..3).map(|_| replica(&fake, locks(&redis))).collect();
+            Self {
+                fake,
+                guards,
+                _redis: redis,
+            }
+        }
+
+        /// A provision through replica `at`, relayed to the fake: its status and error code.
+        async fn provision(&self, at: usize, body: &str) -> (StatusCode, String) {
+            let service = self.guards[at].layer(relay::<GuardBody<Full<Bytes>>>(&self.fake));
+            let answer = service.oneshot(form(body)).await.unwrap();
+            let status = answer.status();
+            let body = body_text(answer).await;
+            (status, error_of(&body))
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_downgrade_or_a_repeat_through_another_replica_never_reaches_the_upstream() {
+        let replicas = Replicas::start().await;
+        let professional = "siteurl=1001&plan=professional&local_user=a";
+        assert_eq!(replicas.provision(0, professional).await.0, StatusCode::OK);
+        // Right after, through another replica: its answer still lists Realtime Backups, which
+        // Professional contains. It waits for an answer that shows Professional, and refuses.
+        let realtime =
+            "siteurl=https://free.example.com/&plan=jetpack-backup-realtime&local_user=b";
+        assert_eq!(
+            replicas.provision(1, realtime).await,
+            (StatusCode::CONFLICT, "upgrade_not_allowed".to_owned())
+        );
+        // The same provision again through the third: done already.
+        assert_eq!(
+            replicas.provision(2, professional).await,
+            (StatusCode::CONFLICT, "already_provisioned".to_owned())
+        );
+        let stats = replicas.fake.stats();
+        assert_eq!(
+            (stats.provisions, stats.provisioned, stats.leaks),
+            (1, 1, 0)
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_upgrade_through_another_replica_passes_once_the_answer_shows_the_provision() {
+        let replicas = Replicas::start().await;
+        for (at, plan) in [(0, "jetpack-backup-daily"), (1, "professional")] {
+            let (status, code) = replicas
+                .provision(at, &format!("siteurl=1001&plan={plan}&local_user=a"))
+                .await;
+            assert_eq!(status, StatusCode::OK, "{plan}: {code}");
+        }
+        let stats = replicas.fake.stats();
+        assert_eq!((stats.provisioned, stats.leaks), (2, 0));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_cancel_through_one_replica_gives_the_product_back_to_every_replica_at_once() {
+        let replicas = Replicas::start().await;
+        let realtime = "siteurl=1001&plan=jetpack-backup-realtime&local_user=a";
+        assert_eq!(replicas.provision(0, realtime).await.0, StatusCode::OK);
+        let cancel = cancel_route(&replicas.fake, &replicas.guards[1]);
+        let cancelled = cancel.oneshot(cancel_all("1001")).await.unwrap();
+        assert_eq!(cancelled.status(), StatusCode::OK);
+        // The cancel forgot what was remembered, in Redis too: the third replica provisions it
+        // again as an upgrade, with no wait for an answer that shows the first provision.
+        let (status, code) = replicas.provision(2, realtime).await;
+        assert_eq!(status, StatusCode::OK, "{code}");
+        assert_eq!(replicas.fake.stats().leaks, 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn what_is_remembered_lives_in_redis_for_the_settling_window_only() {
+        let redis = RedisServer::start();
+        let fake = fake().await;
+        let shared = locks(&redis);
+        let guard = UpgradeGuardLayer::builder(client(&fake))
+            .site_locks(shared.clone())
+            .peers(shared.clone())
+            .settling_window(Duration::from_secs(30))
+            .build();
+        let service = guard.layer(relay::<GuardBody<Full<Bytes>>>(&fake));
+        let answer = service
+            .oneshot(form("siteurl=1001&plan=jetpack-backup-daily&local_user=a"))
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), StatusCode::OK);
+        let site = Site::parse("1001").unwrap();
+        let mut connection = redis_connection(&redis).await;
+        let key = shared.recent_key(&site);
+        // Told before the site is freed, which happens in a task after the answer.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !exists(&mut connection, &key).await {
+            assert!(Instant::now() < deadline, "{key} never written");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let ttl: i64 = redis::cmd("PTTL")
+            .arg(&key)
+            .query_async(&mut connection)
+            .await
+            .unwrap();
+        assert!(ttl > 0 && ttl <= 30_000, "{ttl}");
+        let products: Vec<String> = redis::cmd("HKEYS")
+            .arg(&key)
+            .query_async(&mut connection)
+            .await
+            .unwrap();
+        assert_eq!(products, ["jetpack-backup-daily"]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn peers_that_cannot_be_reached_fail_closed() {
+        // Locks that work, peers whose Redis is gone: nothing is forwarded on what cannot be
+        // recalled.
+        let redis = RedisServer::start();
+        let fake = fake().await;
+        let gone = RedisLocks::builder("redis://127.0.0.1:1/")
+            .command_timeout(Duration::from_millis(100))
+            .lease(Duration::from_secs(1))
+            .build()
+            .unwrap();
+        let guard = UpgradeGuardLayer::builder(client(&fake))
+            .site_locks(locks(&redis))
+            .peers(gone)
+            .build();
+        let service = guard.layer(relay::<GuardBody<Full<Bytes>>>(&fake));
+        let answer = service
+            .oneshot(form("siteurl=1001&plan=jetpack-backup-daily&local_user=a"))
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(error_of(&body_text(answer).await), "site_busy");
+        assert_eq!(fake.stats().provisions, 0);
+    }
 }

@@ -13,7 +13,7 @@ use tokio::sync::Semaphore;
 use tower::{Layer, ServiceExt, service_fn};
 use upgrade_guard::fake::{Endpoint, Fault};
 use upgrade_guard::{
-    Finished, GuardBody, LocalLocks, Outcome, SiteLocks, SitePermit, UpgradeGuardLayer,
+    DetachedEnd, GuardBody, LocalLocks, Outcome, SiteLocks, SitePermit, UpgradeGuardLayer,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -358,7 +358,7 @@ async fn cancelled_during_the_inner_call_the_site_stays_held_until_it_ends() {
             .settling_window(Duration::ZERO)
             .build()
             .on_decision(move |report| {
-                if let Outcome::FinishedAlone(how) = report.outcome {
+                if let Outcome::Detached(how) = report.outcome {
                     finished.lock().unwrap().push(how);
                 }
             })
@@ -397,7 +397,7 @@ async fn cancelled_during_the_inner_call_the_site_stays_held_until_it_ends() {
     gate.wait_reached().await;
     assert_eq!(
         *finished.lock().unwrap(),
-        [Finished::Answered(StatusCode::OK)],
+        [DetachedEnd::Answered(StatusCode::OK)],
         "the handler the client left ended first, and was reported"
     );
     assert_eq!(guard.detached().in_progress(), 0);
@@ -447,7 +447,7 @@ async fn an_inner_call_that_never_ends_frees_the_site_after_the_ceiling_with_a_w
         .build()
         .detached_ceiling(CEILING)
         .on_decision(move |report| {
-            if let Outcome::FinishedAlone(how) = report.outcome {
+            if let Outcome::Detached(how) = report.outcome {
                 let tx = report_tx.lock().unwrap().take();
                 tx.expect("one report").send(how).unwrap();
             }
@@ -472,7 +472,7 @@ async fn an_inner_call_that_never_ends_frees_the_site_after_the_ceiling_with_a_w
         .await
         .expect("the ceiling ends the wait")
         .unwrap();
-    assert_eq!(finished, Finished::CeilingPassed);
+    assert_eq!(finished, DetachedEnd::CeilingPassed);
     assert!(left.elapsed() >= CEILING, "not before the ceiling");
     assert_eq!(locks.sites_in_use(), 0, "freed at the ceiling");
     assert!(

@@ -39,7 +39,7 @@ use tower::{Layer, ServiceExt, service_fn};
 use upgrade_guard::fake::catalogue::{self, PRODUCTS};
 use upgrade_guard::fake::{Endpoint, FakeSite, FakeUpstream, Fault};
 use upgrade_guard::{
-    Finished, GuardBody, LocalLocks, Outcome, Site, SiteLocks, UpgradeGuardLayer,
+    DetachedEnd, GuardBody, LocalLocks, Outcome, Site, SiteLocks, UpgradeGuardLayer,
     UpgradePathsClient,
 };
 
@@ -336,7 +336,7 @@ async fn main() -> ExitCode {
         .on_decision({
             let finished_alone = finished_alone.clone();
             move |report| {
-                if let Outcome::FinishedAlone(how) = report.outcome {
+                if let Outcome::Detached(how) = report.outcome {
                     *finished_alone
                         .lock()
                         .unwrap()
@@ -685,7 +685,7 @@ async fn main() -> ExitCode {
     println!(
         "finished alone after their clients left: {finished_alone:?} ({still_finishing} still running when the workers stopped)"
     );
-    if finished_alone.contains_key(&format!("{:?}", Finished::CeilingPassed)) {
+    if finished_alone.contains_key(&format!("{:?}", DetachedEnd::CeilingPassed)) {
         tally
             .violations
             .push("a request finished alone ran into its ceiling".into());

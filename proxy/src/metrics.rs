@@ -26,7 +26,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use std::sync::Arc;
 use std::time::Duration;
-use upgrade_guard::{DecisionReport, Detached, Finished, GuardStats, Outcome};
+use upgrade_guard::{DecisionReport, Detached, DetachedEnd, GuardStats, Outcome};
 
 /// The content type of what [`Metrics::render`] writes.
 pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
@@ -234,11 +234,11 @@ impl Metrics {
     /// forwarded; its second report says how its work ended, and its latency runs from
     /// forwarding, not from arrival: it is counted on its own, not as a decision.
     pub fn decision(&self, report: &DecisionReport<'_>) {
-        if let Outcome::FinishedAlone(finished) = report.outcome {
+        if let Outcome::Detached(finished) = report.outcome {
             let (finished, status) = match finished {
-                Finished::Answered(status) => ("answered", status.as_str().to_owned()),
-                Finished::Failed => ("failed", "none".to_owned()),
-                Finished::CeilingPassed => ("ceiling_passed", "none".to_owned()),
+                DetachedEnd::Answered(status) => ("answered", status.as_str().to_owned()),
+                DetachedEnd::Failed => ("failed", "none".to_owned()),
+                DetachedEnd::CeilingPassed => ("ceiling_passed", "none".to_owned()),
                 // A way of ending this proxy doesn't know yet: still counted, not lost.
                 _ => ("other", "none".to_owned()),
             };

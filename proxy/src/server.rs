@@ -217,7 +217,9 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     if let Some(url) = &config.redis {
         let locks = redis_locks(url).await?;
         readiness = readiness.redis(locks.clone());
-        guard = guard.site_locks(locks);
+        // One Redis is both: the replicas take turns on a site and tell each other what they
+        // forgot and provisioned.
+        guard = guard.site_locks(locks.clone()).peers(locks);
     }
     let guard = guard
         .build()

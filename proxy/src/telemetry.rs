@@ -46,7 +46,7 @@ struct Decision {
 /// [`Telemetry`] (a provision the guard finishes alone, after its client went away) is left to
 /// the library's own log line and the metrics.
 pub fn record_decision(report: &DecisionReport<'_>) {
-    if matches!(report.outcome, Outcome::FinishedAlone(_)) {
+    if matches!(report.outcome, Outcome::Detached(_)) {
         return;
     }
     let _ = DECISION.try_with(|slot| {

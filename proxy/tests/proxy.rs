@@ -938,7 +938,7 @@ async fn a_provision_past_the_request_timeout_keeps_its_site_held_until_it_lands
         );
     }
     assert!(
-        !metrics.contains("outcome=\"finished_alone\""),
+        !metrics.contains("outcome=\"detached\""),
         "finished alone counted as a decision:\n{metrics}"
     );
     proxy.shutdown().await;

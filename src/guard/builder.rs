@@ -1,10 +1,13 @@
-use super::check::{Config, Shared};
+use super::check::Config;
+use super::report::Reporter;
+use super::shared::Shared;
 use super::{UnknownSites, UpgradeGuardLayer};
 use crate::UpgradePathsClient;
 use crate::cache::{DEFAULT_CACHE_CAPACITY, DEFAULT_CACHE_TTL, Lookups};
 use crate::catalogue::{Catalogue, UnjudgedProducts};
 use crate::decision::Mode;
 use crate::lock::{DEFAULT_LOCK_WAIT, LocalLocks, SiteAliases, SiteLocks, SiteNames};
+use crate::peers::Peers;
 use crate::recent::{DEFAULT_SETTLING_WINDOW, RecentProvisions};
 use crate::request::RequestReader;
 use crate::stats::GuardStats;
@@ -17,7 +20,7 @@ use std::time::Duration;
 /// The cache keeps each site's upgrade paths until the time to live passes or the site is
 /// *forgotten*: whenever a request for it is forwarded (whatever the inner response), when a
 /// [`cancels`](UpgradeGuardLayer::cancels) route's work ends, on
-/// [`forget`](UpgradeGuardLayer::forget), and when another process sharing the locks forgets
+/// [`forget`](UpgradeGuardLayer::forget), and when one of its [peers](crate::Peers) forgets
 /// it. Errors are never cached. A cached answer only ever refuses: an upgrade is always
 /// confirmed by a lookup made under the site's lock, so no cached answer can forward a
 /// downgrade. Lookups of one site are shared by the requests that want them at once; once
@@ -43,6 +46,7 @@ pub struct UpgradeGuardBuilder {
     cache_ttl: Duration,
     cache_capacity: u64,
     locks: Arc<dyn SiteLocks>,
+    peers: Option<Arc<dyn Peers>>,
     aliases: SiteAliases,
     products: Vec<(String, String)>,
     covered: Vec<String>,
@@ -56,6 +60,7 @@ impl UpgradeGuardBuilder {
             cache_ttl: DEFAULT_CACHE_TTL,
             cache_capacity: DEFAULT_CACHE_CAPACITY,
             locks: Arc::new(LocalLocks::new()),
+            peers: None,
             aliases: SiteAliases::default(),
             products: Vec::new(),
             covered: Vec::new(),
@@ -80,9 +85,32 @@ impl UpgradeGuardBuilder {
     }
 
     /// The per-site locks; default an in-process [`LocalLocks`]. Give every process of a
-    /// multi-process deployment a lock on a shared engine.
+    /// multi-process deployment a lock on a shared engine, and the same [`peers`](Self::peers).
     pub fn site_locks(mut self, locks: impl SiteLocks) -> Self {
         self.locks = Arc::new(locks);
+        self
+    }
+
+    /// The other processes guarding the same sites: told of the sites this one forgets and of
+    /// the provisions it forwards, and telling it theirs (see [`Peers`]); default none, for a
+    /// guard that runs as one process. A deployment of several processes that shares its locks
+    /// must share its peers too: without them, a provision forwarded by one process does not
+    /// make the others' not-yet-updated answers stale, nor a cancel their cached refusals.
+    ///
+    /// ```no_run
+    /// # #[cfg(feature = "redis")]
+    /// # async fn run(client: upgrade_guard::UpgradePathsClient) -> Result<(), upgrade_guard::RedisBuildError> {
+    /// use upgrade_guard::{RedisLocks, UpgradeGuardLayer};
+    ///
+    /// let redis = RedisLocks::builder("redis://redis.internal:6379/0").build()?;
+    /// let guard = UpgradeGuardLayer::builder(client)
+    ///     .site_locks(redis.clone())
+    ///     .peers(redis)
+    ///     .build();
+    /// # Ok(()) }
+    /// ```
+    pub fn peers(mut self, peers: impl Peers) -> Self {
+        self.peers = Some(Arc::new(peers));
         self
     }
 
@@ -153,37 +181,52 @@ impl UpgradeGuardBuilder {
             self.cache_capacity,
             stats.clone(),
         );
-        // Sites other processes forget (a cancel forwarded there) are forgotten here too: their
-        // cached paths, and the provisions remembered of them.
-        let recent = Arc::new(RecentProvisions::new(self.settling_window));
-        let forget_paths = lookups.forget_listener();
-        let forget_recent = Arc::downgrade(&recent);
-        self.locks
-            .listen_for_forgets(Arc::new(move |site: Option<&crate::Site>| {
-                forget_paths(site);
-                if let Some(recent) = forget_recent.upgrade() {
-                    recent.forget_site(site);
+        let names = Arc::new(SiteNames::new(self.aliases, self.cache_capacity));
+        // Sites other processes forget (a cancel forwarded there) are forgotten here too, under
+        // every name known here: their cached paths, and the provisions remembered of them.
+        // When some forgets may have been missed (`None`), every cached path goes, but no
+        // provision remembered: forgetting one would trust an answer that does not show it yet.
+        let recent = Arc::new(RecentProvisions::new(
+            self.settling_window,
+            self.peers.clone(),
+        ));
+        if let Some(peers) = &self.peers {
+            let forget_paths = lookups.forget_listener();
+            let (recent, names) = (Arc::downgrade(&recent), Arc::downgrade(&names));
+            peers.listen_for_forgets(Arc::new(move |site: Option<&crate::Site>| {
+                let (Some(site), Some(recent), Some(names)) =
+                    (site, recent.upgrade(), names.upgrade())
+                else {
+                    return forget_paths(site);
+                };
+                for name in names.known(site).iter() {
+                    forget_paths(Some(name));
+                    recent.forget_site(name);
                 }
             }));
+        }
         let shared = Shared {
             lookups,
             locks: self.locks,
-            names: SiteNames::new(self.aliases, self.cache_capacity),
+            names,
             catalogue: Catalogue::new(self.products, self.covered),
             recent,
-            stats,
+            stats: stats.clone(),
         };
         UpgradeGuardLayer::from_config(Config {
             shared: Arc::new(shared),
             reader: RequestReader::default(),
             lock_wait: DEFAULT_LOCK_WAIT,
             mode: Mode::default(),
-            on_decision: None,
+            reporter: Reporter {
+                stats,
+                on_decision: None,
+            },
             require_product: false,
             unknown_sites: UnknownSites::default(),
             unjudged: UnjudgedProducts::default(),
             cancels: false,
-            after_drop: Default::default(),
+            detached: Default::default(),
         })
     }
 }

@@ -5,12 +5,11 @@
 //! WordPress.com, and dropping the handler's future cannot take back bytes on the wire. Freeing
 //! the site then would let the next request for it be checked against the paths from before a
 //! provision that is still landing. So a [`ResponseFuture`](super::ResponseFuture) dropped after
-//! forwarding hands the inner future and the site's permit to a task that drives the future to
+//! forwarding hands the inner future and the site's hold to a task that drives the future to
 //! its end, bounded by the route's ceiling, and only then frees the site.
 
-use super::check::{Config, SiteHold};
-use crate::Site;
-use crate::decision::{DecisionReport, Finished, Outcome};
+use super::hold::Hold;
+use crate::decision::DetachedEnd;
 use http::StatusCode;
 use std::fmt;
 use std::future::{Future, poll_fn};
@@ -18,7 +17,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::Notify;
 use tracing::Instrument;
 
@@ -44,29 +43,21 @@ where
         .map(|output| output.ok().map(|response| response.status()))
 }
 
-/// A route's settings for finishing alone, and the tracker shared by every route of a layer.
+/// A route's settings for its detached requests, and the tracker shared by every route of a
+/// layer.
 #[derive(Clone, Debug)]
-pub(super) struct Hold {
+pub(super) struct DetachedRoute {
     pub(super) ceiling: Duration,
-    pub(super) detached: Detached,
+    pub(super) tracker: Detached,
 }
 
-impl Default for Hold {
+impl Default for DetachedRoute {
     fn default() -> Self {
         Self {
             ceiling: DEFAULT_DETACHED_CEILING,
-            detached: Detached::default(),
+            tracker: Detached::default(),
         }
     }
-}
-
-/// What a forwarded request was, for the report of its finishing alone.
-pub(super) struct Forwarded {
-    pub(super) site: Option<Site>,
-    pub(super) product: Option<String>,
-    /// Why the route let it through, when it did on its merits (not through a bypass).
-    pub(super) admission: Option<crate::Admission>,
-    pub(super) at: Instant,
 }
 
 /// The inner service's work still under way for requests whose clients went away, on every route
@@ -145,91 +136,42 @@ impl Drop for Running {
     }
 }
 
-/// Drives `future` to its end in a task of its own, holding `permit` (whatever the guard holds
-/// while forwarding: the site's lock) until then or until the route's ceiling passes, then
-/// reports how it ended.
-pub(super) fn finish_alone<F>(
-    config: Arc<Config>,
+/// Drives `future` to its end in a task of its own, keeping `hold` (the site's lock) until
+/// then or until the route's ceiling passes, then hands `ended` how it ended.
+pub(super) fn detach<F>(
+    route: &DetachedRoute,
     mut future: Pin<Box<F>>,
     poll_status: PollStatus<F>,
-    mut permit: Option<Box<SiteHold>>,
-    forwarded: Forwarded,
+    mut hold: Option<Box<Hold>>,
+    ended: impl FnOnce(DetachedEnd) + Send + 'static,
 ) where
     F: Future + Send + 'static,
 {
     let Ok(runtime) = tokio::runtime::Handle::try_current() else {
         // Dropped outside any runtime: nothing can drive the future. Say so rather than pretend.
         tracing::warn!(
-            site = forwarded.site.as_ref().map(Site::as_str),
-            product = forwarded.product.as_deref(),
             "a forwarded request was dropped outside a Tokio runtime: its work is cancelled and its site freed now, while a provision it sent may still land"
         );
         return;
     };
-    let running = config.after_drop.detached.start();
-    let ceiling = config.after_drop.ceiling;
+    let running = route.tracker.start();
+    let ceiling = route.ceiling;
     let work = async move {
-        let ended =
+        let end =
             tokio::time::timeout(ceiling, poll_fn(|cx| poll_status(future.as_mut(), cx))).await;
         // Past the ceiling the work is cancelled here, before the site is freed.
         drop(future);
-        if let (Ok(Some(status)), Some(permit)) = (&ended, permit.as_mut()) {
-            permit.answered(*status);
+        if let (Ok(Some(status)), Some(hold)) = (&end, hold.as_mut()) {
+            hold.answered(*status);
         }
-        drop(permit);
-        let finished = match ended {
-            Ok(Some(status)) => Finished::Answered(status),
-            Ok(None) => Finished::Failed,
-            Err(_) => Finished::CeilingPassed,
-        };
-        report(&config, &forwarded, finished);
+        drop(hold);
+        ended(match end {
+            Ok(Some(status)) => DetachedEnd::Answered(status),
+            Ok(None) => DetachedEnd::Failed,
+            Err(_) => DetachedEnd::CeilingPassed,
+        });
         drop(running);
     };
     // In the request's span, so the logs of the work and of its end read with the request's.
     runtime.spawn(work.instrument(tracing::Span::current()));
-}
-
-/// Logs how a request finished alone and hands it to the route's `on_decision`.
-fn report(config: &Config, forwarded: &Forwarded, finished: Finished) {
-    let latency = forwarded.at.elapsed();
-    let site = forwarded.site.as_ref().map(Site::as_str);
-    let product = forwarded.product.as_deref();
-    let outcome = Outcome::FinishedAlone(finished);
-    let latency_ms = latency.as_secs_f64() * 1000.0;
-    match finished {
-        Finished::Answered(status) => tracing::info!(
-            site,
-            product,
-            outcome = outcome.as_str(),
-            status = status.as_u16(),
-            latency_ms,
-            "the client went away after the request was forwarded; the guard finished it alone"
-        ),
-        Finished::Failed => tracing::info!(
-            site,
-            product,
-            outcome = outcome.as_str(),
-            latency_ms,
-            "the client went away after the request was forwarded; the inner service failed"
-        ),
-        Finished::CeilingPassed => tracing::warn!(
-            site,
-            product,
-            outcome = outcome.as_str(),
-            ceiling_ms = config.after_drop.ceiling.as_millis() as u64,
-            "the client went away after the request was forwarded and the inner service did not finish within the ceiling: its work was cancelled and the site freed, while a provision it sent may still land"
-        ),
-    }
-    if let Some(callback) = &config.on_decision {
-        callback(&DecisionReport {
-            outcome,
-            admission: forwarded.admission,
-            mode: config.mode,
-            site: forwarded.site.as_ref(),
-            product,
-            rejection: None,
-            lock_wait: None,
-            latency,
-        });
-    }
 }

@@ -1,7 +1,9 @@
-use super::check::{Config, Forward, SiteHold};
-use super::detached::{self, Forwarded, PollStatus};
+use super::check::{Config, Forward};
+use super::detached::{self, PollStatus};
+use super::hold::Hold;
+use super::report::Forwarded;
 use crate::body::GuardBody;
-use crate::decision::{BYPASS_HEADER, Bypass, Checked};
+use crate::decision::BYPASS_HEADER;
 use crate::rejection::Rejection;
 use http::HeaderValue;
 use http::{Request, Response};
@@ -10,7 +12,6 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
-use std::time::Instant;
 use tower_service::Service;
 
 /// The check of one request: read it, look its site up, decide.
@@ -48,10 +49,13 @@ pin_project! {
         fn drop(this: Pin<&mut Self>) {
             let state = std::mem::replace(this.project().state, State::Done);
             // While unwinding from a panic of the inner future there is nothing left to finish.
-            if let State::Forwarding { future, permit, poll_status, config, forwarded, .. } = state
+            if let State::Forwarding { future, hold, poll_status, config, forwarded, .. } = state
                 && !std::thread::panicking()
             {
-                detached::finish_alone(config, future, poll_status, permit, forwarded);
+                let reporter = config.reporter.clone();
+                detached::detach(&config.detached, future, poll_status, hold, move |end| {
+                    reporter.detached(&forwarded, end);
+                });
             }
         }
     }
@@ -70,7 +74,7 @@ where
     },
     Forwarding {
         future: Pin<Box<S::Future>>,
-        permit: Option<Box<SiteHold>>,
+        hold: Option<Box<Hold>>,
         bypass: Option<HeaderValue>,
         poll_status: PollStatus<S::Future>,
         config: Arc<Config>,
@@ -115,15 +119,14 @@ where
                         let mut inner = inner
                             .take()
                             .expect("polled after the inner service was called");
-                        let forwarded = forwarded(&forward.request);
                         let future = Box::pin(inner.call(forward.request));
                         *state = State::Forwarding {
                             future,
-                            permit: forward.permit,
+                            hold: forward.hold,
                             bypass: forward.bypass.map(|bypass| bypass.header_value()),
                             poll_status: detached::poll_status::<_, ResBody, S::Error>,
                             config: config.clone(),
-                            forwarded,
+                            forwarded: forward.forwarded,
                         };
                     }
                     Err(rejection) => {
@@ -134,12 +137,12 @@ where
                 State::Forwarding {
                     future,
                     bypass,
-                    permit,
+                    hold,
                     ..
                 } => {
                     let output = ready!(future.as_mut().poll(cx));
-                    if let (Ok(response), Some(permit)) = (&output, permit.as_mut()) {
-                        permit.answered(response.status());
+                    if let (Ok(response), Some(hold)) = (&output, hold.as_mut()) {
+                        hold.answered(response.status());
                     }
                     let bypass = bypass.take();
                     // The inner service has answered: the next provision of the site may start.
@@ -155,26 +158,5 @@ where
                 State::Done => panic!("ResponseFuture polled after completion"),
             }
         }
-    }
-}
-
-/// What the report of a request finished alone names: what the guard checked, what it would
-/// have stopped, or the site it held.
-fn forwarded<B>(request: &Request<B>) -> Forwarded {
-    let extensions = request.extensions();
-    let (site, product) = match (extensions.get::<Checked>(), extensions.get::<Bypass>()) {
-        (Some(checked), _) => (
-            Some(checked.site().clone()),
-            Some(checked.product().to_owned()),
-        ),
-        (None, Some(bypass)) => (bypass.site().cloned(), bypass.product().map(str::to_owned)),
-        // A connection request or a cancel: the held site alone.
-        (None, None) => (extensions.get::<crate::Site>().cloned(), None),
-    };
-    Forwarded {
-        site,
-        product,
-        admission: extensions.get::<crate::Admission>().copied(),
-        at: Instant::now(),
     }
 }

@@ -153,7 +153,7 @@ impl UpgradeGuardLayer {
     where
         F: Fn(&DecisionReport<'_>) + Send + Sync + 'static,
     {
-        Arc::make_mut(&mut self.config).on_decision = Some(Arc::new(f));
+        Arc::make_mut(&mut self.config).reporter.on_decision = Some(Arc::new(f));
         self
     }
 
@@ -165,7 +165,7 @@ impl UpgradeGuardLayer {
     /// handler's future to its end in a task of its own and holds the site until then, so that no
     /// other check of the site passes before the provision has landed. The end is logged and
     /// reported to [`on_decision`](Self::on_decision) as
-    /// [`Outcome::FinishedAlone`](crate::Outcome::FinishedAlone). Past the ceiling the handler's
+    /// [`Outcome::Detached`](crate::Outcome::Detached). Past the ceiling the handler's
     /// future is dropped, the site is freed and a warning says so: set it above the longest
     /// provision your handler makes. `Duration::ZERO` frees the site as soon as the client goes
     /// away, which lets a downgrade through in that window: only for handlers that do nothing a
@@ -180,7 +180,7 @@ impl UpgradeGuardLayer {
     /// # Ok::<(), upgrade_guard::BuildError>(())
     /// ```
     pub fn detached_ceiling(mut self, ceiling: Duration) -> Self {
-        Arc::make_mut(&mut self.config).after_drop.ceiling = ceiling;
+        Arc::make_mut(&mut self.config).detached.ceiling = ceiling;
         self
     }
 
@@ -188,7 +188,7 @@ impl UpgradeGuardLayer {
     /// away (see [`detached_ceiling`](Self::detached_ceiling)): a server waits for them on
     /// shutdown, with [`Detached::wait`].
     pub fn detached(&self) -> Detached {
-        self.config.after_drop.detached.clone()
+        self.config.detached.tracker.clone()
     }
 
     /// How long a request waits while another provision of its site is in progress; past it
@@ -250,11 +250,11 @@ impl UpgradeGuardLayer {
     /// This route changes a site's products other than by provisioning: WordPress.com's
     /// `partner-cancel`, say. Nothing is checked (no product is read, so a cancel's `plan` field
     /// can never be a reason to refuse it, and the site is not looked up), but the request is
-    /// held per site like a provision, and the
-    /// site's cached upgrade paths are dropped when it is forwarded and again when the inner
-    /// service has finished, whatever it answered, in this process and in every process sharing
-    /// the [site locks](crate::SiteLocks::announce_forget). Without it, a product a cancel gave
-    /// back would be refused from the cache until the entry expired.
+    /// held per site like a provision, and the site's cached upgrade paths and the provisions
+    /// remembered of it are dropped when it is forwarded and again when the inner service has
+    /// finished, whatever it answered, in this process and in every one of its
+    /// [peers](crate::Peers::announce_forget). Without it, a product a cancel gave back would be
+    /// refused from the cache until the entry expired.
     ///
     /// ```
     /// use upgrade_guard::{Source, UpgradeGuardLayer, UpgradePathsClient};
@@ -274,8 +274,9 @@ impl UpgradeGuardLayer {
         self
     }
 
-    /// Drops `site`'s cached upgrade paths, in this process and in every process sharing the
-    /// site locks: for a change the guard cannot see, such as a subscription cancelled on
+    /// Drops `site`'s cached upgrade paths and the provisions remembered of it, under every name
+    /// the guard knows it by, in this process and in every one of its
+    /// [peers](UpgradeGuardBuilder::peers): for a change the guard cannot see, such as a subscription cancelled on
     /// WordPress.com itself or through a route the guard does not wrap. A lookup of the site
     /// under way is disowned too: its answer may predate the change.
     ///
@@ -283,7 +284,10 @@ impl UpgradeGuardLayer {
     /// forgotten entry would do is refuse, until it expired, a product the change made an
     /// upgrade again.
     pub fn forget(&self, site: &Site) {
-        self.config.shared.forget(site);
+        let shared = &self.config.shared;
+        for name in shared.names.known(site).iter() {
+            shared.forget(name, true);
+        }
     }
 
     /// The site's upgrade paths now, as the guard sees them: for a partner's dashboard that

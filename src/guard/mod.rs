@@ -13,21 +13,29 @@
 //! - a site named by URL that WordPress.com does not know yet gets its **first provision**
 //!   forwarded, held like any provision ([`UnknownSites`]);
 //! - a **cancel** route ([`cancels`](UpgradeGuardLayer::cancels)) is held per site and drops the
-//!   site's cached paths, here and in every process sharing the locks.
+//!   site's cached paths, here and in every one of its [peers](crate::Peers).
 //!
 //! A client that goes away once its request was forwarded leaves the guard to finish the inner
 //! service's work alone, the site held until it ends or the route's ceiling passes (see
 //! [`Detached`]).
 //!
-//! The pipeline itself is in `check.rs`, the work finished alone in `detached.rs`; the layer, the
-//! service and the future each in a file of their own.
+//! Where things are: the pipeline in `check.rs` (read, judge, settle, report, forward, in the
+//! contract's order), what it decides in `verdict.rs`, the site held in `hold.rs`, what every
+//! route shares in `shared.rs`, every decision told in `report.rs`, the work finished for a
+//! client gone in `detached.rs`; the layer and its builder, the service and the future each in a
+//! file of their own. Dependencies go one way: `layer`, `service`, `future` → `check` →
+//! `verdict`, `hold`, `report`, `detached`, `shared`.
 
 mod builder;
 mod check;
 mod detached;
 mod future;
+mod hold;
 mod layer;
+mod report;
 mod service;
+mod shared;
+mod verdict;
 
 pub use builder::UpgradeGuardBuilder;
 pub use detached::Detached;

@@ -14,11 +14,8 @@
 //! (leases renewed while held, freed on drop, bounded waits, fail closed when Redis is away); or
 //! implement [`SiteLocks`] on another shared engine.
 //!
-//! The processes sharing locks also share *forgets*: when one forwards a cancellation (or is
-//! told of a change with [`forget`](crate::UpgradeGuardLayer::forget)), the others drop their
-//! cached paths of the site too ([`SiteLocks::announce_forget`]). A stale entry could never
-//! forward a downgrade (the cache only ever refuses, see `cache.rs`), but after a
-//! cancellation it would refuse what is an upgrade again, until it expired.
+//! What the processes tell each other besides taking turns (forgotten sites, the provisions
+//! just made) is not the locks' business: see [`Peers`](crate::Peers).
 
 mod local;
 mod names;
@@ -33,14 +30,10 @@ pub use names::SiteAliases;
 pub(crate) use names::{HeldNames, SiteNames};
 
 use crate::Site;
-use std::{fmt, future::Future, pin::Pin, sync::Arc, time::Duration};
+use std::{fmt, future::Future, pin::Pin, time::Duration};
 
 /// How long a request waits by default for another provision of its site to finish.
 pub(crate) const DEFAULT_LOCK_WAIT: Duration = Duration::from_secs(20);
-
-/// Handed the sites other processes forgot (see [`SiteLocks::listen_for_forgets`]); `None` when
-/// some may have been missed (a lost connection): every site is forgotten.
-pub type ForgetListener = Arc<dyn Fn(Option<&Site>) + Send + Sync>;
 
 /// A future that resolves to a held site lock.
 pub type Acquire<'a> = Pin<Box<dyn Future<Output = Result<SitePermit, LockError>> + Send + 'a>>;
@@ -53,19 +46,6 @@ pub trait SiteLocks: fmt::Debug + Send + Sync + 'static {
     /// Waits at most `wait` for `site`'s lock. Dropping the returned future gives up waiting and
     /// leaves nothing held.
     fn acquire<'a>(&'a self, site: &'a Site, wait: Duration) -> Acquire<'a>;
-
-    /// Tells every other process sharing these locks that `site`'s upgrade paths changed, so
-    /// that they drop their cached copy. Must not block (send it from a task). The default does
-    /// nothing: locks within one process have no other process to tell.
-    fn announce_forget(&self, site: &Site) {
-        let _ = site;
-    }
-
-    /// Starts handing `listener` the sites other processes announce, for as long as the locks
-    /// live. Called once by each guard built on these locks. The default never calls it.
-    fn listen_for_forgets(&self, listener: ForgetListener) {
-        let _ = listener;
-    }
 }
 
 /// A held site lock; dropping it frees the site.

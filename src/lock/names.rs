@@ -145,6 +145,15 @@ impl SiteNames {
         }
     }
 
+    /// Every name the guard knows `site` by, without asking WordPress.com: what a lookup
+    /// learned, or else the name given (and its loose form).
+    pub(crate) fn known(&self, site: &Site) -> HeldNames {
+        match self.aliases {
+            SiteAliases::AsNamed => HeldNames::only(site),
+            SiteAliases::Resolve => self.known.get(site).unwrap_or_else(|| Self::given(site)),
+        }
+    }
+
     /// The names to hold `site` under without asking WordPress.com: the name given (and its
     /// loose form), for a request that provisions nothing when the lookup failed.
     pub(crate) fn given(site: &Site) -> HeldNames {

@@ -1,7 +1,8 @@
 //! Site locks shared by every process through Redis.
 
-use super::{Acquire, ForgetListener, LocalLocks, LockError, SiteLocks, SitePermit};
-use crate::Site;
+use super::{Acquire, LocalLocks, LockError, SiteLocks, SitePermit};
+use crate::peers::{ForgetListener, Peers, PeersError, PeersFuture, Remembered};
+use crate::site::Site;
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use ::redis::{Client, IntoConnectionInfo, RedisError, Script, Value};
 use futures_util::StreamExt;
@@ -40,6 +41,35 @@ if redis.call("GET", KEYS[1]) == ARGV[1] then
     return redis.call("DEL", KEYS[1])
 end
 return 0
+"#;
+
+/// Remembers a provision (`ARGV[1]`) of a site (`KEYS[1]`) until Redis's own clock passes
+/// `ARGV[2]` milliseconds from now; the key goes with the last one it remembers.
+const REMEMBER: &str = r#"
+local now = redis.call("TIME")
+local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+redis.call("HSET", KEYS[1], ARGV[1], ms + tonumber(ARGV[2]))
+if redis.call("PTTL", KEYS[1]) < tonumber(ARGV[2]) then
+    redis.call("PEXPIRE", KEYS[1], ARGV[2])
+end
+return 1
+"#;
+
+/// The provisions of a site (`KEYS[1]`) still remembered, with the milliseconds each has left,
+/// by Redis's own clock: no two processes' clocks need agree.
+const RECALL: &str = r#"
+local now = redis.call("TIME")
+local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+local held = redis.call("HGETALL", KEYS[1])
+local left = {}
+for i = 1, #held, 2 do
+    local remaining = tonumber(held[i + 1]) - ms
+    if remaining > 0 then
+        table.insert(left, held[i])
+        table.insert(left, remaining)
+    end
+end
+return left
 "#;
 
 /// Extends the lease only while the key still holds our token.
@@ -142,6 +172,8 @@ struct Inner {
     command_timeout: Duration,
     release: Script,
     renew: Script,
+    remember: Script,
+    recall: Script,
     /// The Redis address with any password hidden, for `Debug`.
     address: String,
     /// The guards' forgotten-sites listeners, stopped with the locks.
@@ -231,6 +263,23 @@ impl RedisLocks {
         format!("{}{}", self.inner.key_prefix, site.as_str())
     }
 
+    /// The Redis key of the provisions of `site` remembered for the settling window (a hash of
+    /// product to the end of its window): `<prefix>recent:<site>`.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use upgrade_guard::{RedisLocks, Site};
+    ///
+    /// let locks = RedisLocks::builder("redis://127.0.0.1/").build().unwrap();
+    /// let site = Site::parse("1001").unwrap();
+    /// assert_eq!(locks.recent_key(&site), "upgrade-guard:site:recent:1001");
+    /// # }
+    /// ```
+    pub fn recent_key(&self, site: &Site) -> String {
+        format!("{}recent:{}", self.inner.key_prefix, site.as_str())
+    }
+
     /// How long a key lives without renewal.
     pub fn lease(&self) -> Duration {
         self.inner.lease
@@ -316,6 +365,8 @@ impl RedisLocksBuilder {
                 command_timeout: self.command_timeout,
                 release: Script::new(RELEASE),
                 renew: Script::new(RENEW),
+                remember: Script::new(REMEMBER),
+                recall: Script::new(RECALL),
                 address,
                 listeners: std::sync::Mutex::default(),
             }),
@@ -360,7 +411,11 @@ impl SiteLocks for RedisLocks {
             }))
         })
     }
+}
 
+impl Peers for RedisLocks {
+    /// Deletes the site's remembered provisions and `PUBLISH`es the site on the
+    /// [`forget_channel`](Self::forget_channel), in a task.
     fn announce_forget(&self, site: &Site) {
         let Ok(runtime) = Handle::try_current() else {
             tracing::warn!(%site, "no Tokio runtime: the other processes are not told to forget a site");
@@ -368,9 +423,26 @@ impl SiteLocks for RedisLocks {
         };
         let inner = self.inner.clone();
         let channel = self.forget_channel();
+        let recent = self.recent_key(site);
         let site = site.as_str().to_owned();
         runtime.spawn(async move {
             let mut connection = inner.connection.clone();
+            let deleted = inner
+                .run(
+                    "DEL",
+                    ::redis::cmd("DEL")
+                        .arg(&recent)
+                        .query_async::<i64>(&mut connection),
+                )
+                .await;
+            if let Err(error) = deleted {
+                tracing::warn!(
+                    site,
+                    %error,
+                    "could not forget the provisions remembered of a site; they last until \
+                     their settling window passes"
+                );
+            }
             let published = inner
                 .run(
                     "PUBLISH",
@@ -411,6 +483,52 @@ impl SiteLocks for RedisLocks {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .push(task.abort_handle());
+    }
+
+    fn remember_provision<'a>(
+        &'a self,
+        site: &'a Site,
+        product: &'a str,
+        window: Duration,
+    ) -> PeersFuture<'a, ()> {
+        Box::pin(async move {
+            let mut connection = self.inner.connection.clone();
+            let _: i64 = self
+                .inner
+                .run(
+                    "remember",
+                    self.inner
+                        .remember
+                        .key(self.recent_key(site))
+                        .arg(product)
+                        .arg(millis(window))
+                        .invoke_async(&mut connection),
+                )
+                .await
+                .map_err(PeersError::new)?;
+            Ok(())
+        })
+    }
+
+    fn recall_provisions<'a>(&'a self, site: &'a Site) -> PeersFuture<'a, Vec<Remembered>> {
+        Box::pin(async move {
+            let mut connection = self.inner.connection.clone();
+            let left: Vec<(String, u64)> = self
+                .inner
+                .run(
+                    "recall",
+                    self.inner
+                        .recall
+                        .key(self.recent_key(site))
+                        .invoke_async(&mut connection),
+                )
+                .await
+                .map_err(PeersError::new)?;
+            Ok(left
+                .into_iter()
+                .map(|(product, millis)| Remembered::new(product, Duration::from_millis(millis)))
+                .collect())
+        })
     }
 }
 
