@@ -2,8 +2,16 @@
 //!
 //! The whole request is in hand before anything is held: the body is read (within the route's
 //! limit and timeout) even when no source needs it, so no site waits on a client's slow body.
+//!
+//! Each file depends only on those below it: `content_type.rs` tells from the request head how
+//! WordPress.com will read the body (a [`php::Reading`]), `php.rs` reads it that way, through
+//! `multipart.rs` for multipart forms, into `fields.rs`'s [`Fields`]. `source.rs` finds the site
+//! and the product in the head or in those fields; `connection.rs` refuses a `Connection` header
+//! that would change the reading on the next hop. A new body format is a [`php::Reading`]: named
+//! in `content_type.rs`, read in `php.rs`.
 
 mod connection;
+pub(crate) mod content_type;
 pub(crate) mod fields;
 mod multipart;
 pub(crate) mod php;
@@ -86,7 +94,7 @@ impl RequestReader {
         }
         let reads_body = self.site.needs_body() || self.product.needs_body();
         let reading = if reads_body {
-            match Reading::from_headers(&parts.headers) {
+            match content_type::reading(&parts.headers) {
                 Ok(reading) => Some(reading),
                 Err(unreadable) => return unread(parts, body, unreadable.into()),
             }
