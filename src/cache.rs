@@ -64,9 +64,8 @@
 //! their lengths), so no two tokens are ever taken for one. A client with a token of its own tags
 //! every entry as the partner's.
 
-use crate::Site;
 use crate::lock::ForgetListener;
-use crate::site::SiteHashing;
+use crate::site::{Site, SiteHashing};
 use crate::stats::GuardStats;
 use crate::upstream::{LookupError, Token, UpgradePaths, UpgradePathsClient};
 use futures_util::future::{BoxFuture, FutureExt, Shared};

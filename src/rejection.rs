@@ -4,10 +4,9 @@
 //! in compact form, as WordPress.com answers: partner tooling detects failures by matching the
 //! literal text `"error":"`.
 
-use crate::Site;
 use crate::body::GuardBody;
 use crate::lock::LockError;
-use crate::site::InvalidSite;
+use crate::site::{InvalidSite, Site};
 use crate::upstream::{LookupError, UpgradePaths};
 use http::{HeaderValue, Response, StatusCode, header};
 use std::borrow::Cow;

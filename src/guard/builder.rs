@@ -1,13 +1,14 @@
 use super::check::{Config, Shared};
-use super::{UnknownSites, UpgradeGuardLayer};
-use crate::UpgradePathsClient;
+use super::layer::{UnknownSites, UpgradeGuardLayer};
 use crate::cache::{DEFAULT_CACHE_CAPACITY, DEFAULT_CACHE_TTL, Lookups};
 use crate::catalogue::{Catalogue, UnjudgedProducts};
 use crate::decision::Mode;
 use crate::lock::{DEFAULT_LOCK_WAIT, LocalLocks, SiteAliases, SiteLocks, SiteNames};
 use crate::recent::{DEFAULT_SETTLING_WINDOW, RecentProvisions};
 use crate::request::RequestReader;
+use crate::site::Site;
 use crate::stats::GuardStats;
+use crate::upstream::UpgradePathsClient;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -159,7 +160,7 @@ impl UpgradeGuardBuilder {
         let forget_paths = lookups.forget_listener();
         let forget_recent = Arc::downgrade(&recent);
         self.locks
-            .listen_for_forgets(Arc::new(move |site: Option<&crate::Site>| {
+            .listen_for_forgets(Arc::new(move |site: Option<&Site>| {
                 forget_paths(site);
                 if let Some(recent) = forget_recent.upgrade() {
                     recent.forget_site(site);

@@ -19,9 +19,9 @@ mod source;
 
 pub use source::Source;
 
-use crate::Site;
 use crate::body::GuardBody;
 use crate::rejection::{BodyError, Rejection};
+use crate::site::Site;
 use bytes::{Bytes, BytesMut};
 use fields::Fields;
 use http::{Request, header::CONTENT_LENGTH, request::Parts};

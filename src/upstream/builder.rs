@@ -1,7 +1,7 @@
 //! [`UpgradePathsClientBuilder`], the defaults it fills in, and [`BuildError`].
 
-use super::client::{Inner, SiteEndpoints};
-use super::{TokenSource, UpgradePathsClient};
+use super::auth::TokenSource;
+use super::client::{Inner, SiteEndpoints, UpgradePathsClient};
 use std::{fmt, sync::Arc, time::Duration};
 
 /// WordPress.com's public API.

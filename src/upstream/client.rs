@@ -1,13 +1,13 @@
 //! [`UpgradePathsClient`]: lookups with their retries, deadlines and token refreshes.
 
 use super::answer::{Answer, classify, get};
+use super::auth::{Token, TokenError, TokenSource};
+use super::builder::{BuildError, UpgradePathsClientBuilder};
+use super::error::{CallerRefusal, LookupError};
+use super::paths::UpgradePaths;
 use super::retry::Retries;
-use super::{
-    BuildError, CallerRefusal, LookupError, Token, TokenError, TokenSource, UpgradePaths,
-    UpgradePathsClientBuilder,
-};
-use crate::Site;
 use crate::rejection::Chain;
+use crate::site::Site;
 use std::{fmt, sync::Arc, time::Duration};
 use tokio::time::Instant;
 

@@ -1,6 +1,6 @@
 //! Why an upgrade-paths lookup gave no answer.
 
-use super::TokenError;
+use super::auth::TokenError;
 use bytes::Bytes;
 use http::{HeaderValue, StatusCode};
 use std::fmt;
