@@ -44,6 +44,9 @@ pub(crate) const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(10);
 pub(crate) struct RequestReader {
     pub(crate) site: Source,
     pub(crate) product: Source,
+    /// Whether the route reads a product at all. A cancel route reads none, whatever `product`
+    /// says, so that a cancel's own `plan` field can never be a reason to refuse it.
+    pub(crate) reads_product: bool,
     pub(crate) body_limit: usize,
     pub(crate) body_timeout: Duration,
 }
@@ -53,6 +56,7 @@ impl Default for RequestReader {
         Self {
             site: Source::field("siteurl"),
             product: Source::field("plan"),
+            reads_product: true,
             body_limit: DEFAULT_BODY_LIMIT,
             body_timeout: DEFAULT_BODY_TIMEOUT,
         }
@@ -92,7 +96,7 @@ impl RequestReader {
         if let Err(why) = connection::check(&parts.headers) {
             return unread(parts, body, why);
         }
-        let reads_body = self.site.needs_body() || self.product.needs_body();
+        let reads_body = self.site.needs_body() || self.product().is_some_and(Source::needs_body);
         let reading = if reads_body {
             match content_type::reading(&parts.headers) {
                 Ok(reading) => Some(reading),
@@ -139,7 +143,13 @@ impl RequestReader {
             .find(parts, fields)?
             .ok_or(Rejection::MissingSite)?;
         let site = Site::parse(&site)?;
-        let product = self.product.find(parts, fields)?.map(Cow::into_owned);
+        let Some(source) = self.product() else {
+            return Ok(Named {
+                site,
+                product: None,
+            });
+        };
+        let product = source.find(parts, fields)?.map(Cow::into_owned);
         if let Some(product) = &product
             && product.trim() != product
         {
@@ -147,10 +157,15 @@ impl RequestReader {
             // listing `premium` as an upgrade would only confuse.
             return Err(Rejection::InvalidBody(BodyError::new(format!(
                 "{} has white space around it ({product:?}); WordPress.com reads it as it is, and no product is called that: send the product's slug alone",
-                self.product.describe()
+                source.describe()
             ))));
         }
         Ok(Named { site, product })
+    }
+
+    /// Where the route reads the product, if it reads one.
+    fn product(&self) -> Option<&Source> {
+        self.reads_product.then_some(&self.product)
     }
 
     /// Buffers the body within the limit and the timeout: a declared length is checked before
