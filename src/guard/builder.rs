@@ -64,17 +64,15 @@ impl UpgradeGuardBuilder {
         }
     }
 
-    /// How long a site's upgrade paths are reused; default
-    /// 30 s. `Duration::ZERO` turns the cache
-    /// off (concurrent lookups of one site are still coalesced). An entry is dropped early when
-    /// a request for its site is forwarded.
+    /// How long a site's upgrade paths are reused; default 30 s. `Duration::ZERO` turns the cache
+    /// off (concurrent lookups of one site are still coalesced). An entry is dropped early when a
+    /// request for its site is forwarded.
     pub fn cache_ttl(mut self, ttl: Duration) -> Self {
         self.cache_ttl = ttl;
         self
     }
 
-    /// How many sites' paths are kept at most; default
-    /// 100,000.
+    /// How many sites' paths are kept at most; default 100,000.
     pub fn cache_capacity(mut self, sites: u64) -> Self {
         self.cache_capacity = sites;
         self

@@ -238,7 +238,8 @@ fn locate_pairs(body: &[u8]) -> Vec<PairAt> {
     pairs
 }
 
-/// One pair of an urlencoded form: `body[start..name_end]` is its name, `body[start..end]` all of it.
+/// One pair of an urlencoded form: `body[start..name_end]` is its name, `body[start..end]` all of
+/// it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct PairAt {
     start: usize,

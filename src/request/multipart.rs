@@ -25,10 +25,10 @@
 //! PHP's parser this copy might get wrong, then meet a refusal rather than another reading.
 //!
 //! A body outside the plain form is not refused for that alone: it is read a second time with
-//! `multer` and taken when both read the same parts, as every body was until the plain form made
-//! the common case cheap (that second reading cost more than the rest of the guard's work on a
-//! 4 KiB form). The tests here and the `request_reader` fuzz target check that whatever the plain
-//! reading accepts, `multer` reads part for part the same.
+//! `multer` and taken when both read the same parts. That second reading costs more than the rest
+//! of the guard's work on a form, so only bodies outside the plain form pay it (figures in
+//! BENCHMARKS.md). The tests here and the `request_reader` fuzz target check that whatever the
+//! plain reading accepts, `multer` reads part for part the same.
 
 use super::fields::{Fields, PartAt, PartName};
 use bytes::Bytes;

@@ -80,8 +80,7 @@ fn php_trim(body: &Bytes) -> Bytes {
     body.slice(start..end)
 }
 
-/// PHP's `parse_str`, which reads its input as a C string: nothing after a NUL byte (found by
-/// the differential test).
+/// PHP's `parse_str`, which reads its input as a C string: nothing after a NUL byte.
 fn parse_str(body: Bytes) -> Fields {
     let end = memchr::memchr(0, &body).unwrap_or(body.len());
     Fields::form(body.slice(..end))
