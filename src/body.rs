@@ -12,11 +12,11 @@ pin_project! {
     /// handed on as they arrived.
     ///
     /// On the way in, the guard reads every request's body whole (within the route's limit and
-    /// timeout) before it holds the site, and hands it on as the same bytes and trailers; a
-    /// request it refused before reading keeps its original body. When the guard forwards a request it could not read whole (only in
-    /// [shadow mode](crate::Mode::Shadow)), the bytes it read come first, then the rest of the
-    /// original. On the way out, a response is the inner service's, untouched, or one of the
-    /// guard's own JSON answers.
+    /// timeout) before it holds the site, and hands it on as the same bytes and trailers; a request
+    /// it refused before reading keeps its original body. When the guard forwards a request it
+    /// could not read whole (only in [shadow mode](crate::Mode::Shadow)), the bytes it read come
+    /// first, then the rest of the original. On the way out, a response is the inner service's,
+    /// untouched, or one of the guard's own JSON answers.
     ///
     /// Frameworks take it as it is: axum's `Router` accepts any body with `Data = Bytes`, and so
     /// does hyper's server.

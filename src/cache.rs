@@ -54,19 +54,18 @@
 //! cache; the table of lookups in flight is ours.
 //!
 //! **Whose answer.** With a client that uses the caller's token
-//! ([`UpgradePathsClientBuilder::caller_token`](crate::UpgradePathsClientBuilder::caller_token)), an answer is
-//! only ever given to requests carrying the token that fetched it: WordPress.com answers each
-//! token as it sees fit (or refuses it), and a caller must not learn, or be allowed by, what
-//! another caller's token was told. The cache stays keyed by site, so forgetting a site stays one
-//! key: an entry remembers the token that fetched it, and a lookup with another token neither uses
-//! it (nor its refusals) nor joins the other token's lookup in flight; it makes its own, whose
-//! answer then replaces the entry. Tokens are compared exactly (in a time that depends only on
-//! their lengths), so no two tokens are ever taken for one. A client with a token of its own tags
-//! every entry as the partner's.
+//! ([`UpgradePathsClientBuilder::caller_token`](crate::UpgradePathsClientBuilder::caller_token)),
+//! an answer is only ever given to requests carrying the token that fetched it: WordPress.com
+//! answers each token as it sees fit (or refuses it), and a caller must not learn, or be allowed
+//! by, what another caller's token was told. The cache stays keyed by site, so forgetting a site
+//! stays one key: an entry remembers the token that fetched it, and a lookup with another token
+//! neither uses it (nor its refusals) nor joins the other token's lookup in flight; it makes its
+//! own, whose answer then replaces the entry. Tokens are compared exactly (in a time that depends
+//! only on their lengths), so no two tokens are ever taken for one. A client with a token of its
+//! own tags every entry as the partner's.
 
-use crate::Site;
 use crate::peers::ForgetListener;
-use crate::site::SiteHashing;
+use crate::site::{Site, SiteHashing};
 use crate::stats::GuardStats;
 use crate::upstream::{LookupError, Token, UpgradePaths, UpgradePathsClient};
 use futures_util::future::{BoxFuture, FutureExt, Shared};

@@ -5,9 +5,9 @@
 //! about the product's family (`catalogue.rs`). A route's [`Mode`] says what happens to the
 //! requests the guard would stop, and every decision is reported ([`DecisionReport`]).
 
-use crate::Site;
 use crate::lock::LockError;
 use crate::rejection::Rejection;
+use crate::site::Site;
 use crate::upstream::LookupError;
 use http::{HeaderValue, StatusCode};
 use std::fmt;

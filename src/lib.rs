@@ -90,25 +90,26 @@
 //!
 //! **One provision per site at a time.** An upgrade-paths answer is good for one provision only:
 //! two provisions of a site that both checked first could both pass, and the second would be the
-//! downgrade the guard exists to stop. So the guard holds the site from before its lookup until
-//! the inner service's work has finished; a request that waits sees the site as the previous
-//! provision left it. Nothing is held before the whole request (its body too) is in hand. One
-//! site is one lock whatever it is called: a site is held under its blog ID and its URL alike,
-//! learned from WordPress.com's public site lookup ([`SiteAliases`]). [`LocalLocks`] (the default) serialize within one process; with the `redis`
-//! feature, `RedisLocks` serialize across replicas (`RedisLocksBuilder`, `RedisBuildError`). Any
-//! other shared engine can implement [`SiteLocks`], with [`SitePermit`], [`Acquire`] and
-//! [`LockError`]. What the processes tell each other besides (forgotten sites, the provisions
-//! just made) is [`Peers`] (`RedisLocks` too), with [`ForgetListener`], [`PeersFuture`],
-//! [`Remembered`] and [`PeersError`].
+//! downgrade the guard exists to stop. So the guard holds the site from before its lookup until the
+//! inner service's work has finished; a request that waits sees the site as the previous provision
+//! left it. Nothing is held before the whole request (its body too) is in hand. One site is one
+//! lock whatever it is called: a site is held under its blog ID and its URL alike, learned from
+//! WordPress.com's public site lookup ([`SiteAliases`]). [`LocalLocks`] (the default) serialize
+//! within one process; with the `redis` feature, `RedisLocks` serialize across replicas
+//! (`RedisLocksBuilder`, `RedisBuildError`). Any other shared engine can implement [`SiteLocks`],
+//! with [`SitePermit`], [`Acquire`] and [`LockError`]. What the processes tell each other besides
+//! (forgotten sites, the provisions just made) is [`Peers`] (`RedisLocks` too), with
+//! [`ForgetListener`], [`PeersFuture`], [`Remembered`] and [`PeersError`].
 //!
-//! **Caching.** Lookups of one site are shared by the requests that want them at the same time,
-//! and their answers are cached, for refusals only: a cached answer decides a request only when
-//! it does *not* list the product, so whatever the cache holds can make the guard answer 409, never
-//! forward a downgrade; an upgrade is always confirmed by a lookup made under the site's lock.
-//! Hot refused requests (tooling retrying a downgrade) cost no upstream call, an allowed provision
-//! exactly one (plus one site lookup the first time a name is seen). A cancellation gives products back, which is why a cancel route is marked
-//! [`cancels`](UpgradeGuardLayer::cancels) and a change the guard cannot see is told with
-//! [`forget`](UpgradeGuardLayer::forget); processes sharing [`Peers`] tell each other.
+//! **Caching.** Lookups of one site are shared by the requests that want them at the same time, and
+//! their answers are cached, for refusals only: a cached answer decides a request only when it does
+//! *not* list the product, so whatever the cache holds can make the guard answer 409, never forward
+//! a downgrade; an upgrade is always confirmed by a lookup made under the site's lock. Hot refused
+//! requests (tooling retrying a downgrade) cost no upstream call, an allowed provision exactly one
+//! (plus one site lookup the first time a name is seen). A cancellation gives products back, which
+//! is why a cancel route is marked [`cancels`](UpgradeGuardLayer::cancels) and a change the guard
+//! cannot see is told with [`forget`](UpgradeGuardLayer::forget); processes sharing [`Peers`] tell
+//! each other.
 //!
 //! **Testing.** The `fake` module (feature `test-util`) is a fake WordPress.com partner API on a
 //! loopback port, with WordPress.com's product catalogue and injectable faults.

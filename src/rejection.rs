@@ -4,10 +4,9 @@
 //! in compact form, as WordPress.com answers: partner tooling detects failures by matching the
 //! literal text `"error":"`.
 
-use crate::Site;
 use crate::body::GuardBody;
 use crate::lock::LockError;
-use crate::site::InvalidSite;
+use crate::site::{InvalidSite, Site};
 use crate::upstream::{LookupError, UpgradePaths};
 use http::{HeaderValue, Response, StatusCode, header};
 use std::borrow::Cow;
@@ -350,9 +349,9 @@ impl Rejection {
             return json.to_vec();
         }
         // Written straight into one buffer, in the order and escaping `serde_json` gives a
-        // struct of these fields: on a cached refusal this body is a good part of the guard's
-        // work, and going through `serde_json` cost a `String` for the message, a `Vec` per
-        // family of the paths and the buffer's regrowths.
+        // struct of these fields (the tests hold the two byte for byte alike): on a cached
+        // refusal this body is a good part of the guard's work, and one buffer is all it
+        // allocates.
         let (site, product, upgrade_paths) = match self {
             Self::NotAnUpgrade {
                 site,
@@ -481,8 +480,8 @@ mod tests {
         );
     }
 
-    /// What the body was written with before it was written by hand: `serde_json` on this
-    /// struct. The hand-written body must stay byte for byte the same.
+    /// The oracle for the hand-written body: `serde_json` on a struct of the same fields, which
+    /// the body must match byte for byte.
     fn serde_json_body(rejection: &Rejection) -> Vec<u8> {
         #[derive(serde::Serialize)]
         struct Body<'a> {

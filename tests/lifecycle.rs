@@ -727,20 +727,26 @@ async fn a_cancel_is_never_refused_for_its_plan_field() {
     assert_eq!(partner.relay.seen().len(), 3);
 }
 
-/// Whatever order a route is built in, a cancel route reads no product.
+/// Whatever order a route is built in, a cancel route reads no product: `product` and
+/// `require_product` do nothing on it, before `cancels` or after.
 #[tokio::test]
 async fn a_cancel_route_reads_no_product_whatever_the_builder_order() {
     let partner = Partner::new().await;
-    let route = partner
-        .guard
-        .clone()
-        .site(Source::path(CANCEL, "site"))
-        .cancels()
-        .product(Source::field("plan"));
+    let base = partner.guard.clone().site(Source::path(CANCEL, "site"));
+    let plan = || Source::field("plan");
+    let routes = [
+        base.clone().cancels().product(plan()),
+        base.clone().product(plan()).cancels(),
+        base.clone().cancels().require_product().product(plan()),
+        base.clone().require_product().product(plan()).cancels(),
+    ];
     let path = "/rest/v1.3/jpphp/1002/partner-cancel";
-    let (_, body) = partner.send(&route, path, "plan=%20premium").await;
-    assert_ne!(error_of(&body), "invalid_body", "{body}");
-    assert_eq!(partner.relay.seen().len(), 1);
+    for (i, route) in routes.iter().enumerate() {
+        let (_, body) = partner.send(route, path, "plan=%20premium").await;
+        assert_ne!(error_of(&body), "invalid_body", "route {i}: {body}");
+        assert_ne!(error_of(&body), "missing_product", "route {i}: {body}");
+        assert_eq!(partner.relay.seen().len(), i + 1, "route {i}");
+    }
 }
 
 // Issue 22: every product a partner sells, and the provision just made.

@@ -5,6 +5,7 @@ use super::faults::{Endpoint, Fault, Faults};
 use super::faulty_body::{self, AnswerBody};
 use super::stats::Counters;
 use super::store::{Cancel, CancelError, ProvisionError, Store};
+use crate::request::content_type;
 use crate::request::fields::{Fields, Value};
 use crate::request::php::{Reading, Unreadable};
 use crate::site::Site;
@@ -504,7 +505,7 @@ async fn read_fields(req: Request<Incoming>) -> Result<Fields, Refusal> {
             message,
         )
     };
-    let reading = Reading::from_headers(req.headers()).map_err(|_| unsupported())?;
+    let reading = content_type::reading(req.headers()).map_err(|_| unsupported())?;
     let body = read_body(req.into_body()).await?;
     let reading = reading.unwrap_or_else(|| Reading::sniff(&body));
     reading.read(body).await.map_err(|why| match why {

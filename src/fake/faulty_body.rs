@@ -131,7 +131,9 @@ pub(crate) async fn slowly(
 
 #[cfg(test)]
 mod tests {
-    use crate::fake::{Endpoint, FakeSite, FakeUpstream, Fault};
+    use crate::fake::faults::{Endpoint, Fault};
+    use crate::fake::server::FakeUpstream;
+    use crate::fake::store::FakeSite;
     use std::io::ErrorKind;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpStream;

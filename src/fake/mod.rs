@@ -18,11 +18,11 @@
 //! | `POST /oauth2/token` | the token for `grant_type=client_credentials` with the right client credentials and `scope=jetpack-partner` |
 //!
 //! The partner endpoints answer 401 `invalid_token` without the right bearer token (the partner's,
-//! or another caller's added with [`FakeUpstreamBuilder::accept_token`]), bodies over
-//! 1 MiB are answered 413, and other paths 404 `not_found`. A site is named by its blog ID or by its
-//! URL in any form [`Site::parse`](crate::Site::parse) accepts. A successful provision adds the
-//! product to the site and drops the products it supersedes, so the site's upgrade paths change
-//! as they do on WordPress.com.
+//! or another caller's added with [`FakeUpstreamBuilder::accept_token`]), bodies over 1 MiB are
+//! answered 413, and other paths 404 `not_found`. A site is named by its blog ID or by its URL in
+//! any form [`Site::parse`](crate::Site::parse) accepts. A successful provision adds the product to
+//! the site and drops the products it supersedes, so the site's upgrade paths change as they do on
+//! WordPress.com.
 //!
 //! To test failure handling, [inject](FakeUpstream::inject) a [`Fault`]: a status (with any body
 //! and headers), a delay, a dropped connection, or an answer whose body goes wrong on the wire

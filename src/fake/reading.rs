@@ -1,7 +1,9 @@
 //! The guard's request reading on its own, for tests that compare it with another reader.
 
-use crate::request::{Read, RequestReader};
-use crate::{GuardBody, Rejection, Site, Source};
+use crate::body::GuardBody;
+use crate::rejection::Rejection;
+use crate::request::{Read, RequestReader, Source};
+use crate::site::Site;
 use bytes::Bytes;
 use http::Request;
 use http_body::Body;

@@ -64,8 +64,8 @@ impl FakeUpstreamBuilder {
         self
     }
 
-    /// The client credentials `/oauth2/token` accepts
-    /// (default `fake-client-id` / `fake-client-secret`).
+    /// The client credentials `/oauth2/token` accepts (default `fake-client-id` /
+    /// `fake-client-secret`).
     #[must_use]
     pub fn client_credentials(
         mut self,

@@ -1,8 +1,7 @@
 use super::check::Config;
+use super::layer::{UnknownSites, UpgradeGuardLayer};
 use super::report::Reporter;
 use super::shared::Shared;
-use super::{UnknownSites, UpgradeGuardLayer};
-use crate::UpgradePathsClient;
 use crate::cache::{DEFAULT_CACHE_CAPACITY, DEFAULT_CACHE_TTL, Lookups};
 use crate::catalogue::{Catalogue, UnjudgedProducts};
 use crate::decision::Mode;
@@ -10,7 +9,9 @@ use crate::lock::{DEFAULT_LOCK_WAIT, LocalLocks, SiteAliases, SiteLocks, SiteNam
 use crate::peers::Peers;
 use crate::recent::{DEFAULT_SETTLING_WINDOW, RecentProvisions};
 use crate::request::RequestReader;
+use crate::site::Site;
 use crate::stats::GuardStats;
+use crate::upstream::UpgradePathsClient;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -68,17 +69,15 @@ impl UpgradeGuardBuilder {
         }
     }
 
-    /// How long a site's upgrade paths are reused; default
-    /// 30 s. `Duration::ZERO` turns the cache
-    /// off (concurrent lookups of one site are still coalesced). An entry is dropped early when
-    /// a request for its site is forwarded.
+    /// How long a site's upgrade paths are reused; default 30 s. `Duration::ZERO` turns the cache
+    /// off (concurrent lookups of one site are still coalesced). An entry is dropped early when a
+    /// request for its site is forwarded.
     pub fn cache_ttl(mut self, ttl: Duration) -> Self {
         self.cache_ttl = ttl;
         self
     }
 
-    /// How many sites' paths are kept at most; default
-    /// 100,000.
+    /// How many sites' paths are kept at most; default 100,000.
     pub fn cache_capacity(mut self, sites: u64) -> Self {
         self.cache_capacity = sites;
         self
@@ -193,7 +192,7 @@ impl UpgradeGuardBuilder {
         if let Some(peers) = &self.peers {
             let forget_paths = lookups.forget_listener();
             let (recent, names) = (Arc::downgrade(&recent), Arc::downgrade(&names));
-            peers.listen_for_forgets(Arc::new(move |site: Option<&crate::Site>| {
+            peers.listen_for_forgets(Arc::new(move |site: Option<&Site>| {
                 let (Some(site), Some(recent), Some(names)) =
                     (site, recent.upgrade(), names.upgrade())
                 else {

@@ -111,12 +111,9 @@ impl UpgradeGuardLayer {
     }
 
     /// Where this route names the product. A [`cancels`](Self::cancels) route reads none,
-    /// whatever this says.
+    /// whether this is called before or after `cancels`.
     pub fn product(mut self, source: Source) -> Self {
-        let config = Arc::make_mut(&mut self.config);
-        if !config.cancels {
-            config.reader.product = source;
-        }
+        Arc::make_mut(&mut self.config).reader.product = source;
         self
     }
 
@@ -248,13 +245,17 @@ impl UpgradeGuardLayer {
     }
 
     /// This route changes a site's products other than by provisioning: WordPress.com's
-    /// `partner-cancel`, say. Nothing is checked (no product is read, so a cancel's `plan` field
-    /// can never be a reason to refuse it, and the site is not looked up), but the request is
-    /// held per site like a provision, and the site's cached upgrade paths and the provisions
-    /// remembered of it are dropped when it is forwarded and again when the inner service has
-    /// finished, whatever it answered, in this process and in every one of its
+    /// `partner-cancel`, say. Nothing is checked, but the request is held per site like a
+    /// provision, and the site's cached upgrade paths and the provisions remembered of it are
+    /// dropped when it is forwarded and again when the inner service has finished, whatever it
+    /// answered, in this process and in every one of its
     /// [peers](crate::Peers::announce_forget). Without it, a product a cancel gave back would be
     /// refused from the cache until the entry expired.
+    ///
+    /// The site is not looked up and no product is read, so a cancel's `plan` field can never be
+    /// a reason to refuse it: [`product`](Self::product) and
+    /// [`require_product`](Self::require_product) do nothing on a cancel route, whether they are
+    /// called before or after this.
     ///
     /// ```
     /// use upgrade_guard::{Source, UpgradeGuardLayer, UpgradePathsClient};
@@ -270,7 +271,7 @@ impl UpgradeGuardLayer {
     pub fn cancels(mut self) -> Self {
         let config = Arc::make_mut(&mut self.config);
         config.cancels = true;
-        config.reader.product = Source::from_fn(|_| None);
+        config.reader.reads_product = false;
         self
     }
 

@@ -1,7 +1,8 @@
 use super::check::Config;
-use super::{ResponseFuture, UpgradeGuardLayer};
-use crate::UpgradePathsClient;
+use super::future::ResponseFuture;
+use super::layer::UpgradeGuardLayer;
 use crate::body::GuardBody;
+use crate::upstream::UpgradePathsClient;
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body::Body;

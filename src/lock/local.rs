@@ -1,5 +1,5 @@
 use super::{Acquire, LockError, SiteLocks, SitePermit};
-use crate::Site;
+use crate::site::Site;
 use crate::site::SiteHashing;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};

@@ -29,7 +29,7 @@ pub use local::LocalLocks;
 pub use names::SiteAliases;
 pub(crate) use names::{HeldNames, SiteNames};
 
-use crate::Site;
+use crate::site::Site;
 use std::{fmt, future::Future, pin::Pin, time::Duration};
 
 /// How long a request waits by default for another provision of its site to finish.

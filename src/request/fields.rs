@@ -11,67 +11,14 @@
 //!   form field whose name PHP reads as the one the guard wants, but which is spelled
 //!   differently, is refused rather than ignored.
 //! - PHP decodes `%XX` to bytes: a value that is not UTF-8 once decoded is not text.
-//! - PHP finds a multipart boundary by searching the header for the text `boundary`: a header
-//!   with that text twice, or a boundary PHP would cut elsewhere, is refused.
 //! - A JSON value is cast to a string as PHP casts it: `null` is no value at all, an integer is
 //!   its digits; booleans, floats, integers past 64 bits, arrays and objects are refused.
 
-use super::multipart;
 use bytes::Bytes;
 use serde::de::{Deserializer, MapAccess, Visitor};
 use std::borrow::Cow;
 use std::fmt;
 use std::ops::Range;
-
-/// The `Content-Type` names no multipart boundary the guard reads.
-#[derive(Debug)]
-pub(crate) struct UnsupportedFormat;
-
-/// A `multipart/form-data` header's boundary, when PHP and an RFC 2046 parser find the same one
-/// in it. `value` is the whole header, `params` what follows its first `;`.
-pub(crate) fn multipart_boundary<'a>(
-    value: &str,
-    params: impl Iterator<Item = &'a str>,
-) -> Result<String, UnsupportedFormat> {
-    // PHP looks for the word `boundary` as it is, then in any case: in a header that has it once,
-    // both find that one.
-    let mut words = multipart::boundary_words(value, true);
-    let (Some(at), None) = (words.next(), words.next()) else {
-        return Err(UnsupportedFormat);
-    };
-    let php = multipart::php_boundary_at(value, at).ok_or(UnsupportedFormat)?;
-    // curl turns a hand-set `multipart/form-data;` into `multipart/form-data;; boundary=…`:
-    // empty parameters are skipped rather than refused.
-    params
-        .filter_map(|param| {
-            let at = memchr::memchr(b'=', param.as_bytes())?;
-            Some((&param[..at], &param[at + 1..]))
-        })
-        .find(|(name, _)| name.trim().eq_ignore_ascii_case("boundary"))
-        .map(|(_, value)| value.trim())
-        .map(|value| {
-            value
-                .strip_prefix('"')
-                .and_then(|v| v.strip_suffix('"'))
-                .unwrap_or(value)
-        })
-        .filter(|&boundary| boundary == php && is_plain_boundary(boundary))
-        .map(str::to_owned)
-        .ok_or(UnsupportedFormat)
-}
-
-/// A boundary every parser cuts at the same place: RFC 2046 characters, without the space,
-/// comma, quote and semicolon on which PHP and the guard could disagree.
-fn is_plain_boundary(boundary: &str) -> bool {
-    (1..=70).contains(&boundary.len())
-        && boundary.bytes().all(|b| {
-            b.is_ascii_alphanumeric()
-                || matches!(
-                    b,
-                    b'\'' | b'(' | b')' | b'+' | b'_' | b'-' | b'.' | b'/' | b':' | b'=' | b'?'
-                )
-        })
-}
 
 /// One field's value.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -291,7 +238,8 @@ fn locate_pairs(body: &[u8]) -> Vec<PairAt> {
     pairs
 }
 
-/// One pair of an urlencoded form: `body[start..name_end]` is its name, `body[start..end]` all of it.
+/// One pair of an urlencoded form: `body[start..name_end]` is its name, `body[start..end]` all of
+/// it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct PairAt {
     start: usize,
@@ -559,19 +507,15 @@ mod tests {
     use super::*;
 
     /// How a test's body is encoded.
-    enum Kind<'a> {
+    enum Kind {
         Form,
         Json,
-        Multipart(&'a str),
     }
 
     /// The fields of `body` read as `kind`; the error is a message for the client.
-    async fn parse(kind: Kind<'_>, body: Bytes) -> Result<Fields, String> {
+    async fn parse(kind: Kind, body: Bytes) -> Result<Fields, String> {
         match kind {
             Kind::Form => Ok(Fields::form(body)),
-            Kind::Multipart(boundary) => multipart::read(boundary, body)
-                .await
-                .map_err(|e| format!("the multipart form could not be read: {e}")),
             Kind::Json => match Json::parse(&body) {
                 Ok(Json::Object(fields)) => Ok(fields),
                 Ok(Json::Nothing) => Ok(Fields::default()),
@@ -579,35 +523,6 @@ mod tests {
                 Err(e) => Err(format!("the JSON body is not an object: {e}")),
             },
         }
-    }
-
-    fn boundary(content_type: &str) -> Result<String, UnsupportedFormat> {
-        let mut params = content_type.split(';');
-        params.next();
-        multipart_boundary(content_type, params)
-    }
-
-    #[test]
-    fn multipart_boundaries() {
-        assert_eq!(
-            boundary("multipart/form-data; boundary=xyz").unwrap(),
-            "xyz"
-        );
-        assert_eq!(
-            boundary("multipart/form-data;; boundary=xyz").unwrap(),
-            "xyz"
-        );
-        assert_eq!(
-            boundary("multipart/form-data;boundary=\"xyz\"").unwrap(),
-            "xyz"
-        );
-        assert!(boundary("multipart/form-data;").is_err());
-        // PHP searches for the first `boundary` anywhere in the header and cuts at `,` or `;`.
-        assert!(boundary("multipart/form-data; xboundary=A; boundary=B").is_err());
-        assert!(boundary("multipart/form-data; boundary=B; charset=boundary").is_err());
-        assert!(boundary("multipart/form-data; boundary=a,b").is_err());
-        assert!(boundary("multipart/form-data; boundary=\"a;b\"").is_err());
-        assert!(boundary("multipart/form-data; boundary=\"a b\"").is_err());
     }
 
     #[tokio::test]
@@ -689,17 +604,6 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn multipart_parts_the_guard_cannot_name_are_refused() {
-        let body = "--b\r\nContent-Disposition: form-data; name=\"plan\"\r\n\r\njetpack-scan\r\n\
-                    --b\r\nContent-Disposition: form-data; NAME=\"plan\"\r\n\r\npremium\r\n--b--\r\n";
-        assert!(parse(Kind::Multipart("b"), body.into()).await.is_err());
-        let repeated = "--b\r\nContent-Disposition: form-data; name=\"plan\"\r\n\r\njetpack-scan\r\n\
-                        --b\r\nContent-Disposition: form-data; name=\"plan\"\r\n\r\npremium\r\n--b--\r\n";
-        let fields = parse(Kind::Multipart("b"), repeated.into()).await.unwrap();
-        assert_eq!(fields.get("plan"), Err(FieldError::Repeated("plan".into())));
-    }
-
-    #[tokio::test]
     async fn json_values() {
         let fields = parse(
             Kind::Json,
@@ -713,27 +617,5 @@ mod tests {
         for bad in ["[1]", "\"x\"", "{", "{} {}", ""] {
             assert!(parse(Kind::Json, bad.into()).await.is_err(), "{bad}");
         }
-    }
-
-    #[tokio::test]
-    async fn multipart_text_and_binary_parts() {
-        let body = "--b\r\nContent-Disposition: form-data; name=\"plan\"\r\n\r\npersonal\r\n\
-                    --b\r\nContent-Disposition: form-data; name=\"key\"; filename=\"k.bin\"\r\n\
-                    Content-Type: application/octet-stream\r\n\r\n\u{0}\u{1}\r\n--b--\r\n";
-        let mut bytes = body.as_bytes().to_vec();
-        // Make the file part invalid UTF-8.
-        let at = bytes.iter().position(|&b| b == 0).unwrap();
-        bytes[at] = 0xff;
-        let fields = parse(Kind::Multipart("b"), bytes.into()).await.unwrap();
-        assert_eq!(fields.get("plan"), Ok(Some("personal".into())));
-        // A file part is in `$_FILES` for PHP, so no value of the field.
-        assert_eq!(fields.get("key"), Err(FieldError::File("key".into())));
-
-        let truncated = parse(
-            Kind::Multipart("b"),
-            "--b\r\nContent-Disposition: form-data; name=\"plan\"\r\n\r\nperso".into(),
-        )
-        .await;
-        assert!(truncated.is_err());
     }
 }

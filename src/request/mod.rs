@@ -2,8 +2,16 @@
 //!
 //! The whole request is in hand before anything is held: the body is read (within the route's
 //! limit and timeout) even when no source needs it, so no site waits on a client's slow body.
+//!
+//! Each file depends only on those below it: `content_type.rs` tells from the request head how
+//! WordPress.com will read the body (a [`php::Reading`]), `php.rs` reads it that way, through
+//! `multipart.rs` for multipart forms, into `fields.rs`'s [`Fields`]. `source.rs` finds the site
+//! and the product in the head or in those fields; `connection.rs` refuses a `Connection` header
+//! that would change the reading on the next hop. A new body format is a [`php::Reading`]: named
+//! in `content_type.rs`, read in `php.rs`.
 
 mod connection;
+pub(crate) mod content_type;
 pub(crate) mod fields;
 mod multipart;
 pub(crate) mod php;
@@ -11,9 +19,9 @@ mod source;
 
 pub use source::Source;
 
-use crate::Site;
 use crate::body::GuardBody;
 use crate::rejection::{BodyError, Rejection};
+use crate::site::Site;
 use bytes::{Bytes, BytesMut};
 use fields::Fields;
 use http::{Request, header::CONTENT_LENGTH, request::Parts};
@@ -36,6 +44,9 @@ pub(crate) const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(10);
 pub(crate) struct RequestReader {
     pub(crate) site: Source,
     pub(crate) product: Source,
+    /// Whether the route reads a product at all. A cancel route reads none, whatever `product`
+    /// says, so that a cancel's own `plan` field can never be a reason to refuse it.
+    pub(crate) reads_product: bool,
     pub(crate) body_limit: usize,
     pub(crate) body_timeout: Duration,
 }
@@ -45,6 +56,7 @@ impl Default for RequestReader {
         Self {
             site: Source::field("siteurl"),
             product: Source::field("plan"),
+            reads_product: true,
             body_limit: DEFAULT_BODY_LIMIT,
             body_timeout: DEFAULT_BODY_TIMEOUT,
         }
@@ -84,9 +96,9 @@ impl RequestReader {
         if let Err(why) = connection::check(&parts.headers) {
             return unread(parts, body, why);
         }
-        let reads_body = self.site.needs_body() || self.product.needs_body();
+        let reads_body = self.site.needs_body() || self.product().is_some_and(Source::needs_body);
         let reading = if reads_body {
-            match Reading::from_headers(&parts.headers) {
+            match content_type::reading(&parts.headers) {
                 Ok(reading) => Some(reading),
                 Err(unreadable) => return unread(parts, body, unreadable.into()),
             }
@@ -131,7 +143,13 @@ impl RequestReader {
             .find(parts, fields)?
             .ok_or(Rejection::MissingSite)?;
         let site = Site::parse(&site)?;
-        let product = self.product.find(parts, fields)?.map(Cow::into_owned);
+        let Some(source) = self.product() else {
+            return Ok(Named {
+                site,
+                product: None,
+            });
+        };
+        let product = source.find(parts, fields)?.map(Cow::into_owned);
         if let Some(product) = &product
             && product.trim() != product
         {
@@ -139,10 +157,15 @@ impl RequestReader {
             // listing `premium` as an upgrade would only confuse.
             return Err(Rejection::InvalidBody(BodyError::new(format!(
                 "{} has white space around it ({product:?}); WordPress.com reads it as it is, and no product is called that: send the product's slug alone",
-                self.product.describe()
+                source.describe()
             ))));
         }
         Ok(Named { site, product })
+    }
+
+    /// Where the route reads the product, if it reads one.
+    fn product(&self) -> Option<&Source> {
+        self.reads_product.then_some(&self.product)
     }
 
     /// Buffers the body within the limit and the timeout: a declared length is checked before

@@ -25,10 +25,10 @@
 //! PHP's parser this copy might get wrong, then meet a refusal rather than another reading.
 //!
 //! A body outside the plain form is not refused for that alone: it is read a second time with
-//! `multer` and taken when both read the same parts, as every body was until the plain form made
-//! the common case cheap (that second reading cost more than the rest of the guard's work on a
-//! 4 KiB form). The tests here and the `request_reader` fuzz target check that whatever the plain
-//! reading accepts, `multer` reads part for part the same.
+//! `multer` and taken when both read the same parts. That second reading costs more than the rest
+//! of the guard's work on a form, so only bodies outside the plain form pay it (figures in
+//! BENCHMARKS.md). The tests here and the `request_reader` fuzz target check that whatever the
+//! plain reading accepts, `multer` reads part for part the same.
 
 use super::fields::{Fields, PartAt, PartName};
 use bytes::Bytes;
@@ -571,56 +571,10 @@ fn substring_conf(bytes: &[u8], len: usize, quote: Option<u8>) -> Cow<'_, [u8]> 
     Cow::Owned(out)
 }
 
-/// Where the word `boundary` starts in `header` (in any case when `any_case`). A plain scan
-/// from each `b`: a header is short, and a string searcher costs more to set up.
-pub(crate) fn boundary_words(header: &str, any_case: bool) -> impl Iterator<Item = usize> + '_ {
-    const WORD: &[u8] = b"boundary";
-    let bytes = header.as_bytes();
-    let capital = if any_case { b'B' } else { b'b' };
-    let starts = memchr::memchr2_iter(b'b', capital, bytes);
-    starts.filter(move |&at| {
-        bytes.get(at..at + WORD.len()).is_some_and(|word| {
-            if any_case {
-                word.eq_ignore_ascii_case(WORD)
-            } else {
-                word == WORD
-            }
-        })
-    })
-}
-
-/// The boundary as PHP finds it in a `multipart/form-data` header: after the first `=` that
-/// follows the first `boundary` (case-sensitive, then case-insensitive), quoted or up to `,`/`;`.
-/// The guard takes only headers that name `boundary` once, where both searches find the same
-/// word, so it needs only [`php_boundary_at`]; this is PHP's whole search, for the tests.
-#[cfg(test)]
-pub(crate) fn php_boundary(content_type: &str) -> Option<&str> {
-    let at = boundary_words(content_type, false)
-        .next()
-        .or_else(|| boundary_words(content_type, true).next())?;
-    php_boundary_at(content_type, at)
-}
-
-/// The boundary PHP reads after the word `boundary` found at `at` in `content_type`: after the
-/// first `=`, quoted or up to `,`/`;`. The guard then takes it only when it is plain (see
-/// `fields::is_plain_boundary`).
-pub(crate) fn php_boundary_at(content_type: &str, at: usize) -> Option<&str> {
-    let after = &content_type[at..];
-    // Cut only at ASCII bytes, so every slice is at a character boundary.
-    let value = &after[memchr::memchr(b'=', after.as_bytes())? + 1..];
-    if let Some(quoted) = value.strip_prefix('"') {
-        return memchr::memchr(b'"', quoted.as_bytes()).map(|end| &quoted[..end]);
-    }
-    let end = value
-        .bytes()
-        .position(|b| b == b',' || b == b';')
-        .unwrap_or(value.len());
-    Some(&value[..end])
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::request::fields::FieldError;
 
     /// The oracle: the parts `multer` reads (what axum's `Multipart` uses).
     /// A part as an owned `(name, file, value)`.
@@ -835,18 +789,36 @@ mod tests {
         );
     }
 
-    #[test]
-    fn boundaries_as_php_finds_them() {
-        assert_eq!(
-            php_boundary("multipart/form-data; boundary=abc"),
-            Some("abc")
-        );
-        assert_eq!(
-            php_boundary("multipart/form-data;; boundary=\"a b\"; x"),
-            Some("a b")
-        );
-        assert_eq!(php_boundary("multipart/form-data; BOUNDARY=x,y"), Some("x"));
-        assert_eq!(php_boundary("multipart/form-data; boundary= x"), Some(" x"));
-        assert_eq!(php_boundary("multipart/form-data"), None);
+    #[tokio::test]
+    async fn multipart_parts_the_guard_cannot_name_are_refused() {
+        let body = "--b\r\nContent-Disposition: form-data; name=\"plan\"\r\n\r\njetpack-scan\r\n\
+                    --b\r\nContent-Disposition: form-data; NAME=\"plan\"\r\n\r\npremium\r\n--b--\r\n";
+        assert!(read("b", body.into()).await.is_err());
+        let repeated = "--b\r\nContent-Disposition: form-data; name=\"plan\"\r\n\r\njetpack-scan\r\n\
+                        --b\r\nContent-Disposition: form-data; name=\"plan\"\r\n\r\npremium\r\n--b--\r\n";
+        let fields = read("b", repeated.into()).await.unwrap();
+        assert_eq!(fields.get("plan"), Err(FieldError::Repeated("plan".into())));
+    }
+
+    #[tokio::test]
+    async fn multipart_text_and_binary_parts() {
+        let body = "--b\r\nContent-Disposition: form-data; name=\"plan\"\r\n\r\npersonal\r\n\
+                    --b\r\nContent-Disposition: form-data; name=\"key\"; filename=\"k.bin\"\r\n\
+                    Content-Type: application/octet-stream\r\n\r\n\u{0}\u{1}\r\n--b--\r\n";
+        let mut bytes = body.as_bytes().to_vec();
+        // Make the file part invalid UTF-8.
+        let at = bytes.iter().position(|&b| b == 0).unwrap();
+        bytes[at] = 0xff;
+        let fields = read("b", bytes.into()).await.unwrap();
+        assert_eq!(fields.get("plan"), Ok(Some("personal".into())));
+        // A file part is in `$_FILES` for PHP, so no value of the field.
+        assert_eq!(fields.get("key"), Err(FieldError::File("key".into())));
+
+        let truncated = read(
+            "b",
+            "--b\r\nContent-Disposition: form-data; name=\"plan\"\r\n\r\nperso".into(),
+        )
+        .await;
+        assert!(truncated.is_err());
     }
 }

@@ -1,29 +1,24 @@
-//! A request body read as WordPress.com reads it.
+//! A request body read as WordPress.com reads it, the way its head says ([`Reading`], told by
+//! [`super::content_type`]).
 //!
 //! WordPress.com's REST API v1.x reads an endpoint's input with `WPCOM_JSON_API::setup_inputs()`
 //! and `WPCOM_JSON_API_Endpoint::input()` (public copy: Automattic/jetpack,
 //! `projects/plugins/jetpack/class.json-api.php` and `class.json-api-endpoints.php`):
 //!
-//! - the content type is the `Content-Type` header; when there is none (or it is empty, or `0`:
-//!   PHP's `empty()`), a body starting with `{` is JSON and any other an urlencoded form;
-//! - any `multipart/*` type reads `$_POST` and `$_FILES`, which PHP fills only for
-//!   `multipart/form-data` (matched case-insensitively): see [`super::multipart`];
-//! - otherwise the body is trimmed (`trim()`), the type cut at the first `;`, trimmed and matched
-//!   **exactly**: six JSON types are decoded as JSON (an error reads nothing);
-//!   `application/x-www-form-urlencoded` is decoded as JSON first, and read with `parse_str`
-//!   when that gives `null`; any other type is read with `parse_str`.
+//! - when there is no content type, a body starting with `{` is JSON and any other an urlencoded
+//!   form;
+//! - `multipart/form-data` reads `$_POST` and `$_FILES`: see [`super::multipart`];
+//! - otherwise the body is trimmed (`trim()`): six JSON types are decoded as JSON (an error reads
+//!   nothing); `application/x-www-form-urlencoded` is decoded as JSON first, and read with
+//!   `parse_str` when that gives `null`; any other type is read with `parse_str`.
 //!
 //! The guard follows it, and refuses where following it would cost too much or surprise the
-//! sender: a JSON or form type spelled in another case, or with a `+json` suffix (PHP would
-//! read it as an urlencoded form), other `multipart/*` types and malformed multipart headers
-//! (PHP reads nothing), several `Content-Type` headers, and JSON PHP could read but serde_json
-//! cannot (past 128 levels of nesting, numbers past `f64`).
+//! sender: JSON PHP could read but serde_json cannot (past 128 levels of nesting, numbers past
+//! `f64`), and a form with more fields than PHP reads.
 
-use super::fields::{Fields, Json, multipart_boundary};
+use super::fields::{Fields, Json};
 use super::multipart::{self, MAX_FIELDS};
 use bytes::Bytes;
-use http::HeaderMap;
-use http::header::{CONTENT_ENCODING, CONTENT_TYPE};
 
 /// Why a body cannot be read as WordPress.com would read it.
 #[derive(Debug, PartialEq, Eq)]
@@ -47,35 +42,6 @@ pub(crate) enum Reading {
     Multipart { boundary: String },
 }
 
-const JSON_TYPES: [&str; 6] = [
-    "application/json",
-    "application/x-javascript",
-    "text/javascript",
-    "text/x-javascript",
-    "text/x-json",
-    "text/json",
-];
-const FORM_TYPE: &str = "application/x-www-form-urlencoded";
-
-/// `text` cut at every `separator`, an ASCII byte (so each piece is whole characters): what
-/// `str::split` gives, without decoding characters on the way.
-fn split_ascii(text: &str, separator: u8) -> impl Iterator<Item = &str> {
-    let mut rest = Some(text);
-    std::iter::from_fn(move || {
-        let current = rest?;
-        match memchr::memchr(separator, current.as_bytes()) {
-            Some(at) => {
-                rest = Some(&current[at + 1..]);
-                Some(&current[..at])
-            }
-            None => {
-                rest = None;
-                Some(current)
-            }
-        }
-    })
-}
-
 /// `fields`, unless PHP would stop reading them before the end (`max_input_vars`).
 fn checked(fields: Fields) -> Result<Fields, Unreadable> {
     if fields.len() > MAX_FIELDS {
@@ -97,21 +63,8 @@ fn may_be_json(body: &[u8]) -> bool {
     }
 }
 
-/// Whether `text` starts with `prefix` (ASCII), in any case.
-fn starts_with_ignore_case(text: &str, prefix: &str) -> bool {
-    text.as_bytes()
-        .get(..prefix.len())
-        .is_some_and(|start| start.eq_ignore_ascii_case(prefix.as_bytes()))
-}
-
-/// Whether `text` ends with `suffix` (ASCII), in any case.
-fn ends_with_ignore_case(text: &str, suffix: &str) -> bool {
-    text.len() >= suffix.len()
-        && text.as_bytes()[text.len() - suffix.len()..].eq_ignore_ascii_case(suffix.as_bytes())
-}
-
 /// PHP's `trim()` characters.
-fn is_php_trim(b: u8) -> bool {
+pub(crate) fn is_php_trim(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\n' | b'\r' | b'\0' | 0x0b)
 }
 
@@ -127,76 +80,13 @@ fn php_trim(body: &Bytes) -> Bytes {
     body.slice(start..end)
 }
 
-/// PHP's `parse_str`, which reads its input as a C string: nothing after a NUL byte (found by
-/// the differential test).
+/// PHP's `parse_str`, which reads its input as a C string: nothing after a NUL byte.
 fn parse_str(body: Bytes) -> Fields {
     let end = memchr::memchr(0, &body).unwrap_or(body.len());
     Fields::form(body.slice(..end))
 }
 
 impl Reading {
-    /// How WordPress.com reads a body with these headers; `Ok(None)` when it names no content
-    /// type, and PHP sniffs the body ([`Reading::sniff`]).
-    pub(crate) fn from_headers(headers: &HeaderMap) -> Result<Option<Self>, Unreadable> {
-        // PHP does not decode a body; what it would read of gzip is not what was sent.
-        for encoding in headers.get_all(CONTENT_ENCODING) {
-            let identity = encoding.to_str().is_ok_and(|v| {
-                v.split(',')
-                    .all(|v| v.trim().eq_ignore_ascii_case("identity"))
-            });
-            if !identity {
-                return Err(Unreadable::MediaType);
-            }
-        }
-        let mut types = headers.get_all(CONTENT_TYPE).iter();
-        let (Some(value), None) = (types.next(), types.next()) else {
-            // None, or several: which one PHP sees depends on the web server.
-            return if headers.contains_key(CONTENT_TYPE) {
-                Err(Unreadable::MediaType)
-            } else {
-                Ok(None)
-            };
-        };
-        // HTTP servers strip white space around a header value before PHP sees it.
-        let value = value
-            .to_str()
-            .map_err(|_| Unreadable::MediaType)?
-            .trim_matches([' ', '\t']);
-        if value.is_empty() || value == "0" {
-            return Ok(None);
-        }
-        let mut params = split_ascii(value, b';');
-        let first = params.next().unwrap_or_default();
-        let essence = first.trim_matches(|c: char| c.is_ascii() && is_php_trim(c as u8));
-        if starts_with_ignore_case(essence, "multipart/") {
-            // PHP fills `$_POST` only when the type, lower-cased and cut at `;`, `,` or a space,
-            // is `multipart/form-data`; the guard also wants nothing else before the `;`.
-            if first != essence || !essence.eq_ignore_ascii_case("multipart/form-data") {
-                return Err(Unreadable::MediaType);
-            }
-            return match multipart_boundary(value, params) {
-                Ok(boundary) => Ok(Some(Self::Multipart { boundary })),
-                Err(_) => Err(Unreadable::MediaType),
-            };
-        }
-        if JSON_TYPES.contains(&essence) {
-            Ok(Some(Self::Json))
-        } else if essence == FORM_TYPE {
-            Ok(Some(Self::JsonThenForm))
-        } else if JSON_TYPES
-            .iter()
-            .chain([&FORM_TYPE])
-            .any(|t| t.eq_ignore_ascii_case(essence))
-            || ends_with_ignore_case(essence, "+json")
-        {
-            // WordPress.com would read this as an urlencoded form, which is surely not what the
-            // sender meant.
-            Err(Unreadable::MediaType)
-        } else {
-            Ok(Some(Self::Form))
-        }
-    }
-
     /// How PHP reads a body sent without a content type: JSON when its first byte is `{`.
     pub(crate) fn sniff(body: &[u8]) -> Self {
         if body.first() == Some(&b'{') {
@@ -269,66 +159,6 @@ impl Reading {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::HeaderValue;
-
-    fn reading(content_type: &str) -> Result<Option<Reading>, Unreadable> {
-        let mut headers = HeaderMap::new();
-        headers.insert(CONTENT_TYPE, HeaderValue::from_str(content_type).unwrap());
-        Reading::from_headers(&headers)
-    }
-
-    #[test]
-    fn content_types_as_wordpress_com_matches_them() {
-        assert_eq!(
-            reading("application/json; charset=utf-8"),
-            Ok(Some(Reading::Json))
-        );
-        assert_eq!(reading("text/x-json"), Ok(Some(Reading::Json)));
-        assert_eq!(
-            reading("application/x-www-form-urlencoded ;x"),
-            Ok(Some(Reading::JsonThenForm))
-        );
-        assert_eq!(reading("text/plain"), Ok(Some(Reading::Form)));
-        assert_eq!(reading(""), Ok(None));
-        assert_eq!(reading("0"), Ok(None));
-        assert_eq!(reading("Application/JSON"), Err(Unreadable::MediaType));
-        assert_eq!(
-            reading("application/vnd.api+json"),
-            Err(Unreadable::MediaType)
-        );
-        assert_eq!(
-            reading("Multipart/Form-Data; boundary=b"),
-            Ok(Some(Reading::Multipart {
-                boundary: "b".into()
-            }))
-        );
-        assert_eq!(
-            reading("multipart/mixed; boundary=b"),
-            Err(Unreadable::MediaType)
-        );
-        assert_eq!(
-            reading("multipart/form-data; boundary= b"),
-            Err(Unreadable::MediaType)
-        );
-        assert_eq!(
-            reading("multipart/form-data,x; boundary=b"),
-            Err(Unreadable::MediaType)
-        );
-        // Nothing but the type before the `;`: refused rather than followed through PHP's
-        // cut at a space.
-        assert_eq!(
-            reading("multipart/form-data ; boundary=b"),
-            Err(Unreadable::MediaType)
-        );
-        let mut headers = HeaderMap::new();
-        headers.insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
-        assert_eq!(Reading::from_headers(&headers), Err(Unreadable::MediaType));
-        headers.insert(CONTENT_ENCODING, HeaderValue::from_static("Identity"));
-        assert_eq!(Reading::from_headers(&headers), Ok(None));
-        headers.append(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
-        headers.append(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        assert_eq!(Reading::from_headers(&headers), Err(Unreadable::MediaType));
-    }
 
     #[tokio::test]
     async fn urlencoded_bodies_are_json_first() {

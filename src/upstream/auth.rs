@@ -189,9 +189,9 @@ fn code_suffix(code: &Option<String>) -> String {
 /// nowhere ([`caller`](Self::caller): each lookup uses the caller's own token).
 ///
 /// Cheap to clone; clones share one token. [`UpgradePathsClient`](crate::UpgradePathsClient) uses
-/// one for its lookups, and [`UpgradePathsClient::token_source`](crate::UpgradePathsClient::token_source)
-/// hands it out, so a partner's own provision relay sends the same token and refreshes it in step
-/// with the guard.
+/// one for its lookups, and
+/// [`UpgradePathsClient::token_source`](crate::UpgradePathsClient::token_source) hands it out, so a
+/// partner's own provision relay sends the same token and refreshes it in step with the guard.
 ///
 /// With client credentials the token is fetched from `POST {base_url}/oauth2/token` on first use
 /// and kept until someone reports it refused ([`refresh`](Self::refresh)). Concurrent callers

@@ -1,7 +1,7 @@
 //! [`UpgradePathsClientBuilder`], the defaults it fills in, and [`BuildError`].
 
-use super::client::{Inner, SiteEndpoints};
-use super::{TokenSource, UpgradePathsClient};
+use super::auth::TokenSource;
+use super::client::{Inner, SiteEndpoints, UpgradePathsClient};
 use std::{fmt, sync::Arc, time::Duration};
 
 /// WordPress.com's public API.
@@ -111,23 +111,22 @@ impl UpgradePathsClientBuilder {
         self
     }
 
-    /// The deadline for one whole lookup, token fetch, retries and waits included; default
-    /// 5 s.
+    /// The deadline for one whole lookup, token fetch, retries and waits included; default 5 s.
     pub fn lookup_timeout(mut self, timeout: Duration) -> Self {
         self.lookup_timeout = Some(timeout);
         self
     }
 
     /// The deadline for one attempt (getting a token if needed, asking, reading the answer);
-    /// default 2 s. An attempt never runs past the lookup deadline, so a
-    /// value at or above it means "no per-attempt timeout".
+    /// default 2 s. An attempt never runs past the lookup deadline, so a value at or above it means
+    /// "no per-attempt timeout".
     pub fn attempt_timeout(mut self, timeout: Duration) -> Self {
         self.attempt_timeout = Some(timeout);
         self
     }
 
-    /// How many times a lookup that failed in passing is tried again; default
-    /// 2. `0` turns retries off. The lookup deadline still bounds them.
+    /// How many times a lookup that failed in passing is tried again; default 2. `0` turns retries
+    /// off. The lookup deadline still bounds them.
     pub fn max_retries(mut self, retries: u32) -> Self {
         self.max_retries = Some(retries);
         self

@@ -1,13 +1,13 @@
 //! [`UpgradePathsClient`]: lookups with their retries, deadlines and token refreshes.
 
 use super::answer::{Answer, classify, get};
+use super::auth::{Token, TokenError, TokenSource};
+use super::builder::{BuildError, UpgradePathsClientBuilder};
+use super::error::{CallerRefusal, LookupError};
+use super::paths::UpgradePaths;
 use super::retry::Retries;
-use super::{
-    BuildError, CallerRefusal, LookupError, Token, TokenError, TokenSource, UpgradePaths,
-    UpgradePathsClientBuilder,
-};
-use crate::Site;
 use crate::rejection::Chain;
+use crate::site::Site;
 use std::{fmt, sync::Arc, time::Duration};
 use tokio::time::Instant;
 
@@ -31,34 +31,35 @@ use tokio::time::Instant;
 ///
 /// Every call carries the partner's bearer token, from a [`TokenSource`]: a fixed token
 /// ([`UpgradePathsClientBuilder::bearer_token`]) or OAuth2 client credentials
-/// ([`UpgradePathsClientBuilder::client_credentials`]), exchanged for a token on first use. When a lookup's
-/// token is refused (401, or a 403 other than `invalid_blog`), a client-credentials source fetches a
-/// new token (once for all the lookups that saw the old one refused) and the lookup is tried once
-/// more. A fixed token or a token refused again end the lookup with
+/// ([`UpgradePathsClientBuilder::client_credentials`]), exchanged for a token on first use. When a
+/// lookup's token is refused (401, or a 403 other than `invalid_blog`), a client-credentials source
+/// fetches a new token (once for all the lookups that saw the old one refused) and the lookup is
+/// tried once more. A fixed token or a token refused again end the lookup with
 /// [`LookupError::Unauthorized`]; client credentials the token endpoint refuses end it with
 /// [`LookupError::Token`] holding [`TokenError::Refused`]. The guard answers both 502
 /// `upstream_unauthorized`: only the partner can fix them.
 ///
 /// A proxy in front of tooling that carries its own token needs no token of its own:
-/// [`UpgradePathsClientBuilder::caller_token`] makes every lookup use the bearer token of the request the
-/// guard is checking. Such a token is never refreshed, and its refusal is the caller's:
+/// [`UpgradePathsClientBuilder::caller_token`] makes every lookup use the bearer token of the
+/// request the guard is checking. Such a token is never refreshed, and its refusal is the caller's:
 /// [`LookupError::CallerRefused`], with WordPress.com's own answer to relay.
 ///
 /// # Retries and deadlines
 ///
 /// A lookup is a read, so passing failures are retried: a connection that failed or broke, an
-/// attempt that timed out, 500, 502, 503, 504 and 429, up to [`UpgradePathsClientBuilder::max_retries`] times
-/// (2 by default), after a jittered exponential backoff (100 ms, then 200 ms, ... up to
-/// 1 s, each plus up to as much again at random) or the upstream's `Retry-After` if longer. Other
-/// statuses are not retried: a 4xx would be answered the same way again. (500 is retried because
-/// WordPress.com answers it for passing trouble too; one more read is cheap.)
+/// attempt that timed out, 500, 502, 503, 504 and 429, up to
+/// [`UpgradePathsClientBuilder::max_retries`] times (2 by default), after a jittered exponential
+/// backoff (100 ms, then 200 ms, ... up to 1 s, each plus up to as much again at random) or the
+/// upstream's `Retry-After` if longer. Other statuses are not retried: a 4xx would be answered the
+/// same way again. (500 is retried because WordPress.com answers it for passing trouble too; one
+/// more read is cheap.)
 ///
-/// Each attempt, token fetch included, has its own timeout ([`UpgradePathsClientBuilder::attempt_timeout`],
-/// 2 s by default), and the whole lookup, retries and waits included, ends by its
-/// deadline ([`UpgradePathsClientBuilder::lookup_timeout`], 5 s by default). A retry that could not
-/// start before the deadline is not made: the lookup ends at once with the last error, so a 429
-/// whose `Retry-After` is longer than the time left is answered with that 429 (and its
-/// `Retry-After`) without waiting.
+/// Each attempt, token fetch included, has its own timeout
+/// ([`UpgradePathsClientBuilder::attempt_timeout`], 2 s by default), and the whole lookup, retries
+/// and waits included, ends by its deadline ([`UpgradePathsClientBuilder::lookup_timeout`], 5 s by
+/// default). A retry that could not start before the deadline is not made: the lookup ends at once
+/// with the last error, so a 429 whose `Retry-After` is longer than the time left is answered with
+/// that 429 (and its `Retry-After`) without waiting.
 #[derive(Clone)]
 pub struct UpgradePathsClient {
     pub(super) inner: Arc<Inner>,
@@ -203,10 +204,9 @@ impl Inner {
             let mut sent_with = None;
             let attempt_deadline = deadline.min(Instant::now() + self.attempt_timeout);
             // The attempt (reqwest's request and the reading of its answer) is boxed apart
-            // from the lookup, which the cache boxes whole to share it: together they made a
-            // future of 1,264 bytes, past glibc's per-thread cache of small blocks (1,032 bytes),
-            // whose malloc took the slow path (about 1,100 instructions a lookup, against some 50
-            // for each of two small blocks).
+            // from the lookup, which the cache boxes whole to share it: as one future they would
+            // be too large for the allocator's per-thread cache of small blocks, and every lookup
+            // would take malloc's slow path (sizes and costs: BENCHMARKS.md, issue 14 round 3).
             let this_try = Box::pin(self.attempt(site, caller, stale.as_ref(), &mut sent_with));
             let result = tokio::time::timeout_at(attempt_deadline, this_try)
                 .await
@@ -293,8 +293,8 @@ impl Inner {
     }
 }
 
-/// The endpoints' URLs up to the site (`{base_url}/rest/v1.x/jpphp/`, `{base_url}/rest/v1.1/sites/`),
-/// parsed once.
+/// The endpoints' URLs up to the site (`{base_url}/rest/v1.x/jpphp/`,
+/// `{base_url}/rest/v1.1/sites/`), parsed once.
 pub(super) struct SiteEndpoints {
     upgrade_paths: reqwest::Url,
     status: reqwest::Url,

@@ -1,6 +1,6 @@
 //! Why an upgrade-paths lookup gave no answer.
 
-use super::TokenError;
+use super::auth::TokenError;
 use bytes::Bytes;
 use http::{HeaderValue, StatusCode};
 use std::fmt;
@@ -9,12 +9,11 @@ use std::time::Duration;
 
 /// Why WordPress.com's upgrade-paths endpoint gave no usable answer.
 ///
-/// The guard maps these to its contract: [`UnknownSite`](Self::UnknownSite) is 404
-/// `unknown_site`, [`Unauthorized`](Self::Unauthorized) and a refused [`Token`](Self::Token) are 502
-/// `upstream_unauthorized`,
-/// [`CallerRefused`](Self::CallerRefused) is the upstream's own 401/403 answer,
-/// [`MissingToken`](Self::MissingToken) is 401 `missing_token`, and every other variant is 503
-/// `upgrade_paths_unavailable` with `Retry-After`.
+/// The guard maps these to its contract: [`UnknownSite`](Self::UnknownSite) is 404 `unknown_site`,
+/// [`Unauthorized`](Self::Unauthorized) and a refused [`Token`](Self::Token) are 502
+/// `upstream_unauthorized`, [`CallerRefused`](Self::CallerRefused) is the upstream's own 401/403
+/// answer, [`MissingToken`](Self::MissingToken) is 401 `missing_token`, and every other variant is
+/// 503 `upgrade_paths_unavailable` with `Retry-After`.
 #[derive(Clone, Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum LookupError {

@@ -2,9 +2,9 @@
 //! answers or why it gave no answer.
 //!
 //! [`UpgradePathsClient`] (in `client.rs`) makes lookups, with their retries (`retry.rs`),
-//! deadlines and token refreshes; `status.rs` asks the second endpoint that confirms a site is
-//! new, and `names.rs` the public site lookup that tells a blog ID and a URL of one site apart
-//! from two sites. [`UpgradePathsClientBuilder`] and its defaults are in `builder.rs`, the credentials
+//! deadlines and token refreshes; `status.rs` asks the second endpoint that confirms a site is new,
+//! and `names.rs` the public site lookup that tells a blog ID and a URL of one site apart from two
+//! sites. [`UpgradePathsClientBuilder`] and its defaults are in `builder.rs`, the credentials
 //! ([`TokenSource`]) in `auth.rs`, the reading of answers in `answer.rs`, the answer itself
 //! ([`UpgradePaths`]) in `paths.rs`, and the errors in `error.rs`.
 

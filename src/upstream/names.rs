@@ -9,10 +9,9 @@
 //! deadline.
 
 use super::answer::{Answer, get};
-use super::client::Endpoint;
-use super::{LookupError, UpgradePathsClient};
-use crate::Site;
-use crate::site::SiteKind;
+use super::client::{Endpoint, UpgradePathsClient};
+use super::error::LookupError;
+use crate::site::{Site, SiteKind};
 use http::StatusCode;
 
 /// The largest site lookup answer read: WordPress.com's is a few kilobytes of options.

@@ -13,7 +13,8 @@
 //! start before it, the lookup gives up at once with the last error (a 429's `Retry-After` is
 //! then passed on to the guard's own 503).
 
-use super::{LookupError, TokenError};
+use super::auth::TokenError;
+use super::error::LookupError;
 use http::StatusCode;
 use std::time::Duration;
 use tokio::time::{Instant, Sleep};

@@ -10,9 +10,10 @@
 //! because of a misleading "unknown".
 
 use super::answer::{Answer, get, says_invalid_blog};
-use super::client::{Endpoint, lookup_error};
-use super::{CallerRefusal, LookupError, Token, UpgradePathsClient};
-use crate::Site;
+use super::auth::Token;
+use super::client::{Endpoint, UpgradePathsClient, lookup_error};
+use super::error::{CallerRefusal, LookupError};
+use crate::site::Site;
 use http::StatusCode;
 
 /// The largest `status` answer read: it lists a site's products, a few hundred bytes.
