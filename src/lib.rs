@@ -117,7 +117,7 @@
 //! # Features
 //!
 //! - `test-util`: the `fake` module, a fake WordPress.com partner API for integration tests.
-//! - `redis`: `RedisLocks`, per-site locks shared by several processes through Redis.
+//! - `redis`: `RedisLocks`, per-site locks and [`Peers`] shared by several processes through Redis.
 #![warn(missing_docs, rust_2018_idioms)]
 #![deny(unreachable_pub, unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]

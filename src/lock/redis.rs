@@ -114,17 +114,29 @@ return 0
 /// provision that is not an upgrade; the lock is what keeps two checks of one site from passing
 /// together.
 ///
-/// # Forgotten sites reach every process
+/// # The guard's peers too
 ///
+/// `RedisLocks` is also [`Peers`]: give the same value to
+/// [`site_locks`](crate::UpgradeGuardBuilder::site_locks) and
+/// [`peers`](crate::UpgradeGuardBuilder::peers). What follows is what the peers share.
+///
+/// **The provisions just made.** Before a process frees a site it has forwarded a provision for,
+/// it writes the product to the hash [`recent_key`](Self::recent_key) (`<prefix>recent:<site>`,
+/// under every name the site was held by), with the end of its settling window by Redis's own
+/// clock; the key expires with its last window. A process that takes the site reads the hash
+/// first, so its own answers that do not show the provision yet are stale too, and a retry
+/// through it is `409 already_provisioned`. A read that fails answers `503 site_busy`.
+///
+/// **Forgotten sites.**
 /// Each process keeps its own cache of upgrade paths. A provision only takes products off a
 /// site's paths, so another process's cached refusals stay true after it: they need no news of
 /// it. A cancellation gives products back, so a process that forwards one (on a
 /// [`cancels`](crate::UpgradeGuardLayer::cancels) route), or is told of a change with
 /// [`forget`](crate::UpgradeGuardLayer::forget), tells the others: it `PUBLISH`es the site on the
 /// channel [`forget_channel`](Self::forget_channel) (`<prefix>forgotten`), once when the cancel
-/// is forwarded and again when it has finished. Every guard built on these locks listens on that
-/// channel on a connection of its own and drops the site from its cache, disowning any lookup of
-/// it in flight.
+/// is forwarded and again when it has finished, and deletes the site's remembered provisions.
+/// Every guard with these peers listens on that channel on a connection of its own and drops the
+/// site from its cache (disowning any lookup of it in flight) and from its memory of provisions.
 ///
 /// - **The window** is one Redis round trip: from the cancel's end in one process to the others'
 ///   forgetting it, measured at well under a millisecond on loopback (see the README). A request
@@ -132,8 +144,10 @@ return 0
 /// - **Lost messages**: Redis pub/sub delivers to whoever listens at the time. A listener whose
 ///   connection broke (noticed when the stream ends, or by a `PING` unanswered within the command
 ///   timeout after 5 s of silence) reconnects and, as it cannot know what it
-///   missed, forgets *every* site once it listens again. While Redis is away, a process may keep
-///   refusing a product a cancel elsewhere gave back, for at most the cache's time to live.
+///   missed, forgets *every* site's cached paths once it listens again (not the provisions it
+///   remembers: forgetting those could trust an answer that does not show one yet). While Redis
+///   is away, a process may keep refusing a product a cancel elsewhere gave back, for at most the
+///   cache's time to live (or the settling window, for a product provisioned within it).
 /// - None of this can forward a downgrade: the cache only ever refuses (see
 ///   [`UpgradeGuardBuilder::cache_ttl`](crate::UpgradeGuardBuilder::cache_ttl)), and an upgrade is always confirmed by a fresh lookup made under
 ///   the site's lock.
@@ -151,7 +165,10 @@ return 0
 ///     .command_timeout(Duration::from_millis(500))
 ///     .build()?;
 /// let client = UpgradePathsClient::builder().bearer_token("partner-token").build()?;
-/// let guard = UpgradeGuardLayer::builder(client).site_locks(locks).build();
+/// let guard = UpgradeGuardLayer::builder(client)
+///     .site_locks(locks.clone())
+///     .peers(locks)
+///     .build();
 /// # Ok(()) }
 /// ```
 ///
