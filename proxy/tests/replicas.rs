@@ -117,3 +117,60 @@ async fn racing_provisions_through_three_replicas_leak_nothing() {
         replica.shutdown().await;
     }
 }
+
+/// An upstream that shows each grant half a second late: what one replica just provisioned,
+/// another replica's answer does not show yet. The provision is remembered in Redis, so the
+/// other replicas wait for an answer that shows it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_provision_shown_late_is_known_to_every_replica() {
+    let redis = RedisServer::start();
+    let fake = FakeUpstream::builder()
+        .site(FakeSite::new(1001).url("https://late.example.com/"))
+        .grant_delay(std::time::Duration::from_millis(500))
+        .start()
+        .await
+        .unwrap();
+    let cert = TestCert::new();
+    let token = fake.token();
+    let mut replicas = Vec::new();
+    for _ in 0..3 {
+        replicas.push(
+            start_https(
+                fake.url(),
+                &cert,
+                &["--token", &token, "--redis", &redis.url()],
+            )
+            .await,
+        );
+    }
+    let client = cert.client();
+    let provision = |at: usize, site: &str, plan: &str| {
+        let (content_type, body) = multipart(&[
+            ("siteurl", site),
+            ("plan", plan),
+            ("local_user", "admin"),
+        ]);
+        let request = Request::post(format!("{}/rest/v1.3/jpphp/provision", replicas[at].url()))
+            .header("authorization", format!("Bearer {token}"))
+            .header("content-type", content_type)
+            .body(full(body))
+            .unwrap();
+        send(&client, request)
+    };
+
+    let first = provision(0, "1001", "professional").await;
+    assert_eq!(first.status.as_u16(), 200, "{}", first.text());
+    // Right after, through the second replica: Realtime Backups, which Professional contains.
+    let downgrade = provision(1, "https://late.example.com/", "jetpack-backup-realtime").await;
+    assert_eq!(downgrade.status.as_u16(), 409, "{}", downgrade.text());
+    assert!(downgrade.text().contains(r#""error":"upgrade_not_allowed""#));
+    // The same provision again through the third: done already.
+    let repeat = provision(2, "1001", "professional").await;
+    assert_eq!(repeat.status.as_u16(), 409, "{}", repeat.text());
+    assert!(repeat.text().contains(r#""error":"already_provisioned""#));
+    let stats = fake.stats();
+    assert_eq!((stats.provisions, stats.leaks), (1, 0), "{stats:?}");
+    for replica in replicas {
+        replica.shutdown().await;
+    }
+}
