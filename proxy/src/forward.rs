@@ -3,9 +3,9 @@
 //! Bodies are streamed both ways, never buffered here; the request keeps its method, path, query
 //! and end-to-end headers; hop-by-hop headers (RFC 9110 section 7.6.1, and every header the
 //! `Connection` header names) are dropped both ways; `Host` names the upstream; `Via: 1.1
-//! upgrade-guard-proxy` is added both ways (section 7.6.3), after any `Via` already there. The proxy's own
-//! errors are JSON in WordPress.com's compact shape, which partner tooling detects by the text
-//! `"error":"`:
+//! upgrade-guard-proxy` is added both ways (section 7.6.3), after any `Via` already there. The
+//! proxy's own errors are JSON in WordPress.com's compact shape, which partner tooling detects by
+//! the text `"error":"`:
 //!
 //! | situation | status | `error` |
 //! |---|---|---|

@@ -4,8 +4,8 @@
 //! Point the partner tooling at it (`JETPACK_START_API_HOST`) and it:
 //!
 //! - sends `POST /rest/v1.3/jpphp/provision` through the same [`UpgradeGuardLayer`] a Rust partner
-//!   would stack in front of its own handler (site from `siteurl`, product from `plan`), then to the
-//!   upstream;
+//!   would stack in front of its own handler (site from `siteurl`, product from `plan`), then to
+//!   the upstream;
 //! - sends Jetpack's own `POST /rest/v1.3/jpphp/{site}/partner-provision` through
 //!   [`routes::partner_provision_layer`] (site from the path, product from `plan`);
 //! - sends `POST /rest/v1.3/jpphp/{site}/partner-cancel` through [`routes::cancel_layer`];

@@ -496,9 +496,7 @@ mod tests {
         );
         // Several segments: no site (400 missing_site), never `a::b`.
         assert_eq!(site("/rest/v1.3/jpphp/a/b/partner-cancel"), None);
-        // Given with its `%`, which Site::parse refuses (400 invalid_site).
-        // An encoded `/`: the route matched two segments there (`a` and `b`), so no site
-        // (before, `a%2Fb`, which Site::parse refuses: refused either way).
+        // An encoded `/`: the route matched two segments there (`a` and `b`), so no site.
         assert_eq!(site("/rest/v1.3/jpphp/a%2Fb/partner-cancel"), None);
         // Escapes in the site itself stay, for Site::parse to refuse (400 invalid_site).
         assert_eq!(
