@@ -145,11 +145,8 @@ async fn a_provision_shown_late_is_known_to_every_replica() {
     }
     let client = cert.client();
     let provision = |at: usize, site: &str, plan: &str| {
-        let (content_type, body) = multipart(&[
-            ("siteurl", site),
-            ("plan", plan),
-            ("local_user", "admin"),
-        ]);
+        let (content_type, body) =
+            multipart(&[("siteurl", site), ("plan", plan), ("local_user", "admin")]);
         let request = Request::post(format!("{}/rest/v1.3/jpphp/provision", replicas[at].url()))
             .header("authorization", format!("Bearer {token}"))
             .header("content-type", content_type)
@@ -163,7 +160,11 @@ async fn a_provision_shown_late_is_known_to_every_replica() {
     // Right after, through the second replica: Realtime Backups, which Professional contains.
     let downgrade = provision(1, "https://late.example.com/", "jetpack-backup-realtime").await;
     assert_eq!(downgrade.status.as_u16(), 409, "{}", downgrade.text());
-    assert!(downgrade.text().contains(r#""error":"upgrade_not_allowed""#));
+    assert!(
+        downgrade
+            .text()
+            .contains(r#""error":"upgrade_not_allowed""#)
+    );
     // The same provision again through the third: done already.
     let repeat = provision(2, "1001", "professional").await;
     assert_eq!(repeat.status.as_u16(), 409, "{}", repeat.text());

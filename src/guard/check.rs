@@ -4,9 +4,9 @@
 //! the route's [`Mode`] settle what is stopped, reports the decision, and hands the future a
 //! [`Forward`] or a [`Rejection`].
 
-use super::UnknownSites;
 use super::detached::DetachedRoute;
 use super::hold::{Hold, Provides};
+use super::layer::UnknownSites;
 use super::report::{Forwarded, Reporter};
 use super::shared::Shared;
 use super::verdict::{Decision, Verdict};

@@ -1,10 +1,13 @@
+use super::builder::UpgradeGuardBuilder;
 use super::check::Config;
-use super::{Detached, UpgradeGuard, UpgradeGuardBuilder};
+use super::detached::Detached;
+use super::service::UpgradeGuard;
 use crate::catalogue::UnjudgedProducts;
 use crate::decision::{DecisionReport, Mode};
+use crate::request::Source;
+use crate::site::Site;
 use crate::stats::GuardStats;
-use crate::upstream::{LookupError, Token, UpgradePaths};
-use crate::{Site, Source, UpgradePathsClient};
+use crate::upstream::{LookupError, Token, UpgradePaths, UpgradePathsClient};
 use std::sync::Arc;
 use std::time::Duration;
 use tower_layer::Layer;

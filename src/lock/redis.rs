@@ -1,6 +1,7 @@
 //! Site locks shared by every process through Redis.
 
-use super::{Acquire, LocalLocks, LockError, SiteLocks, SitePermit};
+use super::local::LocalLocks;
+use super::{Acquire, LockError, SiteLocks, SitePermit};
 use crate::peers::{ForgetListener, Peers, PeersError, PeersFuture, Remembered};
 use crate::site::Site;
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
