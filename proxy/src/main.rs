@@ -3,12 +3,12 @@
 
 use clap::Parser;
 use std::process::ExitCode;
-use upgrade_guard_proxy::{Config, logs, start};
+use upgrade_guard_proxy::{Config, init_logs, start};
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let config = Config::parse();
-    logs::init(config.log_format);
+    init_logs(config.log_format);
     // Listening for the signals before serving: one that comes right after the start-up log
     // line must shut down gracefully, not kill the process.
     let signals = match ShutdownSignals::new() {
@@ -31,8 +31,9 @@ async fn main() -> ExitCode {
     let running = match start(config).await {
         Ok(running) => running,
         Err(error) => {
-            // Start-up errors go to stderr as one readable line, whatever RUST_LOG says.
-            eprintln!("upgrade-guard-proxy: {}", error.chain());
+            // Start-up errors go to stderr as one readable line (the error and its causes,
+            // `: `-separated: anyhow's alternate form), whatever RUST_LOG says.
+            eprintln!("upgrade-guard-proxy: {:#}", anyhow::Error::new(error));
             return ExitCode::from(2);
         }
     };
