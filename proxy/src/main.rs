@@ -2,12 +2,35 @@
 //! certificate) → graceful shutdown (SIGTERM, SIGINT).
 
 use clap::Parser;
+
+use std::num::NonZeroUsize;
 use std::process::ExitCode;
 use upgrade_guard_proxy::{Config, init_logs, start};
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let config = Config::parse();
+    // One thread: Tokio's single-threaded scheduler, which does without work stealing and
+    // cross-thread wake-ups (about a tenth less CPU per proxied request than one worker of the
+    // multi-threaded one; BENCHMARKS.md). Several: the multi-threaded one.
+    let mut runtime = match config.workers.map(NonZeroUsize::get) {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(workers) => {
+            let mut runtime = tokio::runtime::Builder::new_multi_thread();
+            runtime.worker_threads(workers);
+            runtime
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
+    match runtime.enable_all().build() {
+        Ok(runtime) => runtime.block_on(run(config)),
+        Err(error) => {
+            eprintln!("upgrade-guard-proxy: cannot start the runtime: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config: Config) -> ExitCode {
     init_logs(config.log_format);
     // Listening for the signals before serving: one that comes right after the start-up log
     // line must shut down gracefully, not kill the process.

@@ -238,9 +238,15 @@ impl Service<Request<Incoming>> for Proxy {
     fn call(&mut self, request: Request<Incoming>) -> Self::Future {
         let route = route(request.method(), request.uri().path());
         let metrics = self.metrics.clone();
-        // The path only: a query string may carry what should not be logged.
-        let (method, path) = (request.method().clone(), request.uri().path().to_owned());
-        let started = std::time::Instant::now();
+        // For the debug line, copied only when it is written. The path only: a query string
+        // may carry what should not be logged.
+        let logged = tracing::enabled!(tracing::Level::DEBUG).then(|| {
+            (
+                request.method().clone(),
+                request.uri().path().to_owned(),
+                std::time::Instant::now(),
+            )
+        });
         let answered = match route {
             Route::Provision | Route::PartnerProvision | Route::Cancel => {
                 let guarded = match route {
@@ -275,7 +281,7 @@ impl Service<Request<Incoming>> for Proxy {
             Route::AmbiguousPath => {
                 // Debug-formatted: the path may hold anything, control characters included.
                 tracing::info!(
-                    ?path,
+                    path = ?request.uri().path(),
                     "refused: a path that is not plain could name a guarded endpoint"
                 );
                 Box::pin(std::future::ready(Ok(error_response(
@@ -290,14 +296,16 @@ impl Service<Request<Incoming>> for Proxy {
             let response = answered.await?;
             let status = response.status().as_u16();
             metrics.answered(route, status);
-            tracing::debug!(
-                %method,
-                path,
-                route = route.as_str(),
-                status,
-                latency_ms = started.elapsed().as_secs_f64() * 1000.0,
-                "answered"
-            );
+            if let Some((method, path, started)) = logged {
+                tracing::debug!(
+                    %method,
+                    path,
+                    route = route.as_str(),
+                    status,
+                    latency_ms = started.elapsed().as_secs_f64() * 1000.0,
+                    "answered"
+                );
+            }
             Ok(response)
         })
     }
