@@ -7,6 +7,7 @@
 #   bash bench/external/run.sh                          # 3 alternating rounds of 4 s per side
 #   ROUNDS=5 DURATION=8 bash bench/external/run.sh
 #   WORKERS=1 bash bench/external/run.sh                # the server's tokio worker count
+#   FROM_FN_TIMEOUT=0 bash bench/external/run.sh        # the hand-written check without timeout
 #
 # Each figure: req/s of the first side over the second, from the sums over the rounds (so a slow
 # spell of this shared machine hits both sides alike), plus the per-round ratios for the spread.
@@ -20,6 +21,7 @@ DURATION="${DURATION:-4}"
 THREADS="${THREADS:-1}"
 PORT="${PORT:-18090}"
 WORKERS="${WORKERS:-}"
+FROM_FN_TIMEOUT="${FROM_FN_TIMEOUT:-5}"
 
 if ! command -v wrk >/dev/null; then
     apt-get update
@@ -35,7 +37,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-args=(--listen "127.0.0.1:$PORT")
+args=(--listen "127.0.0.1:$PORT" --from-fn-timeout "$FROM_FN_TIMEOUT")
 [[ -n "$WORKERS" ]] && args+=(--workers "$WORKERS")
 "$target/release/examples/bench_server" "${args[@]}" >"$work/server.log" 2>&1 &
 server_pid=$!
@@ -122,7 +124,7 @@ results+=("$(figure allowed_ratio_from_fn_c64 allowed 64 /guarded /from_fn)")
 
 cat <<TABLE
 
-Run: $(date -u +%Y-%m-%dT%H:%MZ), $(git rev-parse --short HEAD), $(nproc) cores, wrk -t$THREADS -d${DURATION}s, $ROUNDS alternating rounds, server workers: ${WORKERS:-tokio default}.
+Run: $(date -u +%Y-%m-%dT%H:%MZ), $(git rev-parse --short HEAD), $(nproc) cores, wrk -t$THREADS -d${DURATION}s, $ROUNDS alternating rounds, server workers: ${WORKERS:-tokio default}, from_fn's reqwest timeout: ${FROM_FN_TIMEOUT} s (0: none).
 
 | figure | target | ratio | guarded req/s | other side req/s | answers not 2xx (guarded/other) | per round |
 |---|---|---|---|---|---|---|

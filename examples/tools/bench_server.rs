@@ -13,7 +13,13 @@
 //!   for the whole run) and no settling window (the handler provisions nothing);
 //! - `POST /from_fn`: the check as a partner would write it without this crate: an axum
 //!   `middleware::from_fn` that buffers the body, asks upgrade-paths with reqwest, and forwards
-//!   (the load test's d).
+//!   (the load test's d), its reqwest client bounded by a 5 s timeout as the guard's lookups
+//!   are (`--from-fn-timeout SECONDS`, `0` for none: then an upstream that never answers holds
+//!   the request for ever, which the guard's contract does not allow).
+//!
+//! A timeout is a Tokio timer per request, and registering one can wake a worker parked in the
+//! I/O driver (an `eventfd` write and a futex wake-up): a cost the guard pays for its own
+//! bounds, and that a check without any bound does not.
 //!
 //! The library's fake upstream answers the lookups on a loopback port, on a runtime and thread
 //! of its own so that it does not take the server's workers. Its sites: 1003 holds Professional
@@ -42,11 +48,16 @@ const FREE_SITES: std::ops::Range<u64> = 2000..3000;
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut listen: SocketAddr = "127.0.0.1:18090".parse()?;
     let mut workers = None;
+    let mut from_fn_timeout = Duration::from_secs(5);
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--listen" => listen = args.next().ok_or("--listen ADDR")?.parse()?,
             "--workers" => workers = Some(args.next().ok_or("--workers N")?.parse()?),
+            "--from-fn-timeout" => {
+                let seconds = args.next().ok_or("--from-fn-timeout SECONDS")?.parse()?;
+                from_fn_timeout = Duration::from_secs(seconds);
+            }
             other => return Err(format!("unknown argument {other:?}").into()),
         }
     }
@@ -80,13 +91,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     runtime
         .enable_all()
         .build()?
-        .block_on(serve(listen, upstream, token))
+        .block_on(serve(listen, upstream, token, from_fn_timeout))
 }
 
 async fn serve(
     listen: SocketAddr,
     upstream: String,
     token: String,
+    from_fn_timeout: Duration,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let client = UpgradePathsClient::builder()
         .base_url(&upstream)
@@ -100,7 +112,13 @@ async fn serve(
         .settling_window(Duration::ZERO)
         .build();
     let check = Check {
-        http: reqwest::Client::new(),
+        http: if from_fn_timeout.is_zero() {
+            reqwest::Client::new()
+        } else {
+            reqwest::Client::builder()
+                .timeout(from_fn_timeout)
+                .build()?
+        },
         base: upstream,
         authorization: format!("Bearer {token}"),
     };
