@@ -223,8 +223,14 @@ async fn run(plan: Plan, quick: bool) -> Result<(), Box<dyn std::error::Error>> 
             .base_url(fake.url())
             .bearer_token(fake.token())
             .build()?;
+        // No settling window: the handler provisions nothing, so the fake keeps listing what
+        // was "provisioned", and a remembered provision would make every later answer for the
+        // site stale (409 already_provisioned, or 503 provision_settling after the lock wait).
         Ok::<_, upgrade_guard::BuildError>(
-            UpgradeGuardLayer::builder(client).cache_ttl(ttl).build(),
+            UpgradeGuardLayer::builder(client)
+                .cache_ttl(ttl)
+                .settling_window(Duration::ZERO)
+                .build(),
         )
     };
     let cached = client(Duration::from_secs(300))?;

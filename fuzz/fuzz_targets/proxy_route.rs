@@ -11,9 +11,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use upgrade_guard_proxy::metrics::Route;
-use upgrade_guard_proxy::path_reading::raw_segments;
-use upgrade_guard_proxy::routes::route;
+use upgrade_guard_proxy::routes::{Route, raw_segments, route};
 
 /// How a front normalises a path; every combination is tried.
 #[derive(Clone, Copy, Debug)]

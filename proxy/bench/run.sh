@@ -5,11 +5,16 @@
 #
 #   bash proxy/bench/run.sh                  # 3 rounds of 10 s per side, 64 connections
 #   ROUNDS=5 DURATION=20 CONNECTIONS=128 bash proxy/bench/run.sh
+#   WORKERS=2 bash proxy/bench/run.sh        # each proxy's threads (nginx worker processes)
 #
-# The upstream is an nginx server block answering from memory (a provision's JSON for any path,
-# an upgrade-paths answer for lookups), so both proxies are measured, not the upstream. The
-# upstream and nginx-the-proxy are one nginx (worker_processes auto); upgrade-guard-proxy runs
-# with tokio's default worker count. Both log only warnings (nginx: access_log off).
+# The upstream is an nginx of its own answering from memory (a provision's JSON for any path, an
+# upgrade-paths answer for lookups, a public site lookup naming the site's blog ID and URL), so
+# both proxies are measured, not the upstream. nginx-the-proxy is a second nginx, with
+# keep-alive to the upstream as a partner would configure it: sharing the upstream's worker
+# processes would let it hand requests to the upstream without waking another process, which
+# no real deployment does. Both proxies get WORKERS threads (default 1: on 2 cores, the other
+# core is wrk's and the upstream's; more threads than free cores only take turns with them).
+# Both log only warnings (nginx: access_log off).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -17,6 +22,7 @@ ROUNDS="${ROUNDS:-3}"
 DURATION="${DURATION:-10}"
 CONNECTIONS="${CONNECTIONS:-64}"
 THREADS="${THREADS:-2}"
+WORKERS="${WORKERS:-1}"
 UPSTREAM_PORT="${UPSTREAM_PORT:-18082}"
 NGINX_PORT="${NGINX_PORT:-18081}"
 PROXY_PORT="${PROXY_PORT:-18080}"
@@ -35,13 +41,34 @@ work="$(mktemp -d)"
 cleanup() {
     [[ -n "${proxy_pid:-}" ]] && kill "$proxy_pid" 2>/dev/null && wait "$proxy_pid" 2>/dev/null
     [[ -f "$work/nginx.pid" ]] && kill "$(cat "$work/nginx.pid")" 2>/dev/null
+    [[ -f "$work/upstream/nginx.pid" ]] && kill "$(cat "$work/upstream/nginx.pid")" 2>/dev/null
     rm -rf "$work"
 }
 trap cleanup EXIT
 
-mkdir -p "$work/logs"
-cat >"$work/nginx.conf" <<NGINX
+mkdir -p "$work/logs" "$work/upstream/logs"
+# The upstream: WordPress.com's answers, from memory. The site lookup names siteN.example.com's
+# blog ID N, so that the guard holds each site under its names as it would at WordPress.com.
+cat >"$work/upstream/nginx.conf" <<NGINX
 worker_processes auto;
+pid $work/upstream/nginx.pid;
+error_log $work/upstream/logs/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path $work/upstream/body;
+    server {
+        listen 127.0.0.1:$UPSTREAM_PORT;
+        default_type application/json;
+        location ~ /upgrade-paths\$ { return 200 '{"jetpack-plans":["professional"],"jetpack-scan":["jetpack-scan"]}'; }
+        location ~ ^/rest/v1\.1/sites/site(\d+)\.example\.com\$ { return 200 '{"ID":\$1,"URL":"https://site\$1.example.com"}'; }
+        location / { return 200 '{"success":true,"auth_required":false,"next_url":"https://example.com/next"}'; }
+    }
+}
+NGINX
+# nginx as the reverse proxy, as a partner would configure it (keep-alive to the upstream).
+cat >"$work/nginx.conf" <<NGINX
+worker_processes $WORKERS;
 pid $work/nginx.pid;
 error_log $work/logs/error.log warn;
 events { worker_connections 4096; }
@@ -50,14 +77,6 @@ http {
     client_body_temp_path $work/body;
     proxy_temp_path $work/proxy;
     upstream partner_api { server 127.0.0.1:$UPSTREAM_PORT; keepalive 256; }
-    # The upstream: WordPress.com's answers, from memory.
-    server {
-        listen 127.0.0.1:$UPSTREAM_PORT;
-        default_type application/json;
-        location ~ /upgrade-paths\$ { return 200 '{"jetpack-plans":["professional"],"jetpack-scan":["jetpack-scan"]}'; }
-        location / { return 200 '{"success":true,"auth_required":false,"next_url":"https://example.com/next"}'; }
-    }
-    # nginx as the reverse proxy, as a partner would configure it (keep-alive to the upstream).
     server {
         listen 127.0.0.1:$NGINX_PORT;
         location / {
@@ -68,25 +87,41 @@ http {
     }
 }
 NGINX
+nginx -p "$work/upstream" -c "$work/upstream/nginx.conf"
 nginx -p "$work" -c "$work/nginx.conf"
 
-RUST_LOG=warn target/release/upgrade-guard-proxy \
+RUST_LOG=warn "${CARGO_TARGET_DIR:-target}/release/upgrade-guard-proxy" \
     --listen "127.0.0.1:$PROXY_PORT" --admin "127.0.0.1:$ADMIN_PORT" \
-    --upstream "http://127.0.0.1:$UPSTREAM_PORT" --token bench-token &
+    --upstream "http://127.0.0.1:$UPSTREAM_PORT" --token bench-token --workers "$WORKERS" &
 proxy_pid=$!
 for _ in $(seq 100); do
     curl -fs "http://127.0.0.1:$ADMIN_PORT/healthz" >/dev/null 2>&1 && break
     sleep 0.1
 done
 
-# A provision form, urlencoded; SITES distinct sites so provisions of one site don't queue on
-# its lock (one provision per site at a time is the guard's job, not what is measured here).
+# A provision form, urlencoded. Allowed provisions (PLAN=professional) name a site never named
+# before (the guard remembers a provision it forwarded for a minute, and the upstream's canned
+# answer would still list it: the same provision again is refused), each wrk thread its own; so
+# each costs a site lookup, an upgrade-paths lookup and the provision. Refusals (PLAN=personal)
+# cycle over 10000 sites, whose refusals the guard then answers from its cache.
 cat >"$work/provision.lua" <<'LUA'
+local threads = 0
+function setup(thread)
+    thread:set("tid", threads)
+    threads = threads + 1
+end
 local n = 0
 local plan = os.getenv("PLAN") or "professional"
+local base = tonumber(os.getenv("SITE_BASE") or "0")
 request = function()
     n = n + 1
-    local body = "siteurl=https://site" .. (n % 10000) .. ".example.com/&plan=" .. plan .. "&local_user=admin"
+    local site
+    if plan == "professional" then
+        site = base + (tid or 0) * 100000000 + n
+    else
+        site = n % 10000
+    end
+    local body = "siteurl=https://site" .. site .. ".example.com/&plan=" .. plan .. "&local_user=admin"
     return wrk.format("POST", "/rest/v1.3/jpphp/provision",
         { ["Content-Type"] = "application/x-www-form-urlencoded" }, body)
 end
@@ -120,44 +155,55 @@ measure() {
     echo "$rps $p99 ${other:-0}"
 }
 
-declare -a nginx_rps proxy_rps nginx_p99 proxy_p99
+declare -a nginx_rps proxy_rps nginx_p99 proxy_p99 ratios
+nginx_url="http://127.0.0.1:$NGINX_PORT/rest/v1.4/jpphp/1002/status"
+proxy_url="http://127.0.0.1:$PROXY_PORT/rest/v1.4/jpphp/1002/status"
 echo "== passthrough, GET, $ROUNDS alternating rounds of ${DURATION}s, $CONNECTIONS connections" >&2
+# Warm-up: both proxies' upstream connections.
+DURATION=2 measure "$nginx_url" >/dev/null
+DURATION=2 measure "$proxy_url" >/dev/null
 for round in $(seq "$ROUNDS"); do
-    read -r r p _ < <(measure "http://127.0.0.1:$NGINX_PORT/rest/v1.4/jpphp/1002/status")
-    nginx_rps+=("$r"); nginx_p99+=("$p")
-    read -r r p _ < <(measure "http://127.0.0.1:$PROXY_PORT/rest/v1.4/jpphp/1002/status")
-    proxy_rps+=("$r"); proxy_p99+=("$p")
-    echo "round $round: nginx ${nginx_rps[-1]} req/s p99 ${nginx_p99[-1]} ms; proxy ${proxy_rps[-1]} req/s p99 ${proxy_p99[-1]} ms" >&2
+    # Which side goes first alternates, so a trend in the machine's load hits both alike.
+    if ((round % 2)); then
+        read -r nr np _ < <(measure "$nginx_url")
+        read -r pr pp _ < <(measure "$proxy_url")
+    else
+        read -r pr pp _ < <(measure "$proxy_url")
+        read -r nr np _ < <(measure "$nginx_url")
+    fi
+    nginx_rps+=("$nr"); nginx_p99+=("$np"); proxy_rps+=("$pr"); proxy_p99+=("$pp")
+    ratios+=("$(awk -v a="$pr" -v b="$nr" 'BEGIN {printf "%.3f", a / b}')")
+    echo "round $round: nginx $nr req/s p99 $np ms; proxy $pr req/s p99 $pp ms; ratio ${ratios[-1]}" >&2
 done
 
 echo "== POST: passthrough vs the guarded provision route (allowed: lookup + forward; refused: cached 409)" >&2
 read -r pass_rps pass_p99 pass_other < <(measure "http://127.0.0.1:$PROXY_PORT" -s "$work/passthrough_post.lua")
-read -r allowed_rps allowed_p99 allowed_other < <(PLAN=professional measure "http://127.0.0.1:$PROXY_PORT" -s "$work/provision.lua")
+read -r allowed_rps allowed_p99 allowed_other < <(PLAN=professional SITE_BASE="$(date +%s)000" measure "http://127.0.0.1:$PROXY_PORT" -s "$work/provision.lua")
 # Refused: personal is not in the answer; after a site's first lookup its refusal is cached.
 read -r refused_rps refused_p99 refused_other < <(PLAN=personal measure "http://127.0.0.1:$PROXY_PORT" -s "$work/provision.lua")
 
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
 n_rps="$(median "${nginx_rps[@]}")"; p_rps="$(median "${proxy_rps[@]}")"
 n_p99="$(median "${nginx_p99[@]}")"; p_p99="$(median "${proxy_p99[@]}")"
-ratio="$(awk -v a="$p_rps" -v b="$n_rps" 'BEGIN {printf "%.3f", a / b}')"
+ratio="$(median "${ratios[@]}")"
 lookups="$(curl -fs "http://127.0.0.1:$ADMIN_PORT/metrics" | awk '$1 == "upgrade_guard_lookups_total" {print $2}')"
 
 cat <<TABLE
 
-Run: $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s, $ROUNDS alternating rounds (medians).
+Run: $(date -u +%Y-%m-%dT%H:%MZ), $(git rev-parse --short HEAD), $(nproc) cores, wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s, $ROUNDS alternating rounds (medians), $WORKERS worker(s) per proxy.
 
 | passthrough GET | req/s | p99 (ms) |
 |---|---|---|
 | nginx \`proxy_pass\` | $n_rps | $n_p99 |
 | upgrade-guard-proxy | $p_rps | $p_p99 |
-| **ratio proxy / nginx** (target >= 0.8) | **$ratio** | |
+| **ratio proxy / nginx** (median of the rounds' ratios; target >= 0.9, p99 no worse) | **$ratio** | |
 
 | upgrade-guard-proxy, POST form | req/s | p99 (ms) | answers not 2xx |
 |---|---|---|---|
 | passthrough (\`/rest/v1.3/jpphp/passthrough\`) | $pass_rps | $pass_p99 | $pass_other |
-| provision, allowed (a lookup, then forwarded) | $allowed_rps | $allowed_p99 | $allowed_other |
+| provision, allowed (a new site: site lookup, upgrade-paths lookup, then forwarded) | $allowed_rps | $allowed_p99 | $allowed_other |
 | provision, refused (409 from the cache) | $refused_rps | $refused_p99 | $refused_other (all of them) |
 
 Upstream lookups made by the guard in this run: $lookups.
-Rounds (nginx / proxy req/s): ${nginx_rps[*]} / ${proxy_rps[*]}.
+Rounds (nginx / proxy req/s): ${nginx_rps[*]} / ${proxy_rps[*]}; ratios ${ratios[*]}; p99 (ms) ${nginx_p99[*]} / ${proxy_p99[*]}.
 TABLE

@@ -44,7 +44,7 @@ pub(crate) fn probe_site() -> Site {
 /// Neither check runs when its flag is not given; then `/readyz` is 200 whenever the process
 /// serves.
 #[derive(Clone, Debug, Default)]
-pub struct Readiness {
+pub(crate) struct Readiness {
     redis: Option<RedisLocks>,
     tokens: Option<TokenSource>,
 }
@@ -52,7 +52,7 @@ pub struct Readiness {
 impl Readiness {
     /// Checks Redis through `locks` (`--redis`).
     #[must_use]
-    pub fn redis(mut self, locks: RedisLocks) -> Self {
+    pub(crate) fn redis(mut self, locks: RedisLocks) -> Self {
         self.redis = Some(locks);
         self
     }
@@ -60,13 +60,13 @@ impl Readiness {
     /// Checks that the token endpoint accepts the credentials of `tokens`; a source that can't
     /// refresh (a fixed token, the caller's) has nothing to check.
     #[must_use]
-    pub fn tokens(mut self, tokens: TokenSource) -> Self {
+    pub(crate) fn tokens(mut self, tokens: TokenSource) -> Self {
         self.tokens = tokens.can_refresh().then_some(tokens);
         self
     }
 
     /// Runs the checks: whether all passed, and each one's result as `(name, "ok" or why not)`.
-    pub async fn check(&self) -> (bool, Vec<(&'static str, &'static str)>) {
+    pub(crate) async fn check(&self) -> (bool, Vec<(&'static str, &'static str)>) {
         let mut checks = Vec::new();
         if let Some(locks) = &self.redis {
             let site = probe_site();
@@ -79,7 +79,11 @@ impl Readiness {
                 // Busy: another replica is probing at the same moment, and Redis answered it.
                 Ok(Ok(_) | Err(LockError::Busy)) => "ok",
                 Ok(Err(error)) => {
-                    tracing::warn!(error = %crate::forward::ErrorChain(&error), "not ready: Redis (--redis) can't be reached");
+                    let error = anyhow::Error::new(error);
+                    tracing::warn!(
+                        error = format_args!("{error:#}"),
+                        "not ready: Redis (--redis) can't be reached"
+                    );
                     "unreachable"
                 }
                 Err(_) => {
@@ -110,14 +114,14 @@ impl Readiness {
 
 /// Answers the admin endpoints.
 #[derive(Clone, Debug)]
-pub struct Admin {
+pub(crate) struct Admin {
     metrics: Metrics,
     readiness: Readiness,
 }
 
 impl Admin {
     /// The admin endpoints, rendering `metrics` and checking `readiness`.
-    pub fn new(metrics: Metrics, readiness: Readiness) -> Self {
+    pub(crate) fn new(metrics: Metrics, readiness: Readiness) -> Self {
         Self { metrics, readiness }
     }
 

@@ -162,6 +162,14 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1..))]
     pub body_timeout_secs: u64,
 
+    /// Threads serving requests (Tokio workers); default: one per core. Set it to the cores the
+    /// proxy may have, not more: where other busy processes share the machine (a local
+    /// upstream, a load generator), threads beyond the free cores only take turns with them,
+    /// and each request then costs more in wake-ups and context switches. `1` serves on one
+    /// thread with Tokio's single-threaded scheduler, the cheapest per request.
+    #[arg(long, env = "UPGRADE_GUARD_WORKERS", value_name = "THREADS")]
+    pub workers: Option<std::num::NonZeroUsize>,
+
     /// How log lines are written on stdout: `text`, one readable line per event, or `json`, one
     /// JSON object per line for a log shipper. `RUST_LOG` sets what is logged (default `info`).
     #[arg(

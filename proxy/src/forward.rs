@@ -13,7 +13,8 @@
 //! | the upstream can't be reached or broke off before answering | 502 | `upstream_unreachable` |
 //! | the upstream did not start answering within `--request-timeout` | 504 | `upstream_timeout` |
 
-use crate::metrics::{Metrics, Route};
+use crate::metrics::Metrics;
+use crate::routes::Route;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme, Uri};
@@ -33,10 +34,10 @@ use std::time::{Duration, Instant};
 use tower_service::Service;
 
 /// Any error a body may give.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Every body the proxy answers with: the upstream's, streamed, or one of its own.
-pub type ProxyBody = UnsyncBoxBody<Bytes, BoxError>;
+pub(crate) type ProxyBody = UnsyncBoxBody<Bytes, BoxError>;
 
 /// Headers meaningful for one connection only (RFC 9110 section 7.6.1), plus the proxy
 /// authentication pair, which is for a proxy and must not reach the origin.
@@ -54,11 +55,11 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 /// On a response the upstream gave (in its extensions): the upstream's status. A response
 /// without it was made by the guard or the proxy itself.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct UpstreamStatus(pub StatusCode);
+pub(crate) struct UpstreamStatus(pub StatusCode);
 
 /// Where requests go: the upstream's scheme and authority.
 #[derive(Clone, Debug)]
-pub struct Upstream {
+pub(crate) struct Upstream {
     scheme: Scheme,
     authority: Authority,
     host: HeaderValue,
@@ -73,7 +74,7 @@ pub struct InvalidUpstream(String);
 
 impl Upstream {
     /// Reads `--upstream`: `http` or `https`, a host and optional port, nothing after.
-    pub fn parse(url: &str) -> Result<Self, InvalidUpstream> {
+    pub(crate) fn parse(url: &str) -> Result<Self, InvalidUpstream> {
         let invalid = || InvalidUpstream(url.to_owned());
         let uri: Uri = url.parse().map_err(|_| invalid())?;
         let scheme = uri.scheme().cloned().ok_or_else(invalid)?;
@@ -97,7 +98,7 @@ impl Upstream {
     }
 
     /// Whether the upstream is reached over TLS.
-    pub fn is_https(&self) -> bool {
+    pub(crate) fn is_https(&self) -> bool {
         self.scheme == Scheme::HTTPS
     }
 }
@@ -107,7 +108,7 @@ impl Upstream {
 ///
 /// Cheap to clone: clones share one connection pool.
 #[derive(Clone, Debug)]
-pub struct Forwarder {
+pub(crate) struct Forwarder {
     inner: Arc<Inner>,
     route: Route,
     /// Whether `--request-timeout` applies here; off behind the guard, which takes it outside.
@@ -125,7 +126,7 @@ struct Inner {
 impl Forwarder {
     /// A forwarder to `upstream` through `connector`, waiting at most `timeout` for each
     /// response head.
-    pub fn new(
+    pub(crate) fn new(
         upstream: Upstream,
         connector: HttpsConnector<HttpConnector>,
         timeout: Duration,
@@ -152,7 +153,7 @@ impl Forwarder {
     }
 
     /// The same forwarder, counting its requests under `route`.
-    pub fn on_route(&self, route: Route) -> Self {
+    pub(crate) fn on_route(&self, route: Route) -> Self {
         Self {
             inner: self.inner.clone(),
             route,
@@ -164,7 +165,7 @@ impl Forwarder {
     /// where the timeout goes around the guard instead (see [`routes`](crate::routes)). A
     /// timeout in here would end the guard's inner future early, which the guard takes as the
     /// provision's end, freeing the site while the provision may still land.
-    pub fn without_timeout(&self) -> Self {
+    pub(crate) fn without_timeout(&self) -> Self {
         Self {
             bounded: false,
             ..self.clone()
@@ -172,7 +173,7 @@ impl Forwarder {
     }
 
     /// `--request-timeout`: how long the upstream may take to start answering.
-    pub fn timeout(&self) -> Duration {
+    pub(crate) fn timeout(&self) -> Duration {
         self.inner.timeout
     }
 
@@ -239,7 +240,12 @@ impl Forwarder {
                 Response::from_parts(parts, body.map_err(BoxError::from).boxed_unsync())
             }
             Ok(Err(error)) if client_failed.load(Ordering::Relaxed) => {
-                tracing::info!(route = self.route.as_str(), error = %ErrorChain(&error), "the client's request body could not be read");
+                let error = anyhow::Error::new(error);
+                tracing::info!(
+                    route = self.route.as_str(),
+                    error = format_args!("{error:#}"),
+                    "the client's request body could not be read"
+                );
                 error_response(
                     StatusCode::BAD_REQUEST,
                     "invalid_request_body",
@@ -247,7 +253,12 @@ impl Forwarder {
                 )
             }
             Ok(Err(error)) => {
-                tracing::warn!(route = self.route.as_str(), error = %ErrorChain(&error), "upstream unreachable");
+                let error = anyhow::Error::new(error);
+                tracing::warn!(
+                    route = self.route.as_str(),
+                    error = format_args!("{error:#}"),
+                    "upstream unreachable"
+                );
                 error_response(
                     StatusCode::BAD_GATEWAY,
                     "upstream_unreachable",
@@ -301,7 +312,7 @@ fn via(version: Version) -> HeaderValue {
 }
 
 /// Drops the hop-by-hop headers, first those the `Connection` header names.
-pub fn drop_hop_by_hop(headers: &mut HeaderMap) {
+pub(crate) fn drop_hop_by_hop(headers: &mut HeaderMap) {
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -315,7 +326,7 @@ pub fn drop_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 /// One of the proxy's own answers: compact JSON `{"error":"<code>","message":"<text>"}`.
-pub fn error_response(status: StatusCode, code: &str, message: &str) -> Response<ProxyBody> {
+pub(crate) fn error_response(status: StatusCode, code: &str, message: &str) -> Response<ProxyBody> {
     let body = serde_json::json!({ "error": code, "message": message }).to_string();
     let mut response = Response::new(
         Full::new(Bytes::from(body))
@@ -331,27 +342,12 @@ pub fn error_response(status: StatusCode, code: &str, message: &str) -> Response
 }
 
 /// Any response, its body boxed as the proxy's.
-pub fn boxed<B>(response: Response<B>) -> Response<ProxyBody>
+pub(crate) fn boxed<B>(response: Response<B>) -> Response<ProxyBody>
 where
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
     response.map(|body| body.map_err(Into::into).boxed_unsync())
-}
-
-/// An error and its sources on one line, for logs and start-up messages.
-pub struct ErrorChain<'a>(pub &'a (dyn std::error::Error + 'static));
-
-impl std::fmt::Display for ErrorChain<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.0)?;
-        let mut source = self.0.source();
-        while let Some(error) = source {
-            write!(f, ": {error}")?;
-            source = error.source();
-        }
-        Ok(())
-    }
 }
 
 #[cfg(test)]

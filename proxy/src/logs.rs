@@ -63,16 +63,7 @@ pub fn init(format: LogFormat) {
 /// bearer token, so that an operator can tell callers apart and match a line with a partner's
 /// own record of its token, while the line holds nothing that authenticates. `None` when the
 /// request carries no bearer token.
-///
-/// ```
-/// use http::HeaderMap;
-/// use upgrade_guard_proxy::logs::token_fingerprint;
-///
-/// let mut headers = HeaderMap::new();
-/// headers.insert("authorization", "Bearer password".parse().unwrap());
-/// assert_eq!(token_fingerprint(&headers).as_deref(), Some("5e884898"));
-/// ```
-pub fn token_fingerprint(headers: &HeaderMap) -> Option<String> {
+pub(crate) fn token_fingerprint(headers: &HeaderMap) -> Option<String> {
     let value = headers.get(AUTHORIZATION)?.as_bytes();
     let scheme = value.get(..7)?;
     if !scheme.eq_ignore_ascii_case(b"bearer ") {

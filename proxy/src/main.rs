@@ -2,13 +2,36 @@
 //! certificate) → graceful shutdown (SIGTERM, SIGINT).
 
 use clap::Parser;
-use std::process::ExitCode;
-use upgrade_guard_proxy::{Config, logs, start};
 
-#[tokio::main]
-async fn main() -> ExitCode {
+use std::num::NonZeroUsize;
+use std::process::ExitCode;
+use upgrade_guard_proxy::{Config, init_logs, start};
+
+fn main() -> ExitCode {
     let config = Config::parse();
-    logs::init(config.log_format);
+    // One thread: Tokio's single-threaded scheduler, which does without work stealing and
+    // cross-thread wake-ups (about a tenth less CPU per proxied request than one worker of the
+    // multi-threaded one; BENCHMARKS.md). Several: the multi-threaded one.
+    let mut runtime = match config.workers.map(NonZeroUsize::get) {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(workers) => {
+            let mut runtime = tokio::runtime::Builder::new_multi_thread();
+            runtime.worker_threads(workers);
+            runtime
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
+    match runtime.enable_all().build() {
+        Ok(runtime) => runtime.block_on(run(config)),
+        Err(error) => {
+            eprintln!("upgrade-guard-proxy: cannot start the runtime: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config: Config) -> ExitCode {
+    init_logs(config.log_format);
     // Listening for the signals before serving: one that comes right after the start-up log
     // line must shut down gracefully, not kill the process.
     let signals = match ShutdownSignals::new() {
@@ -31,8 +54,9 @@ async fn main() -> ExitCode {
     let running = match start(config).await {
         Ok(running) => running,
         Err(error) => {
-            // Start-up errors go to stderr as one readable line, whatever RUST_LOG says.
-            eprintln!("upgrade-guard-proxy: {}", error.chain());
+            // Start-up errors go to stderr as one readable line (the error and its causes,
+            // `: `-separated: anyhow's alternate form), whatever RUST_LOG says.
+            eprintln!("upgrade-guard-proxy: {:#}", anyhow::Error::new(error));
             return ExitCode::from(2);
         }
     };

@@ -17,6 +17,7 @@
 //! | `upgrade_guard_proxy_ready` | gauge | 1 when `/readyz` last answered 200, 0 when 503 or before its first check |
 //! | `upgrade_guard_proxy_tls_reloads_total` | counter | `result` (loaded, failed): certificate reloads on SIGHUP |
 
+use crate::routes::Route;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
@@ -29,53 +30,7 @@ use std::time::Duration;
 use upgrade_guard::{DecisionReport, Detached, DetachedEnd, GuardStats, Outcome};
 
 /// The content type of what [`Metrics::render`] writes.
-pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
-
-/// Which route of the proxy a request took.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Route {
-    /// `POST /rest/v1.3/jpphp/provision`, through the guard.
-    Provision,
-    /// `POST /rest/v1.3/jpphp/{site}/partner-provision` (Jetpack's `wp jetpack
-    /// partner_provision`), through the guard.
-    PartnerProvision,
-    /// `POST /rest/v1.3/jpphp/{site}/partner-cancel`.
-    Cancel,
-    /// Everything else, passed through.
-    Passthrough,
-    /// A path that is not plain and could be read as a guarded route's: answered by the proxy
-    /// (400 `ambiguous_path`), never forwarded.
-    AmbiguousPath,
-}
-
-impl Route {
-    /// The route's label value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Provision => "provision",
-            Self::PartnerProvision => "partner_provision",
-            Self::Cancel => "cancel",
-            Self::Passthrough => "passthrough",
-            Self::AmbiguousPath => "ambiguous_path",
-        }
-    }
-
-    /// Whether the guard stands in front of the route.
-    pub fn is_guarded(self) -> bool {
-        matches!(
-            self,
-            Self::Provision | Self::PartnerProvision | Self::Cancel
-        )
-    }
-
-    /// The routes that reach the upstream.
-    const FORWARDED: [Self; 4] = [
-        Self::Provision,
-        Self::PartnerProvision,
-        Self::Cancel,
-        Self::Passthrough,
-    ];
-}
+pub(crate) const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 
 /// Upper bounds of the latency buckets, in seconds: a cached decision is sub-millisecond, a
 /// lookup or a provision a few hundred milliseconds, a stalled upstream seconds.
@@ -118,7 +73,7 @@ struct ReloadLabels {
 
 /// The proxy's metrics; cheap to clone, clones share the numbers.
 #[derive(Clone, Debug)]
-pub struct Metrics {
+pub(crate) struct Metrics {
     inner: Arc<Inner>,
 }
 
@@ -130,7 +85,10 @@ struct Inner {
     lock_wait: Histogram,
     finished_alone: Family<FinishedLabels, Counter>,
     requests: Family<RequestLabels, Counter>,
-    upstream_latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    /// `upgrade_guard_proxy_upstream_seconds`, one series per route in [`Route::FORWARDED`]'s
+    /// order: resolved once, so a request observes its route's histogram without looking its
+    /// labels up in the family (a lock and a hash) first.
+    upstream_latency: [Histogram; 4],
     open_connections: Gauge,
     guarded_in_flight: Gauge,
     ready: Gauge,
@@ -139,7 +97,7 @@ struct Inner {
 
 impl Metrics {
     /// Metrics around a guard's own counters and the requests it is finishing alone.
-    pub fn new(guard: GuardStats, detached: Detached) -> Self {
+    pub(crate) fn new(guard: GuardStats, detached: Detached) -> Self {
         let mut registry = Registry::default();
         let decisions = Family::<DecisionLabels, Counter>::default();
         registry.register(
@@ -177,11 +135,13 @@ impl Metrics {
         let upstream_latency: Family<RouteLabels, Histogram, fn() -> Histogram> =
             Family::new_with_constructor(latency_histogram);
         // Every route's series exists from the start, so a rate over it is 0, not absent.
-        for route in Route::FORWARDED {
-            drop(upstream_latency.get_or_create(&RouteLabels {
-                route: route.as_str(),
-            }));
-        }
+        let upstream_by_route = Route::FORWARDED.map(|route| {
+            upstream_latency
+                .get_or_create(&RouteLabels {
+                    route: route.as_str(),
+                })
+                .clone()
+        });
         registry.register(
             "upgrade_guard_proxy_upstream_seconds",
             "Until the upstream's response head, by route",
@@ -219,7 +179,7 @@ impl Metrics {
                 lock_wait,
                 finished_alone,
                 requests,
-                upstream_latency,
+                upstream_latency: upstream_by_route,
                 open_connections,
                 guarded_in_flight,
                 ready,
@@ -233,7 +193,7 @@ impl Metrics {
     /// A request finished alone was reported (and counted here) once already, when it was
     /// forwarded; its second report says how its work ended, and its latency runs from
     /// forwarding, not from arrival: it is counted on its own, not as a decision.
-    pub fn decision(&self, report: &DecisionReport<'_>) {
+    pub(crate) fn decision(&self, report: &DecisionReport<'_>) {
         if let Outcome::Detached(finished) = report.outcome {
             let (finished, status) = match finished {
                 DetachedEnd::Answered(status) => ("answered", status.as_str().to_owned()),
@@ -265,7 +225,7 @@ impl Metrics {
     }
 
     /// Counts a request the proxy answered on `route` with `status`.
-    pub fn answered(&self, route: Route, status: u16) {
+    pub(crate) fn answered(&self, route: Route, status: u16) {
         self.inner
             .requests
             .get_or_create(&RequestLabels {
@@ -276,32 +236,32 @@ impl Metrics {
     }
 
     /// Records how long the upstream took to start answering on `route`.
-    pub fn upstream_latency(&self, route: Route, latency: Duration) {
-        self.inner
-            .upstream_latency
-            .get_or_create(&RouteLabels {
-                route: route.as_str(),
-            })
-            .observe(latency.as_secs_f64());
+    pub(crate) fn upstream_latency(&self, route: Route, latency: Duration) {
+        // A route never forwarded (none is) would be counted with the passthroughs, not lost.
+        let index = Route::FORWARDED
+            .iter()
+            .position(|forwarded| *forwarded == route)
+            .unwrap_or(Route::FORWARDED.len() - 1);
+        self.inner.upstream_latency[index].observe(latency.as_secs_f64());
     }
 
     /// Counts a client connection open until the returned value is dropped.
-    pub fn connection_opened(&self) -> Open {
+    pub(crate) fn connection_opened(&self) -> Open {
         Open::new(&self.inner.open_connections)
     }
 
     /// Counts a request on a guarded route in flight until the returned value is dropped.
-    pub fn guarded_request(&self) -> Open {
+    pub(crate) fn guarded_request(&self) -> Open {
         Open::new(&self.inner.guarded_in_flight)
     }
 
     /// Records what `/readyz` last answered.
-    pub fn set_ready(&self, ready: bool) {
+    pub(crate) fn set_ready(&self, ready: bool) {
         self.inner.ready.set(i64::from(ready));
     }
 
     /// Counts a certificate reload on SIGHUP.
-    pub fn tls_reloaded(&self, loaded: bool) {
+    pub(crate) fn tls_reloaded(&self, loaded: bool) {
         let result = if loaded { "loaded" } else { "failed" };
         self.inner
             .tls_reloads
@@ -310,7 +270,7 @@ impl Metrics {
     }
 
     /// Everything, in Prometheus' text exposition format (version 0.0.4, [`CONTENT_TYPE`]).
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let mut out = String::with_capacity(8192);
         prometheus_client::encoding::prometheus_text::encode(&mut out, &self.inner.registry)
             .expect("writing to a String cannot fail");
@@ -321,7 +281,7 @@ impl Metrics {
 /// One unit of a gauge (an open connection, a request in flight), given back when dropped, so
 /// that every way out of a connection's task or a request's future is counted.
 #[derive(Debug)]
-pub struct Open(Gauge);
+pub(crate) struct Open(Gauge);
 
 impl Open {
     fn new(gauge: &Gauge) -> Self {

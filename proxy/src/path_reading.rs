@@ -26,12 +26,12 @@ const DECODING_ROUNDS: usize = 8;
 
 /// A plain path's one reading: its percent escapes decoded once, lower case.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PlainPath(String);
+pub(crate) struct PlainPath(String);
 
 impl PlainPath {
     /// The plain reading of `path`, or `None` when `path` is not plain (see the
     /// [module docs](self)).
-    pub fn read(path: &str) -> Option<Self> {
+    pub(crate) fn read(path: &str) -> Option<Self> {
         let decoded = percent_decode_str(path).decode_utf8_lossy();
         let plain = PlainPath(decoded.to_ascii_lowercase());
         let is_plain = plain.segments().all(is_plain_segment);
@@ -40,7 +40,7 @@ impl PlainPath {
 
     /// The segments, empty ones dropped: repeated and trailing slashes, and encoded ones
     /// (`%2F`), only separate segments.
-    pub fn segments(&self) -> impl Iterator<Item = &str> {
+    pub(crate) fn segments(&self) -> impl Iterator<Item = &str> {
         self.0.split('/').filter(|segment| !segment.is_empty())
     }
 }
@@ -56,7 +56,7 @@ fn is_plain_segment(segment: &str) -> bool {
 }
 
 /// The segments of `path` as sent, empty ones dropped, when each is the spelling of one segment
-/// of its [`PlainPath`] (same number, same order): `None` when the path is not plain, or when a
+/// of its plain reading (same number, same order): `None` when the path is not plain, or when a
 /// segment holds an encoded `/`, which makes it two segments once decoded.
 ///
 /// For reading a value (a site) out of a path at the place its route matched: taken from these,
@@ -79,7 +79,7 @@ pub fn raw_segments(path: &str) -> Option<Vec<&str>> {
 /// dot segments and the segments they eat): a name it ends up with was already one run of
 /// characters in some decoding of the path, unless a removed character stood inside it, and
 /// the removal of white space and control characters stands for that.
-pub fn could_name(path: &str, names: &[&str]) -> bool {
+pub(crate) fn could_name(path: &str, names: &[&str]) -> bool {
     let mut text = path.as_bytes().to_vec();
     for _ in 0..=DECODING_ROUNDS {
         let squeezed: Vec<u8> = text

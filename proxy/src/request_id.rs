@@ -11,29 +11,20 @@
 
 use http::{HeaderValue, Request};
 
-pub use tower_http::request_id::{MakeRequestUuid, RequestId, SetRequestIdLayer};
+pub(crate) use tower_http::request_id::{MakeRequestUuid, RequestId, SetRequestIdLayer};
 
 /// The longest request ID kept, in bytes.
-pub const MAX_LEN: usize = 128;
+pub(crate) const MAX_LEN: usize = 128;
 
 /// Whether `value` is kept as the request's ID.
-///
-/// ```
-/// use http::HeaderValue;
-/// use upgrade_guard_proxy::request_id::is_valid;
-///
-/// assert!(is_valid(&HeaderValue::from_static("3f2a-partner-42")));
-/// assert!(!is_valid(&HeaderValue::from_static("two words")));
-/// assert!(!is_valid(&HeaderValue::from_static("")));
-/// ```
-pub fn is_valid(value: &HeaderValue) -> bool {
+pub(crate) fn is_valid(value: &HeaderValue) -> bool {
     let bytes = value.as_bytes();
     (1..=MAX_LEN).contains(&bytes.len()) && bytes.iter().all(|byte| byte.is_ascii_graphic())
 }
 
 /// Drops the request's `X-Request-Id` unless it is exactly one valid value ([`is_valid`]), so
 /// that the next layer (`SetRequestId`) makes a new one.
-pub fn drop_invalid<B>(mut request: Request<B>) -> Request<B> {
+pub(crate) fn drop_invalid<B>(mut request: Request<B>) -> Request<B> {
     let headers = request.headers_mut();
     let mut values = headers.get_all(X_REQUEST_ID).iter();
     let keep = match (values.next(), values.next()) {
@@ -48,7 +39,7 @@ pub fn drop_invalid<B>(mut request: Request<B>) -> Request<B> {
 }
 
 /// `x-request-id`.
-pub const X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
+pub(crate) const X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
 
 #[cfg(test)]
 mod tests {

@@ -1,9 +1,9 @@
 //! Which requests the guard sees: the proxy's front service.
 //!
 //! A `POST` whose path names the provision endpoint goes through the guard, one naming a site's
-//! partner-provision (what Jetpack's own `wp jetpack partner_provision` calls) through
-//! [`partner_provision_layer`], and one naming a site's partner-cancel through [`cancel_layer`];
-//! everything else goes straight to the [`Forwarder`], except the ambiguous paths below.
+//! partner-provision (what Jetpack's own `wp jetpack partner_provision` calls) through the guard
+//! with the site read from the path, and one naming a site's partner-cancel through the guard's
+//! cancel route; everything else goes straight to the upstream, except the ambiguous paths below.
 //!
 //! Requests are matched at least as leniently as WordPress.com's `WPCOM_JSON_API::serve()` reads
 //! them, so that no spelling WordPress.com would serve as a provision slips past the guard as a
@@ -13,7 +13,7 @@
 //! repeated or trailing slashes ignored. A spelling WordPress.com would not serve is guarded all
 //! the same: the guard then refuses or forwards it, and WordPress.com answers 404.
 //!
-//! Only plain paths are matched (see [`path_reading`]): once decoded, no dot segment (`.`, `..`,
+//! Only plain paths are matched: once decoded, no dot segment (`.`, `..`,
 //! `%2e%2e`, `.%2e`), no `\`, `;`, `%` (double encoding, `%252e`), `?` or `#`, no white space,
 //! NUL or other control character, nothing outside printable ASCII. A path that is not plain is
 //! read differently by each front that normalises paths (many resolve dot segments, some drop
@@ -23,7 +23,7 @@
 //! characters stand in it, the proxy answers it itself, `400 {"error":"ambiguous_path",...}`,
 //! and forwards nothing ([`Route::AmbiguousPath`]); other paths that are not plain (a dot
 //! segment in a status call) are passed through. The site of partner-provision and
-//! partner-cancel is read from the segment the route matched, as sent (`path_site`).
+//! partner-cancel is read from the segment the route matched, as sent ([`raw_segments`]).
 //!
 //! On the guarded routes `--request-timeout` bounds the guard's whole future, from outside: when
 //! it passes after the request was forwarded, the guard finishes the provision alone (holding the
@@ -32,7 +32,8 @@
 //! still land.
 
 use crate::forward::{Forwarder, ProxyBody, boxed, error_response};
-use crate::metrics::{Metrics, Route};
+use crate::metrics::Metrics;
+pub use crate::path_reading::raw_segments;
 use crate::path_reading::{self, PlainPath};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -44,6 +45,52 @@ use std::time::Duration;
 use tower::ServiceBuilder;
 use tower_service::Service;
 use upgrade_guard::{Source, UpgradeGuard, UpgradeGuardLayer};
+
+/// Which route of the proxy a request took.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Route {
+    /// `POST /rest/v1.3/jpphp/provision`, through the guard.
+    Provision,
+    /// `POST /rest/v1.3/jpphp/{site}/partner-provision` (Jetpack's `wp jetpack
+    /// partner_provision`), through the guard.
+    PartnerProvision,
+    /// `POST /rest/v1.3/jpphp/{site}/partner-cancel`.
+    Cancel,
+    /// Everything else, passed through.
+    Passthrough,
+    /// A path that is not plain and could be read as a guarded route's: answered by the proxy
+    /// (400 `ambiguous_path`), never forwarded.
+    AmbiguousPath,
+}
+
+impl Route {
+    /// The route's label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Provision => "provision",
+            Self::PartnerProvision => "partner_provision",
+            Self::Cancel => "cancel",
+            Self::Passthrough => "passthrough",
+            Self::AmbiguousPath => "ambiguous_path",
+        }
+    }
+
+    /// Whether the guard stands in front of the route.
+    pub fn is_guarded(self) -> bool {
+        matches!(
+            self,
+            Self::Provision | Self::PartnerProvision | Self::Cancel
+        )
+    }
+
+    /// The routes that reach the upstream.
+    pub(crate) const FORWARDED: [Self; 4] = [
+        Self::Provision,
+        Self::PartnerProvision,
+        Self::Cancel,
+        Self::Passthrough,
+    ];
+}
 
 /// The route a request takes.
 pub fn route(method: &Method, path: &str) -> Route {
@@ -97,7 +144,7 @@ fn is_version(segment: &str) -> bool {
 /// [`cancels`](UpgradeGuardLayer::cancels) route, site from the path. Nothing is checked, but
 /// the cancel is held per site like a provision (across replicas with `--redis`), and the site's
 /// cached upgrade paths are dropped, so a product the cancel gave back is an upgrade at once.
-pub fn cancel_layer(guard: &UpgradeGuardLayer) -> UpgradeGuardLayer {
+pub(crate) fn cancel_layer(guard: &UpgradeGuardLayer) -> UpgradeGuardLayer {
     guard.clone().site(Source::from_fn(path_site)).cancels()
 }
 
@@ -107,7 +154,7 @@ pub fn cancel_layer(guard: &UpgradeGuardLayer) -> UpgradeGuardLayer {
 /// from `plan` (the guard reads the body as WordPress.com does: the tool sends JSON without a
 /// content type of its own, which its HTTP client labels urlencoded, and WordPress.com reads an
 /// urlencoded body as JSON first), no `plan` a connection request.
-pub fn partner_provision_layer(guard: &UpgradeGuardLayer) -> UpgradeGuardLayer {
+pub(crate) fn partner_provision_layer(guard: &UpgradeGuardLayer) -> UpgradeGuardLayer {
     guard.clone().site(Source::from_fn(path_site))
 }
 
@@ -129,7 +176,7 @@ fn path_site(request: &http::request::Parts) -> Option<String> {
 
 /// The proxy's front service: routes each request and counts what it answered.
 #[derive(Clone)]
-pub struct Proxy {
+pub(crate) struct Proxy {
     provision: UpgradeGuard<Forwarder>,
     partner_provision: UpgradeGuard<Forwarder>,
     cancel: UpgradeGuard<Forwarder>,
@@ -143,7 +190,7 @@ impl Proxy {
     /// The routes: `guard` in front of the provision endpoint, [`partner_provision_layer`] and
     /// [`cancel_layer`] in front of theirs, `forwarder` behind all four. On the guarded routes
     /// the forwarder's timeout is taken outside the guard (see the [module docs](self)).
-    pub fn new(guard: &UpgradeGuardLayer, forwarder: &Forwarder, metrics: Metrics) -> Self {
+    pub(crate) fn new(guard: &UpgradeGuardLayer, forwarder: &Forwarder, metrics: Metrics) -> Self {
         let guarded = |layer: UpgradeGuardLayer, route: Route| {
             ServiceBuilder::new()
                 .layer(layer)
@@ -171,18 +218,35 @@ impl Service<Request<Incoming>> for Proxy {
     type Error = Infallible;
     type Future = Pin<Box<dyn Future<Output = Result<Response<ProxyBody>, Infallible>> + Send>>;
 
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        // Every route is always ready (the forwarder opens connections on demand, the guard
-        // forwards readiness), so readiness is settled per call below.
-        Poll::Ready(Ok(()))
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        // `call` picks a route by the request, so every route's service must be ready (as
+        // tower's `Steer` does). Each is polled every time: a service that said ready stays so
+        // until it is called.
+        let ready = [
+            Service::<Request<Incoming>>::poll_ready(&mut self.provision, cx)?.is_ready(),
+            Service::<Request<Incoming>>::poll_ready(&mut self.partner_provision, cx)?.is_ready(),
+            Service::<Request<Incoming>>::poll_ready(&mut self.cancel, cx)?.is_ready(),
+            Service::<Request<Incoming>>::poll_ready(&mut self.passthrough, cx)?.is_ready(),
+        ];
+        if ready.iter().all(|&ready| ready) {
+            Poll::Ready(Ok(()))
+        } else {
+            Poll::Pending
+        }
     }
 
     fn call(&mut self, request: Request<Incoming>) -> Self::Future {
         let route = route(request.method(), request.uri().path());
         let metrics = self.metrics.clone();
-        // The path only: a query string may carry what should not be logged.
-        let (method, path) = (request.method().clone(), request.uri().path().to_owned());
-        let started = std::time::Instant::now();
+        // For the debug line, copied only when it is written. The path only: a query string
+        // may carry what should not be logged.
+        let logged = tracing::enabled!(tracing::Level::DEBUG).then(|| {
+            (
+                request.method().clone(),
+                request.uri().path().to_owned(),
+                std::time::Instant::now(),
+            )
+        });
         let answered = match route {
             Route::Provision | Route::PartnerProvision | Route::Cancel => {
                 let guarded = match route {
@@ -217,7 +281,7 @@ impl Service<Request<Incoming>> for Proxy {
             Route::AmbiguousPath => {
                 // Debug-formatted: the path may hold anything, control characters included.
                 tracing::info!(
-                    ?path,
+                    path = ?request.uri().path(),
                     "refused: a path that is not plain could name a guarded endpoint"
                 );
                 Box::pin(std::future::ready(Ok(error_response(
@@ -232,14 +296,16 @@ impl Service<Request<Incoming>> for Proxy {
             let response = answered.await?;
             let status = response.status().as_u16();
             metrics.answered(route, status);
-            tracing::debug!(
-                %method,
-                path,
-                route = route.as_str(),
-                status,
-                latency_ms = started.elapsed().as_secs_f64() * 1000.0,
-                "answered"
-            );
+            if let Some((method, path, started)) = logged {
+                tracing::debug!(
+                    %method,
+                    path,
+                    route = route.as_str(),
+                    status,
+                    latency_ms = started.elapsed().as_secs_f64() * 1000.0,
+                    "answered"
+                );
+            }
             Ok(response)
         })
     }

@@ -2,7 +2,7 @@
 
 use crate::admin::{Admin, Readiness, probe_site};
 use crate::config::{Config, Credentials, redacted_url};
-use crate::forward::{ErrorChain, Forwarder, InvalidUpstream, ProxyBody, Upstream};
+use crate::forward::{Forwarder, InvalidUpstream, ProxyBody, Upstream};
 use crate::metrics::Metrics;
 use crate::request_id::{self, MakeRequestUuid, SetRequestIdLayer};
 use crate::routes::Proxy;
@@ -83,13 +83,6 @@ pub enum StartError {
     },
 }
 
-impl StartError {
-    /// The error and its causes on one line.
-    pub fn chain(&self) -> ErrorChain<'_> {
-        ErrorChain(self)
-    }
-}
-
 /// A started proxy: both listeners are accepting.
 #[derive(Debug)]
 pub struct Running {
@@ -158,7 +151,7 @@ impl Running {
 }
 
 /// Reloads the certificate and key the proxy serves (`--tls-cert`, `--tls-key`), as the binary
-/// does on SIGHUP; see [`Certificates::reload`].
+/// does on SIGHUP; see [`reload`](Self::reload).
 #[derive(Clone, Debug)]
 pub struct Reloader {
     certificates: Option<Certificates>,
@@ -180,7 +173,11 @@ impl Reloader {
                 true
             }
             Err(error) => {
-                tracing::warn!(error = %ErrorChain(&error), "certificate reload failed; still serving the previous one");
+                let error = anyhow::Error::new(error);
+                tracing::warn!(
+                    error = format_args!("{error:#}"),
+                    "certificate reload failed; still serving the previous one"
+                );
                 false
             }
         };

@@ -45,7 +45,7 @@ struct Decision {
 /// guard's `on_decision` callback). A report made outside a request served through
 /// [`Telemetry`] (a provision the guard finishes alone, after its client went away) is left to
 /// the library's own log line and the metrics.
-pub fn record_decision(report: &DecisionReport<'_>) {
+pub(crate) fn record_decision(report: &DecisionReport<'_>) {
     if matches!(report.outcome, Outcome::Detached(_)) {
         return;
     }
@@ -72,14 +72,14 @@ fn milliseconds(duration: Duration) -> f64 {
 /// answer carries the request's ID (see [`request_id`](crate::request_id), whose layers go
 /// outside this one).
 #[derive(Clone, Debug)]
-pub struct Telemetry<S> {
+pub(crate) struct Telemetry<S> {
     inner: S,
     metrics: Metrics,
 }
 
 impl<S> Telemetry<S> {
     /// `inner`, observed into `metrics` and the logs.
-    pub fn new(inner: S, metrics: Metrics) -> Self {
+    pub(crate) fn new(inner: S, metrics: Metrics) -> Self {
         Self { inner, metrics }
     }
 }

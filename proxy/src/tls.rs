@@ -59,7 +59,7 @@ fn provider() -> Arc<CryptoProvider> {
 /// configuration only if they can be served together, so connections under way keep theirs
 /// and a bad pair leaves the old one in place. Cheap to clone: clones share the configuration.
 #[derive(Clone)]
-pub struct Certificates {
+pub(crate) struct Certificates {
     cert: PathBuf,
     key: PathBuf,
     current: Arc<ArcSwap<ServerConfig>>,
@@ -72,7 +72,7 @@ impl Certificates {
     ///
     /// A file that can't be read or holds nothing of its kind, or a key that is not the
     /// certificate's, each naming its flag.
-    pub fn load(cert: &Path, key: &Path) -> Result<Self, TlsError> {
+    pub(crate) fn load(cert: &Path, key: &Path) -> Result<Self, TlsError> {
         Ok(Self {
             cert: cert.to_owned(),
             key: key.to_owned(),
@@ -85,19 +85,19 @@ impl Certificates {
     /// # Errors
     ///
     /// As [`load`](Self::load); the certificate served until now is kept.
-    pub fn reload(&self) -> Result<(), TlsError> {
+    pub(crate) fn reload(&self) -> Result<(), TlsError> {
         let config = server_config(&self.cert, &self.key)?;
         self.current.store(Arc::new(config));
         Ok(())
     }
 
     /// An acceptor with the configuration current now, for one connection.
-    pub fn acceptor(&self) -> TlsAcceptor {
+    pub(crate) fn acceptor(&self) -> TlsAcceptor {
         TlsAcceptor::from(self.current.load_full())
     }
 
     /// The certificate file (`--tls-cert`).
-    pub fn cert_path(&self) -> &Path {
+    pub(crate) fn cert_path(&self) -> &Path {
         &self.cert
     }
 }
@@ -142,7 +142,7 @@ fn server_config(cert: &Path, key: &Path) -> Result<ServerConfig, TlsError> {
 
 /// The upstream connector: TLS verified against the system's CA certificates for `https://`,
 /// plain TCP for `http://` (a local fake or a sidecar).
-pub fn upstream_connector(https: bool) -> Result<HttpsConnector<HttpConnector>, TlsError> {
+pub(crate) fn upstream_connector(https: bool) -> Result<HttpsConnector<HttpConnector>, TlsError> {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_nodelay(true);

@@ -185,6 +185,19 @@ impl Drop for Running {
 
 #[test]
 fn sigterm_stops_it_cleanly() {
+    stops_cleanly_on_sigterm(&[]);
+}
+
+/// `--workers 1` serves on Tokio's single-threaded scheduler, more on the multi-threaded one:
+/// both serve and stop alike.
+#[test]
+fn sigterm_stops_it_cleanly_whatever_its_workers() {
+    stops_cleanly_on_sigterm(&["--workers", "1"]);
+    stops_cleanly_on_sigterm(&["--workers", "2"]);
+    refused(&["--token", "t", "--workers", "0"], &["--workers"]);
+}
+
+fn stops_cleanly_on_sigterm(extra: &[&str]) {
     let mut child = Running(
         Command::new(BINARY)
             .args([
@@ -196,6 +209,7 @@ fn sigterm_stops_it_cleanly() {
                 "t",
             ])
             .args(["--upstream", "http://127.0.0.1:9"])
+            .args(extra)
             .env_clear()
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
