@@ -44,8 +44,10 @@ use upgrade_guard::{
 };
 
 /// Every `(status, error)` the guard itself answers, from the contract.
-const CONTRACT: [(u16, &str); 11] = [
+const CONTRACT: [(u16, &str); 13] = [
     (409, "upgrade_not_allowed"),
+    (409, "already_provisioned"),
+    (503, "provision_settling"),
     (400, "missing_site"),
     (400, "missing_product"),
     (400, "invalid_site"),
@@ -466,8 +468,13 @@ async fn main() -> ExitCode {
 
     let mut workers = tokio::task::JoinSet::new();
     for worker in 0..options.workers {
-        let (service, fake, sites, locks) =
-            (service.clone(), fake.clone(), sites.clone(), locks.clone());
+        let (service, fake, sites, locks, guard) = (
+            service.clone(),
+            fake.clone(),
+            sites.clone(),
+            locks.clone(),
+            guard.clone(),
+        );
         let (tally, requests, resets) = (tally.clone(), requests.clone(), resets.clone());
         let mut rng = Rng(options
             .seed
@@ -487,6 +494,9 @@ async fn main() -> ExitCode {
                     let id = Site::parse(&site.spelling).expect("a valid site");
                     if let Ok(_permit) = locks.acquire(&id, Duration::from_secs(2)).await {
                         fake.add_site(site.fake.clone());
+                        // A change the guard cannot see, told to it: the provisions it
+                        // remembers of the site are gone.
+                        guard.forget(&id);
                         resets.fetch_add(1, Ordering::Relaxed);
                     }
                     continue;
