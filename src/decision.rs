@@ -313,3 +313,24 @@ pub struct DecisionReport<'a> {
     /// From the request's arrival to the decision: reading, waiting for the site, the lookup.
     pub latency: Duration,
 }
+
+/// What a route does with a site WordPress.com does not know: its upgrade-paths lookup answers
+/// `invalid_blog`. Set per route with [`UpgradeGuardLayer::unknown_sites`](crate::UpgradeGuardLayer::unknown_sites).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum UnknownSites {
+    /// A site named by URL or domain that WordPress.com does not know yet holds nothing: the
+    /// request is forwarded as its first provision (which registers it), held per site like any
+    /// provision, so a second first provision of the same site waits and is then checked
+    /// against what the first left. Since it is forwarded unchecked, "unknown" must be true: the
+    /// guard asks WordPress.com's v1.4 `status` endpoint too, and forwards only when it also
+    /// answers `invalid_blog` (otherwise 503 `upgrade_paths_unavailable`). Marked
+    /// [`Admission::FirstProvision`](crate::Admission::FirstProvision). A blog ID WordPress.com
+    /// does not know is 404 `unknown_site` all the same: a blog ID exists only once the site
+    /// is registered.
+    #[default]
+    FirstProvision,
+    /// Every site WordPress.com does not know is 404 `unknown_site`: for routes that only ever
+    /// change existing sites.
+    Refuse,
+}

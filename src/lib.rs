@@ -144,10 +144,9 @@ pub use body::GuardBody;
 pub use catalogue::UnjudgedProducts;
 pub use decision::{
     Admission, BYPASS_HEADER, Bypass, Checked, DecisionReport, DetachedEnd, Mode, Outcome,
+    UnknownSites,
 };
-pub use guard::{
-    Detached, ResponseFuture, UnknownSites, UpgradeGuard, UpgradeGuardBuilder, UpgradeGuardLayer,
-};
+pub use guard::{Detached, ResponseFuture, UpgradeGuard, UpgradeGuardBuilder, UpgradeGuardLayer};
 pub use lock::{Acquire, LocalLocks, LockError, SiteAliases, SiteLocks, SitePermit};
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]

@@ -1,10 +1,10 @@
 use super::check::Config;
-use super::layer::{UnknownSites, UpgradeGuardLayer};
+use super::layer::UpgradeGuardLayer;
 use super::report::Reporter;
 use super::shared::Shared;
 use crate::cache::{DEFAULT_CACHE_CAPACITY, DEFAULT_CACHE_TTL, Lookups};
 use crate::catalogue::{Catalogue, UnjudgedProducts};
-use crate::decision::Mode;
+use crate::decision::{Mode, UnknownSites};
 use crate::lock::{DEFAULT_LOCK_WAIT, LocalLocks, SiteAliases, SiteLocks, SiteNames};
 use crate::peers::Peers;
 use crate::recent::{DEFAULT_SETTLING_WINDOW, RecentProvisions};
@@ -14,6 +14,20 @@ use crate::stats::GuardStats;
 use crate::upstream::UpgradePathsClient;
 use std::sync::Arc;
 use std::time::Duration;
+
+impl UpgradeGuardLayer {
+    /// A layer asking `client` about sites, with every default: the provision API's sources, an
+    /// in-process lock per site, a cache of upgrade paths. See [`builder`](Self::builder) to
+    /// change the shared settings.
+    pub fn new(client: UpgradePathsClient) -> Self {
+        Self::builder(client).build()
+    }
+
+    /// A builder for the settings shared by every route: cache and site locks.
+    pub fn builder(client: UpgradePathsClient) -> UpgradeGuardBuilder {
+        UpgradeGuardBuilder::new(client)
+    }
+}
 
 /// Builds an [`UpgradeGuardLayer`] with the settings every route of it shares: the lookup cache
 /// and the site locks.

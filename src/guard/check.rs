@@ -6,13 +6,12 @@
 
 use super::detached::DetachedRoute;
 use super::hold::{Hold, Provides};
-use super::layer::UnknownSites;
 use super::report::{Forwarded, Reporter};
 use super::shared::Shared;
 use super::verdict::{Decision, Verdict};
 use crate::body::GuardBody;
 use crate::catalogue::{Judgement, UnjudgedProducts};
-use crate::decision::{Admission, Bypass, Checked, DecisionReport, Mode, Outcome};
+use crate::decision::{Admission, Bypass, Checked, DecisionReport, Mode, Outcome, UnknownSites};
 use crate::lock::LockError;
 use crate::recent::Seen;
 use crate::rejection::Rejection;

@@ -1,18 +1,15 @@
-use super::builder::UpgradeGuardBuilder;
 use super::check::Config;
 use super::detached::Detached;
-use super::service::UpgradeGuard;
 use crate::catalogue::UnjudgedProducts;
-use crate::decision::{DecisionReport, Mode};
+use crate::decision::{DecisionReport, Mode, UnknownSites};
 use crate::request::Source;
 use crate::site::Site;
 use crate::stats::GuardStats;
 use crate::upstream::{LookupError, Token, UpgradePaths, UpgradePathsClient};
 use std::sync::Arc;
 use std::time::Duration;
-use tower_layer::Layer;
 
-/// Wraps a provision handler in an [`UpgradeGuard`]. Configured per route.
+/// Wraps a provision handler in an [`UpgradeGuard`](super::UpgradeGuard). Configured per route.
 ///
 /// Build **one** layer per process, then a clone of it per route, each saying where that route
 /// names the site and the product. Clones share the client, the lookup cache and the per-site
@@ -75,22 +72,10 @@ use tower_layer::Layer;
 #[derive(Clone, Debug)]
 #[must_use]
 pub struct UpgradeGuardLayer {
-    config: Arc<Config>,
+    pub(super) config: Arc<Config>,
 }
 
 impl UpgradeGuardLayer {
-    /// A layer asking `client` about sites, with every default: the provision API's sources, an
-    /// in-process lock per site, a cache of upgrade paths. See [`builder`](Self::builder) to
-    /// change the shared settings.
-    pub fn new(client: UpgradePathsClient) -> Self {
-        Self::builder(client).build()
-    }
-
-    /// A builder for the settings shared by every route: cache and site locks.
-    pub fn builder(client: UpgradePathsClient) -> UpgradeGuardBuilder {
-        UpgradeGuardBuilder::new(client)
-    }
-
     pub(super) fn from_config(config: Config) -> Self {
         Self {
             config: Arc::new(config),
@@ -280,7 +265,7 @@ impl UpgradeGuardLayer {
 
     /// Drops `site`'s cached upgrade paths and the provisions remembered of it, under every name
     /// the guard knows it by, in this process and in every one of its
-    /// [peers](UpgradeGuardBuilder::peers): for a change the guard cannot see, such as a subscription cancelled on
+    /// [peers](super::UpgradeGuardBuilder::peers): for a change the guard cannot see, such as a subscription cancelled on
     /// WordPress.com itself or through a route the guard does not wrap. A lookup of the site
     /// under way is disowned too: its answer may predate the change.
     ///
@@ -341,34 +326,5 @@ impl UpgradeGuardLayer {
         token: &Token,
     ) -> Result<Arc<UpgradePaths>, LookupError> {
         self.config.shared.lookups.current(site, Some(token)).await
-    }
-}
-
-/// What a route does with a site WordPress.com does not know: its upgrade-paths lookup answers
-/// `invalid_blog`. Set per route with [`UpgradeGuardLayer::unknown_sites`].
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum UnknownSites {
-    /// A site named by URL or domain that WordPress.com does not know yet holds nothing: the
-    /// request is forwarded as its first provision (which registers it), held per site like any
-    /// provision, so a second first provision of the same site waits and is then checked
-    /// against what the first left. Since it is forwarded unchecked, "unknown" must be true: the
-    /// guard asks WordPress.com's v1.4 `status` endpoint too, and forwards only when it also
-    /// answers `invalid_blog` (otherwise 503 `upgrade_paths_unavailable`). Marked
-    /// [`Admission::FirstProvision`](crate::Admission::FirstProvision). A blog ID WordPress.com
-    /// does not know is 404 `unknown_site` all the same: a blog ID exists only once the site
-    /// is registered.
-    #[default]
-    FirstProvision,
-    /// Every site WordPress.com does not know is 404 `unknown_site`: for routes that only ever
-    /// change existing sites.
-    Refuse,
-}
-
-impl<S> Layer<S> for UpgradeGuardLayer {
-    type Service = UpgradeGuard<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        UpgradeGuard::from_config(inner, self.config.clone())
     }
 }

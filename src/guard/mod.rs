@@ -23,8 +23,10 @@
 //! contract's order), what it decides in `verdict.rs`, the site held in `hold.rs`, what every
 //! route shares in `shared.rs`, every decision told in `report.rs`, the work finished for a
 //! client gone in `detached.rs`; the layer and its builder, the service and the future each in a
-//! file of their own. Dependencies go one way: `layer`, `service`, `future` → `check` →
-//! `verdict`, `hold`, `report`, `detached`, `shared`.
+//! file of their own. No file imports one that imports it back: `builder` (which also holds the
+//! layer's constructors) and `service` (which also implements `Layer`) build on `layer`;
+//! `layer`, `service` and `future` on `check`; `check` on `verdict`, `hold`, `report`,
+//! `detached` and `shared`.
 
 mod builder;
 mod check;
@@ -40,5 +42,5 @@ mod verdict;
 pub use builder::UpgradeGuardBuilder;
 pub use detached::Detached;
 pub use future::ResponseFuture;
-pub use layer::{UnknownSites, UpgradeGuardLayer};
+pub use layer::UpgradeGuardLayer;
 pub use service::UpgradeGuard;

@@ -8,6 +8,7 @@ use http::{Request, Response};
 use http_body::Body;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use tower_layer::Layer;
 use tower_service::Service;
 
 /// Forwards a provision request to the inner service only when the product is an upgrade for
@@ -91,5 +92,13 @@ where
             ready,
             config,
         )
+    }
+}
+
+impl<S> Layer<S> for UpgradeGuardLayer {
+    type Service = UpgradeGuard<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        UpgradeGuard::from_config(inner, self.config.clone())
     }
 }

@@ -1,8 +1,8 @@
 //! Reading WordPress.com's answers: bodies within a cap, and what a status and body mean.
 
-use super::auth::Token;
 use super::error::LookupError;
 use super::paths::{UpgradePaths, parse_shared};
+use super::token::Token;
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use std::{sync::Arc, time::Duration};

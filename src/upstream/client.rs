@@ -1,11 +1,12 @@
 //! [`UpgradePathsClient`]: lookups with their retries, deadlines and token refreshes.
 
 use super::answer::{Answer, classify, get};
-use super::auth::{Token, TokenError, TokenSource};
-use super::builder::{BuildError, UpgradePathsClientBuilder};
+use super::auth::{TokenError, TokenSource};
 use super::error::{CallerRefusal, LookupError};
 use super::paths::UpgradePaths;
 use super::retry::Retries;
+use super::settings::BuildError;
+use super::token::Token;
 use crate::rejection::Chain;
 use crate::site::Site;
 use std::{fmt, sync::Arc, time::Duration};
@@ -30,8 +31,8 @@ use tokio::time::Instant;
 /// # Credentials
 ///
 /// Every call carries the partner's bearer token, from a [`TokenSource`]: a fixed token
-/// ([`UpgradePathsClientBuilder::bearer_token`]) or OAuth2 client credentials
-/// ([`UpgradePathsClientBuilder::client_credentials`]), exchanged for a token on first use. When a
+/// ([`UpgradePathsClientBuilder::bearer_token`](super::UpgradePathsClientBuilder::bearer_token)) or OAuth2 client credentials
+/// ([`UpgradePathsClientBuilder::client_credentials`](super::UpgradePathsClientBuilder::client_credentials)), exchanged for a token on first use. When a
 /// lookup's token is refused (401, or a 403 other than `invalid_blog`), a client-credentials source
 /// fetches a new token (once for all the lookups that saw the old one refused) and the lookup is
 /// tried once more. A fixed token or a token refused again end the lookup with
@@ -40,7 +41,7 @@ use tokio::time::Instant;
 /// `upstream_unauthorized`: only the partner can fix them.
 ///
 /// A proxy in front of tooling that carries its own token needs no token of its own:
-/// [`UpgradePathsClientBuilder::caller_token`] makes every lookup use the bearer token of the
+/// [`UpgradePathsClientBuilder::caller_token`](super::UpgradePathsClientBuilder::caller_token) makes every lookup use the bearer token of the
 /// request the guard is checking. Such a token is never refreshed, and its refusal is the caller's:
 /// [`LookupError::CallerRefused`], with WordPress.com's own answer to relay.
 ///
@@ -48,15 +49,15 @@ use tokio::time::Instant;
 ///
 /// A lookup is a read, so passing failures are retried: a connection that failed or broke, an
 /// attempt that timed out, 500, 502, 503, 504 and 429, up to
-/// [`UpgradePathsClientBuilder::max_retries`] times (2 by default), after a jittered exponential
+/// [`UpgradePathsClientBuilder::max_retries`](super::UpgradePathsClientBuilder::max_retries) times (2 by default), after a jittered exponential
 /// backoff (100 ms, then 200 ms, ... up to 1 s, each plus up to as much again at random) or the
 /// upstream's `Retry-After` if longer. Other statuses are not retried: a 4xx would be answered the
 /// same way again. (500 is retried because WordPress.com answers it for passing trouble too; one
 /// more read is cheap.)
 ///
 /// Each attempt, token fetch included, has its own timeout
-/// ([`UpgradePathsClientBuilder::attempt_timeout`], 2 s by default), and the whole lookup, retries
-/// and waits included, ends by its deadline ([`UpgradePathsClientBuilder::lookup_timeout`], 5 s by
+/// ([`UpgradePathsClientBuilder::attempt_timeout`](super::UpgradePathsClientBuilder::attempt_timeout), 2 s by default), and the whole lookup, retries
+/// and waits included, ends by its deadline ([`UpgradePathsClientBuilder::lookup_timeout`](super::UpgradePathsClientBuilder::lookup_timeout), 5 s by
 /// default). A retry that could not start before the deadline is not made: the lookup ends at once
 /// with the last error, so a 429 whose `Retry-After` is longer than the time left is answered with
 /// that 429 (and its `Retry-After`) without waiting.
@@ -78,12 +79,6 @@ pub(super) struct Inner {
 }
 
 impl UpgradePathsClient {
-    /// A builder with the defaults: WordPress.com's base URL, a 5 s lookup deadline, 2 s per
-    /// attempt, 2 retries, a 64 KiB cap on answers. A token source is required.
-    pub fn builder() -> UpgradePathsClientBuilder {
-        UpgradePathsClientBuilder::default()
-    }
-
     /// The base URL lookups go to.
     pub fn base_url(&self) -> &str {
         &self.inner.base_url
@@ -127,7 +122,7 @@ impl UpgradePathsClient {
     /// deadline (see the [type's docs](Self)). Errors are classified as the guard's contract
     /// needs them; see [`LookupError`].
     ///
-    /// A client built with [`caller_token`](UpgradePathsClientBuilder::caller_token) has no token to ask
+    /// A client built with [`caller_token`](super::UpgradePathsClientBuilder::caller_token) has no token to ask
     /// with and answers [`LookupError::MissingToken`]: use
     /// [`upgrade_paths_with`](Self::upgrade_paths_with).
     pub async fn upgrade_paths(&self, site: &Site) -> Result<UpgradePaths, LookupError> {
@@ -135,7 +130,7 @@ impl UpgradePathsClient {
     }
 
     /// Asks what may be provisioned on `site` now, with `token`, a caller's own, in place of the
-    /// client's: what a guard built on a [`caller_token`](UpgradePathsClientBuilder::caller_token) client does
+    /// client's: what a guard built on a [`caller_token`](super::UpgradePathsClientBuilder::caller_token) client does
     /// with each request's bearer token ([`Token::from_headers`]).
     ///
     /// Passing failures are retried as for [`upgrade_paths`](Self::upgrade_paths), but the
@@ -162,7 +157,7 @@ impl UpgradePathsClient {
             .map(Arc::unwrap_or_clone)
     }
 
-    /// Whether lookups use the caller's token ([`UpgradePathsClientBuilder::caller_token`]): the guard then
+    /// Whether lookups use the caller's token ([`UpgradePathsClientBuilder::caller_token`](super::UpgradePathsClientBuilder::caller_token)): the guard then
     /// passes each request's bearer token to [`upgrade_paths_with`](Self::upgrade_paths_with).
     pub fn uses_caller_token(&self) -> bool {
         self.inner.tokens.is_caller()

@@ -16,11 +16,15 @@ mod error;
 mod names;
 mod paths;
 mod retry;
+mod settings;
 mod status;
+mod token;
 
-pub use auth::{ClientCredentialsBuilder, Token, TokenError, TokenSource};
-pub use builder::{BuildError, UpgradePathsClientBuilder};
+pub use auth::{ClientCredentialsBuilder, TokenError, TokenSource};
+pub use builder::UpgradePathsClientBuilder;
 pub use client::UpgradePathsClient;
 pub use error::{CallerRefusal, LookupError};
 pub(crate) use names::SiteLookup;
 pub use paths::UpgradePaths;
+pub use settings::BuildError;
+pub use token::Token;

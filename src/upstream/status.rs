@@ -10,9 +10,9 @@
 //! because of a misleading "unknown".
 
 use super::answer::{Answer, get, says_invalid_blog};
-use super::auth::Token;
 use super::client::{Endpoint, UpgradePathsClient, lookup_error};
 use super::error::{CallerRefusal, LookupError};
+use super::token::Token;
 use crate::site::Site;
 use http::StatusCode;
 
