@@ -25,6 +25,13 @@
 //! measured in the same run: this machine is shared and noisy.
 //!
 //! `-- --only <metric>` measures one headline figure alone (for profiling: `perf record` on it).
+//!
+//! The hand-written checks bound their reqwest call with a 5 s timeout, as the guard bounds its
+//! lookups (`-- --from-fn-timeout SECONDS`, `0` for none: then an upstream that never answers
+//! holds their requests for ever). A timeout is a Tokio timer per request, and registering one
+//! can wake a worker parked in the I/O driver: a check without one is cheaper by that wake-up and
+//! does not compare like with like (see BENCHMARKS.md, "Why the guard's allowed figure depends on
+//! the check's timeout").
 
 use axum::{
     Form, Router,
@@ -157,6 +164,8 @@ struct Plan {
     cached_sites: u64,
     /// Measures only this headline figure.
     only: Option<&'static str>,
+    /// The hand-written checks' reqwest timeout; zero for none.
+    from_fn_timeout: Duration,
 }
 
 /// One scenario's figures.
@@ -181,12 +190,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .skip_while(|a| a != "--only")
         .nth(1)
         .map(|name| &*Box::leak(name.into_boxed_str()));
+    let from_fn_timeout = match std::env::args()
+        .skip_while(|a| a != "--from-fn-timeout")
+        .nth(1)
+    {
+        Some(seconds) => Duration::from_secs(seconds.parse()?),
+        None => Duration::from_secs(5),
+    };
     let plan = if quick {
         Plan {
             duration: Duration::from_millis(800),
             concurrencies: &[1, 32],
             cached_sites: 20_000,
             only,
+            from_fn_timeout,
         }
     } else {
         Plan {
@@ -194,6 +211,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             concurrencies: &[1, 16, 64],
             cached_sites: 100_000,
             only,
+            from_fn_timeout,
         }
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -236,7 +254,13 @@ async fn run(plan: Plan, quick: bool) -> Result<(), Box<dyn std::error::Error>> 
     let cached = client(Duration::from_secs(300))?;
     let uncached = client(Duration::ZERO)?;
     let check = Check {
-        http: reqwest::Client::new(),
+        http: if plan.from_fn_timeout.is_zero() {
+            reqwest::Client::new()
+        } else {
+            reqwest::Client::builder()
+                .timeout(plan.from_fn_timeout)
+                .build()?
+        },
         base: fake.url().to_owned(),
         authorization: format!("Bearer {}", fake.token()),
     };
@@ -367,6 +391,14 @@ async fn run(plan: Plan, quick: bool) -> Result<(), Box<dyn std::error::Error>> 
     println!(
         "Direct upgrade-paths lookup p50 before the table (loopback): {:.0} µs.",
         direct.as_secs_f64() * 1e6
+    );
+    println!(
+        "Hand-written checks' reqwest timeout: {}.",
+        if plan.from_fn_timeout.is_zero() {
+            "none".to_owned()
+        } else {
+            format!("{} s", plan.from_fn_timeout.as_secs())
+        }
     );
     println!("Total time {:.1} s.", started.elapsed().as_secs_f64());
     println!();

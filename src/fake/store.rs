@@ -5,6 +5,7 @@ use super::catalogue::{PRODUCTS, Product};
 /// The family of plans, which a cancellation without `plan` cancels.
 const PLANS: &str = "jetpack-plans";
 use crate::site::{Site, SiteKind};
+use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -132,15 +133,6 @@ impl FakeSite {
         self
     }
 
-    fn is(&self, site: &Site) -> bool {
-        match site.kind() {
-            SiteKind::BlogId => self
-                .blog_id
-                .is_some_and(|id| id.to_string() == site.as_str()),
-            SiteKind::Url => self.url.as_ref().is_some_and(|(_, url)| url == site),
-        }
-    }
-
     fn shares_a_name_with(&self, other: &FakeSite) -> bool {
         (self.blog_id.is_some() && self.blog_id == other.blog_id)
             || matches!((&self.url, &other.url), (Some((_, a)), Some((_, b))) if a == b)
@@ -226,7 +218,7 @@ pub(crate) enum CancelError {
 /// The fake's sites, behind one lock so that check-then-provision is atomic.
 #[derive(Debug, Default)]
 pub(crate) struct Store {
-    sites: Mutex<Vec<FakeSite>>,
+    sites: Mutex<Sites>,
     /// How long a provision takes to show in upgrade-paths and status.
     grant_delay: Duration,
 }
@@ -242,27 +234,23 @@ impl Store {
 
     /// Adds `site`, replacing any site known by the same blog ID or URL.
     pub(crate) fn add(&self, site: FakeSite) {
-        let mut sites = self.lock();
-        sites.retain(|s| !s.shares_a_name_with(&site));
-        sites.push(site);
+        self.lock().add(site);
     }
 
     /// What the site holds as upgrade-paths sees it (provisions granted so far); `None` for a
     /// site upgrade-paths does not know.
     pub(crate) fn held(&self, site: &Site) -> Option<Vec<&'static str>> {
         let now = Instant::now();
-        self.lock()
-            .iter_mut()
-            .find(|s| s.is(site) && s.known_at(now))
-            .map(|s| {
-                s.settle(now);
-                s.held.clone()
-            })
+        self.lock().find(site).filter(|s| s.known_at(now)).map(|s| {
+            s.settle(now);
+            s.held.clone()
+        })
     }
 
     pub(crate) fn snapshots(&self) -> Vec<SiteSnapshot> {
         let now = Instant::now();
         self.lock()
+            .list
             .iter_mut()
             .map(|s| {
                 s.settle(now);
@@ -275,8 +263,7 @@ impl Store {
     /// lookup knows a site from its registration on.
     pub(crate) fn names(&self, site: &Site) -> Option<(Option<u64>, Option<String>)> {
         self.lock()
-            .iter()
-            .find(|s| s.is(site))
+            .find(site)
             .map(|s| (s.blog_id, s.url.as_ref().map(|(given, _)| given.clone())))
     }
 
@@ -284,13 +271,10 @@ impl Store {
     /// it does not know.
     pub(crate) fn status(&self, site: &Site) -> Option<(bool, Vec<&'static str>)> {
         let now = Instant::now();
-        self.lock()
-            .iter_mut()
-            .find(|s| s.is(site) && s.known_at(now))
-            .map(|s| {
-                s.settle(now);
-                (s.connected, s.held.clone())
-            })
+        self.lock().find(site).filter(|s| s.known_at(now)).map(|s| {
+            s.settle(now);
+            (s.connected, s.held.clone())
+        })
     }
 
     /// Provisions `product` on `site` if the site gains from it once every provision already
@@ -307,20 +291,19 @@ impl Store {
         let now = Instant::now();
         let delay = self.grant_delay;
         let mut sites = self.lock();
-        let registered = !sites.iter().any(|s| s.is(site));
+        let registered = sites.find(site).is_none();
         if registered {
             if site.kind() != SiteKind::Url {
                 return Err(ProvisionError::UnknownBlogId);
             }
-            let blog_id = sites.iter().filter_map(|s| s.blog_id).max().unwrap_or(0) + 1;
+            let blog_id = sites.by_id.keys().max().copied().unwrap_or(0) + 1;
             let url = format!("https://{}/", site.as_str().replace("::", "/"));
             let mut new = FakeSite::new(blog_id).url(&url);
             new.known_from = (!delay.is_zero()).then_some(now + delay);
-            sites.push(new);
+            sites.add(new);
         }
         let found = sites
-            .iter_mut()
-            .find(|s| s.is(site))
+            .find(site)
             .expect("the site is known or was just registered");
         found.settle(now);
         if let Some(product) = product {
@@ -344,10 +327,7 @@ impl Store {
     /// made granted first).
     pub(crate) fn cancel(&self, site: &Site, cancel: Cancel) -> Result<(), CancelError> {
         let mut sites = self.lock();
-        let site = sites
-            .iter_mut()
-            .find(|s| s.is(site))
-            .ok_or(CancelError::UnknownSite)?;
+        let site = sites.find(site).ok_or(CancelError::UnknownSite)?;
         site.held = site.held_eventually();
         site.pending.clear();
         site.known_from = None;
@@ -365,9 +345,62 @@ impl Store {
         Ok(())
     }
 
-    fn lock(&self) -> MutexGuard<'_, Vec<FakeSite>> {
+    fn lock(&self) -> MutexGuard<'_, Sites> {
         // Every update leaves the list valid, so a panic elsewhere does not poison it.
         self.sites.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The sites, indexed by each of their names: a load test seeds a hundred thousand, and every
+/// call finds one.
+#[derive(Debug, Default)]
+struct Sites {
+    list: Vec<FakeSite>,
+    by_id: HashMap<u64, usize>,
+    by_url: HashMap<Site, usize>,
+}
+
+impl Sites {
+    /// The site a request names, by blog ID or by URL.
+    fn find(&mut self, site: &Site) -> Option<&mut FakeSite> {
+        let at = match site.kind() {
+            SiteKind::BlogId => self.by_id.get(&site.as_str().parse().ok()?),
+            SiteKind::Url => self.by_url.get(site),
+        };
+        at.map(|&at| &mut self.list[at])
+    }
+
+    /// Adds `site`, replacing any site known by the same blog ID or URL.
+    fn add(&mut self, site: FakeSite) {
+        let id = site.blog_id.and_then(|id| self.by_id.get(&id));
+        let url = site.url.as_ref().and_then(|(_, url)| self.by_url.get(url));
+        if id.is_some() || url.is_some() {
+            self.list.retain(|s| !s.shares_a_name_with(&site));
+            self.list.push(site);
+            self.reindex();
+            return;
+        }
+        self.index(self.list.len(), &site);
+        self.list.push(site);
+    }
+
+    fn index(&mut self, at: usize, site: &FakeSite) {
+        if let Some(id) = site.blog_id {
+            self.by_id.insert(id, at);
+        }
+        if let Some((_, url)) = &site.url {
+            self.by_url.insert(url.clone(), at);
+        }
+    }
+
+    fn reindex(&mut self) {
+        self.by_id.clear();
+        self.by_url.clear();
+        let list = std::mem::take(&mut self.list);
+        for (at, site) in list.iter().enumerate() {
+            self.index(at, site);
+        }
+        self.list = list;
     }
 }
 
