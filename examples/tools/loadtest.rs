@@ -317,10 +317,12 @@ async fn run(plan: Plan, quick: bool) -> Result<(), Box<dyn std::error::Error>> 
     let slices = if quick { 3 } else { 8 };
     let wanted = |name: &str| plan.only.is_none_or(|only| only == name);
     let mut metrics: Vec<(&str, String)> = Vec::new();
+    // Each ratio's slices, for the spread line printed beside it.
+    let mut spreads: Vec<(&str, String)> = Vec::new();
     let ratio = |first, second, kind, concurrency| {
         let fake = &fake;
         async move {
-            let ratio = interleaved(
+            let (ratio, mut slices) = interleaved(
                 fake,
                 addr,
                 (first, second),
@@ -330,12 +332,21 @@ async fn run(plan: Plan, quick: bool) -> Result<(), Box<dyn std::error::Error>> 
                 plan.duration,
             )
             .await;
-            format!("{ratio:.3}")
+            slices.sort_by(f64::total_cmp);
+            let spread = format!(
+                "{:.3} to {:.3}, median {:.3} ({} slice pairs)",
+                slices[0],
+                slices[slices.len() - 1],
+                slices[slices.len() / 2],
+                slices.len()
+            );
+            (format!("{ratio:.3}"), spread)
         }
     };
     if wanted("hot_throughput_ratio") {
-        let hot = ratio("b", "a", "refused", top).await;
+        let (hot, spread) = ratio("b", "a", "refused", top).await;
         metrics.push(("hot_throughput_ratio", hot));
+        spreads.push(("hot_throughput_ratio", spread));
     }
     // Issue 14's four, at loopback with no added latency: cached refusals of the partner's own
     // forms against the unguarded route (the guard's reading and deciding, against the
@@ -348,7 +359,9 @@ async fn run(plan: Plan, quick: bool) -> Result<(), Box<dyn std::error::Error>> 
         ("allowed_ratio_from_fn_c64", "b", "d", "allowed", 64),
     ] {
         if wanted(name) {
-            metrics.push((name, ratio(first, second, kind, concurrency).await));
+            let (value, spread) = ratio(first, second, kind, concurrency).await;
+            metrics.push((name, value));
+            spreads.push((name, spread));
         }
     }
     if wanted("cold_latency_overhead_ratio") {
@@ -362,12 +375,14 @@ async fn run(plan: Plan, quick: bool) -> Result<(), Box<dyn std::error::Error>> 
     )
     .always();
     if wanted("peer_cold_ratio_from_fn") {
-        let peer_cold = ratio("c", "d", "allowed", top).await;
+        let (peer_cold, spread) = ratio("c", "d", "allowed", top).await;
         metrics.push(("peer_cold_ratio_from_fn", peer_cold));
+        spreads.push(("peer_cold_ratio_from_fn", spread));
     }
     if wanted("peer_hot_ratio_from_fn") {
-        let peer_hot = ratio("b", "d", "refused", top).await;
+        let (peer_hot, spread) = ratio("b", "d", "refused", top).await;
         metrics.push(("peer_hot_ratio_from_fn", peer_hot));
+        spreads.push(("peer_hot_ratio_from_fn", spread));
     }
     fake.clear_faults();
     if wanted("coalesced_lookups") {
@@ -401,6 +416,10 @@ async fn run(plan: Plan, quick: bool) -> Result<(), Box<dyn std::error::Error>> 
         }
     );
     println!("Total time {:.1} s.", started.elapsed().as_secs_f64());
+    println!();
+    for (name, spread) in spreads {
+        println!("Slices of {name}, one side over the other: {spread}.");
+    }
     println!();
     for (name, value) in metrics {
         println!("metric {name} {value}");
@@ -611,7 +630,8 @@ async fn send(http: &reqwest::Client, url: &str, (body, content_type): (String, 
     status
 }
 
-/// Throughput of `first` over `second`, driven in alternating slices.
+/// Throughput of `first` over `second`, driven in alternating slices: the ratio of the sums, and
+/// each slice pair's own ratio (their spread says how far one run's figure can be trusted).
 async fn interleaved(
     fake: &FakeUpstream,
     addr: SocketAddr,
@@ -620,23 +640,32 @@ async fn interleaved(
     concurrency: usize,
     slices: u32,
     total: Duration,
-) -> f64 {
+) -> (f64, Vec<f64>) {
     let slice = total / 2;
     let (mut a, mut b) = ((0, Duration::ZERO), (0, Duration::ZERO));
-    for _ in 0..slices {
-        for (variant, sum) in [(first, &mut a), (second, &mut b)] {
+    let mut ratios = Vec::new();
+    for n in 0..slices {
+        let mut rps = [0.0; 2];
+        // Which side goes first alternates: the one after a pause and the one after the other
+        // side's load are not always the same.
+        let order = if n % 2 == 0 { [0, 1] } else { [1, 0] };
+        for side in order {
             let scenario = Scenario {
                 phase: "",
-                variant,
+                variant: [first, second][side],
                 kind,
                 concurrency,
             };
             let run = drive(fake, addr, scenario, slice).await;
+            let sum = if side == 0 { &mut a } else { &mut b };
             sum.0 += run.requests;
             sum.1 += Duration::from_secs_f64(run.requests as f64 / run.rps);
+            rps[side] = run.rps;
         }
+        ratios.push(rps[0] / rps[1]);
     }
-    (a.0 as f64 / a.1.as_secs_f64()) / (b.0 as f64 / b.1.as_secs_f64())
+    let ratio = (a.0 as f64 / a.1.as_secs_f64()) / (b.0 as f64 / b.1.as_secs_f64());
+    (ratio, ratios)
 }
 
 /// p50 of c) on allowed requests over (p50 of one direct lookup + p50 of a)), at concurrency 1,
