@@ -27,16 +27,11 @@
 //! `plan=jetpack-scan` on them is allowed and costs one lookup each time). Prints `listening
 //! <addr>` once serving, then serves until killed.
 
-use axum::{
-    Form, Router,
-    body::Body,
-    extract::{FromRequest, Request, State},
-    http::StatusCode,
-    middleware::{self, Next},
-    response::{IntoResponse, Response},
-    routing::post,
-};
-use std::collections::HashMap;
+#[path = "partner_side.rs"]
+mod partner_side;
+
+use axum::{Router, middleware, routing::post};
+use partner_side::{Check, from_fn_check, provision};
 use std::net::SocketAddr;
 use std::time::Duration;
 use upgrade_guard::fake::{FakeSite, FakeUpstream};
@@ -111,17 +106,7 @@ async fn serve(
         .cache_ttl(Duration::from_secs(300))
         .settling_window(Duration::ZERO)
         .build();
-    let check = Check {
-        http: if from_fn_timeout.is_zero() {
-            reqwest::Client::new()
-        } else {
-            reqwest::Client::builder()
-                .timeout(from_fn_timeout)
-                .build()?
-        },
-        base: upstream,
-        authorization: format!("Bearer {token}"),
-    };
+    let check = Check::new(&upstream, &token, from_fn_timeout)?;
     let app = Router::new()
         .route("/unguarded", post(provision))
         .route("/guarded", post(provision).route_layer(guard))
@@ -133,84 +118,4 @@ async fn serve(
     println!("listening {}", listener.local_addr()?);
     axum::serve(listener, app).await?;
     Ok(())
-}
-
-/// The partner's handler: reads the form (urlencoded, or multipart with `multer`, what axum's
-/// `Multipart` uses), answers 200, calls nothing upstream.
-async fn provision(request: Request) -> StatusCode {
-    let multipart = request
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once("boundary="))
-        .map(|(_, boundary)| boundary.to_owned());
-    let has_plan = match multipart {
-        Some(boundary) => {
-            let stream = request.into_body().into_data_stream();
-            let mut form = multer::Multipart::new(stream, boundary);
-            let mut has_plan = false;
-            while let Ok(Some(field)) = form.next_field().await {
-                has_plan |= field.name() == Some("plan");
-                if field.bytes().await.is_err() {
-                    return StatusCode::BAD_REQUEST;
-                }
-            }
-            has_plan
-        }
-        None => match Form::<HashMap<String, String>>::from_request(request, &()).await {
-            Ok(Form(form)) => form.contains_key("plan"),
-            Err(_) => false,
-        },
-    };
-    if has_plan {
-        StatusCode::OK
-    } else {
-        StatusCode::BAD_REQUEST
-    }
-}
-
-/// What the hand-written check needs.
-#[derive(Clone)]
-struct Check {
-    http: reqwest::Client,
-    base: String,
-    authorization: String,
-}
-
-/// Buffers the form, asks upgrade-paths, decides: what a partner would write by hand.
-async fn from_fn_check(State(check): State<Check>, request: Request, next: Next) -> Response {
-    let (parts, body) = request.into_parts();
-    let Ok(bytes) = axum::body::to_bytes(body, 64 * 1024).await else {
-        return StatusCode::PAYLOAD_TOO_LARGE.into_response();
-    };
-    let Ok(form) = serde_urlencoded::from_bytes::<HashMap<String, String>>(&bytes) else {
-        return StatusCode::BAD_REQUEST.into_response();
-    };
-    let (Some(site), Some(plan)) = (form.get("siteurl"), form.get("plan")) else {
-        return StatusCode::BAD_REQUEST.into_response();
-    };
-    let answer = async {
-        let response = check
-            .http
-            .get(format!(
-                "{}/rest/v1.3/jpphp/{site}/upgrade-paths",
-                check.base
-            ))
-            .header("authorization", &check.authorization)
-            .send()
-            .await?;
-        response.bytes().await
-    };
-    let Ok(answer) = answer.await else {
-        return StatusCode::SERVICE_UNAVAILABLE.into_response();
-    };
-    let Ok(paths) = serde_json::from_slice::<HashMap<String, Vec<String>>>(&answer) else {
-        return StatusCode::SERVICE_UNAVAILABLE.into_response();
-    };
-    if paths.values().flatten().any(|p| p == plan) {
-        next.run(Request::from_parts(parts, Body::from(bytes)))
-            .await
-    } else {
-        (StatusCode::CONFLICT, r#"{"error":"upgrade_not_allowed"}"#).into_response()
-    }
 }

@@ -33,16 +33,15 @@
 //! does not compare like with like (see BENCHMARKS.md, "Why the guard's allowed figure depends on
 //! the check's timeout").
 
+#[path = "partner_side.rs"]
+mod partner_side;
+
 use axum::{
-    Form, Router,
-    body::Body,
-    extract::{FromRequest, Request, State},
-    http::StatusCode,
-    middleware::{self, Next},
-    response::{IntoResponse, Response},
+    Router, body::Body, extract::Request, http::StatusCode, middleware, response::Response,
     routing::post,
 };
 use futures_util::future::BoxFuture;
+use partner_side::{Check, from_fn_check, provision};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -149,14 +148,6 @@ const PHASES: [(&str, Duration); 2] = [
     ("+5 ms", Duration::from_millis(5)),
 ];
 
-/// What the hand-written checks (d, e) need.
-#[derive(Clone)]
-struct Check {
-    http: reqwest::Client,
-    base: String,
-    authorization: String,
-}
-
 #[derive(Clone, Copy)]
 struct Plan {
     duration: Duration,
@@ -253,17 +244,7 @@ async fn run(plan: Plan, quick: bool) -> Result<(), Box<dyn std::error::Error>> 
     };
     let cached = client(Duration::from_secs(300))?;
     let uncached = client(Duration::ZERO)?;
-    let check = Check {
-        http: if plan.from_fn_timeout.is_zero() {
-            reqwest::Client::new()
-        } else {
-            reqwest::Client::builder()
-                .timeout(plan.from_fn_timeout)
-                .build()?
-        },
-        base: fake.url().to_owned(),
-        authorization: format!("Bearer {}", fake.token()),
-    };
+    let check = Check::new(fake.url(), &fake.token(), plan.from_fn_timeout)?;
 
     let app = Router::new()
         .route("/a", post(provision))
@@ -425,85 +406,6 @@ async fn run(plan: Plan, quick: bool) -> Result<(), Box<dyn std::error::Error>> 
         println!("metric {name} {value}");
     }
     Ok(())
-}
-
-/// The partner's handler: reads the form (urlencoded, or multipart with `multer`, what axum's
-/// `Multipart` uses), answers 200, calls nothing upstream.
-async fn provision(request: Request) -> StatusCode {
-    let multipart = request
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once("boundary="))
-        .map(|(_, boundary)| boundary.to_owned());
-    let has_plan = match multipart {
-        Some(boundary) => {
-            let stream = request.into_body().into_data_stream();
-            let mut form = multer::Multipart::new(stream, boundary);
-            let mut has_plan = false;
-            while let Ok(Some(field)) = form.next_field().await {
-                has_plan |= field.name() == Some("plan");
-                if field.bytes().await.is_err() {
-                    return StatusCode::BAD_REQUEST;
-                }
-            }
-            has_plan
-        }
-        None => match Form::<HashMap<String, String>>::from_request(request, &()).await {
-            Ok(Form(form)) => form.contains_key("plan"),
-            Err(_) => false,
-        },
-    };
-    if has_plan {
-        StatusCode::OK
-    } else {
-        StatusCode::BAD_REQUEST
-    }
-}
-
-impl Check {
-    /// Buffers the form, asks upgrade-paths, decides: what a partner would write by hand.
-    async fn decide(&self, request: Request) -> Result<Request, Response> {
-        let (parts, body) = request.into_parts();
-        let bytes = axum::body::to_bytes(body, 64 * 1024)
-            .await
-            .map_err(|_| StatusCode::PAYLOAD_TOO_LARGE.into_response())?;
-        let form: HashMap<String, String> = serde_urlencoded::from_bytes(&bytes)
-            .map_err(|_| StatusCode::BAD_REQUEST.into_response())?;
-        let (Some(site), Some(plan)) = (form.get("siteurl"), form.get("plan")) else {
-            return Err(StatusCode::BAD_REQUEST.into_response());
-        };
-        let answer = self
-            .http
-            .get(format!(
-                "{}/rest/v1.3/jpphp/{site}/upgrade-paths",
-                self.base
-            ))
-            .header("authorization", &self.authorization)
-            .send()
-            .await
-            .map_err(|_| StatusCode::SERVICE_UNAVAILABLE.into_response())?;
-        let paths: HashMap<String, Vec<String>> = serde_json::from_slice(
-            &answer
-                .bytes()
-                .await
-                .map_err(|_| StatusCode::SERVICE_UNAVAILABLE.into_response())?,
-        )
-        .map_err(|_| StatusCode::SERVICE_UNAVAILABLE.into_response())?;
-        if paths.values().flatten().any(|p| p == plan) {
-            Ok(Request::from_parts(parts, Body::from(bytes)))
-        } else {
-            Err((StatusCode::CONFLICT, r#"{"error":"upgrade_not_allowed"}"#).into_response())
-        }
-    }
-}
-
-/// d) `middleware::from_fn`.
-async fn from_fn_check(State(check): State<Check>, request: Request, next: Next) -> Response {
-    match check.decide(request).await {
-        Ok(request) => next.run(request).await,
-        Err(response) => response,
-    }
 }
 
 /// e) tower-http's `AsyncRequireAuthorizationLayer`.
