@@ -6,10 +6,11 @@
 mod common;
 
 use common::redis_server::RedisServer;
-use common::{TestCert, full, multipart, send, start_https};
+use common::{TestBody, TestCert, full, multipart, send, start_https};
 use futures_util::future::join_all;
 use http::Request;
 use upgrade_guard::fake::{FakeSite, FakeUpstream};
+use upgrade_guard_proxy::Running;
 
 /// Every paid product: on a free site they race, and all but a strict-superset chain of them
 /// must be refused.
@@ -22,6 +23,35 @@ const PRODUCTS: [&str; 7] = [
     "jetpack-scan",
     "jetpack-anti-spam",
 ];
+
+/// Three replicas in front of `fake`, sharing `redis`, each with `flags` besides.
+async fn three_replicas(
+    fake: &FakeUpstream,
+    cert: &TestCert,
+    redis: &RedisServer,
+    flags: &[&str],
+) -> Vec<Running> {
+    let token = fake.token();
+    let redis = redis.url();
+    let mut args = vec!["--token", &token, "--redis", &redis];
+    args.extend_from_slice(flags);
+    let mut replicas = Vec::new();
+    for _ in 0..3 {
+        replicas.push(start_https(fake.url(), cert, &args).await);
+    }
+    replicas
+}
+
+/// A provision of `plan` for `site` through `replica`, as the partner tooling sends it.
+fn provision(replica: &Running, token: &str, site: &str, plan: &str) -> Request<TestBody> {
+    let (content_type, body) =
+        multipart(&[("siteurl", site), ("plan", plan), ("local_user", "admin")]);
+    Request::post(format!("{}/rest/v1.3/jpphp/provision", replica.url()))
+        .header("authorization", format!("Bearer {token}"))
+        .header("content-type", content_type)
+        .body(full(body))
+        .unwrap()
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn racing_provisions_through_three_replicas_leak_nothing() {
@@ -36,25 +66,14 @@ async fn racing_provisions_through_three_replicas_leak_nothing() {
     let fake = fake.start().await.unwrap();
     let cert = TestCert::new();
     let token = fake.token();
-    let mut replicas = Vec::new();
-    for _ in 0..3 {
-        replicas.push(
-            start_https(
-                fake.url(),
-                &cert,
-                // The fake answers about Scan and Anti-spam too: their products are judged.
-                &[
-                    "--token",
-                    &token,
-                    "--redis",
-                    &redis.url(),
-                    "--covered-family",
-                    "jetpack-scan,jetpack-anti-spam",
-                ],
-            )
-            .await,
-        );
-    }
+    // The fake answers about Scan and Anti-spam too: their products are judged.
+    let replicas = three_replicas(
+        &fake,
+        &cert,
+        &redis,
+        &["--covered-family", "jetpack-scan,jetpack-anti-spam"],
+    )
+    .await;
     let client = cert.client();
 
     // Every product for every site at once, spread over the replicas, three rounds.
@@ -63,16 +82,7 @@ async fn racing_provisions_through_three_replicas_leak_nothing() {
         for (s, site) in sites.iter().enumerate() {
             for (p, product) in PRODUCTS.iter().enumerate() {
                 let replica = &replicas[(round + s + p) % replicas.len()];
-                let (content_type, body) = multipart(&[
-                    ("siteurl", site),
-                    ("plan", product),
-                    ("local_user", "admin"),
-                ]);
-                let request = Request::post(format!("{}/rest/v1.3/jpphp/provision", replica.url()))
-                    .header("authorization", format!("Bearer {token}"))
-                    .header("content-type", content_type)
-                    .body(full(body))
-                    .unwrap();
+                let request = provision(replica, &token, site, product);
                 requests.push(send(&client, request));
             }
         }
@@ -132,27 +142,10 @@ async fn a_provision_shown_late_is_known_to_every_replica() {
         .unwrap();
     let cert = TestCert::new();
     let token = fake.token();
-    let mut replicas = Vec::new();
-    for _ in 0..3 {
-        replicas.push(
-            start_https(
-                fake.url(),
-                &cert,
-                &["--token", &token, "--redis", &redis.url()],
-            )
-            .await,
-        );
-    }
+    let replicas = three_replicas(&fake, &cert, &redis, &[]).await;
     let client = cert.client();
     let provision = |at: usize, site: &str, plan: &str| {
-        let (content_type, body) =
-            multipart(&[("siteurl", site), ("plan", plan), ("local_user", "admin")]);
-        let request = Request::post(format!("{}/rest/v1.3/jpphp/provision", replicas[at].url()))
-            .header("authorization", format!("Bearer {token}"))
-            .header("content-type", content_type)
-            .body(full(body))
-            .unwrap();
-        send(&client, request)
+        send(&client, provision(&replicas[at], &token, site, plan))
     };
 
     let first = provision(0, "1001", "professional").await;
