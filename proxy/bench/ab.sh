@@ -19,50 +19,17 @@ bins=("$@")
 ROUNDS="${ROUNDS:-6}"; DURATION="${DURATION:-5}"; CONNECTIONS="${CONNECTIONS:-64}"
 THREADS="${THREADS:-2}"; WORKERS="${WORKERS:-1}"
 UP=18292; NG=18291
+# shellcheck source=nginx.sh
+source "$(dirname "${BASH_SOURCE[0]}")/nginx.sh"
 work="$(mktemp -d)"
 pids=()
 cleanup() {
     for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    [[ -f "$work/nginx.pid" ]] && kill "$(cat "$work/nginx.pid")" 2>/dev/null
-    [[ -f "$work/upstream/nginx.pid" ]] && kill "$(cat "$work/upstream/nginx.pid")" 2>/dev/null
+    stop_nginx "$work"
     rm -rf "$work"
 }
 trap cleanup EXIT
-mkdir -p "$work/logs" "$work/upstream/logs"
-# As run.sh's: an upstream nginx answering from memory, nginx-the-proxy with keep-alive to it.
-cat >"$work/upstream/nginx.conf" <<NGINX
-worker_processes auto;
-pid $work/upstream/nginx.pid;
-error_log $work/upstream/logs/error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    client_body_temp_path $work/upstream/body;
-    server {
-        listen 127.0.0.1:$UP;
-        default_type application/json;
-        location / { return 200 '{"success":true,"auth_required":false,"next_url":"https://example.com/next"}'; }
-    }
-}
-NGINX
-cat >"$work/nginx.conf" <<NGINX
-worker_processes $WORKERS;
-pid $work/nginx.pid;
-error_log $work/logs/error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    client_body_temp_path $work/body;
-    proxy_temp_path $work/proxy;
-    upstream partner_api { server 127.0.0.1:$UP; keepalive 256; }
-    server {
-        listen 127.0.0.1:$NG;
-        location / { proxy_pass http://partner_api; proxy_http_version 1.1; proxy_set_header Connection ""; }
-    }
-}
-NGINX
-nginx -p "$work/upstream" -c "$work/upstream/nginx.conf"
-nginx -p "$work" -c "$work/nginx.conf"
+start_nginx "$work" "$UP" "$NG" "$WORKERS"
 names=(nginx); ports=($NG); sides=()
 for i in "${!bins[@]}"; do
     port=$((18300 + i))

@@ -37,58 +37,17 @@ for tool in nginx wrk; do
 done
 
 cargo build --release --bin upgrade-guard-proxy
+# shellcheck source=nginx.sh
+source proxy/bench/nginx.sh
 work="$(mktemp -d)"
 cleanup() {
     [[ -n "${proxy_pid:-}" ]] && kill "$proxy_pid" 2>/dev/null && wait "$proxy_pid" 2>/dev/null
-    [[ -f "$work/nginx.pid" ]] && kill "$(cat "$work/nginx.pid")" 2>/dev/null
-    [[ -f "$work/upstream/nginx.pid" ]] && kill "$(cat "$work/upstream/nginx.pid")" 2>/dev/null
+    stop_nginx "$work"
     rm -rf "$work"
 }
 trap cleanup EXIT
 
-mkdir -p "$work/logs" "$work/upstream/logs"
-# The upstream: WordPress.com's answers, from memory. The site lookup names siteN.example.com's
-# blog ID N, so that the guard holds each site under its names as it would at WordPress.com.
-cat >"$work/upstream/nginx.conf" <<NGINX
-worker_processes auto;
-pid $work/upstream/nginx.pid;
-error_log $work/upstream/logs/error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    client_body_temp_path $work/upstream/body;
-    server {
-        listen 127.0.0.1:$UPSTREAM_PORT;
-        default_type application/json;
-        location ~ /upgrade-paths\$ { return 200 '{"jetpack-plans":["professional"],"jetpack-scan":["jetpack-scan"]}'; }
-        location ~ ^/rest/v1\.1/sites/site(\d+)\.example\.com\$ { return 200 '{"ID":\$1,"URL":"https://site\$1.example.com"}'; }
-        location / { return 200 '{"success":true,"auth_required":false,"next_url":"https://example.com/next"}'; }
-    }
-}
-NGINX
-# nginx as the reverse proxy, as a partner would configure it (keep-alive to the upstream).
-cat >"$work/nginx.conf" <<NGINX
-worker_processes $WORKERS;
-pid $work/nginx.pid;
-error_log $work/logs/error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    client_body_temp_path $work/body;
-    proxy_temp_path $work/proxy;
-    upstream partner_api { server 127.0.0.1:$UPSTREAM_PORT; keepalive 256; }
-    server {
-        listen 127.0.0.1:$NGINX_PORT;
-        location / {
-            proxy_pass http://partner_api;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-        }
-    }
-}
-NGINX
-nginx -p "$work/upstream" -c "$work/upstream/nginx.conf"
-nginx -p "$work" -c "$work/nginx.conf"
+start_nginx "$work" "$UPSTREAM_PORT" "$NGINX_PORT" "$WORKERS"
 
 RUST_LOG=warn "${CARGO_TARGET_DIR:-target}/release/upgrade-guard-proxy" \
     --listen "127.0.0.1:$PROXY_PORT" --admin "127.0.0.1:$ADMIN_PORT" \
