@@ -1,6 +1,7 @@
 //! `floor --listen ADDR --upstream http://HOST:PORT`: each client connection's requests go out
-//! on one hyper client connection of its own (as the proxy's passthrough does), `Host` set, on
-//! Tokio's single-threaded scheduler. Other flags are ignored, so it takes the proxy's.
+//! on one hyper client connection of its own (the passthrough variant tried for the proxy and not
+//! kept, BENCHMARKS.md), `Host` set, on Tokio's single-threaded scheduler. Other flags are
+//! ignored, so it takes the proxy's.
 
 use http::{HeaderValue, Request, Uri};
 use hyper::body::Incoming;

@@ -1,6 +1,5 @@
-//! `floor-pool`: the same floor with hyper-util's pooled `Client` (the proxy's guarded routes,
-//! and its passthrough before issue 25's second pass) in place of a connection per client
-//! connection.
+//! `floor-pool`: the same floor with hyper-util's pooled `Client`, which the proxy forwards
+//! every request through, in place of a connection per client connection.
 
 use http::{HeaderValue, Request, Uri};
 use hyper::body::Incoming;
