@@ -91,7 +91,8 @@ impl UpgradeGuardBuilder {
         self
     }
 
-    /// How many sites' paths are kept at most; default 100,000.
+    /// How many sites' paths are kept at most; default 100,000. The names learned of sites (see
+    /// [`SiteAliases`]) are kept for as many names.
     pub fn cache_capacity(mut self, sites: u64) -> Self {
         self.cache_capacity = sites;
         self

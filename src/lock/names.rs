@@ -22,8 +22,9 @@
 
 use crate::site::{Site, SiteHashing, SiteKind};
 use crate::upstream::{LookupError, SiteLookup, UpgradePathsClient};
-use std::sync::{Arc, LazyLock};
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
 /// How long a site's names are remembered: a blog ID and its URL part only when a site moves
 /// to another address, and a stale pair only ever makes the guard hold one lock more.
@@ -103,17 +104,14 @@ fn order(a: &Site, b: &Site) -> std::cmp::Ordering {
 pub(crate) struct SiteNames {
     aliases: SiteAliases,
     /// What the lookup said of each name asked about, and of the names it gave.
-    known: moka::sync::Cache<Site, HeldNames, SiteHashing>,
+    known: NameTable,
 }
 
 impl SiteNames {
     pub(crate) fn new(aliases: SiteAliases, capacity: u64) -> Self {
         Self {
             aliases,
-            known: moka::sync::Cache::builder()
-                .max_capacity(capacity.max(1))
-                .time_to_live(NAMES_TTL)
-                .build_with_hasher(SiteHashing),
+            known: NameTable::new(capacity, NAMES_TTL),
         }
     }
 
@@ -134,9 +132,8 @@ impl SiteNames {
         match Box::pin(client.site_lookup(site)).await? {
             SiteLookup::Known { blog_id, url } => {
                 let names = with_loose([Some(site.clone()), blog_id, url]);
-                for name in names.iter().filter(|name| !is_loose(name)) {
-                    self.known.insert(name.clone(), names.clone());
-                }
+                self.known
+                    .insert(names.iter().filter(|name| !is_loose(name)), &names);
                 Ok(names)
             }
             // Not remembered: the site may be registered a moment from now.
@@ -195,11 +192,86 @@ fn is_loose(site: &Site) -> bool {
         .is_some_and(|host| host.ends_with(LOOSE))
 }
 
+/// The names learned of each site, by every name the site goes by: a plain table rather than a
+/// moka cache, because it is as big as the cache of answers. moka keeps about 260 bytes of its
+/// own for each entry (its node, and its place in the access and expiry orders), as much as an
+/// answer and its entry, and a site has an entry here for each of its names; an entry here is
+/// its key, the names and when they expire. What a cache would add is not needed: an entry
+/// expires when it is read past its time, and a full table makes room by dropping what has
+/// expired, then an arbitrary eighth of it. A name dropped early costs one lookup more.
+struct NameTable {
+    entries: Mutex<HashMap<Site, Learned, SiteHashing>>,
+    capacity: usize,
+    ttl: Duration,
+}
+
+/// The names learned of a site, and until when they hold.
+struct Learned {
+    names: HeldNames,
+    until: Instant,
+}
+
+impl NameTable {
+    fn new(capacity: u64, ttl: Duration) -> Self {
+        Self {
+            entries: Mutex::default(),
+            capacity: usize::try_from(capacity).unwrap_or(usize::MAX).max(1),
+            ttl,
+        }
+    }
+
+    fn get(&self, site: &Site) -> Option<HeldNames> {
+        let mut entries = self.entries();
+        let learned = entries.get(site)?;
+        if learned.until > Instant::now() {
+            return Some(learned.names.clone());
+        }
+        entries.remove(site);
+        None
+    }
+
+    /// Remembers `names` under each of `keys`.
+    fn insert<'a>(&self, keys: impl Iterator<Item = &'a Site>, names: &HeldNames) {
+        let until = Instant::now() + self.ttl;
+        let mut entries = self.entries();
+        for key in keys {
+            if entries.len() >= self.capacity && !entries.contains_key(key) {
+                make_room(&mut entries, self.capacity);
+            }
+            let names = names.clone();
+            entries.insert(key.clone(), Learned { names, until });
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.entries().len()
+    }
+
+    fn entries(&self) -> MutexGuard<'_, HashMap<Site, Learned, SiteHashing>> {
+        // Every update leaves the table consistent, so a panic elsewhere cannot corrupt it.
+        self.entries.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Drops what has expired from a full table, and if that is not an eighth of it, an arbitrary
+/// eighth: room for that many names before the next full pass, so inserting stays O(1) on
+/// average.
+fn make_room(entries: &mut HashMap<Site, Learned, SiteHashing>, capacity: usize) {
+    let now = Instant::now();
+    entries.retain(|_, learned| learned.until > now);
+    let mut excess = (entries.len() + capacity / 8 + 1).saturating_sub(capacity);
+    entries.retain(|_, _| {
+        let keep = excess == 0;
+        excess = excess.saturating_sub(1);
+        keep
+    });
+}
+
 impl std::fmt::Debug for SiteNames {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SiteNames")
             .field("aliases", &self.aliases)
-            .field("known", &self.known.entry_count())
+            .field("known", &self.known.len())
             .finish()
     }
 }
@@ -246,5 +318,31 @@ mod tests {
                 .any(|name| kept.iter().any(|other| other == name))
         );
         assert_eq!(names(&SiteNames::given(&site("7"))), ["7"]);
+    }
+
+    #[test]
+    fn learned_names_expire_and_a_full_table_makes_room() {
+        let one = with_loose([Some(site("1")), Some(site("one.example"))]);
+        let table = NameTable::new(8, Duration::from_secs(3600));
+        table.insert(one.iter().filter(|name| !is_loose(name)), &one);
+        for name in ["1", "one.example"] {
+            assert_eq!(names(&table.get(&site(name)).unwrap()), names(&one));
+        }
+        assert!(table.get(&site("one.example.loose.invalid")).is_none());
+
+        // Past its time a name is not known, and reading it drops it.
+        let gone = NameTable::new(8, Duration::ZERO);
+        gone.insert([site("2")].iter(), &HeldNames::only(&site("2")));
+        assert!(gone.get(&site("2")).is_none());
+        assert_eq!(gone.len(), 0);
+
+        // However many names are learned, the table keeps at most its capacity, and the name
+        // learned last is known.
+        for id in 100..1_000 {
+            let name = site(&id.to_string());
+            table.insert([name.clone()].iter(), &HeldNames::only(&name));
+            assert!(table.len() <= 8);
+            assert!(table.get(&name).is_some());
+        }
     }
 }
