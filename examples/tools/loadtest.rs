@@ -24,6 +24,13 @@
 //! `metric <name> <value>` line per headline figure. Figures are ratios against baselines
 //! measured in the same run: this machine is shared and noisy.
 //!
+//! A throughput ratio is measured in slice pairs, one side then the other for a second each
+//! (which goes first alternates), sixteen pairs in a full run; its figure is the **median of the
+//! pairs' ratios**. Another program busy for a few seconds slows one side of one or two pairs:
+//! the median passes over them, where a ratio of the two sides' sums, each weighted by the
+//! slices it was slowed in, moved by about 0.1 from run to run. The ratio of the sums and the
+//! pairs' spread are printed beside each figure.
+//!
 //! `-- --only <metric>` measures one headline figure alone (for profiling: `perf record` on it).
 //!
 //! The hand-written checks bound their reqwest call with a 5 s timeout, as the guard bounds its
@@ -150,7 +157,11 @@ const PHASES: [(&str, Duration); 2] = [
 
 #[derive(Clone, Copy)]
 struct Plan {
+    /// How long each scenario of the table is driven.
     duration: Duration,
+    /// How long each side of a headline ratio's slice pair is driven, and how many pairs.
+    slice: Duration,
+    slices: u32,
     concurrencies: &'static [usize],
     cached_sites: u64,
     /// Measures only this headline figure.
@@ -191,6 +202,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let plan = if quick {
         Plan {
             duration: Duration::from_millis(800),
+            slice: Duration::from_millis(400),
+            slices: 3,
             concurrencies: &[1, 32],
             cached_sites: 20_000,
             only,
@@ -199,6 +212,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     } else {
         Plan {
             duration: Duration::from_secs(4),
+            slice: Duration::from_secs(1),
+            slices: 16,
             concurrencies: &[1, 16, 64],
             cached_sites: 100_000,
             only,
@@ -295,7 +310,7 @@ async fn run(plan: Plan, quick: bool) -> Result<(), Box<dyn std::error::Error>> 
     // The headline ratios, each from its two sides measured in alternating slices of the same
     // minute, so that a slow spell of this shared machine hits both.
     let top = *plan.concurrencies.last().expect("at least one concurrency");
-    let slices = if quick { 3 } else { 8 };
+    let slices = plan.slices;
     let wanted = |name: &str| plan.only.is_none_or(|only| only == name);
     let mut metrics: Vec<(&str, String)> = Vec::new();
     // Each ratio's slices, for the spread line printed beside it.
@@ -303,25 +318,25 @@ async fn run(plan: Plan, quick: bool) -> Result<(), Box<dyn std::error::Error>> 
     let ratio = |first, second, kind, concurrency| {
         let fake = &fake;
         async move {
-            let (ratio, mut slices) = interleaved(
+            let (of_sums, mut pairs) = interleaved(
                 fake,
                 addr,
                 (first, second),
                 kind,
                 concurrency,
                 slices,
-                plan.duration,
+                plan.slice,
             )
             .await;
-            slices.sort_by(f64::total_cmp);
+            pairs.sort_by(f64::total_cmp);
+            let median = median(&pairs);
             let spread = format!(
-                "{:.3} to {:.3}, median {:.3} ({} slice pairs)",
-                slices[0],
-                slices[slices.len() - 1],
-                slices[slices.len() / 2],
-                slices.len()
+                "{:.3} to {:.3} ({} slice pairs), ratio of the sums {of_sums:.3}",
+                pairs[0],
+                pairs[pairs.len() - 1],
+                pairs.len()
             );
-            (format!("{ratio:.3}"), spread)
+            (format!("{median:.3}"), spread)
         }
     };
     if wanted("hot_throughput_ratio") {
@@ -381,8 +396,9 @@ async fn run(plan: Plan, quick: bool) -> Result<(), Box<dyn std::error::Error>> 
         println!();
     }
     println!(
-        "Throughput ratios at concurrency {top} unless named, each from {slices} alternating \
-         slices per side; cold latency at concurrency 1, loopback, alternating request by request."
+        "Throughput ratios at concurrency {top} unless named, each the median of {slices} \
+         alternating slice pairs; cold latency at concurrency 1, loopback, alternating request \
+         by request."
     );
     println!(
         "Direct upgrade-paths lookup p50 before the table (loopback): {:.0} µs.",
@@ -532,8 +548,8 @@ async fn send(http: &reqwest::Client, url: &str, (body, content_type): (String, 
     status
 }
 
-/// Throughput of `first` over `second`, driven in alternating slices: the ratio of the sums, and
-/// each slice pair's own ratio (their spread says how far one run's figure can be trusted).
+/// Throughput of `first` over `second`, driven in `slices` alternating pairs of `slice` each:
+/// the ratio of the sums, and each pair's own ratio.
 async fn interleaved(
     fake: &FakeUpstream,
     addr: SocketAddr,
@@ -541,9 +557,8 @@ async fn interleaved(
     kind: &'static str,
     concurrency: usize,
     slices: u32,
-    total: Duration,
+    slice: Duration,
 ) -> (f64, Vec<f64>) {
-    let slice = total / 2;
     let (mut a, mut b) = ((0, Duration::ZERO), (0, Duration::ZERO));
     let mut ratios = Vec::new();
     for n in 0..slices {
@@ -568,6 +583,16 @@ async fn interleaved(
     }
     let ratio = (a.0 as f64 / a.1.as_secs_f64()) / (b.0 as f64 / b.1.as_secs_f64());
     (ratio, ratios)
+}
+
+/// The median of sorted `values`: the mean of the middle two when there is an even number.
+fn median(values: &[f64]) -> f64 {
+    let middle = values.len() / 2;
+    if values.len().is_multiple_of(2) {
+        (values[middle - 1] + values[middle]) / 2.0
+    } else {
+        values[middle]
+    }
 }
 
 /// p50 of c) on allowed requests over (p50 of one direct lookup + p50 of a)), at concurrency 1,
