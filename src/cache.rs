@@ -65,6 +65,7 @@
 //! own tags every entry as the partner's.
 
 use crate::peers::ForgetListener;
+use crate::quiet::quietly;
 use crate::site::{Site, SiteHashing};
 use crate::stats::GuardStats;
 use crate::upstream::{LookupError, Token, UpgradePaths, UpgradePathsClient};
@@ -409,8 +410,9 @@ impl Lookups {
             id,
             lookup: None,
         };
-        // Polled in place, so that going away hands this very future on (no second handle).
-        let result = waiting.lookup.insert(lookup).await;
+        // Polled in place, so that going away hands this very future on (no second handle);
+        // quietly, so that completing it does not wake this task (see `quiet.rs`).
+        let result = quietly(waiting.lookup.insert(lookup)).await;
         waiting.lookup = None;
         result
     }

@@ -129,6 +129,7 @@ mod decision;
 mod guard;
 mod lock;
 mod peers;
+mod quiet;
 mod recent;
 mod rejection;
 mod request;
