@@ -1,4 +1,4 @@
-//! What both floors share: the flags.
+//! What both floors share: the flags and the runtime.
 
 /// `--listen` and `--upstream` (without its `http://`); any other flag is skipped.
 pub fn flags() -> (String, String) {
@@ -14,4 +14,13 @@ pub fn flags() -> (String, String) {
     let upstream = upstream.expect("--upstream http://HOST:PORT");
     let upstream = upstream.trim_start_matches("http://").trim_end_matches('/');
     (listen.expect("--listen ADDR"), upstream.to_owned())
+}
+
+/// Tokio's single-threaded scheduler, which both floors run on (as the proxy does with
+/// `--workers 1`).
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a Tokio runtime")
 }

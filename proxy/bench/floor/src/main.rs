@@ -13,10 +13,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 fn main() {
     let (listen, upstream) = floor::flags();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = floor::runtime();
     tokio::task::LocalSet::new().block_on(&runtime, async move {
         let listener = TcpListener::bind(&listen).await.unwrap();
         loop {

@@ -9,10 +9,7 @@ use tokio::net::TcpListener;
 
 fn main() {
     let (listen, upstream) = floor::flags();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = floor::runtime();
     runtime.block_on(async move {
         // As the proxy builds its pool.
         let client: Client<_, Incoming> = Client::builder(TokioExecutor::new())
