@@ -21,6 +21,7 @@
 
 use crate::upstream::UpgradePaths;
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{PoisonError, RwLock};
 
 /// The families upgrade-paths always answers about (WordPress.com's partner docs).
@@ -66,11 +67,19 @@ pub enum UnjudgedProducts {
     Refuse,
 }
 
+/// How many answers the catalogue remembers having learned everything from.
+const LEARNED_ANSWERS: usize = 8;
+
 /// Which family each product belongs to and which families WordPress.com answers about, learned
 /// as answers are read. Shared by every route of a guard.
 #[derive(Debug)]
 pub(crate) struct Catalogue {
     known: RwLock<Known>,
+    /// The last answers (by their `AnswerId`) everything was learned from: an allowed provision
+    /// learns from its answer, and most sites share one of a handful of answers, so this spares
+    /// a lock and a hash per product and family on almost every decision.
+    learned: [AtomicU64; LEARNED_ANSWERS],
+    next_learned: AtomicUsize,
 }
 
 #[derive(Debug, Default)]
@@ -111,6 +120,8 @@ impl Catalogue {
             .extend(covered.into_iter().map(String::into_boxed_str));
         Self {
             known: RwLock::new(known),
+            learned: Default::default(),
+            next_learned: AtomicUsize::new(0),
         }
     }
 
@@ -133,6 +144,16 @@ impl Catalogue {
     /// Learns what `paths` tells: each family it lists is covered, each product it lists belongs
     /// to its family. Takes the write lock only when there is something new.
     pub(crate) fn learn(&self, paths: &UpgradePaths) {
+        let id = paths.id().get();
+        // Acquire: pairs with the release below, so what was learned is seen with its id.
+        if let Some(id) = id
+            && self
+                .learned
+                .iter()
+                .any(|learned| learned.load(Ordering::Acquire) == id.get())
+        {
+            return;
+        }
         let new = {
             let known = self.known.read().unwrap_or_else(PoisonError::into_inner);
             paths.families().any(|(family, mut products)| {
@@ -140,20 +161,33 @@ impl Catalogue {
                     || products.any(|p| known.families.get(p).is_none_or(|f| **f != *family))
             })
         };
-        if !new {
-            return;
+        let complete = !new || self.learn_new(paths);
+        if let (true, Some(id)) = (complete, id) {
+            let slot = self.next_learned.fetch_add(1, Ordering::Relaxed) % LEARNED_ANSWERS;
+            self.learned[slot].store(id.get(), Ordering::Release);
         }
+    }
+
+    /// Learns everything `paths` tells, under the write lock; `false` when the catalogue is
+    /// full and some of it was left out (then it is tried again with the next decision).
+    fn learn_new(&self, paths: &UpgradePaths) -> bool {
         let mut known = self.known.write().unwrap_or_else(PoisonError::into_inner);
+        let mut complete = true;
         for (family, products) in paths.families() {
-            if known.covered.len() < MAX_LEARNED {
+            if known.covered.len() < MAX_LEARNED || known.covered.contains(family) {
                 known.covered.insert(family.into());
+            } else {
+                complete = false;
             }
             for product in products {
                 if known.families.len() < MAX_LEARNED || known.families.contains_key(product) {
                     known.families.insert(product.into(), family.into());
+                } else {
+                    complete = false;
                 }
             }
         }
+        complete
     }
 }
 
@@ -210,6 +244,45 @@ mod tests {
         assert_eq!(
             catalogue.judge(&plans_only, "jetpack-boost"),
             Judgement::NotJudged
+        );
+    }
+
+    #[test]
+    fn an_answer_is_learned_from_once_by_each_catalogue() {
+        let with_scan = paths(r#"{"jetpack-scan":["jetpack-scan"]}"#);
+        let plans_only = paths(r#"{"jetpack-plans":["professional"]}"#);
+        let first = Catalogue::new([], []);
+        first.learn(&with_scan);
+        assert_eq!(first.judge(&plans_only, "jetpack-scan"), Judgement::Refused);
+        // A second catalogue (another guard) learns from the same answer all the same.
+        let second = Catalogue::new([], []);
+        second.learn(&with_scan);
+        assert_eq!(
+            second.judge(&plans_only, "jetpack-scan"),
+            Judgement::Refused
+        );
+        // A clone is the same answer; a new parse of it, another.
+        second.learn(&with_scan.clone());
+        assert_eq!(with_scan, paths(r#"{"jetpack-scan":["jetpack-scan"]}"#));
+
+        // A full catalogue leaves the answer unmarked, so it is tried again (and stays bounded).
+        let full = Catalogue::new((0..MAX_LEARNED).map(|i| (format!("p{i}"), "f".into())), []);
+        let new = paths(r#"{"jetpack-security":["security-t1"]}"#);
+        for _ in 0..2 {
+            full.learn(&new);
+            assert_eq!(full.judge(&plans_only, "security-t1"), Judgement::NotJudged);
+        }
+        assert!(
+            full.learned
+                .iter()
+                .all(|id| id.load(Ordering::Relaxed) == 0)
+        );
+        // What it did learn is remembered by id.
+        full.learn(&with_scan);
+        assert!(
+            full.learned
+                .iter()
+                .any(|id| id.load(Ordering::Relaxed) == with_scan.id().get().unwrap().get())
         );
     }
 

@@ -4,6 +4,8 @@ use crate::rejection::push_json_str;
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::collections::{BTreeMap, HashSet};
+use std::num::NonZeroU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 /// What WordPress.com says may still be provisioned on a site, by product family.
@@ -29,10 +31,48 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 ///
 /// Held compactly, since a cache may keep one per site: family and product names are shared
 /// between all answers (WordPress.com has a handful of them).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Default)]
 pub struct UpgradePaths {
     /// Sorted by family name; products in the order WordPress.com listed them.
     families: Box<[Family]>,
+    /// Which parse this is: see [`AnswerId`]. Not part of what the answer says.
+    id: AnswerId,
+}
+
+/// Tells one parsed answer from every other, so that what is learned from an answer is learned
+/// once, not at every decision made on it (see `Catalogue::learn`): most sites share one of a
+/// handful of answers (`parse_shared`). Each parse takes a new one, never reused; `0` is "no
+/// id" (an answer not parsed, or its clone's default).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct AnswerId(u64);
+
+impl AnswerId {
+    fn next() -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        Self(NEXT.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// The id as a number, `None` for "no id".
+    pub(crate) fn get(self) -> Option<NonZeroU64> {
+        NonZeroU64::new(self.0)
+    }
+}
+
+// What the answer says, without its id: two parses of one answer are equal.
+impl PartialEq for UpgradePaths {
+    fn eq(&self, other: &Self) -> bool {
+        self.families == other.families
+    }
+}
+
+impl Eq for UpgradePaths {}
+
+impl std::fmt::Debug for UpgradePaths {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpgradePaths")
+            .field("families", &self.families)
+            .finish()
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -81,6 +121,11 @@ impl UpgradePaths {
         })
     }
 
+    /// Which parse this answer is.
+    pub(crate) fn id(&self) -> AnswerId {
+        self.id
+    }
+
     /// Whether nothing at all may be provisioned.
     pub fn is_empty(&self) -> bool {
         self.families
@@ -99,6 +144,7 @@ impl UpgradePaths {
                     products: products.iter().map(|p| names.intern(p.as_ref())).collect(),
                 })
                 .collect(),
+            id: AnswerId::next(),
         }
     }
 }
