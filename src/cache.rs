@@ -40,10 +40,12 @@
 //! ([`TokenSource`](crate::TokenSource)). Both follow one rule: once started, a shared call runs
 //! to its end even when every caller waiting for it goes away, so its answer still reaches the
 //! cache (or the token state) and nobody who joins later inherits a call that stalled half-way
-//! (its deadline passing while nobody polled it). Lookups are the hot path: their waiters drive
-//! them themselves (no task per lookup), and one that goes away before the answer hands the
-//! lookup to a task of its own. Token fetches are rare and simply run in a task. The guard
-//! therefore needs a Tokio runtime, as reqwest does.
+//! (its deadline passing while nobody polled it). Lookups are the hot path: the request that
+//! starts one drives it itself, in its own task and with its own waker (no task per lookup, no
+//! shared future between it and its call), and if it goes away before the answer it hands the
+//! lookup to a task of its own; the requests that join it wait for the answer to be published.
+//! Token fetches are rare and simply run in a task. The guard therefore needs a Tokio runtime,
+//! as reqwest does.
 //!
 //! Why not moka's own coalescing (`try_get_with`): it shares only among callers inside that one
 //! call, and when the caller evaluating the shared future goes away its work is dropped and
@@ -65,23 +67,22 @@
 //! own tags every entry as the partner's.
 
 use crate::peers::ForgetListener;
-use crate::quiet::quietly;
 use crate::site::{Site, SiteHashing};
 use crate::stats::GuardStats;
 use crate::upstream::{LookupError, Token, UpgradePaths, UpgradePathsClient};
-use futures_util::future::{BoxFuture, FutureExt, Shared};
+use futures_util::future::BoxFuture;
 use std::collections::HashMap;
-use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
+use tokio::sync::Notify;
 
 /// How long a site's paths are reused by default.
 pub(crate) const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(30);
 /// How many sites' paths are kept by default.
 pub(crate) const DEFAULT_CACHE_CAPACITY: u64 = 100_000;
 
-type Lookup = Shared<BoxFuture<'static, Result<Arc<UpgradePaths>, LookupError>>>;
+type Answer = Result<Arc<UpgradePaths>, LookupError>;
 
 /// Whose token fetched an answer (or is fetching it).
 #[derive(Clone)]
@@ -113,13 +114,45 @@ struct Entry {
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct LookupMark(u64);
 
-/// A lookup under way, tagged so a finished task removes only its own. Ids grow with time, so
-/// an id also tells whether the lookup started before or after a [`LookupMark`].
+/// A lookup under way, tagged so a finished lookup removes only its own entry. Ids grow with
+/// time, so an id also tells whether the lookup started before or after a [`LookupMark`].
 #[derive(Clone)]
 struct InFlight {
     id: u64,
     fetched_by: Fetcher,
-    lookup: Lookup,
+    flight: Arc<Flight>,
+}
+
+/// Where a lookup's answer is published for the requests that joined it. The request that
+/// started the lookup gets the answer as its own future's output, and does not wait here.
+#[derive(Default)]
+struct Flight {
+    answer: OnceLock<Answer>,
+    published: Notify,
+}
+
+impl Flight {
+    /// Waits for the answer (a request that joined the lookup).
+    async fn answer(&self) -> Answer {
+        loop {
+            let published = self.published.notified();
+            let mut published = std::pin::pin!(published);
+            // Registered before the answer is read: a publication in between is not missed.
+            published.as_mut().enable();
+            if let Some(answer) = self.answer.get() {
+                return answer.clone();
+            }
+            published.await;
+        }
+    }
+
+    fn publish(&self, answer: Answer) {
+        // Only the first answer counts (a lookup publishes once; an abandoned one, see
+        // `Publisher`, only if it has not).
+        if self.answer.set(answer).is_ok() {
+            self.published.notify_waiters();
+        }
+    }
 }
 
 /// The client behind a cache and a table of lookups in flight.
@@ -209,7 +242,7 @@ impl Lookups {
             return Ok(None);
         };
         self.inner.stats.coalesced();
-        match self.wait(site, under_way).await {
+        match under_way.flight.answer().await {
             Ok(paths) => Ok((!paths.allows(product)).then_some(paths)),
             // This very token was refused a moment ago: asking again, after queueing for the
             // site behind its provisions, would only be refused again.
@@ -275,36 +308,39 @@ impl Lookups {
         fetcher: Fetcher,
         fresh_from: LookupMark,
     ) -> Result<Arc<UpgradePaths>, LookupError> {
-        let under_way = {
+        let lead = 'table: {
             let mut in_flight = self.inner.in_flight();
             let lookups = in_flight.entry(site.clone()).or_default();
             let joinable = |l: &&InFlight| l.fetched_by.is(&fetcher) && l.id >= fresh_from.0;
-            match lookups.iter().find(joinable) {
-                Some(under_way) => {
-                    self.inner.stats.coalesced();
-                    under_way.clone()
-                }
-                None => {
-                    // A lookup of this token older than the mark may still be under way: disown
-                    // it, so its answer (maybe from before the last provision, made in another
-                    // process) never lands in the cache over this one's. Its waiters still get it.
-                    lookups.retain(|l| !l.fetched_by.is(&fetcher));
-                    let id = self.inner.next_lookup.fetch_add(1, Ordering::Relaxed);
-                    let lookup = self
-                        .lookup(site.clone(), id, fetcher.clone(), product.into())
-                        .boxed()
-                        .shared();
-                    let under_way = InFlight {
-                        id,
-                        fetched_by: fetcher,
-                        lookup,
-                    };
-                    lookups.push(under_way.clone());
-                    under_way
-                }
+            if let Some(under_way) = lookups.iter().find(joinable) {
+                self.inner.stats.coalesced();
+                break 'table Err(under_way.flight.clone());
             }
+            // A lookup of this token older than the mark may still be under way: disown it, so
+            // its answer (maybe from before the last provision, made in another process) never
+            // lands in the cache over this one's. Its waiters still get it.
+            lookups.retain(|l| !l.fetched_by.is(&fetcher));
+            let id = self.inner.next_lookup.fetch_add(1, Ordering::Relaxed);
+            let flight = Arc::new(Flight::default());
+            lookups.push(InFlight {
+                id,
+                fetched_by: fetcher.clone(),
+                flight: flight.clone(),
+            });
+            let publisher = Publisher {
+                inner: self.inner.clone(),
+                site: site.clone(),
+                id,
+                flight,
+                finished: false,
+            };
+            Ok(Box::pin(self.lookup(publisher, fetcher, product.into())))
         };
-        self.wait(site, under_way).await
+        match lead {
+            Ok(lookup) => lead_to_the_end(lookup).await,
+            // Another request's lookup, started after the mark: its answer.
+            Err(joined) => joined.answer().await,
+        }
     }
 
     /// The site's paths for a partner's own view: the cached answer when there is one, otherwise
@@ -352,23 +388,27 @@ impl Lookups {
         &self.inner.client
     }
 
-    /// One upstream call; when it completes it leaves the table and, unless the answer allows
-    /// `product` (the asking request's, which then forwards and forgets the site), fills the
-    /// cache, whoever drove it.
+    /// One upstream call; when it completes it leaves the table, publishes its answer to the
+    /// requests that joined it, and, unless the answer allows `product` (the asking request's,
+    /// which then forwards and forgets the site), fills the cache, whoever drove it.
     fn lookup(
         &self,
-        site: Site,
-        id: u64,
+        publisher: Publisher,
         fetcher: Fetcher,
         product: Box<str>,
-    ) -> impl Future<Output = Result<Arc<UpgradePaths>, LookupError>> + Send + 'static {
-        let inner = self.inner.clone();
-        inner.stats.lookup();
+    ) -> impl Future<Output = Answer> + Send + 'static {
+        self.inner.stats.lookup();
         async move {
             let caller = match &fetcher {
                 Fetcher::Partner => None,
                 Fetcher::Caller(token) => Some(token),
             };
+            let mut publisher = publisher;
+            let (inner, site, id) = (
+                publisher.inner.clone(),
+                publisher.site.clone(),
+                publisher.id,
+            );
             let result = inner.client.lookup(&site, caller).await;
             tracing::debug!(%site, ok = result.is_ok(), "upgrade-paths lookup");
             // The cache and the table change together, under the table's lock, so a forget
@@ -381,7 +421,7 @@ impl Lookups {
                     && !paths.allows(&product)
                 {
                     let entry = Entry {
-                        fetched_by: fetcher,
+                        fetched_by: fetcher.clone(),
                         paths: paths.clone(),
                     };
                     cache.insert(site.clone(), entry);
@@ -392,59 +432,69 @@ impl Lookups {
                 }
             }
             drop(in_flight);
+            publisher.finish(&result);
             result
         }
     }
+}
 
-    /// Waits for a lookup. The waiters drive it themselves (no task on the common path); one that
-    /// goes away before the answer hands it to a task, so the others and the cache still get it.
-    async fn wait(
-        &self,
-        site: &Site,
-        under_way: InFlight,
-    ) -> Result<Arc<UpgradePaths>, LookupError> {
-        let InFlight { id, lookup, .. } = under_way;
-        let mut waiting = Waiting {
-            inner: &self.inner,
-            site,
-            id,
-            lookup: None,
-        };
-        // Polled in place, so that going away hands this very future on (no second handle);
-        // quietly, so that completing it does not wake this task (see `quiet.rs`).
-        let result = quietly(waiting.lookup.insert(lookup)).await;
-        waiting.lookup = None;
-        result
+/// Drives a lookup this request started to its answer. Should the request go away first, the
+/// lookup runs on in a task of its own, so the requests that joined it and the cache still get
+/// its answer.
+async fn lead_to_the_end(lookup: BoxFuture<'static, Answer>) -> Answer {
+    struct Leading(Option<BoxFuture<'static, Answer>>);
+
+    impl Drop for Leading {
+        fn drop(&mut self) {
+            // Without a runtime (it is shutting down) the lookup is dropped: its `Publisher`
+            // then frees its place in the table and answers whoever joined it.
+            if let (Some(lookup), Ok(runtime)) =
+                (self.0.take(), tokio::runtime::Handle::try_current())
+            {
+                runtime.spawn(lookup);
+            }
+        }
+    }
+
+    let mut leading = Leading(Some(lookup));
+    // Polled in place with this task's own waker: the answer wakes nobody else.
+    let answer = leading.0.as_mut().expect("set above").await;
+    leading.0 = None;
+    answer
+}
+
+/// A lookup's place in the table and its publication. When a lookup ends without an answer (its
+/// future dropped unfinished: its runtime went away), it leaves the table, so the next request
+/// starts a new lookup, and the requests that joined it get an error rather than waiting on.
+struct Publisher {
+    inner: Arc<Inner>,
+    site: Site,
+    id: u64,
+    flight: Arc<Flight>,
+    finished: bool,
+}
+
+impl Publisher {
+    /// Publishes the answer of a lookup that has left the table.
+    fn finish(&mut self, answer: &Answer) {
+        self.finished = true;
+        // Out of the table, the flight is held only by the requests that joined the lookup:
+        // none, most often, and then there is nobody to publish to.
+        if Arc::strong_count(&self.flight) > 1 {
+            self.flight.publish(answer.clone());
+        }
     }
 }
 
-/// A waiter that has not had its answer yet. Borrows what it names: only one that goes away
-/// before the answer needs its own copy.
-struct Waiting<'a> {
-    inner: &'a Arc<Inner>,
-    site: &'a Site,
-    id: u64,
-    lookup: Option<Lookup>,
-}
-
-impl Drop for Waiting<'_> {
+impl Drop for Publisher {
     fn drop(&mut self) {
-        let Some(lookup) = self.lookup.take() else {
+        if self.finished {
             return;
-        };
-        // Leaves the table if the task ends without the answer: never run because its runtime is
-        // shutting down, or no runtime at all. The next request then starts a new lookup.
-        let leave = LeaveInFlight {
-            inner: self.inner.clone(),
-            site: self.site.clone(),
-            id: self.id,
-        };
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                let _leave = leave;
-                let _ = lookup.await;
-            });
         }
+        self.inner.leave(&self.site, self.id);
+        let abandoned = std::io::Error::other("the lookup was dropped before its answer");
+        self.flight
+            .publish(Err(LookupError::Transport(Arc::new(abandoned))));
     }
 }
 
@@ -494,19 +544,6 @@ impl Inner {
         self.in_flight
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
-/// Removes a lookup from the table of lookups in flight when it is dropped.
-struct LeaveInFlight {
-    inner: Arc<Inner>,
-    site: Site,
-    id: u64,
-}
-
-impl Drop for LeaveInFlight {
-    fn drop(&mut self) {
-        self.inner.leave(&self.site, self.id);
     }
 }
 
@@ -595,6 +632,44 @@ mod tests {
         lookups.forget(&site);
         assert_eq!(in_flight(&lookups), 0, "a forget disowns the lookup");
         assert!(forgotten.await.unwrap().is_ok(), "its waiter still gets it");
+        assert_eq!(in_flight(&lookups), 0);
+    }
+
+    /// A lookup whose runtime goes away before its answer (so nobody can run it on) frees its
+    /// place in the table, and the requests that joined it get an error instead of waiting for
+    /// ever.
+    #[tokio::test]
+    async fn a_lookup_dropped_unfinished_answers_who_joined_it() {
+        let (fake, lookups) = setup().await;
+        let site = Site::parse("7").unwrap();
+        fake.inject(
+            Endpoint::UpgradePaths,
+            Fault::Delay(Duration::from_secs(30)),
+        )
+        .always();
+        let mark = lookups.mark();
+        let elsewhere = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        elsewhere.spawn({
+            let (lookups, site) = (lookups.clone(), site.clone());
+            async move { lookups.upgrade_paths(&site, "x", None, mark).await }
+        });
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while in_flight(&lookups) == 0 {
+            assert!(tokio::time::Instant::now() < deadline, "the lookup started");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let mut joined = std::pin::pin!(lookups.upgrade_paths(&site, "x", None, mark));
+        assert!(futures_util::poll!(joined.as_mut()).is_pending());
+
+        elsewhere.shutdown_background();
+        let answer = tokio::time::timeout(Duration::from_secs(10), joined)
+            .await
+            .expect("the request that joined is answered");
+        assert!(matches!(answer, Err(LookupError::Transport(_))));
         assert_eq!(in_flight(&lookups), 0);
     }
 

@@ -129,7 +129,6 @@ mod decision;
 mod guard;
 mod lock;
 mod peers;
-mod quiet;
 mod recent;
 mod rejection;
 mod request;
