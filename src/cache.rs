@@ -43,7 +43,9 @@
 //! (its deadline passing while nobody polled it). Lookups are the hot path: the request that
 //! starts one drives it itself, in its own task and with its own waker (no task per lookup, no
 //! shared future between it and its call), and if it goes away before the answer it hands the
-//! lookup to a task of its own; the requests that join it wait for the answer to be published.
+//! lookup to a task of its own; the requests that join it wait for the answer to be published,
+//! and never past the lookup's deadline: should the request that started it stop polling it
+//! without going away (a caller that parks a partner's view, say), they end with a timeout.
 //! Token fetches are rare and simply run in a task. The guard therefore needs a Tokio runtime,
 //! as reqwest does.
 //!
@@ -76,6 +78,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 use tokio::sync::Notify;
+use tokio::time::Instant;
 
 /// How long a site's paths are reused by default.
 pub(crate) const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(30);
@@ -125,25 +128,46 @@ struct InFlight {
 
 /// Where a lookup's answer is published for the requests that joined it. The request that
 /// started the lookup gets the answer as its own future's output, and does not wait here.
-#[derive(Default)]
 struct Flight {
     answer: OnceLock<Answer>,
     published: Notify,
+    /// When a request that joined stops waiting: see [`answer`](Self::answer).
+    deadline: Instant,
 }
 
+/// How long past the lookup's own deadline a request that joined it still waits: the lookup
+/// ends by its deadline, with an answer or an error, and publishes it at once.
+const JOINED_GRACE: Duration = Duration::from_millis(250);
+
 impl Flight {
-    /// Waits for the answer (a request that joined the lookup).
-    async fn answer(&self) -> Answer {
-        loop {
-            let published = self.published.notified();
-            let mut published = std::pin::pin!(published);
-            // Registered before the answer is read: a publication in between is not missed.
-            published.as_mut().enable();
-            if let Some(answer) = self.answer.get() {
-                return answer.clone();
-            }
-            published.await;
+    fn new(lookup_timeout: Duration) -> Self {
+        Self {
+            answer: OnceLock::new(),
+            published: Notify::new(),
+            deadline: Instant::now() + lookup_timeout + JOINED_GRACE,
         }
+    }
+
+    /// Waits for the answer (a request that joined the lookup). The request that started the
+    /// lookup drives it; should that request's task stop polling it without going away (a
+    /// caller parking a partner's view, say), a request that joined still ends by the lookup's
+    /// deadline, with [`LookupError::Timeout`].
+    async fn answer(&self) -> Answer {
+        let published = async {
+            loop {
+                let published = self.published.notified();
+                let mut published = std::pin::pin!(published);
+                // Registered before the answer is read: a publication in between is not missed.
+                published.as_mut().enable();
+                if let Some(answer) = self.answer.get() {
+                    return answer.clone();
+                }
+                published.await;
+            }
+        };
+        tokio::time::timeout_at(self.deadline, published)
+            .await
+            .unwrap_or(Err(LookupError::Timeout))
     }
 
     fn publish(&self, answer: Answer) {
@@ -321,7 +345,7 @@ impl Lookups {
             // lands in the cache over this one's. Its waiters still get it.
             lookups.retain(|l| !l.fetched_by.is(&fetcher));
             let id = self.inner.next_lookup.fetch_add(1, Ordering::Relaxed);
-            let flight = Arc::new(Flight::default());
+            let flight = Arc::new(Flight::new(self.inner.client.lookup_timeout()));
             lookups.push(InFlight {
                 id,
                 fetched_by: fetcher.clone(),
@@ -446,11 +470,14 @@ async fn lead_to_the_end(lookup: BoxFuture<'static, Answer>) -> Answer {
 
     impl Drop for Leading {
         fn drop(&mut self) {
-            // Without a runtime (it is shutting down) the lookup is dropped: its `Publisher`
-            // then frees its place in the table and answers whoever joined it.
-            if let (Some(lookup), Ok(runtime)) =
-                (self.0.take(), tokio::runtime::Handle::try_current())
-            {
+            // Without a runtime (the request dropped outside one, or its runtime shutting
+            // down), or when the lookup itself panicked, the lookup is dropped: its `Publisher`
+            // then frees its place in the table and answers whoever joined it with an error.
+            if let (Some(lookup), Ok(runtime), false) = (
+                self.0.take(),
+                tokio::runtime::Handle::try_current(),
+                std::thread::panicking(),
+            ) {
                 runtime.spawn(lookup);
             }
         }
@@ -671,6 +698,39 @@ mod tests {
             .expect("the request that joined is answered");
         assert!(matches!(answer, Err(LookupError::Transport(_))));
         assert_eq!(in_flight(&lookups), 0);
+    }
+
+    /// A request that joined a lookup is not held past the lookup's deadline by a request that
+    /// started it and then stopped polling it (without going away).
+    #[tokio::test]
+    async fn a_joined_lookup_ends_by_its_deadline_whoever_drives_it() {
+        let fake = FakeUpstream::builder()
+            .site(FakeSite::new(7))
+            .start()
+            .await
+            .unwrap();
+        let client = UpgradePathsClient::builder()
+            .base_url(fake.url())
+            .bearer_token(fake.token())
+            .lookup_timeout(Duration::from_millis(200))
+            .build()
+            .unwrap();
+        let lookups = Lookups::new(client, DEFAULT_CACHE_TTL, 16, GuardStats::default());
+        fake.inject(
+            Endpoint::UpgradePaths,
+            Fault::Delay(Duration::from_secs(30)),
+        )
+        .always();
+        let site = Site::parse("7").unwrap();
+        let mark = lookups.mark();
+        let mut started = std::pin::pin!(lookups.upgrade_paths(&site, "x", None, mark));
+        assert!(futures_util::poll!(started.as_mut()).is_pending());
+        // `started` is kept, and never polled again.
+        let joined = lookups.upgrade_paths(&site, "x", None, mark);
+        let answer = tokio::time::timeout(Duration::from_secs(10), joined)
+            .await
+            .expect("the request that joined is answered");
+        assert!(matches!(answer, Err(LookupError::Timeout)));
     }
 
     /// An answer that allows the asking request's product is not cached (that request forwards
