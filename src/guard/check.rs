@@ -63,7 +63,10 @@ impl Config {
     /// The contract, in order: read the request (400, 408, 413, 415); judge it (see
     /// [`judge`](Self::judge)); let the route's mode settle what is stopped; report the decision;
     /// forward what is not rejected, its site held.
-    pub(super) async fn check<B>(&self, request: Request<B>) -> Result<Forward<B>, Rejection>
+    pub(super) async fn check<B>(
+        self: Arc<Self>,
+        request: Request<B>,
+    ) -> Result<Forward<B>, Rejection>
     where
         B: Body<Data = Bytes>,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -220,11 +223,7 @@ impl Config {
         let why = match Box::pin(client.confirms_unknown(&named.site, caller)).await {
             Ok(true) => return Verdict::forward(Admission::FirstProvision, named, hold),
             Ok(false) => {
-                tracing::warn!(
-                    site = %named.site,
-                    "upgrade-paths answered invalid_blog for a site WordPress.com's status \
-                     knows: not forwarded as a first provision"
-                );
+                log_unknown_but_known(&named.site);
                 LookupError::Status {
                     status: StatusCode::FORBIDDEN,
                     retry_after: None,
@@ -351,10 +350,10 @@ impl Config {
                 return Ok(answer);
             }
             if Instant::now() + pause > deadline {
-                tracing::info!(%site, product, "the site's answers do not show a provision just made yet");
+                log_settling(site, product, None);
                 return Err(Rejection::ProvisionSettling { site: site.clone() });
             }
-            tracing::debug!(%site, product, ?pause, "a stale answer: asking again");
+            log_settling(site, product, Some(pause));
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(Duration::from_secs(1));
         }
@@ -385,6 +384,31 @@ impl Config {
                 product: product.to_owned(),
             }),
         }
+    }
+}
+
+// The logs of the check's futures are out of line: a `tracing` macro expanded in an `async fn`
+// grows its future, which every request carries (see `log_lookup` in `cache.rs`).
+
+#[cold]
+fn log_unknown_but_known(site: &Site) {
+    tracing::warn!(
+        %site,
+        "upgrade-paths answered invalid_blog for a site WordPress.com's status knows: not \
+         forwarded as a first provision"
+    );
+}
+
+/// A stale answer: asked again after `pause`, or past the lock wait (`None`).
+#[cold]
+fn log_settling(site: &Site, product: &str, pause: Option<Duration>) {
+    match pause {
+        Some(pause) => tracing::debug!(%site, product, ?pause, "a stale answer: asking again"),
+        None => tracing::info!(
+            %site,
+            product,
+            "the site's answers do not show a provision just made yet"
+        ),
     }
 }
 

@@ -72,7 +72,7 @@ impl Hold {
             // Nothing is provisioned: the name given is enough to hold (a cancel, a repair,
             // which a failing site lookup must not block).
             Err(error) if provides == Provides::Nothing => {
-                tracing::warn!(%site, error = %Chain(&error), "the site lookup failed; held under the name given");
+                log_unnamed(site, &error);
                 SiteNames::given(site)
             }
             Err(error) => return Err(Rejection::Upstream(error)),
@@ -221,6 +221,18 @@ async fn lock(
         .await
         .unwrap_or(Err(LockError::Busy));
     let waited = started.elapsed();
-    tracing::debug!(%site, ?waited, ok = acquired.is_ok(), "waited for the site's lock");
+    log_waited(site, waited, acquired.is_ok());
     (acquired, waited)
+}
+
+// Out of line: a `tracing` macro expanded in an `async fn` grows its future, which every
+// request carries (see `log_lookup` in `cache.rs`).
+
+#[cold]
+fn log_unnamed(site: &Site, error: &crate::upstream::LookupError) {
+    tracing::warn!(%site, error = %Chain(error), "the site lookup failed; held under the name given");
+}
+
+fn log_waited(site: &Site, waited: Duration, ok: bool) {
+    tracing::debug!(%site, ?waited, ok, "waited for the site's lock");
 }

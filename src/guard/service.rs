@@ -88,7 +88,9 @@ where
         let config = self.config.clone();
         let check = config.clone();
         ResponseFuture::new(
-            Box::pin(async move { check.check(request).await }),
+            // Not wrapped in an `async` block of its own: that would keep a second copy of the
+            // request in the boxed future (moved-from variables keep their room in a future).
+            Box::pin(check.check(request)),
             ready,
             config,
         )

@@ -219,11 +219,7 @@ impl Inner {
                 if refreshed || !self.tokens.can_refresh() {
                     return Err(error);
                 }
-                tracing::info!(
-                    site = %site,
-                    status = status.as_u16(),
-                    "WordPress.com refused the partner token; refreshing it and trying once more"
-                );
+                log_refresh(site, *status);
                 refreshed = true;
                 stale = Some(token);
                 continue;
@@ -231,13 +227,7 @@ impl Inner {
             let Some(wait) = retries.after(&error) else {
                 return Err(error);
             };
-            tracing::debug!(
-                site = %site,
-                attempt,
-                error = %Chain(&error),
-                wait_ms = (wait.deadline() - Instant::now()).as_millis() as u64,
-                "upgrade-paths lookup failed; retrying"
-            );
+            log_retry(site, attempt, &error, wait.deadline());
             wait.await;
             attempt += 1;
         }
@@ -342,6 +332,29 @@ impl SiteEndpoints {
         }
         url
     }
+}
+
+// The lookup's logs are out of line: a `tracing` macro expanded in an `async fn` grows its
+// future, which every lookup carries (see `log_lookup` in `cache.rs`).
+
+#[cold]
+fn log_refresh(site: &Site, status: http::StatusCode) {
+    tracing::info!(
+        %site,
+        status = status.as_u16(),
+        "WordPress.com refused the partner token; refreshing it and trying once more"
+    );
+}
+
+#[cold]
+fn log_retry(site: &Site, attempt: u32, error: &LookupError, at: Instant) {
+    tracing::debug!(
+        %site,
+        attempt,
+        error = %Chain(error),
+        wait_ms = at.saturating_duration_since(Instant::now()).as_millis() as u64,
+        "upgrade-paths lookup failed; retrying"
+    );
 }
 
 /// Whose token a lookup is sent with.
