@@ -428,18 +428,14 @@ impl Lookups {
                 Fetcher::Caller(token) => Some(token),
             };
             let mut publisher = publisher;
-            let (inner, site, id) = (
-                publisher.inner.clone(),
-                publisher.site.clone(),
-                publisher.id,
-            );
-            let result = inner.client.lookup(&site, caller).await;
-            log_lookup(&site, result.is_ok());
+            let (inner, site, id) = (&publisher.inner, &publisher.site, publisher.id);
+            let result = inner.client.lookup(site, caller).await;
+            log_lookup(site, result.is_ok());
             // The cache and the table change together, under the table's lock, so a forget
             // either comes first (and this answer, maybe from before the change, is not cached)
             // or after (and drops it).
             let mut in_flight = inner.in_flight();
-            let lookups = in_flight.get_mut(&site);
+            let lookups = in_flight.get_mut(site);
             if let Some(lookups) = lookups.filter(|lookups| lookups.iter().any(|l| l.id == id)) {
                 if let (Ok(paths), Some(cache)) = (&result, &inner.cache)
                     && !paths.allows(&product)
@@ -452,7 +448,7 @@ impl Lookups {
                 }
                 lookups.retain(|under_way| under_way.id != id);
                 if lookups.is_empty() {
-                    in_flight.remove(&site);
+                    in_flight.remove(site);
                 }
             }
             drop(in_flight);
