@@ -8,6 +8,7 @@
 #   bash bench/external/callgrind.sh                # 4 connections, 15 s per side
 #   CONNECTIONS=1 DURATION=20 bash bench/external/callgrind.sh
 #   TOP=30 bash bench/external/callgrind.sh         # and the guard's own functions, by misses
+#   LL=524288,8,64 bash bench/external/callgrind.sh # the last level simulated as a 512 KiB L2
 #
 # The server runs under valgrind (one thread at a time, about fifty times slower); wrk drives it
 # from outside, first both routes to warm them (connections, the names of the free sites), then
@@ -20,6 +21,7 @@ CONNECTIONS="${CONNECTIONS:-4}"
 DURATION="${DURATION:-15}"
 PORT="${PORT:-18095}"
 TOP="${TOP:-0}"
+LL="${LL:-}"
 
 missing=()
 command -v wrk >/dev/null || missing+=(wrk)
@@ -38,7 +40,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-valgrind --tool=callgrind --instr-atstart=no --cache-sim=yes \
+cache=(--cache-sim=yes)
+[[ -n "$LL" ]] && cache+=("--LL=$LL")
+valgrind --tool=callgrind --instr-atstart=no "${cache[@]}" \
     --callgrind-out-file="$work/callgrind.%p" \
     "$target/release/examples/bench_server" --listen "127.0.0.1:$PORT" >"$work/server.log" 2>&1 &
 server_pid=$!
