@@ -590,8 +590,16 @@ impl std::fmt::Debug for Lookups {
 mod tests {
     use super::*;
     use crate::fake::{Endpoint, FakeSite, FakeUpstream, Fault};
+    use crate::upstream::UpgradePathsClientBuilder;
 
     async fn setup() -> (FakeUpstream, Lookups) {
+        setup_with(|client| client).await
+    }
+
+    /// A fake with site 7, and lookups through a client `configure`d further.
+    async fn setup_with(
+        configure: impl FnOnce(UpgradePathsClientBuilder) -> UpgradePathsClientBuilder,
+    ) -> (FakeUpstream, Lookups) {
         let fake = FakeUpstream::builder()
             .site(FakeSite::new(7))
             .start()
@@ -599,9 +607,8 @@ mod tests {
             .unwrap();
         let client = UpgradePathsClient::builder()
             .base_url(fake.url())
-            .bearer_token(fake.token())
-            .build()
-            .unwrap();
+            .bearer_token(fake.token());
+        let client = configure(client).build().unwrap();
         let lookups = Lookups::new(
             client,
             DEFAULT_CACHE_TTL,
@@ -707,18 +714,8 @@ mod tests {
     /// started it and then stopped polling it (without going away).
     #[tokio::test]
     async fn a_joined_lookup_ends_by_its_deadline_whoever_drives_it() {
-        let fake = FakeUpstream::builder()
-            .site(FakeSite::new(7))
-            .start()
-            .await
-            .unwrap();
-        let client = UpgradePathsClient::builder()
-            .base_url(fake.url())
-            .bearer_token(fake.token())
-            .lookup_timeout(Duration::from_millis(200))
-            .build()
-            .unwrap();
-        let lookups = Lookups::new(client, DEFAULT_CACHE_TTL, 16, GuardStats::default());
+        let (fake, lookups) =
+            setup_with(|client| client.lookup_timeout(Duration::from_millis(200))).await;
         fake.inject(
             Endpoint::UpgradePaths,
             Fault::Delay(Duration::from_secs(30)),
