@@ -19,6 +19,9 @@
 //! (one line in the output). A field without a value is left out: `upstream_status` when the
 //! guard or the proxy answered itself, `code` when nothing was refused, `admission` when nothing
 //! was let through. No token, secret, query string or body is ever logged.
+//!
+//! A proxy that cannot start says why on stderr; under `json` also as an `ERROR` object on stdout
+//! (`"message":"upgrade-guard-proxy did not start"`, the error and its causes in `error`).
 
 use http::HeaderMap;
 use http::header::AUTHORIZATION;

@@ -5,10 +5,12 @@ use clap::Parser;
 
 use std::num::NonZeroUsize;
 use std::process::ExitCode;
-use upgrade_guard_proxy::{Config, init_logs, start};
+use upgrade_guard_proxy::{Config, LogFormat, init_logs, start};
 
 fn main() -> ExitCode {
     let config = Config::parse();
+    // Before anything can fail: a start-up error is a log line too (see `start_up_failed`).
+    init_logs(config.log_format);
     // One thread: Tokio's single-threaded scheduler, which does without work stealing and
     // cross-thread wake-ups (about a tenth less CPU per proxied request than one worker of the
     // multi-threaded one; BENCHMARKS.md). Several: the multi-threaded one.
@@ -24,21 +26,21 @@ fn main() -> ExitCode {
     match runtime.enable_all().build() {
         Ok(runtime) => runtime.block_on(run(config)),
         Err(error) => {
-            eprintln!("upgrade-guard-proxy: cannot start the runtime: {error}");
-            ExitCode::FAILURE
+            let error = anyhow::Error::new(error).context("cannot start the runtime");
+            start_up_failed(config.log_format, &error, ExitCode::FAILURE)
         }
     }
 }
 
 async fn run(config: Config) -> ExitCode {
-    init_logs(config.log_format);
+    let format = config.log_format;
     // Listening for the signals before serving: one that comes right after the start-up log
     // line must shut down gracefully, not kill the process.
     let signals = match ShutdownSignals::new() {
         Ok(signals) => signals,
         Err(error) => {
-            eprintln!("upgrade-guard-proxy: cannot listen for signals: {error}");
-            return ExitCode::FAILURE;
+            let error = anyhow::Error::new(error).context("cannot listen for signals");
+            return start_up_failed(format, &error, ExitCode::FAILURE);
         }
     };
     // SIGHUP reloads the certificate; listened for before serving, as its default action is to
@@ -47,17 +49,14 @@ async fn run(config: Config) -> ExitCode {
     let mut hangups = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
         Ok(hangups) => hangups,
         Err(error) => {
-            eprintln!("upgrade-guard-proxy: cannot listen for SIGHUP: {error}");
-            return ExitCode::FAILURE;
+            let error = anyhow::Error::new(error).context("cannot listen for SIGHUP");
+            return start_up_failed(format, &error, ExitCode::FAILURE);
         }
     };
     let running = match start(config).await {
         Ok(running) => running,
         Err(error) => {
-            // Start-up errors go to stderr as one readable line (the error and its causes,
-            // `: `-separated: anyhow's alternate form), whatever RUST_LOG says.
-            eprintln!("upgrade-guard-proxy: {:#}", anyhow::Error::new(error));
-            return ExitCode::from(2);
+            return start_up_failed(format, &anyhow::Error::new(error), ExitCode::from(2));
         }
     };
     #[cfg(unix)]
@@ -73,6 +72,23 @@ async fn run(config: Config) -> ExitCode {
     tracing::info!("shutting down: no new connections, finishing the requests under way");
     running.shutdown().await;
     ExitCode::SUCCESS
+}
+
+/// Says why the proxy did not start, and exits with `code`.
+///
+/// On stderr always, as one readable line (the error and its causes, `: `-separated: anyhow's
+/// alternate form), whatever `RUST_LOG` says: what a person starting it by hand or `systemctl
+/// status` shows. With `--log-format json` also as an `ERROR` object on stdout, where a log
+/// shipper reads every other line: a proxy that could not start is the event it must not miss.
+fn start_up_failed(format: LogFormat, error: &anyhow::Error, code: ExitCode) -> ExitCode {
+    eprintln!("upgrade-guard-proxy: {error:#}");
+    if format == LogFormat::Json {
+        tracing::error!(
+            error = format!("{error:#}"),
+            "upgrade-guard-proxy did not start"
+        );
+    }
+    code
 }
 
 /// SIGTERM (what an orchestrator sends) or SIGINT (Ctrl-C).

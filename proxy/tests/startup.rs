@@ -173,6 +173,53 @@ fn a_taken_port_is_named() {
     );
 }
 
+/// With `--log-format json`, a log shipper reading stdout sees why the proxy did not start: one
+/// `ERROR` object, the stderr line's error in its `error` field.
+#[test]
+fn a_start_up_error_is_a_json_line_too() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let output = Command::new(BINARY)
+        .args(["--listen", &addr, "--admin", "127.0.0.1:0", "--token", "t"])
+        .args(["--log-format", "json"])
+        .env_clear()
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    let said = format!("cannot listen on {addr} (--listen)");
+    assert!(stderr.contains(&said), "{stderr}");
+    let lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("every stdout line is JSON"))
+        .collect();
+    let [line] = &lines[..] else {
+        panic!("one line on stdout: {stdout}");
+    };
+    assert_eq!(line["level"], "ERROR", "{line}");
+    assert_eq!(
+        line["message"], "upgrade-guard-proxy did not start",
+        "{line}"
+    );
+    let error = line["error"].as_str().expect("an error field");
+    assert!(error.contains(&said), "{line}");
+    assert!(stderr.contains(error), "the same words on stderr: {stderr}");
+
+    // As text, stdout stays empty: the line is on stderr only, as before.
+    let output = Command::new(BINARY)
+        .args(["--listen", &addr, "--admin", "127.0.0.1:0", "--token", "t"])
+        .env_clear()
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        output.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+}
+
 /// Kills the child if the test fails half-way.
 struct Running(Child);
 
