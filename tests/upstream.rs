@@ -444,3 +444,84 @@ async fn retries_of_a_hanging_upstream_end_at_the_deadline() {
     // Two attempts cut at 2 s, a third at the deadline.
     assert_eq!(fake.stats().lookups, 3);
 }
+
+// ---- the calls around the lookup: the site's names, its status ----
+
+/// Sends a provision form through a guard on `client` in front of a handler that answers 200:
+/// the answer's status, its `message`, and whether the handler was reached.
+async fn provision_through_a_guard(client: UpgradePathsClient, form: &str) -> (StatusCode, String) {
+    use http_body_util::{BodyExt, Full};
+    use tower::{Layer, ServiceExt, service_fn};
+    let handler = service_fn(|_: http::Request<_>| async {
+        Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(bytes::Bytes::new())))
+    });
+    let guard = upgrade_guard::UpgradeGuardLayer::new(client).layer(handler);
+    let request = http::Request::post("/provision")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(Full::new(bytes::Bytes::from(form.to_owned())))
+        .unwrap();
+    let response = guard.oneshot(request).await.unwrap();
+    let status = response.status();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let message = serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|json| json["message"].as_str().map(str::to_owned))
+        .unwrap_or_default();
+    (status, message)
+}
+
+/// The public site lookup, which tells the guard a site's other name before its first check, is
+/// retried as the upgrade-paths lookup is: a connection dropped once, or one passing 5xx, must
+/// not refuse the first provision of a site whose names are not known yet.
+#[tokio::test]
+async fn one_passing_failure_of_the_site_lookup_is_retried() {
+    let fake = fake().await;
+    for (n, fault) in [Fault::DropConnection, Fault::status(503)]
+        .into_iter()
+        .enumerate()
+    {
+        fake.reset_stats();
+        fake.inject(Endpoint::SiteLookup, fault.clone()).once();
+        // A fresh guard each time: a site's names, once learned, are remembered.
+        let form = format!("siteurl=100{}&plan=jetpack-scan&local_user=a", n + 1);
+        let (status, message) = provision_through_a_guard(client(&fake), &form).await;
+        assert_eq!(status, StatusCode::OK, "{fault:?}: {message}");
+        assert_eq!(fake.stats().site_lookups, 2, "{fault:?}");
+    }
+}
+
+/// A site lookup that keeps failing ends, after the retries, in the guard's 503, whose message
+/// says what failed without calling it the upgrade-paths lookup.
+#[tokio::test]
+async fn a_site_lookup_that_keeps_failing_is_503_after_the_retries() {
+    let fake = fake().await;
+    fake.inject(Endpoint::SiteLookup, Fault::DropConnection)
+        .always();
+    let (status, message) =
+        provision_through_a_guard(client(&fake), "siteurl=1001&plan=jetpack-scan&local_user=a")
+            .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{message}");
+    assert!(
+        message.contains("the connection to WordPress.com failed"),
+        "{message}"
+    );
+    assert!(!message.contains("upgrade-paths lookup"), "{message}");
+    // The default two retries.
+    assert_eq!(fake.stats().site_lookups, 3);
+    assert_eq!(fake.stats().lookups, 0);
+}
+
+/// The status call that confirms a first provision's site is new is retried too: one passing
+/// failure does not refuse the first provision.
+#[tokio::test]
+async fn one_passing_failure_of_the_status_call_is_retried() {
+    let fake = fake().await;
+    fake.inject(Endpoint::Status, Fault::status(502)).once();
+    let (status, message) = provision_through_a_guard(
+        client(&fake),
+        "siteurl=https://brand-new.example/&plan=jetpack-scan&local_user=a",
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{message}");
+    assert_eq!(fake.stats().status_requests, 2);
+}

@@ -61,6 +61,9 @@ use tokio::time::Instant;
 /// default). A retry that could not start before the deadline is not made: the lookup ends at once
 /// with the last error, so a 429 whose `Retry-After` is longer than the time left is answered with
 /// that 429 (and its `Retry-After`) without waiting.
+///
+/// The guard's two other calls, the public site lookup (a site's other name) and `status` (is a
+/// first provision's site new), are tried the same way, each by a deadline of its own.
 #[derive(Clone)]
 pub struct UpgradePathsClient {
     pub(super) inner: Arc<Inner>,
@@ -179,6 +182,39 @@ impl UpgradePathsClient {
         // computes. One timer per lookup, not two.
         inner.lookup(site, caller, deadline).await
     }
+
+    /// One of the calls around the upgrade-paths lookup (the site's names, its status), tried
+    /// as a lookup is: each attempt by the attempt timeout, a passing failure (see `retry.rs`)
+    /// tried again after a backoff, all by the lookup deadline. `call` makes one attempt.
+    pub(super) async fn retried<T, F, Fut>(
+        &self,
+        endpoint: Endpoint,
+        site: &Site,
+        mut call: F,
+    ) -> Result<T, LookupError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, LookupError>>,
+    {
+        let inner = &*self.inner;
+        let deadline = Instant::now() + inner.lookup_timeout;
+        let mut retries = Retries::new(inner.max_retries, deadline);
+        let mut attempt = 1u32;
+        loop {
+            let attempt_deadline = deadline.min(Instant::now() + inner.attempt_timeout);
+            let error = match tokio::time::timeout_at(attempt_deadline, call()).await {
+                Ok(Ok(answer)) => return Ok(answer),
+                Ok(Err(error)) => error,
+                Err(_) => LookupError::Timeout,
+            };
+            let Some(wait) = retries.after(&error) else {
+                return Err(error);
+            };
+            log_retry(endpoint, site, attempt, &error, wait.deadline());
+            wait.await;
+            attempt += 1;
+        }
+    }
 }
 
 impl Inner {
@@ -227,7 +263,13 @@ impl Inner {
             let Some(wait) = retries.after(&error) else {
                 return Err(error);
             };
-            log_retry(site, attempt, &error, wait.deadline());
+            log_retry(
+                Endpoint::UpgradePaths,
+                site,
+                attempt,
+                &error,
+                wait.deadline(),
+            );
             wait.await;
             attempt += 1;
         }
@@ -287,7 +329,7 @@ pub(super) struct SiteEndpoints {
 }
 
 /// Which endpoint of a site to ask.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug)]
 pub(super) enum Endpoint {
     /// v1.3 `upgrade-paths`.
     UpgradePaths,
@@ -295,6 +337,17 @@ pub(super) enum Endpoint {
     Status,
     /// v1.1 `sites/{site}`, the public site lookup.
     Site,
+}
+
+impl Endpoint {
+    /// The endpoint as the logs name it.
+    fn name(self) -> &'static str {
+        match self {
+            Self::UpgradePaths => "upgrade-paths",
+            Self::Status => "status",
+            Self::Site => "site",
+        }
+    }
 }
 
 impl SiteEndpoints {
@@ -347,13 +400,14 @@ fn log_refresh(site: &Site, status: http::StatusCode) {
 }
 
 #[cold]
-fn log_retry(site: &Site, attempt: u32, error: &LookupError, at: Instant) {
+fn log_retry(endpoint: Endpoint, site: &Site, attempt: u32, error: &LookupError, at: Instant) {
     tracing::debug!(
         %site,
+        endpoint = endpoint.name(),
         attempt,
         error = %Chain(error),
         wait_ms = at.saturating_duration_since(Instant::now()).as_millis() as u64,
-        "upgrade-paths lookup failed; retrying"
+        "lookup failed; retrying"
     );
 }
 

@@ -42,11 +42,12 @@ pub enum LookupError {
     /// and the lookup was given none: the request being checked carries no bearer token.
     #[error("the request carries no bearer token to look the site up with")]
     MissingToken,
-    /// No complete answer within the lookup deadline (or the last attempt's own timeout).
-    #[error("the upgrade-paths lookup timed out")]
+    /// No complete answer within the lookup deadline (or the last attempt's own timeout), from
+    /// upgrade-paths or from a call the guard makes around it (the site's names, its status).
+    #[error("WordPress.com did not answer in time")]
     Timeout,
     /// The connection failed or broke before a complete answer.
-    #[error("the upgrade-paths lookup failed in transport")]
+    #[error("the connection to WordPress.com failed")]
     Transport(#[source] Arc<dyn std::error::Error + Send + Sync>),
     /// An error status that says nothing about the site: 5xx, 429 or an unexpected 4xx.
     #[error("WordPress.com answered HTTP {status}")]

@@ -5,8 +5,9 @@
 //! `GET /rest/v1.1/sites/{site}` (WordPress.com's public site lookup, which takes a blog ID or a
 //! domain with `::` for `/`): its answer's `ID` is the blog ID and its `URL` the site's address.
 //! The lookup is public and is asked without a token: no partner scope or caller's token decides
-//! what it answers, and a caller's bad token cannot make it fail. One attempt, within the lookup
-//! deadline.
+//! what it answers, and a caller's bad token cannot make it fail. It is tried as an upgrade-paths
+//! lookup is (a passing failure again, all within the lookup deadline): a connection that drops
+//! once must not refuse the first provision of a site whose names are not known yet.
 
 use super::answer::{Answer, get};
 use super::client::{Endpoint, UpgradePathsClient};
@@ -36,16 +37,19 @@ pub(crate) enum SiteLookup {
 impl UpgradePathsClient {
     /// Asks WordPress.com's public site lookup for the names of `site`.
     pub(crate) async fn site_lookup(&self, site: &Site) -> Result<SiteLookup, LookupError> {
+        self.retried(Endpoint::Site, site, || self.site_lookup_once(site))
+            .await
+    }
+
+    /// One attempt of [`site_lookup`](Self::site_lookup).
+    async fn site_lookup_once(&self, site: &Site) -> Result<SiteLookup, LookupError> {
         let url = self.inner.endpoints.url(Endpoint::Site, site);
-        let ask = get(&self.inner.http, url, None, MAX_SITE_ANSWER);
         let Answer {
             status,
             retry_after,
             body,
             ..
-        } = tokio::time::timeout(self.lookup_timeout(), ask)
-            .await
-            .map_err(|_| LookupError::Timeout)??;
+        } = get(&self.inner.http, url, None, MAX_SITE_ANSWER).await?;
         if status.is_success() {
             return read_names(&body).ok_or(LookupError::Status {
                 status,

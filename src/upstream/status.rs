@@ -24,30 +24,37 @@ impl UpgradePathsClient {
     /// (`invalid_blog`): `Ok(true)` only then, `Ok(false)` when it knows the site.
     ///
     /// `caller` is the request's own bearer token, for a client that looks sites up with the
-    /// caller's token; otherwise the client's token is used. One attempt, within the lookup
-    /// deadline: a first provision that cannot be confirmed now is refused, and retried by its
-    /// client.
+    /// caller's token; otherwise the client's token is used. Tried as an upgrade-paths lookup is
+    /// (a passing failure again, all within the lookup deadline); a first provision that cannot
+    /// be confirmed by then is refused, and retried by its client.
     pub(crate) async fn confirms_unknown(
         &self,
         site: &Site,
         caller: Option<&Token>,
     ) -> Result<bool, LookupError> {
-        let ask = async {
-            let token = match caller {
-                Some(token) => token.clone(),
-                None => self.token_source().token().await.map_err(lookup_error)?,
-            };
-            let url = self.inner.endpoints.url(Endpoint::Status, site);
-            get(&self.inner.http, url, Some(&token), MAX_STATUS_ANSWER).await
+        self.retried(Endpoint::Status, site, || {
+            self.confirms_unknown_once(site, caller)
+        })
+        .await
+    }
+
+    /// One attempt of [`confirms_unknown`](Self::confirms_unknown).
+    async fn confirms_unknown_once(
+        &self,
+        site: &Site,
+        caller: Option<&Token>,
+    ) -> Result<bool, LookupError> {
+        let token = match caller {
+            Some(token) => token.clone(),
+            None => self.token_source().token().await.map_err(lookup_error)?,
         };
+        let url = self.inner.endpoints.url(Endpoint::Status, site);
         let Answer {
             status,
             www_authenticate,
             body,
             ..
-        } = tokio::time::timeout(self.lookup_timeout(), ask)
-            .await
-            .map_err(|_| LookupError::Timeout)??;
+        } = get(&self.inner.http, url, Some(&token), MAX_STATUS_ANSWER).await?;
         match status {
             status if status.is_success() => Ok(false),
             _ if says_invalid_blog(&body) => Ok(true),
