@@ -99,7 +99,15 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     // No upstream named: run against the embedded fake, seeded with demo sites.
     let fake = match settings.upstream {
         Some(_) => None,
-        None => Some(FakeUpstream::builder().demo_sites().start().await?),
+        // Upgrade-paths answering about plans and backups only, as WordPress.com's partner docs
+        // describe it today: Scan and Anti-spam are then products it does not judge.
+        None => Some(
+            FakeUpstream::builder()
+                .demo_sites()
+                .answer_families(["jetpack-plans", "jetpack-backup"])
+                .start()
+                .await?,
+        ),
     };
     let upstream = match (&settings.upstream, &fake) {
         (Some(url), _) => url.trim_end_matches('/').to_owned(),
@@ -391,8 +399,9 @@ fn print_demo(listen: SocketAddr, sites: &[SiteSnapshot]) {
     let base = format!("http://{listen}");
     let provision = format!("curl -s -X POST {base}/rest/v1.3/jpphp/provision");
     println!(
-        "\nAn upgrade, forwarded (the site has Realtime Backups, Professional adds to it; sent again,\n\
-         it is 409, because the site has Professional now):\n  \
+        "\nAn upgrade, forwarded (the site has Realtime Backups, Professional adds to it; sent again\n\
+         at once, it is 409 already_provisioned, done a moment ago; after the settling window, 409\n\
+         upgrade_not_allowed, because the site has Professional now):\n  \
          {provision} \\\n    \
          -d siteurl=https://realtime.example.com/ -d plan=professional -d local_user=admin\n\
          \nA downgrade, refused with 409 (the site has Professional, Realtime Backups adds nothing):\n  \
@@ -401,8 +410,8 @@ fn print_demo(listen: SocketAddr, sites: &[SiteSnapshot]) {
          \nThe same with partner tooling's multipart form:\n  \
          {provision} -H 'Content-Type: multipart/form-data;' \\\n    \
          -F siteurl=https://professional.example.com/ -F plan=jetpack-backup-realtime -F local_user=admin\n\
-         \nThe site from the path, the plan as JSON (blog 1001 is free: anything is an upgrade):\n  \
-         curl -s -X POST {base}/sites/1001/plans -H 'Content-Type: application/json' -d '{{\"plan\":\"jetpack-scan\"}}'\n\
+         \nThe site from the path, the plan as JSON (blog 1001 is free: any plan is an upgrade):\n  \
+         curl -s -X POST {base}/sites/1001/plans -H 'Content-Type: application/json' -d '{{\"plan\":\"personal\"}}'\n\
          \nA brand-new customer site: WordPress.com does not know it yet, so this is its first\n\
          provision, which registers it (a downgrade on it is refused from then on):\n  \
          {provision} \\\n    \
@@ -412,9 +421,9 @@ fn print_demo(listen: SocketAddr, sites: &[SiteSnapshot]) {
          -d siteurl=https://professional.example.com/ -d local_user=admin -d force_connect=1\n\
          \nWhat a site may get now, for a dashboard (blog 1004 has Daily Backups):\n  \
          curl -s {base}/sites/1004/upgrade-paths\n\
-         \nScan, as the partner tooling's --plan=jetpack-scan sends it (where upgrade-paths does not\n\
-         speak about Scan at all, as WordPress.com's docs say of today, the guard forwards it marked\n\
-         unjudged, and WordPress.com decides):\n  \
+         \nScan, as the partner tooling's --plan=jetpack-scan sends it (upgrade-paths here speaks\n\
+         about plans and backups only, as WordPress.com's docs say of today: the guard forwards Scan\n\
+         marked unjudged, and WordPress.com's provision decides):\n  \
          {provision} -H 'Content-Type: multipart/form-data;' \\\n    \
          -F siteurl=https://example.com/blog/ -F plan=jetpack-scan -F local_user=admin\n\
          \nCancel, then provision what the cancel gave back (the downgrade refused above is an\n\

@@ -654,6 +654,7 @@ async fn the_examples_printed_commands_answer_as_printed() {
         "first provision of a new site forwarded",
         "connection request forwarded",
         "cancellation forwarded",
+        "product not judged by the site's upgrade paths forwarded",
     ] {
         assert!(logs.contains(decision), "{decision} not logged:\n{logs}");
     }
