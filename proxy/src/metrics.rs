@@ -123,6 +123,15 @@ impl Metrics {
             "Forwarded requests the guard finished after their client went away, by how they ended",
             finished_alone.clone(),
         );
+        // The ends an alert watches are there at 0 from the start: a rule on a counter that has
+        // no sample yet sees nothing, not zero. (An answered end carries the upstream's status,
+        // which only its first sample can say.)
+        for finished in ["failed", "ceiling_passed"] {
+            finished_alone.get_or_create(&FinishedLabels {
+                finished,
+                status: "none".to_owned(),
+            });
+        }
         // The library keeps these counters itself; they are read at each scrape.
         registry.register_collector(Box::new(GuardCollector { guard, detached }));
 
@@ -171,6 +180,9 @@ impl Metrics {
             "Certificate reloads on SIGHUP, by result",
             tls_reloads.clone(),
         );
+        for result in ["loaded", "failed"] {
+            tls_reloads.get_or_create(&ReloadLabels { result });
+        }
         Self {
             inner: Arc::new(Inner {
                 registry,

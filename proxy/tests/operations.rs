@@ -118,6 +118,25 @@ async fn metrics_parse_as_prometheus_text() {
     );
     assert_eq!(counter("upgrade_guard_lookups_total", &[]), 2.0);
     assert_eq!(counter("upgrade_guard_site_busy_total", &[]), 0.0);
+    // The counters an alert watches are there before their first event, at 0.
+    for finished in ["failed", "ceiling_passed"] {
+        assert_eq!(
+            counter(
+                "upgrade_guard_finished_alone_total",
+                &[("finished", finished), ("status", "none")]
+            ),
+            0.0
+        );
+    }
+    for result in ["loaded", "failed"] {
+        assert_eq!(
+            counter(
+                "upgrade_guard_proxy_tls_reloads_total",
+                &[("result", result)]
+            ),
+            0.0
+        );
+    }
     // The process metrics: both answers are in, none is being finished alone, and the
     // client's keep-alive connection is still open.
     assert_eq!(gauge("upgrade_guard_proxy_guarded_in_flight"), 0.0);
