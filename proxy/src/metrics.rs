@@ -127,7 +127,7 @@ impl Metrics {
         // no sample yet sees nothing, not zero. (An answered end carries the upstream's status,
         // which only its first sample can say.)
         for finished in ["failed", "ceiling_passed"] {
-            finished_alone.get_or_create(&FinishedLabels {
+            finished_alone.get_or_create_owned(&FinishedLabels {
                 finished,
                 status: "none".to_owned(),
             });
@@ -181,7 +181,7 @@ impl Metrics {
             tls_reloads.clone(),
         );
         for result in ["loaded", "failed"] {
-            tls_reloads.get_or_create(&ReloadLabels { result });
+            tls_reloads.get_or_create_owned(&ReloadLabels { result });
         }
         Self {
             inner: Arc::new(Inner {
