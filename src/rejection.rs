@@ -82,9 +82,10 @@ pub enum Rejection {
     #[error("{}", Chain(.0))]
     InvalidBody(#[source] BodyError),
     /// 415 `unsupported_media_type`: the route reads a body field but the body is not a form or
-    /// JSON.
+    /// JSON, or is encoded (a `Content-Encoding` other than `identity`: WordPress.com does not
+    /// decode it).
     #[error(
-        "the body must be application/x-www-form-urlencoded, multipart/form-data (with a plain boundary) or application/json"
+        "the body must be application/x-www-form-urlencoded, multipart/form-data (with a plain boundary) or application/json, with no Content-Encoding"
     )]
     UnsupportedMediaType,
     /// 413 `body_too_large`: the body is longer than the route's limit.
@@ -145,7 +146,7 @@ fn upstream_message(error: &LookupError) -> String {
             refusal.status()
         ),
         LookupError::MissingToken => {
-            "the request carries no bearer token (Authorization: Bearer <token>) to look the site up with".into()
+            "the request carries no bearer token (Authorization: Bearer <token>), which WordPress.com needs".into()
         }
         other => format!(
             "the site's upgrade paths could not be checked ({}); try again",

@@ -33,8 +33,10 @@ const WORDPRESS_COM: &str = "https://public-api.wordpress.com";
     about = "A reverse proxy for WordPress.com's partner API that refuses Jetpack downgrades",
     long_about = "A reverse proxy for WordPress.com's partner API. POST /rest/v1.3/jpphp/provision \
                   (and Jetpack's {site}/partner-provision) goes through upgrade-guard (a product that is not in the site's upgrade paths is \
-                  answered 409 and never reaches WordPress.com); every other request is passed \
-                  through untouched. Point partner tooling at it with JETPACK_START_API_HOST."
+                  answered 409 and never reaches WordPress.com); {site}/partner-cancel is held per site \
+                  like a provision, and the guard forgets the site's cached paths when it ends; every other \
+                  request is passed through untouched. Point partner tooling at it with \
+                  JETPACK_START_API_HOST."
 )]
 pub struct Config {
     /// Where the proxy listens.

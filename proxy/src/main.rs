@@ -76,19 +76,37 @@ async fn run(config: Config) -> ExitCode {
 
 /// Says why the proxy did not start, and exits with `code`.
 ///
-/// On stderr always, as one readable line (the error and its causes, `: `-separated: anyhow's
-/// alternate form), whatever `RUST_LOG` says: what a person starting it by hand or `systemctl
+/// On stderr always, as one readable line (the error and its [`causes`]), whatever `RUST_LOG`
+/// says: what a person starting it by hand or `systemctl
 /// status` shows. With `--log-format json` also as an `ERROR` object on stdout, where a log
 /// shipper reads every other line: a proxy that could not start is the event it must not miss.
 fn start_up_failed(format: LogFormat, error: &anyhow::Error, code: ExitCode) -> ExitCode {
-    eprintln!("upgrade-guard-proxy: {error:#}");
+    let error = causes(error);
+    eprintln!("upgrade-guard-proxy: {error}");
     if format == LogFormat::Json {
-        tracing::error!(
-            error = format!("{error:#}"),
-            "upgrade-guard-proxy did not start"
-        );
+        tracing::error!(error, "upgrade-guard-proxy did not start");
     }
     code
+}
+
+/// The error and its causes, `: `-separated, leaving out a cause whose words the one before it
+/// already ended with: some errors (redis's, around an `io::Error`) say their source's message
+/// and name it as their source too, which would print it twice.
+fn causes(error: &anyhow::Error) -> String {
+    let mut line = String::new();
+    let mut last = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if !line.is_empty() && last.ends_with(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+        last = text;
+    }
+    line
 }
 
 /// SIGTERM (what an orchestrator sends) or SIGINT (Ctrl-C).
