@@ -448,8 +448,17 @@ async fn retries_of_a_hanging_upstream_end_at_the_deadline() {
 // ---- the calls around the lookup: the site's names, its status ----
 
 /// Sends a provision form through a guard on `client` in front of a handler that answers 200:
-/// the answer's status, its `message`, and whether the handler was reached.
+/// the answer's status and its `message`.
 async fn provision_through_a_guard(client: UpgradePathsClient, form: &str) -> (StatusCode, String) {
+    let (status, message, _) = provision_answer(client, form).await;
+    (status, message)
+}
+
+/// As [`provision_through_a_guard`], with the answer's `Retry-After`.
+async fn provision_answer(
+    client: UpgradePathsClient,
+    form: &str,
+) -> (StatusCode, String, Option<String>) {
     use http_body_util::{BodyExt, Full};
     use tower::{Layer, ServiceExt, service_fn};
     let handler = service_fn(|_: http::Request<_>| async {
@@ -462,12 +471,16 @@ async fn provision_through_a_guard(client: UpgradePathsClient, form: &str) -> (S
         .unwrap();
     let response = guard.oneshot(request).await.unwrap();
     let status = response.status();
+    let retry_after = response
+        .headers()
+        .get(http::header::RETRY_AFTER)
+        .map(|value| value.to_str().unwrap().to_owned());
     let body = response.into_body().collect().await.unwrap().to_bytes();
     let message = serde_json::from_slice::<serde_json::Value>(&body)
         .ok()
         .and_then(|json| json["message"].as_str().map(str::to_owned))
         .unwrap_or_default();
-    (status, message)
+    (status, message, retry_after)
 }
 
 /// The public site lookup, which tells the guard a site's other name before its first check, is
@@ -524,4 +537,24 @@ async fn one_passing_failure_of_the_status_call_is_retried() {
     .await;
     assert_eq!(status, StatusCode::OK, "{message}");
     assert_eq!(fake.stats().status_requests, 2);
+}
+
+/// A status call answered 429 asks for a wait longer than the lookup deadline: not tried again
+/// at once (one call), and the guard's 503 passes the wait on.
+#[tokio::test]
+async fn a_status_call_answered_429_honours_its_retry_after() {
+    let fake = fake().await;
+    fake.inject(
+        Endpoint::Status,
+        Fault::status(429).header(http::header::RETRY_AFTER, "30"),
+    )
+    .always();
+    let (status, message, retry_after) = provision_answer(
+        client(&fake),
+        "siteurl=https://brand-new.example/&plan=jetpack-scan&local_user=a",
+    )
+    .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{message}");
+    assert_eq!(retry_after.as_deref(), Some("30"));
+    assert_eq!(fake.stats().status_requests, 1);
 }

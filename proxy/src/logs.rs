@@ -20,8 +20,10 @@
 //! guard or the proxy answered itself, `code` when nothing was refused, `admission` when nothing
 //! was let through. No token, secret, query string or body is ever logged.
 //!
-//! A proxy that cannot start says why on stderr; under `json` also as an `ERROR` object on stdout
-//! (`"message":"upgrade-guard-proxy did not start"`, the error and its causes in `error`).
+//! A proxy that cannot start once its flags are read (a taken port, an unreadable certificate,
+//! Redis unreachable) says why on stderr; under `json` also as an `ERROR` object on stdout
+//! (`"message":"upgrade-guard-proxy did not start"`, the error and its causes in `error`). A flag
+//! clap refuses gets clap's usage message on stderr only: the log format is one of the flags.
 
 use http::HeaderMap;
 use http::header::AUTHORIZATION;

@@ -51,9 +51,9 @@ impl UpgradePathsClient {
         let url = self.inner.endpoints.url(Endpoint::Status, site);
         let Answer {
             status,
+            retry_after,
             www_authenticate,
             body,
-            ..
         } = get(&self.inner.http, url, Some(&token), MAX_STATUS_ANSWER).await?;
         match status {
             status if status.is_success() => Ok(false),
@@ -66,9 +66,10 @@ impl UpgradePathsClient {
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
                 Err(LookupError::Unauthorized { status })
             }
+            // A 429's or 503's `Retry-After` is honoured by the retries and passed on.
             status => Err(LookupError::Status {
                 status,
-                retry_after: None,
+                retry_after,
             }),
         }
     }
