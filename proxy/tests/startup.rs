@@ -162,15 +162,23 @@ fn an_unreachable_redis_is_named_without_its_password() {
     );
 }
 
-#[test]
-fn a_taken_port_is_named() {
+/// Runs the binary with `--listen` on a port another socket holds, and `extra` flags: the port's
+/// address and the binary's output.
+fn on_a_taken_port(extra: &[&str]) -> (String, Output) {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
     let output = Command::new(BINARY)
         .args(["--listen", &addr, "--admin", "127.0.0.1:0", "--token", "t"])
+        .args(extra)
         .env_clear()
         .output()
         .unwrap();
+    (addr, output)
+}
+
+#[test]
+fn a_taken_port_is_named() {
+    let (addr, output) = on_a_taken_port(&[]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "{stderr}");
     assert!(
@@ -183,14 +191,7 @@ fn a_taken_port_is_named() {
 /// `ERROR` object, the stderr line's error in its `error` field.
 #[test]
 fn a_start_up_error_is_a_json_line_too() {
-    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = taken.local_addr().unwrap().to_string();
-    let output = Command::new(BINARY)
-        .args(["--listen", &addr, "--admin", "127.0.0.1:0", "--token", "t"])
-        .args(["--log-format", "json"])
-        .env_clear()
-        .output()
-        .unwrap();
+    let (addr, output) = on_a_taken_port(&["--log-format", "json"]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert_eq!(output.status.code(), Some(2), "{stderr}");
@@ -213,11 +214,7 @@ fn a_start_up_error_is_a_json_line_too() {
     assert!(stderr.contains(error), "the same words on stderr: {stderr}");
 
     // As text, stdout stays empty: the line is on stderr only, as before.
-    let output = Command::new(BINARY)
-        .args(["--listen", &addr, "--admin", "127.0.0.1:0", "--token", "t"])
-        .env_clear()
-        .output()
-        .unwrap();
+    let (_, output) = on_a_taken_port(&[]);
     assert_eq!(output.status.code(), Some(2));
     assert!(
         output.stdout.is_empty(),
