@@ -110,9 +110,12 @@ where
             route = route.as_str(),
             token = tracing::field::Empty,
         );
-        // A hash per request only when something will write it.
-        if !span.is_disabled() {
-            span.record("token", token_fingerprint(request.headers()));
+        // A hash per request only when something will write it. Recorded only when there is
+        // one: recording `None` leaves a stray space in the text log's span fields.
+        if !span.is_disabled()
+            && let Some(token) = token_fingerprint(request.headers())
+        {
+            span.record("token", token);
         }
         // Given back when the answer is in hand or the client goes away, whichever is first.
         let in_flight = route.is_guarded().then(|| self.metrics.guarded_request());

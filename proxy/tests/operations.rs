@@ -184,9 +184,21 @@ struct Binary {
 }
 
 impl Binary {
-    /// Starts the binary with `args` on free loopback ports, and waits for its start-up line.
-    /// Returns it with the proxy's and the admin listener's addresses.
+    /// Starts the binary with `args` (JSON logs among them) on free loopback ports, and waits
+    /// for its start-up line. Returns it with the proxy's and the admin listener's addresses.
     fn start(args: &[&str]) -> (Self, String, String) {
+        let binary = Self::spawn(args);
+        let first = &binary.first;
+        let json: serde_json::Value =
+            serde_json::from_str(first).unwrap_or_else(|e| panic!("{e}: {first}"));
+        assert_eq!(json["message"], "upgrade-guard-proxy listening", "{first}");
+        let addr = json["addr"].as_str().expect("addr").to_owned();
+        let admin = json["admin_addr"].as_str().expect("admin_addr").to_owned();
+        (binary, addr, admin)
+    }
+
+    /// Starts the binary with `args` on free loopback ports, and waits for its first line.
+    fn spawn(args: &[&str]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_upgrade-guard-proxy"))
             .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
             .args(args)
@@ -213,14 +225,8 @@ impl Binary {
             lines,
             first: String::new(),
         };
-        let first = binary.next_line().expect("a start-up line");
-        let json: serde_json::Value =
-            serde_json::from_str(&first).unwrap_or_else(|e| panic!("{e}: {first}"));
-        assert_eq!(json["message"], "upgrade-guard-proxy listening", "{first}");
-        let addr = json["addr"].as_str().expect("addr").to_owned();
-        let admin = json["admin_addr"].as_str().expect("admin_addr").to_owned();
-        binary.first = first;
-        (binary, addr, admin)
+        binary.first = binary.next_line().expect("a start-up line");
+        binary
     }
 
     /// The next line on stdout, waiting at most 30 s; `None` once stdout is closed.
@@ -372,6 +378,39 @@ async fn json_logs_carry_each_decision_and_never_a_secret() {
     assert_eq!(decided.len(), 1, "{lines:#?}");
     assert_eq!(decided[0]["span"]["route"], "provision");
     assert_eq!(decided[0]["span"]["request_id"], made.as_str());
+}
+
+#[tokio::test]
+async fn text_logs_write_only_the_span_fields_that_have_a_value() {
+    let fake = FakeUpstream::builder().demo_sites().start().await.unwrap();
+    let token = fake.token();
+    let binary = Binary::spawn(&["--upstream", fake.url(), "--token", &token]);
+    let first = binary.first.clone();
+    assert!(first.contains("upgrade-guard-proxy listening"), "{first}");
+    let addr = first
+        .split_whitespace()
+        .find_map(|word| word.strip_prefix("addr="))
+        .unwrap_or_else(|| panic!("no addr= in {first}"));
+    // No bearer token of its own: the proxy looks the site up with its `--token`.
+    let mut request = provision(
+        &format!("http://{addr}"),
+        &token,
+        "https://professional.example.com/",
+        "personal",
+    );
+    request.headers_mut().remove("authorization");
+    let refused = send(&http_client(), request).await;
+    assert_eq!(refused.status, StatusCode::CONFLICT, "{}", refused.text());
+    let lines = tokio::task::spawn_blocking(move || binary.stop())
+        .await
+        .unwrap();
+    let answered = lines
+        .iter()
+        .find(|line| line.contains("request answered"))
+        .unwrap_or_else(|| panic!("no `request answered` line in {lines:#?}"));
+    // The span's `token` field has no value: nothing of it, not even its separator, is written.
+    assert!(answered.contains(r#"route="provision"}"#), "{answered}");
+    assert!(!answered.contains("token="), "{answered}");
 }
 
 /// An upstream that says which `X-Request-Id` it received (in `x-upstream-saw`), and answers
