@@ -8,12 +8,20 @@
 //!
 //! Prints `WPCOM_API_URL=<url>` and `WPCOM_TOKEN=<a token it accepts>`, one per line, then
 //! serves until SIGTERM or Ctrl-C. Not a part of the package: the fake is for tests only.
+//!
+//! Its upgrade-paths answers speak of `jetpack-plans` and `jetpack-backup` only, as
+//! WordPress.com's partner docs describe them (and as `partner_api`'s embedded fake answers), so
+//! a Scan or Anti-spam provision through the proxy is forwarded unjudged.
 
 use upgrade_guard::fake::FakeUpstream;
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
-    let fake = FakeUpstream::builder().demo_sites().start().await?;
+    let fake = FakeUpstream::builder()
+        .demo_sites()
+        .answer_families(["jetpack-plans", "jetpack-backup"])
+        .start()
+        .await?;
     println!("WPCOM_API_URL={}", fake.url());
     println!("WPCOM_TOKEN={}", fake.token());
     #[cfg(unix)]
