@@ -23,33 +23,15 @@ PORT="${PORT:-18095}"
 TOP="${TOP:-0}"
 LL="${LL:-}"
 
-missing=()
-command -v wrk >/dev/null || missing+=(wrk)
-command -v valgrind >/dev/null || missing+=(valgrind)
-if ((${#missing[@]})); then
-    apt-get update
-    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
-fi
-
-cargo build --release --example bench_server
-target="${CARGO_TARGET_DIR:-target}"
-work="$(mktemp -d)"
-cleanup() {
-    [[ -n "${server_pid:-}" ]] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null
-    rm -rf "$work"
-}
-trap cleanup EXIT
+source bench/external/common.sh wrk valgrind
 
 cache=(--cache-sim=yes)
 [[ -n "$LL" ]] && cache+=("--LL=$LL")
 valgrind --tool=callgrind --instr-atstart=no "${cache[@]}" \
     --callgrind-out-file="$work/callgrind.%p" \
-    "$target/release/examples/bench_server" --listen "127.0.0.1:$PORT" >"$work/server.log" 2>&1 &
+    "$server" --listen "127.0.0.1:$PORT" >"$work/server.log" 2>&1 &
 server_pid=$!
-for _ in $(seq 600); do
-    grep -q '^listening' "$work/server.log" 2>/dev/null && break
-    sleep 0.1
-done
+wait_listening 60
 
 # Upgrades spread over the 1000 free sites (one lookup each): the script both benchmarks share.
 cp bench/external/allowed.lua "$work/allowed.lua"

@@ -23,28 +23,13 @@ PORT="${PORT:-18090}"
 WORKERS="${WORKERS:-}"
 FROM_FN_TIMEOUT="${FROM_FN_TIMEOUT:-5}"
 
-if ! command -v wrk >/dev/null; then
-    apt-get update
-    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends wrk
-fi
-
-cargo build --release --example bench_server
-target="${CARGO_TARGET_DIR:-target}"
-work="$(mktemp -d)"
-cleanup() {
-    [[ -n "${server_pid:-}" ]] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null
-    rm -rf "$work"
-}
-trap cleanup EXIT
+source bench/external/common.sh wrk
 
 args=(--listen "127.0.0.1:$PORT" --from-fn-timeout "$FROM_FN_TIMEOUT")
 [[ -n "$WORKERS" ]] && args+=(--workers "$WORKERS")
-"$target/release/examples/bench_server" "${args[@]}" >"$work/server.log" 2>&1 &
+"$server" "${args[@]}" >"$work/server.log" 2>&1 &
 server_pid=$!
-for _ in $(seq 100); do
-    grep -q '^listening' "$work/server.log" 2>/dev/null && break
-    sleep 0.1
-done
+wait_listening 10
 base="http://127.0.0.1:$PORT"
 
 # A downgrade for site 1003 (it holds Professional) in a 1 KiB urlencoded form.
