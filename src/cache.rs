@@ -27,7 +27,8 @@
 //!   is why a cancel route must be marked [`cancels`](crate::UpgradeGuardLayer::cancels) (the
 //!   site is forgotten when the cancel is forwarded and again when it has finished), and why a
 //!   change the guard cannot see must be told with [`forget`](crate::UpgradeGuardLayer::forget).
-//!   Across processes, `RedisLocks` carries each forgotten site to every other process (see
+//!   Across processes, `RedisLocks` carries the site of each cancel answered 2xx, and each site
+//!   `forget` is told of, to every other process (see
 //!   [`Peers::announce_forget`](crate::Peers::announce_forget)). A refusal answered
 //!   while a cancel of the same site is still under way reflects the site before it; no refusal
 //!   is cached past the cancel's end.

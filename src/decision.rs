@@ -127,6 +127,11 @@ impl fmt::Display for Admission {
 ///
 /// Roll a guard out in [`Shadow`](Self::Shadow) first: nothing changes for clients, and every
 /// request it would have stopped is reported. Then switch to [`FailClosed`](Self::FailClosed).
+///
+/// A provision a mode forwards although the guard would have stopped it is remembered for the
+/// [settling window](crate::UpgradeGuardBuilder::settling_window) like a checked one: it may
+/// land all the same, and an answer that does not show it yet must not let a downgrade or a
+/// repeat of it through.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Mode {

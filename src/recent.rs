@@ -7,14 +7,17 @@
 //! and a retry of the provision would be forwarded a second time. So after a provision of product
 //! P for a site is forwarded and answered 2xx (or its outcome is unknown: the inner service
 //! failed, the guard finished it alone past its ceiling), the guard remembers it for a settling
-//! window, under every name the site was held by:
+//! window, under every name of the site it was held by (not the lock every private site shares,
+//! see `lock/names.rs`):
 //!
 //! - an answer for the site that still lists P, or does not know the site, is *stale*: the guard
 //!   does not judge from it, and asks again (see `guard/check.rs`);
 //! - an answer that no longer lists P shows the provision: answers are trusted again;
 //! - a provision of P itself while it is remembered is answered `409 already_provisioned`;
-//! - a forwarded cancel (or a change the guard is told of, here or in another process sharing the
-//!   locks) forgets what is remembered of the site: what it gave back is an upgrade again at once.
+//! - a cancel answered 2xx (or a change the guard is told of, here or in another process sharing
+//!   the locks) forgets what is remembered of the site: what it gave back is an upgrade again at
+//!   once. A cancel that failed, or whose outcome is unknown, forgets none of it: it may have
+//!   given nothing back, and a provision still settling must stay remembered.
 //!
 //! This needs no knowledge of which product contains which: only "the answer does not show what
 //! was just provisioned". Memory follows the provisions of the last window, not every site.
@@ -87,7 +90,7 @@ impl RecentProvisions {
         let peers = self.peers.clone()?;
         let (names, product, window) = (names.clone(), product.to_owned(), self.window);
         Some(async move {
-            for name in names.iter() {
+            for name in names.of_the_site() {
                 if let Err(error) = peers.remember_provision(name, &product, window).await {
                     tracing::warn!(
                         site = %name,
@@ -106,7 +109,7 @@ impl RecentProvisions {
         let Some(peers) = self.peers.as_ref().filter(|_| !self.window.is_zero()) else {
             return Ok(());
         };
-        for name in names.iter() {
+        for name in names.of_the_site() {
             for remembered in peers.recall_provisions(name).await? {
                 let window = remembered.remaining.min(self.window);
                 self.remember_here(&HeldNames::only(name), &remembered.product, window);
@@ -128,7 +131,7 @@ impl RecentProvisions {
                 !recent.is_empty()
             });
         }
-        for name in names.iter() {
+        for name in names.of_the_site() {
             let remembered = sites.entry(name.clone()).or_default();
             remembered.retain(|r| r.until > now);
             match remembered.iter_mut().find(|r| *r.product == *product) {
@@ -167,7 +170,7 @@ impl RecentProvisions {
         }
         let now = Instant::now();
         let sites = self.sites();
-        names.iter().any(|name| {
+        names.of_the_site().any(|name| {
             sites.get(name).is_some_and(|recent| {
                 recent
                     .iter()
@@ -186,7 +189,7 @@ impl RecentProvisions {
         let now = Instant::now();
         let mut sites = self.sites();
         let mut stale = false;
-        for name in names.iter() {
+        for name in names.of_the_site() {
             let Some(recent) = sites.get_mut(name) else {
                 continue;
             };

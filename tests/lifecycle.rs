@@ -966,3 +966,178 @@ async fn answers_that_never_show_a_provision_end_in_503_and_forward_nothing() {
     assert_eq!(answer.error(), "already_provisioned");
     assert_eq!(inner.calls(), 1);
 }
+
+/// Sends `form` to `path` through `service`: the status and body.
+async fn post<S>(service: S, path: &str, form: &str) -> (u16, String)
+where
+    S: tower::Service<Request<Full<Bytes>>, Response = Response<GuardBody<Full<Bytes>>>>,
+    S::Error: std::fmt::Debug,
+{
+    let request = Request::post(path)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(Full::from(form.to_owned()))
+        .unwrap();
+    let response = service.oneshot(request).await.unwrap();
+    let status = response.status().as_u16();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8(body.to_vec()).unwrap())
+}
+
+#[tokio::test]
+async fn a_cancel_that_failed_leaves_a_provision_settling_remembered() {
+    let partner = granted_late(GRANT_DELAY).await;
+    let (status, body) = partner
+        .provision("siteurl=1001&plan=professional&local_user=a")
+        .await;
+    assert_eq!(status, 200, "{body}");
+    // A cancel whose handler fails before reaching WordPress.com: nothing was given back.
+    let failing = service_fn(|_: Request<GuardBody<Full<Bytes>>>| async {
+        let mut response = Response::new(Full::from(r#"{"error":"relay_failed"}"#));
+        *response.status_mut() = StatusCode::BAD_GATEWAY;
+        Ok::<_, Infallible>(response)
+    });
+    let cancel = partner.cancel_route().layer(failing);
+    let (status, _) = post(
+        cancel,
+        "/rest/v1.3/jpphp/1001/partner-cancel",
+        "plan=jetpack-anti-spam",
+    )
+    .await;
+    assert_eq!(status, 502);
+    // Realtime Backups right after Professional: still a downgrade, whatever the answer shows.
+    let (status, body) = partner
+        .provision("siteurl=1001&plan=jetpack-backup-realtime&local_user=b")
+        .await;
+    assert_eq!(
+        (status, error_of(&body).as_str()),
+        (409, "upgrade_not_allowed")
+    );
+    assert_eq!(partner.fake.stats().leaks, 0);
+}
+
+#[tokio::test]
+async fn a_cancel_wordpress_com_refused_leaves_a_provision_settling_remembered() {
+    let partner = granted_late(GRANT_DELAY).await;
+    let professional = "siteurl=1001&plan=professional&local_user=a";
+    assert_eq!(partner.provision(professional).await.0, 200);
+    // `cancel-all` beside a `plan`: WordPress.com refuses it (400 invalid_input).
+    let (status, body) = partner
+        .cancel("1001", "cancel-all=true&plan=professional")
+        .await;
+    assert_eq!((status, error_of(&body).as_str()), (400, "invalid_input"));
+    let (status, body) = partner.provision(professional).await;
+    assert_eq!(
+        (status, error_of(&body).as_str()),
+        (409, "already_provisioned")
+    );
+    assert_eq!(partner.fake.stats().provisions, 1);
+}
+
+/// Private sites: WordPress.com's public site lookup answers 403 `unauthorized` for every site.
+async fn private_sites(fake: FakeUpstream, lock_wait: std::time::Duration) -> Partner {
+    use upgrade_guard::fake::{Endpoint, Fault};
+    fake.inject(
+        Endpoint::SiteLookup,
+        Fault::status_with_body(
+            403,
+            r#"{"error":"unauthorized","message":"User cannot access this private blog."}"#,
+        ),
+    )
+    .always();
+    Partner {
+        guard: UpgradeGuardLayer::new(client(&fake)).lock_wait(lock_wait),
+        relay: Relay::new(&fake),
+        fake,
+    }
+}
+
+#[tokio::test]
+async fn one_private_sites_provision_is_not_another_private_sites() {
+    let fake = FakeUpstream::builder()
+        .site(FakeSite::new(1001).url("https://one.example.com/"))
+        .site(FakeSite::new(1002).url("https://two.example.com/"))
+        .start()
+        .await
+        .unwrap();
+    let partner = private_sites(fake, std::time::Duration::from_millis(500)).await;
+    for form in [
+        "siteurl=1001&plan=jetpack-scan&local_user=a",
+        // Another private site, which holds nothing: neither "already provisioned" nor held
+        // back until its answers show the other site's Scan.
+        "siteurl=1002&plan=jetpack-scan&local_user=b",
+        "siteurl=1002&plan=jetpack-anti-spam&local_user=b",
+    ] {
+        let (status, body) = partner.provision(form).await;
+        assert_eq!(status, 200, "{form}: {body}");
+    }
+}
+
+#[tokio::test]
+async fn another_private_sites_answer_does_not_settle_a_provision() {
+    let fake = FakeUpstream::builder()
+        .site(FakeSite::new(1001).url("https://one.example.com/"))
+        .site(
+            FakeSite::new(1002)
+                .url("https://two.example.com/")
+                .holding(["jetpack-backup-realtime"]),
+        )
+        .grant_delay(GRANT_DELAY)
+        .start()
+        .await
+        .unwrap();
+    let partner = private_sites(fake, std::time::Duration::from_secs(20)).await;
+    let (status, body) = partner
+        .provision("siteurl=one.example.com&plan=jetpack-backup-realtime&local_user=a")
+        .await;
+    assert_eq!(status, 200, "{body}");
+    // Another private site, whose answer does not list Realtime Backups (it holds it);
+    // WordPress.com refuses the call itself (no `local_user`).
+    let (status, body) = partner.provision("siteurl=1002&plan=professional").await;
+    assert_eq!(status, 400, "{body}");
+    // Daily Backups under Realtime Backups, on the first site: its own answers must show the
+    // provision first, whatever another site's showed.
+    let (status, body) = partner
+        .provision("siteurl=one.example.com&plan=jetpack-backup-daily&local_user=a")
+        .await;
+    assert_eq!(
+        (status, error_of(&body).as_str()),
+        (409, "upgrade_not_allowed")
+    );
+    assert_eq!(partner.fake.stats().leaks, 0);
+}
+
+#[tokio::test]
+async fn a_provision_forwarded_fail_open_is_remembered_while_it_settles() {
+    use upgrade_guard::Mode;
+    use upgrade_guard::fake::{Endpoint, Fault};
+    let fake = FakeUpstream::builder()
+        .site(FakeSite::new(1001).url("https://free.example.com/"))
+        .grant_delay(GRANT_DELAY)
+        .start()
+        .await
+        .unwrap();
+    let partner = Partner {
+        guard: UpgradeGuardLayer::new(client(&fake)).mode(Mode::FailOpen),
+        relay: Relay::new(&fake),
+        fake,
+    };
+    // upgrade-paths fails once: the route forwards unchecked.
+    partner
+        .fake
+        .inject(Endpoint::UpgradePaths, Fault::status(503))
+        .once();
+    let (status, body) = partner
+        .provision("siteurl=1001&plan=professional&local_user=a")
+        .await;
+    assert_eq!(status, 200, "forwarded fail-open: {body}");
+    // WordPress.com answers again, not showing Professional yet: Realtime Backups is still a
+    // downgrade of it.
+    let (status, body) = partner
+        .provision("siteurl=1001&plan=jetpack-backup-realtime&local_user=b")
+        .await;
+    assert_eq!(
+        (status, error_of(&body).as_str()),
+        (409, "upgrade_not_allowed")
+    );
+    assert_eq!(partner.fake.stats().leaks, 0);
+}

@@ -178,7 +178,7 @@ impl UpgradeGuardBuilder {
     /// site that still lists P (or does not know the site) is stale: the guard judges nothing
     /// from it and asks again, pausing briefly, within the route's lock wait, then answers 503
     /// `provision_settling`. A provision of P itself meanwhile is 409 `already_provisioned`; a
-    /// forwarded cancel forgets what is remembered of the site. Set it above the longest time
+    /// cancel answered 2xx forgets what is remembered of the site. Set it above the longest time
     /// WordPress.com takes to show a grant.
     pub fn settling_window(mut self, window: Duration) -> Self {
         self.settling_window = window;

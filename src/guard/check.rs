@@ -286,6 +286,14 @@ impl Config {
                 });
                 Some(product.clone())
             }
+            // Let through unchecked by the route's mode: the guard could not tell, yet the
+            // provision may land all the same. Remembered like a checked one, so that an answer
+            // that does not show it yet cannot let a downgrade or a repeat of it through.
+            (None, Some(_), Some(product))
+                if !self.cancels && (self.require_product || product != FREE) =>
+            {
+                Some(product.clone())
+            }
             _ => None,
         };
         // What is forwarded may change the site's paths: nobody may reuse what was read of them,

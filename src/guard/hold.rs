@@ -28,11 +28,15 @@ pub(super) enum Provides {
 ///
 /// Once the request is forwarded, its end forgets the site's cached paths before it frees the
 /// site: what was forwarded may have changed what the site may get, and nothing this process
-/// read while it was under way (a dashboard's lookup, say) may outlive it. A cancel's end tells
-/// every process sharing the guard's peers too; a provision's need not: it only takes products
-/// off a site's paths, so the others' cached refusals stay true, and the provision itself is
-/// remembered where they look (see `recent.rs`). A request that a fail-open route forwards
-/// without its lock still forgets at its end: then it holds no permit.
+/// read while it was under way (a dashboard's lookup, say) may outlive it. A cancel answered
+/// 2xx also forgets the provisions remembered of the site (what it gave back is an upgrade
+/// again), and tells every process sharing the guard's peers to forget both. A cancel that
+/// failed, or whose outcome is unknown, leaves that memory as it is: a provision still settling
+/// stays remembered, so a downgrade or a repeat of it cannot pass on an answer that does not
+/// show it yet. A provision's end need not tell the peers: it only takes products off a site's
+/// paths, so the others' cached refusals stay true, and the provision itself is remembered
+/// where they look (see `recent.rs`). A request that a fail-open route forwards without its
+/// lock still forgets at its end: then it holds no permit.
 pub(crate) struct Hold {
     /// Every name the site is held under (see `lock/names.rs`).
     names: HeldNames,
@@ -47,9 +51,9 @@ pub(crate) struct Hold {
 /// What a forwarded request's end does.
 struct End {
     shared: Arc<Shared>,
-    /// Whether every process sharing the guard's peers forgets the site (a cancel), or only
-    /// this one.
-    everywhere: bool,
+    /// Whether the request gives products back (a cancel): answered 2xx, the provisions
+    /// remembered of the site are forgotten too, in every process sharing the guard's peers.
+    cancel: bool,
     /// The product of a forwarded provision: remembered for the settling window, unless its
     /// answer says it failed.
     provision: Option<String>,
@@ -123,21 +127,22 @@ impl Hold {
         self.permit.as_ref().map(|_| self.waited)
     }
 
-    /// The request is forwarded: forgets the site's cached paths now and again at its end, here
-    /// only or `everywhere`; a `provision` is remembered at its end (see `recent.rs`).
+    /// The request is forwarded: forgets the site's cached paths now and again at its end; a
+    /// `provision` is remembered at its end, a `cancel` answered 2xx forgets what was (see
+    /// `recent.rs`).
     pub(super) fn forwarded(
         &mut self,
         shared: &Arc<Shared>,
-        everywhere: bool,
+        cancel: bool,
         provision: Option<String>,
     ) {
         let end = End {
             shared: shared.clone(),
-            everywhere,
+            cancel,
             provision,
             answered: None,
         };
-        end.forget(&self.names);
+        end.forget(&self.names, false);
         self.end = Some(end);
     }
 
@@ -150,10 +155,11 @@ impl Hold {
 }
 
 impl End {
-    /// Forgets the cached paths of every name in `names`, as the request says.
-    fn forget(&self, names: &HeldNames) {
+    /// Forgets the cached paths of every name in `names`; `everywhere`, also the provisions
+    /// remembered of it, here and in every peer.
+    fn forget(&self, names: &HeldNames, everywhere: bool) {
         for site in names.iter() {
-            self.shared.forget(site, self.everywhere);
+            self.shared.forget(site, everywhere);
         }
     }
 }
@@ -186,7 +192,8 @@ impl Drop for Hold {
                 ),
             }
         }
-        end.forget(&self.names);
+        let gave_back = end.cancel && end.answered.is_some_and(|status| status.is_success());
+        end.forget(&self.names, gave_back);
     }
 }
 

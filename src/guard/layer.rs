@@ -234,11 +234,14 @@ impl UpgradeGuardLayer {
 
     /// This route changes a site's products other than by provisioning: WordPress.com's
     /// `partner-cancel`, say. Nothing is checked, but the request is held per site like a
-    /// provision, and the site's cached upgrade paths and the provisions remembered of it are
-    /// dropped when it is forwarded and again when the inner service has finished, whatever it
-    /// answered, in this process and in every one of its
+    /// provision. The site's cached upgrade paths are dropped when it is forwarded and again
+    /// when the inner service has finished; answered 2xx, the provisions remembered of the site
+    /// are dropped too, and both in every one of the guard's
     /// [peers](crate::Peers::announce_forget). Without it, a product a cancel gave back would be
-    /// refused from the cache until the entry expired.
+    /// refused from the cache until the entry expired. A cancel that failed, or whose outcome is
+    /// unknown, leaves the provisions remembered: one still settling keeps a downgrade or a
+    /// repeat of it from passing on an answer that does not show it yet (the other processes'
+    /// caches then keep their refusals until they expire).
     ///
     /// The site is not looked up and no product is read, so a cancel's `plan` field can never be
     /// a reason to refuse it: [`product`](Self::product) and

@@ -15,7 +15,11 @@
 //! provision still holds, as long as the URL WordPress.com keeps differs from the one the first
 //! provision sent at most by `www.` and case. A site WordPress.com does not describe publicly (a
 //! private site) is held under its names and under one lock shared by every such request: they
-//! are serialized with each other, since which of them name one site cannot be told.
+//! are serialized with each other, since which of them name one site cannot be told. The
+//! provisions just made are remembered under the names the request gave (see `recent.rs`), not
+//! under that shared lock: a private site named by blog ID and then by URL within the settling
+//! window is not recognised as the one just provisioned, where remembering under the shared lock
+//! would make every private site wait for, or refuse, every other's provision.
 //!
 //! The locks are taken in one order (blog IDs, which are digits, before URLs; then as strings),
 //! the same in every process, so two requests taking several never wait on each other in turn.
@@ -91,6 +95,13 @@ impl HeldNames {
             Self::Named(site) => std::slice::from_ref(site).iter(),
             Self::Several(names) => names.iter(),
         }
+    }
+
+    /// The names that name this site: all but the lock every private site shares, which names
+    /// none of them. What is remembered of a site is kept under these only: under the shared
+    /// lock, one private site's provision would be every private site's.
+    pub(crate) fn of_the_site(&self) -> impl Iterator<Item = &Site> {
+        self.iter().filter(|name| **name != *UNNAMED)
     }
 }
 
