@@ -35,7 +35,9 @@ async fn forwarded_with_bypass(
 #[tokio::test]
 async fn fail_open_forwards_only_when_the_upstream_cannot_answer() {
     let fake = fake().await;
-    let guard = UpgradeGuardLayer::new(client(&fake)).mode(Mode::FailOpen);
+    // The recorder provisions nothing: a provision forwarded fail-open is remembered like any
+    // other, and the next one of the same product would be `already_provisioned`.
+    let guard = recording_guard(client(&fake)).mode(Mode::FailOpen);
 
     for fault in [
         Fault::status(503),
