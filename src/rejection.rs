@@ -77,7 +77,8 @@ pub enum Rejection {
     #[error("the site identifier is not valid: {0}")]
     InvalidSite(#[from] InvalidSite),
     /// 400 `invalid_body`: the form, multipart or JSON data could not be read, or names a field
-    /// the guard reads more than once.
+    /// the guard reads more than once; or WordPress.com would read the request otherwise than
+    /// the guard (`force=secure`, a query string `esc_url()` rewrites, a `Content_Type` header).
     /// Its message carries the cause, when there is one (the body stream's own error).
     #[error("{}", Chain(.0))]
     InvalidBody(#[source] BodyError),

@@ -1,5 +1,6 @@
-//! Ways past the guard an attacker tried (issue 21), each through the layer: a `Connection`
-//! header that makes the next hop drop what the guard read, two names of one site, a site held
+//! Ways past the guard an attacker tried (issue 21, and a later review), each through the
+//! layer: a `Connection` header that makes the next hop drop what the guard read, a query string
+//! or a header name WordPress.com reads otherwise than sent, two names of one site, a site held
 //! by a request whose body never ends, a request without the bearer token its route relays.
 //! The proxy's side (path spellings, the proxy's own hop-by-hop removal) is in
 //! `proxy/tests/proxy.rs`; the table of what was tried and what held is in TESTING.md.
@@ -109,6 +110,97 @@ async fn a_connection_header_naming_a_header_the_guard_read_is_refused() {
         assert_eq!(answer.status, StatusCode::OK, "{connection}");
     }
     assert_eq!(inner.calls(), 4);
+}
+
+/// WordPress.com parses the query of `esc_url_raw('http://' . HTTP_HOST . REQUEST_URI)`
+/// (`WPCOM_JSON_API::setup_inputs()`), and `esc_url()` removes characters such as `{`, `^` and
+/// `` ` `` and then every `%0a`/`%0d`: each of these queries is `force=secure` to it, and its
+/// `input()` then reads another body (`get_secure_body`) than the one the guard checked.
+#[tokio::test]
+async fn a_query_wordpress_com_reads_through_esc_url_raw_is_refused() {
+    let fake = fake().await;
+    let guard = recording_guard(client(&fake));
+    let inner = Recorder::default();
+    let provision = |query: &str| {
+        Request::post(format!("/rest/v1.3/jpphp/provision?{query}"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(Full::from(
+                "siteurl=1001&plan=professional&local_user=admin&secure_key=k",
+            ))
+            .unwrap()
+    };
+    for (query, found) in [
+        ("force=secure", "force=secure"),
+        ("force%0A=secure", "`%0A`"),
+        ("force=sec%0aure", "`%0a`"),
+        ("for%0Dce=secure", "`%0D`"),
+        ("forc%0%0aae=secure", "`%0a`"),
+        ("forc{e=secure", "`{`"),
+        ("force=secur^e", "`^`"),
+        ("force=sec`ure", "```"),
+    ] {
+        let answer = send(&guard, &inner, provision(query)).await;
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{query}");
+        assert_eq!(answer.error(), "invalid_body", "{query}");
+        let message = answer.json()["message"].as_str().unwrap().to_owned();
+        assert!(message.contains(found), "{query}: {message}");
+    }
+    // A route reading the product from the query: `pl%0Aan` is `plan` to WordPress.com, a
+    // downgrade for the Professional site the guard would have taken for a connection request.
+    let by_query = guard
+        .clone()
+        .site(Source::query("siteurl"))
+        .product(Source::query("plan"));
+    let request = |query: &str| {
+        Request::post(format!("/provision?{query}"))
+            .body(Full::<Bytes>::default())
+            .unwrap()
+    };
+    let downgrade = request("siteurl=1003&pl%0Aan=jetpack-backup-realtime");
+    let answer = send(&by_query, &inner, downgrade).await;
+    assert_eq!(answer.error(), "invalid_body");
+    assert_eq!(inner.calls(), 0);
+    assert_eq!(fake.stats().lookups, 0, "refused before any lookup");
+
+    // Plain urlencoded queries, as partner tooling sends them, are read as before.
+    let answer = send(&guard, &inner, provision("x=%7B%5E%60&y=a%0Bb")).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    let answer = send(&by_query, &inner, request("siteurl=1001&plan=professional")).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(inner.calls(), 2);
+}
+
+/// PHP registers a header `Content_Type` as `HTTP_CONTENT_TYPE`, which `setup_inputs()` prefers
+/// to `CONTENT_TYPE`: behind a front that passes such names (nginx drops them by default),
+/// WordPress.com reads this body as JSON (a downgrade for the Professional site) while the guard
+/// reads it, by its `Content-Type`, as a form naming the free site.
+#[tokio::test]
+async fn content_type_or_length_spelled_with_an_underscore_is_refused() {
+    let fake = fake().await;
+    let guard = recording_guard(client(&fake));
+    let inner = Recorder::default();
+    let body = r#"{"siteurl":"1003","plan":"jetpack-backup-realtime","x":"&siteurl=1001&plan=professional&y="}"#;
+    for (name, value) in [
+        ("Content_Type", "application/json"),
+        ("content_type", "application/json"),
+        ("CONTENT_LENGTH", "5"),
+    ] {
+        let request = Request::post("/rest/v1.3/jpphp/provision")
+            .header("content-type", "text/plain")
+            .header(name, value)
+            .body(Full::from(body))
+            .unwrap();
+        let answer = send(&guard, &inner, request).await;
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{name}");
+        assert_eq!(answer.error(), "invalid_body", "{name}");
+        let message = answer.json()["message"].as_str().unwrap().to_owned();
+        assert!(
+            message.contains(&format!("`{}`", name.to_ascii_lowercase())),
+            "{message}"
+        );
+    }
+    assert_eq!(inner.calls(), 0);
+    assert_eq!(fake.stats().lookups, 0, "refused before any lookup");
 }
 
 /// An inner service that relays the provision to the fake (where it lands at once), then

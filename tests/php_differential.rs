@@ -1,8 +1,10 @@
 //! The guard's request reader against PHP itself: every request goes both to the reader and to
 //! `php -S` running `tests/php/input.php`, a copy of what WordPress.com's REST API reads
 //! (`WPCOM_JSON_API::setup_inputs()` and `WPCOM_JSON_API_Endpoint::input()`, with `siteurl` and
-//! `plan` cast as strings). Whenever the reader would let a request through, it must name the
-//! site and the product PHP reads from the same bytes; refusing is always allowed.
+//! `plan` cast as strings, and the query string read through `esc_url_raw()` as
+//! `setup_inputs()` reads it). Whenever the reader would let a request through, it must name the
+//! site and the product PHP reads from the same bytes, and PHP must read no `force=secure` (which
+//! makes `input()` read another body); refusing is always allowed.
 //!
 //! Built with the `system-tests` feature (`cargo test --all-features`). PHP must be installed
 //! (`apt-get install php-cli`; `.ci/run` does it): without it these tests fail, they never pass
@@ -123,6 +125,7 @@ impl Php {
             product: hex(&json["input"]["plan"]),
             query_site: hex(&json["query"]["siteurl"]),
             query_product: hex(&json["query"]["plan"]),
+            query_force: hex(&json["query"]["force"]),
         }
     }
 }
@@ -134,13 +137,15 @@ impl Drop for Php {
     }
 }
 
-/// What PHP read: the body's `siteurl` and `plan` (`input()`) and the query string's.
+/// What PHP read: the body's `siteurl` and `plan` (`input()`) and the query string's, with its
+/// `force`.
 #[derive(Debug)]
 struct Reading {
     site: Option<Vec<u8>>,
     product: Option<Vec<u8>>,
     query_site: Option<Vec<u8>>,
     query_product: Option<Vec<u8>>,
+    query_force: Option<Vec<u8>>,
 }
 
 /// One request: a class (for the tally), headers, URI and body.
@@ -152,6 +157,8 @@ struct Case {
     /// A `Connection` header: the guard reads the request with it, and PHP gets it as a proxy
     /// forwards it, without the headers it names.
     connection: Option<&'static str>,
+    /// Other headers, as sent (`Content_Type`, say).
+    more_headers: Vec<(&'static str, &'static str)>,
     uri: String,
     body: Vec<u8>,
 }
@@ -163,6 +170,7 @@ impl Case {
             content_type: content_type.map(str::to_owned),
             encoding: None,
             connection: None,
+            more_headers: Vec::new(),
             uri: "/provision".into(),
             body: body.into(),
         }
@@ -184,7 +192,15 @@ impl Case {
         if let Some(connection) = self.connection {
             headers.push(("Connection", connection.to_owned()));
         }
+        for (name, value) in &self.more_headers {
+            headers.push((name, (*value).to_owned()));
+        }
         headers
+    }
+
+    fn header(mut self, name: &'static str, value: &'static str) -> Self {
+        self.more_headers.push((name, value));
+        self
     }
 
     fn connection(mut self, connection: &'static str) -> Self {
@@ -225,6 +241,10 @@ enum Outcome {
 /// Reads `case` with the guard (site from `siteurl`, product from `plan`: the provision form)
 /// and with PHP, and fails when the guard would forward another site or product.
 fn check(php: &Php, runtime: &tokio::runtime::Runtime, case: &Case) -> Result<Outcome, String> {
+    if http::Uri::try_from(case.uri.as_str()).is_err() {
+        // hyper would not accept the request either.
+        return Ok(Outcome::Refused("uri"));
+    }
     let mut request = Request::post(case.uri.as_str());
     for (name, value) in case.headers() {
         match http::HeaderValue::from_str(&value) {
@@ -253,6 +273,11 @@ fn check(php: &Php, runtime: &tokio::runtime::Runtime, case: &Case) -> Result<Ou
         }
     };
     let php = php.read(case);
+    if php.query_force.as_deref() == Some(b"secure") {
+        return Err(format!(
+            "the guard reads site {site} and product {product:?}, but PHP reads `force=secure` in the query, and another body\n{case:?}"
+        ));
+    }
     // `input()` reads the body only; the guard also reads the query string's value of the
     // same field (refusing a second, different one), which an endpoint could read as well.
     let nonempty = |v: Option<Vec<u8>>| v.filter(|v| !v.is_empty());
@@ -566,6 +591,58 @@ fn listed_cases() -> Vec<Case> {
                     body,
                 )
                 .query(query),
+            );
+        }
+    }
+    // The query string as `esc_url_raw()` gives it to WordPress.com: characters removed, then
+    // `%0a`/`%0d` removed until none is left, `;//` turned into `://`, `[`/`]` escaped.
+    for query in [
+        "force%0A=secure",
+        "force=sec%0aure",
+        "for%0Dce=secure",
+        "forc%0%0aae=secure",
+        "forc{e=secure",
+        "force=secur^e",
+        "force=sec`ure",
+        "forc\\e=secure",
+        "force=secure}",
+        "forc\"e=secure",
+        "pl%0Aan=jetpack-scan",
+        "pl{an=jetpack-scan",
+        "plan=jetpack-scan%0d",
+        "site%0Durl=1003",
+        "siteurl=https;//professional.example.com/",
+        "plan=professional#x",
+        "plan=professional&x=[y]",
+        "pl[an=jetpack-scan",
+        "plan=professional%0b",
+    ] {
+        for body in [
+            "siteurl=1001&plan=professional&secure_key=k",
+            "siteurl=1001",
+        ] {
+            cases.push(
+                Case::new(
+                    "query string through esc_url_raw",
+                    Some("application/x-www-form-urlencoded"),
+                    body,
+                )
+                .query(query),
+            );
+        }
+    }
+    // `Content_Type` (any case) is PHP's `HTTP_CONTENT_TYPE`, which `setup_inputs()` prefers to
+    // `CONTENT_TYPE`; `Content_Length` is `HTTP_CONTENT_LENGTH`.
+    let hidden_json = r#"{"siteurl":"1003","plan":"jetpack-backup-realtime","x":"&siteurl=1001&plan=professional&y="}"#;
+    for (name, value) in [
+        ("Content_Type", "application/json"),
+        ("content_type", "application/json"),
+        ("CONTENT_TYPE", "text/plain"),
+        ("Content_Length", "5"),
+    ] {
+        for content_type in [Some("text/plain"), Some("application/json"), None] {
+            cases.push(
+                Case::new("header names with `_`", content_type, hidden_json).header(name, value),
             );
         }
     }
@@ -1235,6 +1312,9 @@ fn generated_case() -> impl Strategy<Value = Case> {
         "plan=jetpack-scan",
         "siteurl=1001",
         "plan=",
+        "pl%0Aan=jetpack-scan",
+        "force%0d=secure",
+        "pl{an=jetpack-scan",
     ]));
     let base = prop_oneof![
         (form_body(), content_type.clone()).prop_map(|(body, ct)| Case::new(

@@ -13,15 +13,40 @@
 //! or with a `+json` suffix (PHP would read it as an urlencoded form), other `multipart/*` types,
 //! a multipart header with the text `boundary` twice or a boundary PHP would cut elsewhere (PHP
 //! reads nothing, or other parts), several `Content-Type` headers, and any `Content-Encoding`
-//! but `identity`.
+//! but `identity`. It refuses (400) a `Content_Type` or `Content_Length` header: see
+//! [`UNDERSCORED`].
 
 use super::php::{Reading, Unreadable, is_php_trim};
 use http::HeaderMap;
 use http::header::{CONTENT_ENCODING, CONTENT_TYPE};
 
+/// `Content-Type` and `Content-Length` spelled with `_` (as `HeaderMap` holds names: lower case),
+/// each with the header it passes for.
+///
+/// A CGI-style server (PHP-FPM behind a front that passes such names, `php -S`) registers a
+/// header `Content_Type` as `HTTP_CONTENT_TYPE`, the very variable `setup_inputs()` prefers to
+/// `CONTENT_TYPE`: WordPress.com would read the body by it, the guard by `Content-Type`.
+/// `Content_Length` becomes `HTTP_CONTENT_LENGTH`, which a reader of the real `Content-Length`
+/// may take for it. nginx drops such names by default, not every front does: the guard refuses
+/// them (400, with a message naming the header: unlike two `Content-Type`s, no media type is
+/// at fault).
+const UNDERSCORED: [(&str, &str); 2] = [
+    ("content_type", "Content-Type"),
+    ("content_length", "Content-Length"),
+];
+
 /// How WordPress.com reads a body with these headers; `Ok(None)` when it names no content
 /// type, and PHP sniffs the body ([`Reading::sniff`]).
 pub(crate) fn reading(headers: &HeaderMap) -> Result<Option<Reading>, Unreadable> {
+    if let Some((name, real)) = UNDERSCORED
+        .into_iter()
+        .find(|(n, _)| headers.contains_key(*n))
+    {
+        return Err(Unreadable::Body(format!(
+            "the request carries a `{name}` header, which WordPress.com's PHP may take for {real} (both become `HTTP_{}`): send {real} only",
+            name.to_ascii_uppercase()
+        )));
+    }
     // PHP does not decode a body; what it would read of gzip is not what was sent.
     for encoding in headers.get_all(CONTENT_ENCODING) {
         let identity = encoding.to_str().is_ok_and(|v| {
@@ -275,6 +300,34 @@ mod tests {
         headers.append(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
         headers.append(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         assert_eq!(reading(&headers), Err(Unreadable::MediaType));
+    }
+
+    #[test]
+    fn content_type_and_length_spelled_with_an_underscore_are_refused() {
+        for name in [
+            "Content_Type",
+            "content_type",
+            "CONTENT_LENGTH",
+            "Content_length",
+        ] {
+            let mut headers = HeaderMap::new();
+            headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+            let name = http::HeaderName::from_bytes(name.as_bytes()).unwrap();
+            headers.insert(name.clone(), HeaderValue::from_static("application/json"));
+            match reading(&headers) {
+                Err(Unreadable::Body(message)) => {
+                    assert!(message.contains(&format!("`{name}`")), "{message}");
+                }
+                other => panic!("{name}: {other:?}"),
+            }
+        }
+        // Other names with `_` are no concern of the body's reading.
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "x_content_type",
+            HeaderValue::from_static("application/json"),
+        );
+        assert_eq!(reading(&headers), Ok(None));
     }
 
     fn boundary(content_type: &str) -> Option<String> {

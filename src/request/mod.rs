@@ -6,7 +6,8 @@
 //! Each file depends only on those below it: `content_type.rs` tells from the request head how
 //! WordPress.com will read the body (a [`php::Reading`]), `php.rs` reads it that way, through
 //! `multipart.rs` for multipart forms, into `fields.rs`'s [`Fields`]. `source.rs` finds the site
-//! and the product in the head or in those fields; `connection.rs` refuses a `Connection` header
+//! and the product in the head or in those fields, reading the query string through `query.rs`
+//! (as WordPress.com reads it, or refused); `connection.rs` refuses a `Connection` header
 //! that would change the reading on the next hop. A new body format is a [`php::Reading`]: named
 //! in `content_type.rs`, read in `php.rs`.
 
@@ -15,6 +16,7 @@ pub(crate) mod content_type;
 pub(crate) mod fields;
 mod multipart;
 pub(crate) mod php;
+mod query;
 mod source;
 
 pub use source::Source;
@@ -125,7 +127,7 @@ impl RequestReader {
     ) -> Result<Named, Rejection> {
         // `input()` reads another body altogether when the query says `force=secure` and the
         // body has a `secure_key`: what the guard reads here would not be what is provisioned.
-        let query = Fields::parse_query(parts.uri.query().unwrap_or_default());
+        let query = query::read(&parts.uri)?;
         if matches!(query.as_php_reads("force"), Some(fields::Value::Text(force)) if force == "secure")
         {
             return Err(Rejection::InvalidBody(BodyError::new(

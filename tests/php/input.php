@@ -6,7 +6,7 @@
 // request format of the provision endpoint: `siteurl` and `plan` cast as `(string)`.
 //
 // Answers JSON: for the body (`input`) and the query string (`query`), each of `siteurl` and
-// `plan` as hex of the bytes PHP reads, or null when it reads none.
+// `plan` (and the query's `force`) as hex of the bytes PHP reads, or null when it reads none.
 
 // WordPress slashes $_POST on load (wp_magic_quotes) and input() unslashes it again.
 function add_magic_quotes_deep($value) {
@@ -20,6 +20,60 @@ function stripslashes_deep($value) {
 // wp_parse_str() without filters.
 function wp_parse_str($input, &$result) {
     parse_str((string) $input, $result);
+}
+
+// WordPress core's esc_url_raw() (wp-includes/formatting.php, esc_url() in the 'db' context),
+// as far as it goes for the URL setup_inputs() gives it, 'http://' . HTTP_HOST . REQUEST_URI:
+// the protocol check lets an http:// URL through as it is.
+function _deep_replace($search, $subject) {
+    $subject = (string) $subject;
+    $count = 1;
+    while ($count) {
+        $subject = str_replace($search, '', $subject, $count);
+    }
+    return $subject;
+}
+function esc_url_raw($url) {
+    if ('' === $url) {
+        return $url;
+    }
+    $url = str_replace(' ', '%20', ltrim($url));
+    $url = preg_replace('|[^a-z0-9-~+_.?#=!&;,/:%@$\|*\'()\[\]\\x80-\\xff]|i', '', $url);
+    if ('' === $url) {
+        return $url;
+    }
+    if (0 !== stripos($url, 'mailto:')) {
+        $url = _deep_replace(array('%0d', '%0a', '%0D', '%0A'), $url);
+    }
+    $url = str_replace(';//', '://', $url);
+    if (str_contains($url, '[') || str_contains($url, ']')) {
+        $parsed = parse_url($url);
+        $front = '';
+        if (isset($parsed['scheme'])) {
+            $front .= $parsed['scheme'] . '://';
+        } elseif ('/' === $url[0]) {
+            $front .= '//';
+        }
+        if (isset($parsed['user'])) {
+            $front .= $parsed['user'];
+        }
+        if (isset($parsed['pass'])) {
+            $front .= ':' . $parsed['pass'];
+        }
+        if (isset($parsed['user']) || isset($parsed['pass'])) {
+            $front .= '@';
+        }
+        if (isset($parsed['host'])) {
+            $front .= $parsed['host'];
+        }
+        if (isset($parsed['port'])) {
+            $front .= ':' . $parsed['port'];
+        }
+        $end_dirty = str_replace($front, '', $url);
+        $end_clean = str_replace(array('[', ']'), array('%5B', '%5D'), $end_dirty);
+        $url = str_replace($end_dirty, $end_clean, $url);
+    }
+    return $url;
 }
 
 // setup_inputs(), for a POST.
@@ -94,13 +148,20 @@ function read_string($data, $key) {
 }
 
 $input = input($post_body, $content_type);
+// setup_inputs() parses the query of the URL esc_url_raw() gives back, not QUERY_STRING.
+$url = esc_url_raw('http://' . ($_SERVER['HTTP_HOST'] ?? '') . ($_SERVER['REQUEST_URI'] ?? ''));
+$parsed = parse_url($url);
 $query = array();
-if (!empty($_SERVER['QUERY_STRING'])) {
-    wp_parse_str($_SERVER['QUERY_STRING'], $query);
+if (!empty($parsed['query'])) {
+    wp_parse_str($parsed['query'], $query);
 }
 header('Content-Type: application/json');
 echo json_encode(array(
     'input' => array('siteurl' => read_string($input, 'siteurl'), 'plan' => read_string($input, 'plan')),
-    'query' => array('siteurl' => read_string($query, 'siteurl'), 'plan' => read_string($query, 'plan')),
+    'query' => array(
+        'siteurl' => read_string($query, 'siteurl'),
+        'plan' => read_string($query, 'plan'),
+        'force' => read_string($query, 'force'),
+    ),
     'input_type' => gettype($input),
 ));
