@@ -1,12 +1,12 @@
 //! How a request path is read before it is routed: its one plain reading, or, when it has none,
 //! whether some reading of it could name a guarded endpoint.
 //!
-//! A path is *plain* when, its percent escapes decoded once, every segment is printable ASCII
-//! without `\`, `;`, `%`, `?` or `#`, and neither `.` nor `..`. Every reader agrees on a plain
-//! path: WordPress.com, the proxy, and any front that normalises paths (decoding escapes again,
-//! turning `\` into `/`, dropping `;` parameters, trimming white space and NUL, resolving dot
-//! segments, folding case, collapsing slashes) all see the same segments, so the proxy routes it
-//! on that one reading, [`PlainPath`].
+//! A path is *plain* when, its percent escapes decoded once, every segment is made of ASCII
+//! letters, digits and `-~+_.=!&,:@$|*'()[]`, and is neither `.` nor `..`. Every reader agrees on
+//! a plain path: WordPress.com, the proxy, and any front that normalises paths (decoding escapes
+//! again, turning `\` into `/`, dropping `;` parameters, trimming white space and NUL, resolving
+//! dot segments, folding case, collapsing slashes) all see the same segments, so the proxy routes
+//! it on that one reading, [`PlainPath`].
 //!
 //! On any other path they part: `/rest/v1.3/jpphp/x/../provision` is a 404 at WordPress.com but a
 //! provision behind a front that resolves dot segments (nginx does, when `proxy_pass` names a
@@ -16,6 +16,15 @@
 //! Asking "could it name one" instead of modelling each normaliser keeps the rule independent
 //! of the order a front applies its steps in (decoding before or after resolving dot segments,
 //! `..` eating an empty segment or not, parameters cut per segment or for the whole path).
+//!
+//! WordPress.com does not route on the path as sent: `WPCOM_JSON_API::setup_inputs()` reads the
+//! request target through `esc_url_raw('http://' . HTTP_HOST . REQUEST_URI)`, and WordPress
+//! core's `esc_url()` removes every ASCII character outside `a-z A-Z 0-9 - ~ + _ . ? # = ! & ; ,
+//! / : % @ $ | * ' ( ) [ ]` (`"`, `{`, `}`, `^`, `` ` ``, `<`, `>`, `\`, white space, control
+//! characters), then removes `%0a` and `%0d`, either case, until none is left: `provi"sion`,
+//! `provi{sion` and `provi%0%0aasion` are `provision` there. So the plain characters are those
+//! `esc_url()` keeps, less the ones another reader gives a meaning to (`;`, `%`, `?`, `#`), and
+//! [`could_name`] reads a path as `esc_url()` does.
 
 use percent_encoding::{percent_decode, percent_decode_str};
 
@@ -45,14 +54,15 @@ impl PlainPath {
     }
 }
 
-/// Printable ASCII without the characters some reader gives a meaning to, and not a dot segment.
-/// After one decoding, so `%2E%2E` is `..` and `%252e` holds a `%`.
+/// What `esc_url()` keeps without the characters some reader gives a meaning to, and not a dot
+/// segment. After one decoding, so `%2E%2E` is `..`, `%22` is a `"` WordPress.com's reading
+/// removes once a front decodes it, and `%252e` or `%250a` holds a `%`.
 fn is_plain_segment(segment: &str) -> bool {
     segment != "."
         && segment != ".."
         && segment
             .bytes()
-            .all(|b| b.is_ascii_graphic() && !matches!(b, b'\\' | b';' | b'%' | b'?' | b'#'))
+            .all(|b| esc_url_keeps(b) && !matches!(b, b';' | b'%' | b'?' | b'#'))
 }
 
 /// The segments of `path` as sent, empty ones dropped, when each is the spelling of one segment
@@ -70,37 +80,57 @@ pub fn raw_segments(path: &str) -> Option<Vec<&str>> {
     (!segments.iter().any(splits)).then_some(segments)
 }
 
-/// Whether some reading of `path` could contain one of `names` (lower-case ASCII): `path` as
-/// sent, or after one to eight rounds of percent decoding, each lower-cased with
-/// ASCII white space and control characters (NUL, tab, ...) removed, wherever they are. A path
-/// still holding escapes after the last round could name anything, and does.
+/// Whether some reading of `path` could contain one of `names` (lower-case ASCII, nothing
+/// `esc_url()` removes): `path` as sent, or after one to eight rounds of percent decoding, each
+/// lower-cased and read as WordPress.com reads it ([`wpcom_reading`]), which removes white space
+/// and control characters among others, wherever they are. A path still holding escapes after
+/// the last round could name anything, and does.
 ///
 /// A normaliser only decodes, folds case, replaces `\` and removes (parameters, white space,
 /// dot segments and the segments they eat): a name it ends up with was already one run of
 /// characters in some decoding of the path, unless a removed character stood inside it, and
-/// the removal of white space and control characters stands for that.
+/// WordPress.com's removals stand for that. Each round decodes the text as WordPress.com reads
+/// it rather than as sent: that keeps every escape the text holds and can close up another
+/// (`%6%0aE` reads `%6E`), so a name either order of decoding and reading yields is found.
 pub(crate) fn could_name(path: &str, names: &[&str]) -> bool {
     let mut text = path.as_bytes().to_vec();
     for _ in 0..=DECODING_ROUNDS {
-        let squeezed: Vec<u8> = text
-            .iter()
-            .filter(|&&b| b > b' ' && b != 0x7f)
-            .map(u8::to_ascii_lowercase)
-            .collect();
+        let read = wpcom_reading(&text);
         if names.iter().any(|name| {
-            squeezed
-                .windows(name.len())
+            read.windows(name.len())
                 .any(|window| window == name.as_bytes())
         }) {
             return true;
         }
-        let decoded: Vec<u8> = percent_decode(&text).collect();
-        if decoded == text {
+        let decoded: Vec<u8> = percent_decode(&read).collect();
+        if decoded == read {
             return false;
         }
         text = decoded;
     }
     true
+}
+
+/// `text` lower-cased and read as `esc_url()` reads it: every byte it removes removed, then
+/// `%0a` and `%0d` removed until none is left (`_deep_replace()`).
+fn wpcom_reading(text: &[u8]) -> Vec<u8> {
+    let mut read = Vec::with_capacity(text.len());
+    for &b in text.iter().filter(|&&b| esc_url_keeps(b)) {
+        read.push(b.to_ascii_lowercase());
+        // Checked at each byte, as removing one can close up another (`%0%0aa`); `%0a` and
+        // `%0d` never overlap, so this ends where PHP's repeated `str_replace()` does.
+        if read.ends_with(b"%0a") || read.ends_with(b"%0d") {
+            read.truncate(read.len() - 3);
+        }
+    }
+    read
+}
+
+/// Whether WordPress core's `esc_url()` keeps the byte `b`, bytes 0x80-0xff taken as removed:
+/// `esc_url()` keeps them, but no plain path holds one, and in [`could_name`] removing more only
+/// refuses more (a front may drop them as it drops white space).
+fn esc_url_keeps(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-~+_.?#=!&;,/:%@$|*'()[]".contains(&b)
 }
 
 #[cfg(test)]
@@ -122,6 +152,17 @@ mod tests {
             ["rest", "v1.3", "jpphp", "a", "b", "partner-cancel"]
         );
         assert_eq!(segments("/").unwrap(), Vec::<String>::new());
+        // What esc_url() keeps but `;`, `%`, `?` and `#` is plain.
+        assert_eq!(
+            segments("/rest/v1.3/jpphp/example.com::blog/-~+_=!&,@$|*'()[]").unwrap(),
+            [
+                "rest",
+                "v1.3",
+                "jpphp",
+                "example.com::blog",
+                "-~+_=!&,@$|*'()[]"
+            ]
+        );
         for path in [
             "/rest/v1.3/jpphp/./provision",
             "/rest/v1.3/jpphp/x/../provision",
@@ -141,6 +182,18 @@ mod tests {
             "/rest/v1.3/jpphp/provision%zz",
             "/rest/v1.3/jpphp/provision%C2%A0",
             "/rest/v1.3/jpphp/provision%FF",
+            // What WordPress.com's esc_url_raw() removes, as sent or once decoded.
+            "/rest/v1.3/jpphp/provi\"sion",
+            "/rest/v1.3/jpphp/provi{sion",
+            "/rest/v1.3/jpphp/provi}sion",
+            "/rest/v1.3/jpphp/provi^sion",
+            "/rest/v1.3/jpphp/provi`sion",
+            "/rest/v1.3/jpphp/provi<>sion",
+            "/rest/v1.3/jpphp/provi%22sion",
+            "/rest/v1.3/jpphp/provi%7Bsion",
+            "/rest/v1.3/jpphp/provi%0%0aasion",
+            "/rest/v1.3/jpphp/provi%0Dsion",
+            "/rest/v1.3/jpphp/provision%250a",
         ] {
             assert_eq!(segments(path), None, "{path}");
         }
@@ -173,6 +226,18 @@ mod tests {
             "/x/provi%00sion",
             "/x/provi%2509sion",
             "/x/partner-%2563ancel",
+            // WordPress.com's reading: what esc_url() removes removed, `%0a` and `%0d` until
+            // none is left, before and after decoding.
+            "/x/provi\"sion",
+            "/x/provi{}^`<>sion",
+            "/x/partner-can\"cel",
+            "/x/provi%22sion",
+            "/x/provi%257Bsion",
+            "/x/provi%0%0aasion",
+            "/x/provi%0%0D%0Aasion",
+            "/x/provi%%0a0asion",
+            "/x/provisio%6%0aE",
+            "/x/provi%C3%A9sion",
             // Past the rounds: taken to name anything.
             "/x/%25252525252525252525",
         ] {

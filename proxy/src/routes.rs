@@ -14,16 +14,21 @@
 //! the same: the guard then refuses or forwards it, and WordPress.com answers 404.
 //!
 //! Only plain paths are matched: once decoded, no dot segment (`.`, `..`,
-//! `%2e%2e`, `.%2e`), no `\`, `;`, `%` (double encoding, `%252e`), `?` or `#`, no white space,
-//! NUL or other control character, nothing outside printable ASCII. A path that is not plain is
-//! read differently by each front that normalises paths (many resolve dot segments, some drop
-//! `;x` or trim white space), so one of them could turn it into a provision the guard never saw,
-//! or into another site than the one the guard checked. When any reading of such a path could
-//! name a guarded endpoint, at any depth of percent decoding and whatever white space or control
-//! characters stand in it, the proxy answers it itself, `400 {"error":"ambiguous_path",...}`,
-//! and forwards nothing ([`Route::AmbiguousPath`]); other paths that are not plain (a dot
-//! segment in a status call) are passed through. The site of partner-provision and
-//! partner-cancel is read from the segment the route matched, as sent ([`raw_segments`]).
+//! `%2e%2e`, `.%2e`), no `\`, `;`, `%` (double encoding, `%252e`, `%250a`), `?` or `#`, no white
+//! space, NUL or other control character, no `"`, `{`, `}`, `^`, `` ` ``, `<` or `>`, nothing
+//! outside printable ASCII. A path that is not plain is read differently by each front that
+//! normalises paths (many resolve dot segments, some drop `;x` or trim white space), so one of
+//! them could turn it into a provision the guard never saw, or into another site than the one
+//! the guard checked. WordPress.com itself is such a reader: it routes on the request target
+//! read through `esc_url_raw()`, which removes those characters (and `\`, white space and
+//! control characters) wherever they stand and removes `%0a`/`%0d` until none is left, so
+//! `provi"sion` and `provi%0%0aasion` are provisions there. When any reading of such a path
+//! could name a guarded endpoint, at any depth of percent decoding and whatever characters
+//! WordPress.com removes stand in it, the proxy answers it itself, `400
+//! {"error":"ambiguous_path",...}`, and forwards nothing ([`Route::AmbiguousPath`]); other paths
+//! that are not plain (a dot segment in a status call) are passed through. The site of
+//! partner-provision and partner-cancel is read from the segment the route matched, as sent
+//! ([`raw_segments`]).
 //!
 //! On the guarded routes `--request-timeout` bounds the guard's whole future, from outside: when
 //! it passes after the request was forwarded, the guard finishes the provision alone (holding the
@@ -287,7 +292,7 @@ impl Service<Request<Incoming>> for Proxy {
                 Box::pin(std::future::ready(Ok(error_response(
                     StatusCode::BAD_REQUEST,
                     "ambiguous_path",
-                    "the path is not plain (a dot segment, an encoded dot or slash, a backslash, a ';' parameter, white space, a control character or a double encoding) and could be read as a guarded endpoint's by a front that normalises paths; send its plain spelling",
+                    "the path is not plain (a dot segment, an encoded dot or slash, a backslash, a ';' parameter, white space, a control character, a character WordPress.com drops such as a quote or '{', or a double encoding) and could be read as a guarded endpoint's by WordPress.com or a front that normalises paths; send its plain spelling",
                 ))))
             }
             Route::Passthrough => self.passthrough.call(request),
@@ -496,6 +501,8 @@ mod tests {
             "/rest/v1.3/jpphp/x/../partner-keys/verify",
             "/rest/v1.1/sites/example.com;x",
             "/oauth2/%2e/token",
+            "/rest/v1.4/jpphp/1002/st\"atus",
+            "/rest/v1.4/jpphp/1002/status%0a",
         ] {
             assert_eq!(route(&Method::POST, path), Route::Passthrough, "{path}");
         }

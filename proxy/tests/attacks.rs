@@ -1,14 +1,18 @@
 //! Issue 21's ways past the guard, through the proxy in front of the fake WordPress.com (plain
 //! HTTP, raw requests where a client library would not send them): a `Connection` header naming
 //! the Content-Type, one site named by URL and by blog ID at once, a cancel without credentials
-//! whose body never ends, a malformed chunk. The path spellings are in `proxy.rs`.
+//! whose body never ends, a malformed chunk; and review A's path spellings WordPress.com serves
+//! as a guarded endpoint once `esc_url_raw()` has read them. The spellings a normalising front
+//! reads as one are in `proxy.rs`.
 
 mod common;
 
 use common::{multipart, send_raw};
+use http::Method;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use upgrade_guard::fake::{Endpoint, FakeUpstream, Fault};
+use upgrade_guard_proxy::routes::{Route, route};
 
 async fn plain_proxy(fake: &FakeUpstream, extra: &[&str]) -> upgrade_guard_proxy::Running {
     upgrade_guard_proxy::start(common::config(fake.url(), extra))
@@ -234,5 +238,111 @@ async fn a_malformed_chunk_is_the_callers_error() {
         "{answer}"
     );
     assert_eq!(fake.stats().provisions, 0);
+    proxy.shutdown().await;
+}
+
+/// Paths WordPress.com serves as a guarded endpoint, with its reading of each.
+/// `WPCOM_JSON_API::setup_inputs()` routes on `esc_url_raw('http://' . HTTP_HOST . REQUEST_URI)`,
+/// not on the target as sent, and hyper takes `"`, `{`, `}` and `^` in a path.
+const ESC_URL_SPELLINGS: [(&str, &str); 9] = [
+    ("/rest/v1.3/jpphp/provi\"sion", "/rest/v1.3/jpphp/provision"),
+    ("/rest/v1.3/jpphp/provi{sion", "/rest/v1.3/jpphp/provision"),
+    ("/rest/v1.3/jpphp/provi}sion", "/rest/v1.3/jpphp/provision"),
+    ("/rest/v1.3/jpphp/provi^sion", "/rest/v1.3/jpphp/provision"),
+    (
+        "/re\"st/v1.3/jp^php/provision",
+        "/rest/v1.3/jpphp/provision",
+    ),
+    (
+        "/rest/v1.3/jpphp/provi%0%0aasion",
+        "/rest/v1.3/jpphp/provision",
+    ),
+    (
+        "/rest/v1.3/jpphp/provi%0%0D%0Aasion",
+        "/rest/v1.3/jpphp/provision",
+    ),
+    (
+        "/rest/v1.3/jpphp/1003/partner-provi{}sion",
+        "/rest/v1.3/jpphp/1003/partner-provision",
+    ),
+    (
+        "/rest/v1.3/jpphp/1003/partner-can\"cel",
+        "/rest/v1.3/jpphp/1003/partner-cancel",
+    ),
+];
+
+/// WordPress core's `esc_url_raw()` on a request target, as far as it changes one: every ASCII
+/// character outside its set removed, then `%0a`, `%0A`, `%0d` and `%0D` removed until none is
+/// left (`_deep_replace()`). `tests/php/review_a_route.php` runs the PHP itself.
+fn esc_url_raw(target: &str) -> String {
+    let mut read: String = target
+        .chars()
+        .filter(|&c| {
+            !c.is_ascii() || c.is_ascii_alphanumeric() || "-~+_.?#=!&;,/:%@$|*'()[]".contains(c)
+        })
+        .collect();
+    loop {
+        let shorter = ["%0a", "%0A", "%0d", "%0D"]
+            .iter()
+            .fold(read.clone(), |text, strip| text.replace(strip, ""));
+        if shorter == read {
+            return read;
+        }
+        read = shorter;
+    }
+}
+
+#[test]
+fn a_spelling_wordpress_com_reads_as_a_guarded_route_is_refused() {
+    for (sent, read) in ESC_URL_SPELLINGS {
+        // The spelling is worth its place: WordPress.com reads it as a guarded route.
+        assert_eq!(esc_url_raw(sent), read, "{sent}");
+        assert!(route(&Method::POST, read).is_guarded(), "{read}");
+        assert_eq!(route(&Method::POST, sent), Route::AmbiguousPath, "{sent}");
+    }
+}
+
+#[tokio::test]
+async fn no_spelling_wordpress_com_reads_as_a_guarded_route_passes_unchecked() {
+    // proxy -> WordPress.com's reading of the target -> the fake WordPress.com.
+    let fake = FakeUpstream::builder().demo_sites().start().await.unwrap();
+    let front = common::rewriting_front(fake.url(), esc_url_raw).await;
+    let proxy = upgrade_guard_proxy::start(common::config(
+        &format!("http://{front}"),
+        &["--token", &fake.token()],
+    ))
+    .await
+    .expect("the proxy starts");
+    let bearer = format!("Bearer {}", fake.token());
+    // Realtime Backups on the site holding Professional: a downgrade.
+    let (content_type, form) = multipart(&[
+        ("siteurl", "https://professional.example.com/"),
+        ("local_user", "admin"),
+        ("plan", "jetpack-backup-realtime"),
+    ]);
+    let headers = [
+        ("authorization", bearer.as_str()),
+        ("content-type", &content_type),
+    ];
+    let send = |addr, path| send_raw(addr, "POST", path, &headers, &form);
+    // Spelled plainly, the guard refuses it.
+    let (status, answer) = send(proxy.addr(), "/rest/v1.3/jpphp/provision").await;
+    assert_eq!(status, 409, "{answer}");
+    let before = fake.stats();
+    for (path, _) in ESC_URL_SPELLINGS {
+        let (status, answer) = send(proxy.addr(), path).await;
+        assert_eq!(status, 400, "{path}: {answer}");
+        assert!(
+            answer.starts_with(r#"{"error":"ambiguous_path","#),
+            "{path}: {answer}"
+        );
+    }
+    // The proxy answered all of them itself: WordPress.com saw none.
+    assert_eq!(fake.stats().requests, before.requests);
+    // Sent to WordPress.com directly, the first spelling is the downgrade provisioned.
+    let (status, answer) = send(front, ESC_URL_SPELLINGS[0].0).await;
+    assert_eq!(status, 400, "{answer}");
+    assert!(answer.contains("plan_downgrade_disallowed"), "{answer}");
+    assert_eq!(fake.stats().leaks, 1);
     proxy.shutdown().await;
 }

@@ -289,6 +289,17 @@ pub fn eagerly_normalised(path: &str) -> String {
 /// path [`eagerly_normalised`], its query, method, headers (`Host` set anew) and body as they
 /// came: what may stand between the proxy and WordPress.com.
 pub async fn normalising_front(upstream: &str) -> SocketAddr {
+    rewriting_front(upstream, |target| match target.split_once('?') {
+        Some((path, query)) => format!("{}?{query}", eagerly_normalised(path)),
+        None => eagerly_normalised(target),
+    })
+    .await
+}
+
+/// A front on loopback that relays every request to `upstream` (an `http://` base URL) with its
+/// target (path and query) as `rewrite` reads it, and its method, headers (`Host` set anew) and
+/// body as they came.
+pub async fn rewriting_front(upstream: &str, rewrite: fn(&str) -> String) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let upstream = upstream.trim_end_matches('/').to_owned();
@@ -305,13 +316,11 @@ pub async fn normalising_front(upstream: &str) -> SocketAddr {
                     let (client, upstream) = (client.clone(), upstream.clone());
                     async move {
                         let (mut parts, body) = request.into_parts();
-                        let query = parts
+                        let target = parts
                             .uri
-                            .query()
-                            .map(|query| format!("?{query}"))
-                            .unwrap_or_default();
-                        let path = eagerly_normalised(parts.uri.path());
-                        parts.uri = format!("{upstream}{path}{query}").parse().unwrap();
+                            .path_and_query()
+                            .map_or("/", |target| target.as_str());
+                        parts.uri = format!("{upstream}{}", rewrite(target)).parse().unwrap();
                         parts.headers.remove("host");
                         let response = client
                             .request(Request::from_parts(parts, body))
