@@ -273,7 +273,8 @@ const ESC_URL_SPELLINGS: [(&str, &str); 9] = [
 
 /// WordPress core's `esc_url_raw()` on a request target, as far as it changes one: every ASCII
 /// character outside its set removed, then `%0a`, `%0A`, `%0d` and `%0D` removed until none is
-/// left (`_deep_replace()`). `tests/php/review_a_route.php` runs the PHP itself.
+/// left (`_deep_replace()`). `tests/php/route.php` is the PHP itself, to run by hand:
+/// `php -n -S 127.0.0.1:PORT tests/php/route.php`.
 fn esc_url_raw(target: &str) -> String {
     let mut read: String = target
         .chars()

@@ -1,5 +1,5 @@
 <?php
-// Review A: which endpoint WPCOM_JSON_API::serve() (Automattic/jetpack class.json-api.php) picks
+// Which endpoint WPCOM_JSON_API::serve() (Automattic/jetpack class.json-api.php) picks
 // for a request, from the same $_SERVER values: setup_inputs() builds the URL with
 // esc_url_raw(set_url_scheme('http://' . HTTP_HOST . REQUEST_URI)), serve() untrailingslashit()s
 // the path, cuts the version with #^/rest/v(\d+(\.\d+)*)# and matches the endpoint regexes.
