@@ -38,9 +38,11 @@ const UNDERSCORED: [(&str, &str); 2] = [
 /// How WordPress.com reads a body with these headers; `Ok(None)` when it names no content
 /// type, and PHP sniffs the body ([`Reading::sniff`]).
 pub(crate) fn reading(headers: &HeaderMap) -> Result<Option<Reading>, Unreadable> {
-    if let Some((name, real)) = UNDERSCORED
-        .into_iter()
-        .find(|(n, _)| headers.contains_key(*n))
+    // One pass over the names the request has (a handful), not a lookup of each refused name:
+    // a lookup parses and hashes the name first, on every request the route reads.
+    if let Some((name, real)) = headers
+        .keys()
+        .find_map(|header| UNDERSCORED.into_iter().find(|(n, _)| header.as_str() == *n))
     {
         return Err(Unreadable::Body(format!(
             "the request carries a `{name}` header, which WordPress.com's PHP may take for {real} (both become `HTTP_{}`): send {real} only",
