@@ -175,7 +175,7 @@ async fn a_query_wordpress_com_reads_through_esc_url_raw_is_refused() {
 /// WordPress.com reads this body as JSON (a downgrade for the Professional site) while the guard
 /// reads it, by its `Content-Type`, as a form naming the free site.
 #[tokio::test]
-async fn content_type_or_length_spelled_with_an_underscore_is_refused() {
+async fn content_type_or_length_spelled_with_an_underscore_or_a_dot_is_refused() {
     let fake = fake().await;
     let guard = recording_guard(client(&fake));
     let inner = Recorder::default();
@@ -183,6 +183,8 @@ async fn content_type_or_length_spelled_with_an_underscore_is_refused() {
     for (name, value) in [
         ("Content_Type", "application/json"),
         ("content_type", "application/json"),
+        // PHP reads a `.` in a variable's name as `_` too.
+        ("Content.Type", "application/json"),
         ("CONTENT_LENGTH", "5"),
     ] {
         let request = Request::post("/rest/v1.3/jpphp/provision")

@@ -1033,6 +1033,34 @@ async fn a_cancel_wordpress_com_refused_leaves_a_provision_settling_remembered()
     assert_eq!(partner.fake.stats().provisions, 1);
 }
 
+#[tokio::test]
+async fn a_cancel_answered_in_an_envelope_leaves_a_provision_settling_remembered() {
+    let partner = granted_late(GRANT_DELAY).await;
+    let professional = "siteurl=1001&plan=professional&local_user=a";
+    assert_eq!(partner.provision(professional).await.0, 200);
+    // With `?http_envelope=1`, WordPress.com answers 200 whatever happened, the real status in
+    // the body: here a refusal, nothing given back.
+    let enveloped = service_fn(|_: Request<GuardBody<Full<Bytes>>>| async {
+        Ok::<_, Infallible>(Response::new(Full::from(
+            r#"{"code":400,"headers":[],"body":{"error":"invalid_input","message":"x"}}"#,
+        )))
+    });
+    let cancel = partner.cancel_route().layer(enveloped);
+    let (status, _) = post(
+        cancel,
+        "/rest/v1.3/jpphp/1001/partner-cancel?http_envelope=1",
+        "cancel-all=true&plan=professional",
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, body) = partner.provision(professional).await;
+    assert_eq!(
+        (status, error_of(&body).as_str()),
+        (409, "already_provisioned")
+    );
+    assert_eq!(partner.fake.stats().provisions, 1);
+}
+
 /// Private sites: WordPress.com's public site lookup answers 403 `unauthorized` for every site.
 async fn private_sites(fake: FakeUpstream, lock_wait: std::time::Duration) -> Partner {
     use upgrade_guard::fake::{Endpoint, Fault};
@@ -1130,6 +1158,11 @@ async fn a_provision_forwarded_fail_open_is_remembered_while_it_settles() {
         .provision("siteurl=1001&plan=professional&local_user=a")
         .await;
     assert_eq!(status, 200, "forwarded fail-open: {body}");
+    let seen = partner.relay.seen();
+    assert!(
+        seen[0].admission.is_none() && seen[0].checked.is_none(),
+        "forwarded unchecked: {seen:?}"
+    );
     // WordPress.com answers again, not showing Professional yet: Realtime Backups is still a
     // downgrade of it.
     let (status, body) = partner

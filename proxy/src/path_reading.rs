@@ -24,7 +24,9 @@
 //! characters), then removes `%0a` and `%0d`, either case, until none is left: `provi"sion`,
 //! `provi{sion` and `provi%0%0aasion` are `provision` there. So the plain characters are those
 //! `esc_url()` keeps, less the ones another reader gives a meaning to (`;`, `%`, `?`, `#`), and
-//! [`could_name`] reads a path as `esc_url()` does.
+//! [`could_name`] reads a path as `esc_url()` does. Before `esc_url_raw()`, WordPress.com
+//! unslashes the target (`wp_unslash()`): `pro\0vision` is `provision` there, so a path that is
+//! not plain and holds a `\` is taken to name anything.
 
 use percent_encoding::{percent_decode, percent_decode_str};
 
@@ -95,6 +97,13 @@ pub fn raw_segments(path: &str) -> Option<Vec<&str>> {
 pub(crate) fn could_name(path: &str, names: &[&str]) -> bool {
     let mut text = path.as_bytes().to_vec();
     for _ in 0..=DECODING_ROUNDS {
+        // WordPress.com unslashes the target (`wp_unslash()`, PHP's `stripslashes()`) before
+        // `esc_url_raw()`: `\0` becomes a NUL, which `esc_url()` then removes, and `\x` becomes
+        // `x`; a front may also decode `\%30` into `\0` first. A backslash, at any depth, could
+        // close up any name.
+        if text.contains(&b'\\') {
+            return true;
+        }
         let read = wpcom_reading(&text);
         if names.iter().any(|name| {
             read.windows(name.len())

@@ -244,7 +244,15 @@ async fn a_malformed_chunk_is_the_callers_error() {
 /// Paths WordPress.com serves as a guarded endpoint, with its reading of each.
 /// `WPCOM_JSON_API::setup_inputs()` routes on `esc_url_raw('http://' . HTTP_HOST . REQUEST_URI)`,
 /// not on the target as sent, and hyper takes `"`, `{`, `}` and `^` in a path.
-const ESC_URL_SPELLINGS: [(&str, &str); 9] = [
+const ESC_URL_SPELLINGS: [(&str, &str); 11] = [
+    (
+        "/rest/v1.3/jpphp/pro\\0vision",
+        "/rest/v1.3/jpphp/provision",
+    ),
+    (
+        "/rest/v1.3/jpphp/1002/partner-\\0cancel",
+        "/rest/v1.3/jpphp/1002/partner-cancel",
+    ),
     ("/rest/v1.3/jpphp/provi\"sion", "/rest/v1.3/jpphp/provision"),
     ("/rest/v1.3/jpphp/provi{sion", "/rest/v1.3/jpphp/provision"),
     ("/rest/v1.3/jpphp/provi}sion", "/rest/v1.3/jpphp/provision"),
@@ -271,12 +279,26 @@ const ESC_URL_SPELLINGS: [(&str, &str); 9] = [
     ),
 ];
 
-/// WordPress core's `esc_url_raw()` on a request target, as far as it changes one: every ASCII
-/// character outside its set removed, then `%0a`, `%0A`, `%0d` and `%0D` removed until none is
-/// left (`_deep_replace()`). `tests/php/route.php` is the PHP itself, to run by hand:
-/// `php -n -S 127.0.0.1:PORT tests/php/route.php`.
+/// WordPress.com's reading of a request target, as far as it changes one: unslashed first
+/// (`wp_unslash()`, PHP's `stripslashes()`: `\0` is a NUL, `\x` is `x`), then WordPress
+/// core's `esc_url_raw()`: every ASCII character outside its set removed, then `%0a`, `%0A`,
+/// `%0d` and `%0D` removed until none is left (`_deep_replace()`). `tests/php/route.php` is the
+/// PHP itself, to run by hand: `php -n -S 127.0.0.1:PORT tests/php/route.php`.
 fn esc_url_raw(target: &str) -> String {
-    let mut read: String = target
+    let mut unslashed = String::new();
+    let mut chars = target.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            unslashed.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('0') => unslashed.push('\0'),
+            Some(next) => unslashed.push(next),
+            None => {}
+        }
+    }
+    let mut read: String = unslashed
         .chars()
         .filter(|&c| {
             !c.is_ascii() || c.is_ascii_alphanumeric() || "-~+_.?#=!&;,/:%@$|*'()[]".contains(c)

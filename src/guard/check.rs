@@ -5,7 +5,7 @@
 //! [`Forward`] or a [`Rejection`].
 
 use super::detached::DetachedRoute;
-use super::hold::{Hold, Provides};
+use super::hold::{Cancel, Hold, Provides};
 use super::report::{Forwarded, Reporter};
 use super::shared::Shared;
 use super::verdict::{Decision, Verdict};
@@ -298,9 +298,12 @@ impl Config {
         };
         // What is forwarded may change the site's paths: nobody may reuse what was read of them,
         // under any of its names, now and when it ends (see `Hold`).
+        let cancel = self.cancels.then(|| Cancel {
+            answer_in_body: asks_for_an_envelope(request.uri()),
+        });
         let hold = site.as_ref().map(|site| {
             let mut hold = hold.unwrap_or_else(|| Hold::unlocked(site));
-            hold.forwarded(&self.shared, self.cancels, provision);
+            hold.forwarded(&self.shared, cancel, provision);
             Box::new(hold)
         });
         let forwarded = Forwarded {
@@ -393,6 +396,14 @@ impl Config {
             }),
         }
     }
+}
+
+/// Whether a request's query could ask WordPress.com for its envelope (`http_envelope`, see
+/// DESIGN): then WordPress.com answers 200 whatever happened, the status inside the body.
+/// Any mention of it, or any escape that could spell it, counts.
+fn asks_for_an_envelope(uri: &http::Uri) -> bool {
+    uri.query()
+        .is_some_and(|query| query.contains('%') || query.to_ascii_lowercase().contains("envelope"))
 }
 
 // The logs of the check's futures are out of line: a `tracing` macro expanded in an `async fn`

@@ -48,12 +48,20 @@ pub(crate) struct Hold {
     end: Option<End>,
 }
 
+/// A forwarded cancel, as its end reads its answer.
+pub(super) struct Cancel {
+    /// Whether the answer's status tells nothing: the cancel asked WordPress.com for its
+    /// envelope (`http_envelope`), which is 200 whatever happened. Its end then forgets no
+    /// provision, as for a cancel whose outcome is unknown.
+    pub(super) answer_in_body: bool,
+}
+
 /// What a forwarded request's end does.
 struct End {
     shared: Arc<Shared>,
-    /// Whether the request gives products back (a cancel): answered 2xx, the provisions
+    /// Set when the request gives products back (a cancel): answered 2xx, the provisions
     /// remembered of the site are forgotten too, in every process sharing the guard's peers.
-    cancel: bool,
+    cancel: Option<Cancel>,
     /// The product of a forwarded provision: remembered for the settling window, unless its
     /// answer says it failed.
     provision: Option<String>,
@@ -133,7 +141,7 @@ impl Hold {
     pub(super) fn forwarded(
         &mut self,
         shared: &Arc<Shared>,
-        cancel: bool,
+        cancel: Option<Cancel>,
         provision: Option<String>,
     ) {
         let end = End {
@@ -156,10 +164,16 @@ impl Hold {
 
 impl End {
     /// Forgets the cached paths of every name in `names`; `everywhere`, also the provisions
-    /// remembered of it, here and in every peer.
+    /// remembered of the site, here and in every peer (under the site's own names: nothing is
+    /// remembered under the lock private sites share).
     fn forget(&self, names: &HeldNames, everywhere: bool) {
         for site in names.iter() {
-            self.shared.forget(site, everywhere);
+            self.shared.forget(site, false);
+        }
+        if everywhere {
+            for site in names.of_the_site() {
+                self.shared.forget(site, true);
+            }
         }
     }
 }
@@ -192,7 +206,11 @@ impl Drop for Hold {
                 ),
             }
         }
-        let gave_back = end.cancel && end.answered.is_some_and(|status| status.is_success());
+        let gave_back = end
+            .cancel
+            .as_ref()
+            .is_some_and(|cancel| !cancel.answer_in_body)
+            && end.answered.is_some_and(|status| status.is_success());
         end.forget(&self.names, gave_back);
     }
 }

@@ -239,9 +239,10 @@ impl UpgradeGuardLayer {
     /// are dropped too, and both in every one of the guard's
     /// [peers](crate::Peers::announce_forget). Without it, a product a cancel gave back would be
     /// refused from the cache until the entry expired. A cancel that failed, or whose outcome is
-    /// unknown, leaves the provisions remembered: one still settling keeps a downgrade or a
-    /// repeat of it from passing on an answer that does not show it yet (the other processes'
-    /// caches then keep their refusals until they expire).
+    /// unknown (one asking for WordPress.com's `http_envelope`, answered 200 whatever happened,
+    /// counts as unknown), leaves the provisions remembered: one still settling keeps a
+    /// downgrade or a repeat of it from passing on an answer that does not show it yet (the
+    /// other processes' caches then keep their refusals until they expire).
     ///
     /// The site is not looked up and no product is read, so a cancel's `plan` field can never be
     /// a reason to refuse it: [`product`](Self::product) and

@@ -20,19 +20,22 @@ use super::php::{Reading, Unreadable, is_php_trim};
 use http::HeaderMap;
 use http::header::{CONTENT_ENCODING, CONTENT_TYPE};
 
-/// `Content-Type` and `Content-Length` spelled with `_` (as `HeaderMap` holds names: lower case),
-/// each with the header it passes for.
+/// `Content-Type` and `Content-Length` spelled with `_` or `.` (as `HeaderMap` holds names:
+/// lower case), each with the header it passes for.
 ///
 /// A CGI-style server (PHP-FPM behind a front that passes such names, `php -S`) registers a
 /// header `Content_Type` as `HTTP_CONTENT_TYPE`, the very variable `setup_inputs()` prefers to
-/// `CONTENT_TYPE`: WordPress.com would read the body by it, the guard by `Content-Type`.
+/// `CONTENT_TYPE`: WordPress.com would read the body by it, the guard by `Content-Type`. PHP
+/// turns a `.` in a variable's name into `_` too, so `Content.Type` is the same variable.
 /// `Content_Length` becomes `HTTP_CONTENT_LENGTH`, which a reader of the real `Content-Length`
 /// may take for it. nginx drops such names by default, not every front does: the guard refuses
 /// them (400, with a message naming the header: unlike two `Content-Type`s, no media type is
-/// at fault).
-const UNDERSCORED: [(&str, &str); 2] = [
+/// at fault). A header name holds no space or `[`, PHP's other characters read as `_`.
+const UNDERSCORED: [(&str, &str); 4] = [
     ("content_type", "Content-Type"),
+    ("content.type", "Content-Type"),
     ("content_length", "Content-Length"),
+    ("content.length", "Content-Length"),
 ];
 
 /// How WordPress.com reads a body with these headers; `Ok(None)` when it names no content
@@ -46,7 +49,7 @@ pub(crate) fn reading(headers: &HeaderMap) -> Result<Option<Reading>, Unreadable
     {
         return Err(Unreadable::Body(format!(
             "the request carries a `{name}` header, which WordPress.com's PHP may take for {real} (both become `HTTP_{}`): send {real} only",
-            name.to_ascii_uppercase()
+            real.to_ascii_uppercase().replace('-', "_")
         )));
     }
     // PHP does not decode a body; what it would read of gzip is not what was sent.
@@ -305,12 +308,14 @@ mod tests {
     }
 
     #[test]
-    fn content_type_and_length_spelled_with_an_underscore_are_refused() {
+    fn content_type_and_length_spelled_with_an_underscore_or_a_dot_are_refused() {
         for name in [
             "Content_Type",
             "content_type",
             "CONTENT_LENGTH",
             "Content_length",
+            "Content.Type",
+            "content.length",
         ] {
             let mut headers = HeaderMap::new();
             headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
@@ -319,6 +324,7 @@ mod tests {
             match reading(&headers) {
                 Err(Unreadable::Body(message)) => {
                     assert!(message.contains(&format!("`{name}`")), "{message}");
+                    assert!(message.contains("`HTTP_CONTENT_"), "{message}");
                 }
                 other => panic!("{name}: {other:?}"),
             }
