@@ -148,8 +148,9 @@ function read_string($data, $key) {
 }
 
 $input = input($post_body, $content_type);
-// setup_inputs() parses the query of the URL esc_url_raw() gives back, not QUERY_STRING.
-$url = esc_url_raw('http://' . ($_SERVER['HTTP_HOST'] ?? '') . ($_SERVER['REQUEST_URI'] ?? ''));
+// setup_inputs() parses the query of the URL esc_url_raw() gives back, not QUERY_STRING, from
+// the target unslashed first (wp_unslash(), stripslashes for a string).
+$url = esc_url_raw('http://' . ($_SERVER['HTTP_HOST'] ?? '') . stripslashes($_SERVER['REQUEST_URI'] ?? ''));
 $parsed = parse_url($url);
 $query = array();
 if (!empty($parsed['query'])) {

@@ -1,8 +1,9 @@
 <?php
 // Which endpoint WPCOM_JSON_API::serve() (Automattic/jetpack class.json-api.php) picks
 // for a request, from the same $_SERVER values: setup_inputs() builds the URL with
-// esc_url_raw(set_url_scheme('http://' . HTTP_HOST . REQUEST_URI)), serve() untrailingslashit()s
-// the path, cuts the version with #^/rest/v(\d+(\.\d+)*)# and matches the endpoint regexes.
+// esc_url_raw(set_url_scheme('http://' . HTTP_HOST . wp_unslash(REQUEST_URI))) (wp_unslash is
+// stripslashes here), serve() untrailingslashit()s the path, cuts the version with
+// #^/rest/v(\d+(\.\d+)*)# and matches the endpoint regexes.
 // esc_url() and _deep_replace() are WordPress core's (wp-includes/formatting.php), verbatim but
 // for the protocol check, which an http:// URL passes unchanged.
 
@@ -33,7 +34,7 @@ function esc_url_raw( $url ) {
 	return $url;
 }
 
-$url  = esc_url_raw( 'http://' . ( $_SERVER['HTTP_HOST'] ?? '' ) . ( $_SERVER['REQUEST_URI'] ?? '' ) );
+$url  = esc_url_raw( 'http://' . ( $_SERVER['HTTP_HOST'] ?? '' ) . stripslashes( $_SERVER['REQUEST_URI'] ?? '' ) );
 $parsed = parse_url( $url );
 $path = $parsed['path'] ?? '';
 $query = array();
