@@ -4,35 +4,9 @@
 // esc_url_raw(set_url_scheme('http://' . HTTP_HOST . wp_unslash(REQUEST_URI))) (wp_unslash is
 // stripslashes here), serve() untrailingslashit()s the path, cuts the version with
 // #^/rest/v(\d+(\.\d+)*)# and matches the endpoint regexes.
-// esc_url() and _deep_replace() are WordPress core's (wp-includes/formatting.php), verbatim but
-// for the protocol check, which an http:// URL passes unchanged.
+// esc_url_raw() and _deep_replace() are WordPress core's, in esc_url.php.
 
-function _deep_replace( $search, $subject ) {
-	$subject = (string) $subject;
-	$count = 1;
-	while ( $count ) {
-		$subject = str_replace( $search, '', $subject, $count );
-	}
-	return $subject;
-}
-
-function esc_url_raw( $url ) {
-	if ( '' === $url ) {
-		return $url;
-	}
-	$url = str_replace( ' ', '%20', ltrim( $url ) );
-	$url = preg_replace( '|[^a-z0-9-~+_.?#=!&;,/:%@$\|*\'()\[\]\\x80-\\xff]|i', '', $url );
-	if ( '' === $url ) {
-		return $url;
-	}
-	if ( 0 !== stripos( $url, 'mailto:' ) ) {
-		$strip = array( '%0d', '%0a', '%0D', '%0A' );
-		$url   = _deep_replace( $strip, $url );
-	}
-	$url = str_replace( ';//', '://', $url );
-	// ('[' / ']' handling and the protocol check do not change an http:// URL with no brackets.)
-	return $url;
-}
+require __DIR__ . '/esc_url.php';
 
 $url  = esc_url_raw( 'http://' . ( $_SERVER['HTTP_HOST'] ?? '' ) . stripslashes( $_SERVER['REQUEST_URI'] ?? '' ) );
 $parsed = parse_url( $url );
