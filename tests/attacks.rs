@@ -400,14 +400,7 @@ async fn a_site_lookup_that_fails_forwards_nothing() {
     // A private site (WordPress.com does not describe it publicly): held under its names and
     // one lock every such request shares, and checked as usual.
     fake.clear_faults();
-    fake.inject(
-        Endpoint::SiteLookup,
-        Fault::status_with_body(
-            403,
-            r#"{"error":"unauthorized","message":"User cannot access this private blog."}"#,
-        ),
-    )
-    .always();
+    make_sites_private(&fake);
     let answer = send(&guard, &inner, form("siteurl=1001&plan=professional")).await;
     assert_eq!(answer.status, StatusCode::OK);
     assert_eq!(inner.calls(), 2);

@@ -118,18 +118,7 @@ impl Partner {
 
     /// Sends `form` through `route` to `path`: the status and body.
     async fn send(&self, route: &UpgradeGuardLayer, path: &str, form: &str) -> (u16, String) {
-        let request = Request::post(path)
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(Full::from(form.to_owned()))
-            .unwrap();
-        let response = route
-            .layer(self.relay.service())
-            .oneshot(request)
-            .await
-            .unwrap();
-        let status = response.status().as_u16();
-        let body = response.into_body().collect().await.unwrap().to_bytes();
-        (status, String::from_utf8(body.to_vec()).unwrap())
+        post(route.layer(self.relay.service()), path, form).await
     }
 
     async fn provision(&self, form: &str) -> (u16, String) {
@@ -1063,15 +1052,7 @@ async fn a_cancel_answered_in_an_envelope_leaves_a_provision_settling_remembered
 
 /// Private sites: WordPress.com's public site lookup answers 403 `unauthorized` for every site.
 async fn private_sites(fake: FakeUpstream, lock_wait: std::time::Duration) -> Partner {
-    use upgrade_guard::fake::{Endpoint, Fault};
-    fake.inject(
-        Endpoint::SiteLookup,
-        Fault::status_with_body(
-            403,
-            r#"{"error":"unauthorized","message":"User cannot access this private blog."}"#,
-        ),
-    )
-    .always();
+    make_sites_private(&fake);
     Partner {
         guard: UpgradeGuardLayer::new(client(&fake)).lock_wait(lock_wait),
         relay: Relay::new(&fake),
@@ -1138,17 +1119,8 @@ async fn another_private_sites_answer_does_not_settle_a_provision() {
 async fn a_provision_forwarded_fail_open_is_remembered_while_it_settles() {
     use upgrade_guard::Mode;
     use upgrade_guard::fake::{Endpoint, Fault};
-    let fake = FakeUpstream::builder()
-        .site(FakeSite::new(1001).url("https://free.example.com/"))
-        .grant_delay(GRANT_DELAY)
-        .start()
-        .await
-        .unwrap();
-    let partner = Partner {
-        guard: UpgradeGuardLayer::new(client(&fake)).mode(Mode::FailOpen),
-        relay: Relay::new(&fake),
-        fake,
-    };
+    let mut partner = granted_late(GRANT_DELAY).await;
+    partner.guard = partner.guard.clone().mode(Mode::FailOpen);
     // upgrade-paths fails once: the route forwards unchecked.
     partner
         .fake

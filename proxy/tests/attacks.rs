@@ -14,8 +14,8 @@ use tokio::io::AsyncWriteExt;
 use upgrade_guard::fake::{Endpoint, FakeUpstream, Fault};
 use upgrade_guard_proxy::routes::{Route, route};
 
-async fn plain_proxy(fake: &FakeUpstream, extra: &[&str]) -> upgrade_guard_proxy::Running {
-    upgrade_guard_proxy::start(common::config(fake.url(), extra))
+async fn plain_proxy(upstream: &str, extra: &[&str]) -> upgrade_guard_proxy::Running {
+    upgrade_guard_proxy::start(common::config(upstream, extra))
         .await
         .expect("the proxy starts")
 }
@@ -23,7 +23,7 @@ async fn plain_proxy(fake: &FakeUpstream, extra: &[&str]) -> upgrade_guard_proxy
 #[tokio::test]
 async fn a_connection_header_cannot_make_the_proxy_drop_the_content_type_the_guard_read() {
     let fake = FakeUpstream::builder().demo_sites().start().await.unwrap();
-    let proxy = plain_proxy(&fake, &["--token", &fake.token()]).await;
+    let proxy = plain_proxy(fake.url(), &["--token", &fake.token()]).await;
     let bearer = format!("Bearer {}", fake.token());
     // Professional on the site holding Realtime Backups is an upgrade; hidden in a field's
     // value, Realtime Backups on the Professional site, which WordPress.com would read from
@@ -74,7 +74,7 @@ async fn a_connection_header_cannot_make_the_proxy_drop_the_content_type_the_gua
 #[tokio::test]
 async fn a_site_named_by_url_and_by_blog_id_is_one_lock_through_the_proxy() {
     let fake = FakeUpstream::builder().demo_sites().start().await.unwrap();
-    let proxy = plain_proxy(&fake, &["--token", &fake.token()]).await;
+    let proxy = plain_proxy(fake.url(), &["--token", &fake.token()]).await;
     let bearer = format!("Bearer {}", fake.token());
     // The first provision takes a while to land at WordPress.com.
     fake.inject(
@@ -132,7 +132,7 @@ async fn a_site_named_by_url_and_by_blog_id_is_one_lock_through_the_proxy() {
 async fn a_cancel_whose_body_never_ends_holds_no_site() {
     let fake = FakeUpstream::builder().demo_sites().start().await.unwrap();
     // No --token: the callers' own tokens; a 1 s lock wait, so a held site would be 503 soon.
-    let proxy = plain_proxy(&fake, &["--lock-wait", "1", "--body-timeout", "1"]).await;
+    let proxy = plain_proxy(fake.url(), &["--lock-wait", "1", "--body-timeout", "1"]).await;
     let bearer = format!("Bearer {}", fake.token());
 
     // A partner-cancel without Authorization, promising a body it never finishes.
@@ -225,7 +225,7 @@ async fn overflowing_chunk(addr: std::net::SocketAddr, path: &str) -> String {
 #[tokio::test]
 async fn a_malformed_chunk_is_the_callers_error() {
     let fake = FakeUpstream::builder().demo_sites().start().await.unwrap();
-    let proxy = plain_proxy(&fake, &["--token", &fake.token()]).await;
+    let proxy = plain_proxy(fake.url(), &["--token", &fake.token()]).await;
     // Guarded: the guard reads the body, and cannot.
     let answer = overflowing_chunk(proxy.addr(), "/rest/v1.3/jpphp/provision").await;
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
@@ -330,12 +330,7 @@ async fn no_spelling_wordpress_com_reads_as_a_guarded_route_passes_unchecked() {
     // proxy -> WordPress.com's reading of the target -> the fake WordPress.com.
     let fake = FakeUpstream::builder().demo_sites().start().await.unwrap();
     let front = common::rewriting_front(fake.url(), esc_url_raw).await;
-    let proxy = upgrade_guard_proxy::start(common::config(
-        &format!("http://{front}"),
-        &["--token", &fake.token()],
-    ))
-    .await
-    .expect("the proxy starts");
+    let proxy = plain_proxy(&format!("http://{front}"), &["--token", &fake.token()]).await;
     let bearer = format!("Bearer {}", fake.token());
     // Realtime Backups on the site holding Professional: a downgrade.
     let (content_type, form) = multipart(&[

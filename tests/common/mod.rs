@@ -41,6 +41,20 @@ pub async fn fake() -> FakeUpstream {
         .expect("the fake upstream starts on loopback")
 }
 
+/// Makes every site of `fake` private: WordPress.com's public site lookup answers 403
+/// `unauthorized` for each, as it does for a site it does not describe publicly.
+pub fn make_sites_private(fake: &FakeUpstream) {
+    use upgrade_guard::fake::{Endpoint, Fault};
+    fake.inject(
+        Endpoint::SiteLookup,
+        Fault::status_with_body(
+            403,
+            r#"{"error":"unauthorized","message":"User cannot access this private blog."}"#,
+        ),
+    )
+    .always();
+}
+
 /// A client for `fake`, with a short deadline so failure tests end quickly, and without retries:
 /// these tests check what one upstream answer becomes (retries are tested in `upstream.rs`).
 pub fn client(fake: &FakeUpstream) -> UpgradePathsClient {
