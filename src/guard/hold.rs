@@ -168,11 +168,11 @@ impl End {
     /// remembered under the lock private sites share).
     fn forget(&self, names: &HeldNames, everywhere: bool) {
         for site in names.iter() {
-            self.shared.forget(site, false);
+            self.shared.lookups.forget(site);
         }
         if everywhere {
             for site in names.of_the_site() {
-                self.shared.forget(site, true);
+                self.shared.recent.forget_everywhere(site);
             }
         }
     }

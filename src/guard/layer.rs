@@ -279,7 +279,7 @@ impl UpgradeGuardLayer {
     pub fn forget(&self, site: &Site) {
         let shared = &self.config.shared;
         for name in shared.names.known(site).iter() {
-            shared.forget(name, true);
+            shared.forget_everywhere(name);
         }
     }
 

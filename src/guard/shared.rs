@@ -22,13 +22,10 @@ pub(super) struct Shared {
 }
 
 impl Shared {
-    /// Forgets the site's cached paths here; `everywhere`, also the provisions remembered of it,
-    /// here and in every peer: the site changed in a way the guard did not see, or a cancel gave
-    /// products back.
-    pub(super) fn forget(&self, site: &Site, everywhere: bool) {
+    /// Forgets the site's cached paths and the provisions remembered of it, here and in every
+    /// peer: the site changed in a way the guard did not see.
+    pub(super) fn forget_everywhere(&self, site: &Site) {
         self.lookups.forget(site);
-        if everywhere {
-            self.recent.forget_everywhere(site);
-        }
+        self.recent.forget_everywhere(site);
     }
 }
